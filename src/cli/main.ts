@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+/**
+ * The `strata` command line. Start-up cost matters (`strata path-info` should cost little more
+ * than `node -e 0`), so this file only declares commands; each command module loads the heavy
+ * parts of strata (SQLite, compression, HTTP) inside its action, when it runs.
+ */
+import { Command, CommanderError } from 'commander';
+
+import { registerAll } from './commands/index.js';
+import { exitCodeFor, renderError } from './output.js';
+
+const program = new Command();
+program
+  .name('strata')
+  .description('A layered, Nix-compatible store')
+  .version(process.env['npm_package_version'] ?? '0.1.0', '--version')
+  .option('--store <uri>', 'the store to use (default: $STRATA_STORE, else "local")')
+  .option('--json', 'machine-readable output on stdout')
+  .option('-v, --verbose', 'more output')
+  .option('--quiet', 'less output')
+  .option('--no-progress', 'never draw progress bars')
+  .option('--trusted-public-keys <keys>', "space-separated 'name:base64' keys to trust")
+  .option('--no-require-sigs', 'accept unsigned paths from binary caches')
+  .showHelpAfterError()
+  .exitOverride()
+  .configureOutput({ outputError: (s, write) => write(s) });
+
+registerAll(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    // Help and version exit 0; usage errors have been printed by commander and exit 2.
+    process.exitCode = e.exitCode === 0 ? 0 : 2;
+  } else {
+    process.stderr.write(renderError(e));
+    process.exitCode = exitCodeFor(e);
+  }
+}

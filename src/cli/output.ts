@@ -1,0 +1,32 @@
+/** How the CLI shows errors and results; the only place that knows about the terminal. */
+import { isStrataError } from '../core/error.js';
+
+/** A usage error found after commander parsed the arguments (exit 2). */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** One clear line (plus a hint line when there is one) for any error. */
+export function renderError(e: unknown): string {
+  if (isStrataError(e)) return `error: ${e.message}\n${e.hint ? `hint: ${e.hint}\n` : ''}`;
+  if (e instanceof UsageError) return `error: ${e.message}\n`;
+  if (e instanceof Error) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (process.env['STRATA_DEBUG']) return `${e.stack ?? e.message}\n`;
+    return `error: ${e.message}${code && !e.message.includes(code) ? ` (${code})` : ''}\n`;
+  }
+  return `error: ${String(e)}\n`;
+}
+
+export function exitCodeFor(e: unknown): number {
+  return e instanceof UsageError ? 2 : 1;
+}
+
+/** Writes a string to stdout and waits for it to drain (large outputs piped to `head` etc.). */
+export function print(line: string): void {
+  process.stdout.write(line.endsWith('\n') ? line : `${line}\n`);
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}

@@ -1,0 +1,119 @@
+/**
+ * The `Store` contract every backend implements: the local store, binary caches and the layered
+ * store (which holds an upper and lowers, all reached only through this contract).
+ *
+ * Bytes always travel as streams: no backend reads a whole NAR into memory.
+ */
+import type { Readable } from 'node:stream';
+
+import type { Hash } from '../core/hash.js';
+import type { StoreDir, StorePath } from '../core/store-path.js';
+
+/** What a store knows about one valid path (a `ValidPaths` row, a narinfo). */
+export interface PathInfo {
+  path: StorePath;
+  /** sha256 of the NAR serialisation. */
+  narHash: Hash;
+  narSize: number;
+  /** Sorted by base name; a self-reference is included. */
+  references: StorePath[];
+  deriver?: StorePath | undefined;
+  /** Unix seconds. */
+  registrationTime?: number | undefined;
+  /** Built locally (`ultimate` 1 in the DB). */
+  ultimate: boolean;
+  /** `keyname:base64` signatures. */
+  sigs: string[];
+  /** Content address in Nix's text form (`fixed:r:sha256:<nix32>`, `text:sha256:…`). */
+  ca?: string | undefined;
+  /** Which layer answered, for layered stores (e.g. `upper`, `lower:0`); absent elsewhere. */
+  layer?: string | undefined;
+}
+
+/** How `addPath` hashes a file system object. */
+export interface AddPathOptions {
+  /** Store path name (default: the file's base name). */
+  name?: string;
+  /** `recursive` (NAR, the default) or `flat` (a regular file's bytes). */
+  method?: 'recursive' | 'flat';
+  /** Hash algorithm of the content address (default sha256). */
+  hashAlgo?: 'md5' | 'sha1' | 'sha256' | 'sha512';
+  references?: StorePath[];
+}
+
+export interface GcOptions {
+  /** Stop once this many bytes were freed. */
+  maxFreed?: number;
+  /** Report, but delete nothing. */
+  dryRun?: boolean;
+  /** `live` or `dead`: which set to report (with dryRun). */
+  print?: 'live' | 'dead';
+}
+
+export interface GcResult {
+  deleted: StorePath[];
+  bytesFreed: number;
+  /** With `print`, the paths in the asked set. */
+  paths?: StorePath[];
+}
+
+export interface VerifyOptions {
+  checkContents?: boolean;
+  repair?: boolean;
+}
+
+export interface VerifyResult {
+  /** Paths whose contents no longer match their recorded hash. */
+  modified: StorePath[];
+  /** DB rows whose files are gone. */
+  missing: StorePath[];
+  repaired: StorePath[];
+  ok: boolean;
+}
+
+export interface OptimiseResult {
+  filesLinked: number;
+  bytesSaved: number;
+}
+
+/** A store of Nix paths. Methods a backend cannot support throw `UNSUPPORTED`. */
+export interface Store {
+  /** The URI this store was opened with, normalised. */
+  readonly uri: string;
+  readonly storeDir: StoreDir;
+
+  queryPathInfo(path: StorePath): Promise<PathInfo | undefined>;
+  isValidPath(path: StorePath): Promise<boolean>;
+  /** The subset of `paths` that is valid. */
+  queryValidPaths(paths: StorePath[]): Promise<StorePath[]>;
+  queryAllValidPaths(): Promise<StorePath[]>;
+  queryReferrers(path: StorePath): Promise<StorePath[]>;
+  /** The derivations known to produce `path` (the `deriver` plus `DerivationOutputs` rows). */
+  queryValidDerivers(path: StorePath): Promise<StorePath[]>;
+  /** Output name → path, from `DerivationOutputs`. */
+  queryDerivationOutputs(drvPath: StorePath): Promise<Map<string, StorePath>>;
+  queryPathFromHashPart(hashPart: string): Promise<StorePath | undefined>;
+
+  /** Streams the NAR serialisation of a valid path. */
+  narFromPath(path: StorePath): Promise<Readable>;
+
+  /**
+   * Adds a path from its NAR and declared info. The NAR's hash and size are verified against
+   * `info` before the path becomes valid; nothing is left behind when they differ.
+   */
+  addFromNar(info: PathInfo, nar: Readable): Promise<void>;
+  /** Adds a file system object (like `nix-store --add`/`--add-fixed`). */
+  addPath(fsPath: string, options?: AddPathOptions): Promise<PathInfo>;
+  /** Adds a text file (like `builtins.toFile`, and `.drv` files). */
+  addText(name: string, text: string | Uint8Array, references: StorePath[]): Promise<PathInfo>;
+  /** Adds `keyname:base64` signatures to a valid path. */
+  addSignatures(path: StorePath, sigs: string[]): Promise<void>;
+
+  /** Deletes paths that nothing alive refers to; refuses live ones. */
+  deletePaths(paths: StorePath[]): Promise<GcResult>;
+  collectGarbage(options?: GcOptions): Promise<GcResult>;
+  verify(options?: VerifyOptions): Promise<VerifyResult>;
+  optimise(): Promise<OptimiseResult>;
+
+  close(): Promise<void>;
+}
