@@ -4,7 +4,13 @@
  */
 import type { Command } from 'commander';
 
-const modules: Array<{ register(program: Command): void }> = [];
+import * as add from './add.js';
+import * as derivation from './derivation.js';
+import * as pathInfo from './path-info.js';
+import * as query from './query.js';
+import * as sign from './sign.js';
+
+const modules: Array<{ register(program: Command): void }> = [add, pathInfo, query, derivation, sign];
 
 export function registerAll(program: Command): void {
   for (const m of modules) m.register(program);

@@ -1,0 +1,50 @@
+import type { Command } from 'commander';
+
+export function register(program: Command): void {
+  program
+    .command('path-info')
+    .description('show metadata of store paths (nix path-info)')
+    .argument('[paths...]', 'store paths')
+    .option('--all', 'every valid path of the store')
+    .option('-r, --recursive', 'the whole closure of each path')
+    .option('-S, --closure-size', 'also the closure size of each path')
+    .action(async (args: string[], opts: { recursive?: boolean; closureSize?: boolean; all?: boolean }, cmd: Command) => {
+      const { withStore, parsePathArg } = await import('../with-store.js');
+      const { globalOptions } = await import('../global.js');
+      const json = globalOptions(cmd).json === true; // keys of nix path-info --json, plus "layer"
+      await withStore(cmd, async (store) => {
+        const { pathInfoJson, invalidPathJson } = await import('../path-info-json.js');
+        const { computeClosure } = await import('../../store/closure.js');
+        const { StrataError } = await import('../../core/error.js');
+        const dir = store.storeDir;
+        const paths = opts.all ? await store.queryAllValidPaths() : args.map((a) => parsePathArg(store, a));
+        const targets = opts.recursive ? [...(await computeClosure(store, paths)).values()].map((i) => i.path) : paths;
+        targets.sort((a, b) => (a.baseName < b.baseName ? -1 : 1));
+        const out: Record<string, unknown>[] = [];
+        const lines: string[] = [];
+        let missing: string | undefined;
+        for (const p of targets) {
+          const info = await store.queryPathInfo(p);
+          if (!info) {
+            out.push(invalidPathJson(dir, p));
+            missing ??= dir.print(p);
+            continue;
+          }
+          let closureSize: number | undefined;
+          if (opts.closureSize) {
+            closureSize = 0;
+            for (const i of (await computeClosure(store, [p])).values()) closureSize += i.narSize;
+          }
+          out.push(pathInfoJson(dir, info, closureSize !== undefined ? { closureSize } : {}));
+          // Nix right-aligns sizes in 11 columns.
+          lines.push(closureSize !== undefined ? `${dir.print(p)}\t${String(closureSize).padStart(11)}` : dir.print(p));
+        }
+        if (json) process.stdout.write(`${JSON.stringify(out)}\n`);
+        else if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
+        // As in Nix: JSON marks invalid paths `"valid": false` and succeeds; text output fails.
+        if (missing !== undefined && !json) {
+          throw new StrataError('PATH_NOT_VALID', `Path '${missing}' is not valid`, { value: missing });
+        }
+      });
+    });
+}

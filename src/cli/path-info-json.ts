@@ -1,0 +1,24 @@
+/** `nix path-info --json` objects, with the same keys in the same order, plus strata's `layer`. */
+import type { StoreDir, StorePath } from '../core/store-path.js';
+import type { PathInfo } from '../store/store.js';
+
+export function pathInfoJson(dir: StoreDir, info: PathInfo, extra: { closureSize?: number } = {}): Record<string, unknown> {
+  const o: Record<string, unknown> = {
+    path: dir.print(info.path),
+    narHash: info.narHash.toSri(),
+    narSize: info.narSize,
+    references: info.references.map((r) => dir.print(r)),
+  };
+  if (info.ca) o['ca'] = info.ca;
+  if (extra.closureSize !== undefined) o['closureSize'] = extra.closureSize;
+  if (info.deriver) o['deriver'] = dir.print(info.deriver);
+  if (info.registrationTime) o['registrationTime'] = info.registrationTime;
+  if (info.ultimate) o['ultimate'] = true;
+  if (info.sigs.length > 0) o['signatures'] = info.sigs;
+  if (info.layer) o['layer'] = info.layer;
+  return o;
+}
+
+export function invalidPathJson(dir: StoreDir, path: StorePath): Record<string, unknown> {
+  return { path: dir.print(path), valid: false };
+}

@@ -1,0 +1,44 @@
+/**
+ * Closures over the Store contract: written once here, so every backend (local, cache, layered)
+ * answers `-r`, `--requisites` and `--closure-size` the same way.
+ */
+import type { StorePath } from '../core/store-path.js';
+import type { PathInfo, Store } from './store.js';
+
+/** The closure of `paths` under references, as path infos; invalid start paths throw. */
+export async function computeClosure(store: Store, paths: StorePath[]): Promise<Map<string, PathInfo>> {
+  const seen = new Map<string, PathInfo>();
+  let frontier = paths;
+  while (frontier.length > 0) {
+    const next: StorePath[] = [];
+    // Ask for one level at a time; backends with latency (HTTP) get many requests in flight.
+    const infos = await Promise.all(frontier.map(async (p) => [p, await store.queryPathInfo(p)] as const));
+    for (const [p, info] of infos) {
+      if (!info) {
+        const { StrataError } = await import('../core/error.js');
+        throw new StrataError('PATH_NOT_VALID', `Cannot compute the closure of '${store.storeDir.print(p)}': it is not valid in '${store.uri}'`, { value: store.storeDir.print(p) });
+      }
+      if (seen.has(p.baseName)) continue;
+      seen.set(p.baseName, info);
+      for (const r of info.references) if (!seen.has(r.baseName)) next.push(r);
+    }
+    frontier = [...new Map(next.map((p) => [p.baseName, p])).values()].filter((p) => !seen.has(p.baseName));
+  }
+  return seen;
+}
+
+/** Orders path infos so that references come before their referrers (self-references ignored). */
+export function topoSortInfos(infos: Iterable<PathInfo>): PathInfo[] {
+  const byName = new Map([...infos].map((i) => [i.path.baseName, i]));
+  const out: PathInfo[] = [];
+  const done = new Set<string>();
+  const visit = (name: string): void => {
+    if (done.has(name)) return;
+    done.add(name);
+    const info = byName.get(name)!;
+    for (const r of info.references) if (r.baseName !== name && byName.has(r.baseName)) visit(r.baseName);
+    out.push(info);
+  };
+  for (const name of [...byName.keys()].sort()) visit(name);
+  return out;
+}

@@ -1,0 +1,368 @@
+/**
+ * The store database (`<state>/db/db.sqlite`), read and written exactly as Nix 2.8 does: schema
+ * 10, the same pragmas, the same value encodings (`sha256:<hex>` hashes, `ultimate` 1 or NULL,
+ * NULL for absent deriver/sigs/ca and for narSize 0, full paths), `DerivationOutputs` rows for
+ * `.drv` files, and every multi-row registration in one transaction.
+ */
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import Database from 'better-sqlite3';
+
+import { StrataError } from '../../core/error.js';
+import { parseHash } from '../../core/hash.js';
+import type { StoreDir, StorePath } from '../../core/store-path.js';
+import type { PathInfo } from '../store.js';
+import { SCHEMA_SQL, SCHEMA_VERSION } from './schema.js';
+
+interface ValidPathRow {
+  id: number;
+  path: string;
+  hash: string;
+  registrationTime: number;
+  deriver: string | null;
+  narSize: number | null;
+  ultimate: number | null;
+  sigs: string | null;
+  ca: string | null;
+}
+
+/** One row to register, with the `.drv` outputs to record when it is a derivation. */
+export interface Registration {
+  info: PathInfo;
+  /** Output name → full output path, for `.drv` paths (the `DerivationOutputs` rows). */
+  derivationOutputs?: Map<string, string> | undefined;
+}
+
+// Nix waits an hour for a busy database rather than failing; so do we ("database is locked" must
+// never reach a user while another process holds a write transaction).
+const BUSY_TIMEOUT_MS = 3_600_000;
+
+export class NixDatabase {
+  readonly db: Database.Database;
+  readonly readOnly: boolean;
+  private readonly storeDir: StoreDir;
+  private readonly stmts: ReturnType<typeof prepare>;
+
+  private constructor(db: Database.Database, storeDir: StoreDir, readOnly: boolean) {
+    this.db = db;
+    this.storeDir = storeDir;
+    this.readOnly = readOnly;
+    this.stmts = prepare(db);
+  }
+
+  /**
+   * Opens the database in `dbDir`, creating it (schema 10) when absent and not read-only.
+   * Read-only opens take no lock and write nothing, so a lower store on read-only media works.
+   */
+  static open(dbDir: string, storeDir: StoreDir, options: { readOnly?: boolean } = {}): NixDatabase {
+    const readOnly = options.readOnly ?? false;
+    const dbFile = join(dbDir, 'db.sqlite');
+    const version = readSchemaVersion(dbDir);
+    if (version > SCHEMA_VERSION) {
+      throw new StrataError('DB_SCHEMA', `Cannot open store database '${dbFile}': its schema is version ${version}, but strata only supports ${SCHEMA_VERSION}`, { value: dbFile });
+    }
+    if (version !== 0 && version < SCHEMA_VERSION) {
+      throw new StrataError('DB_SCHEMA', `Cannot open store database '${dbFile}': schema version ${version} is too old`, { value: dbFile, hint: 'open it once with real Nix to upgrade it' });
+    }
+    if (readOnly) {
+      if (version === 0 || !existsSync(dbFile)) {
+        throw new StrataError('DB_MISSING', `Cannot open store database '${dbFile}' read-only: it does not exist`, { value: dbFile });
+      }
+      const db = openReadOnly(dbFile);
+      return new NixDatabase(db, storeDir, true);
+    }
+
+    mkdirSync(dbDir, { recursive: true });
+    let db: Database.Database;
+    try {
+      db = new Database(dbFile, { timeout: BUSY_TIMEOUT_MS });
+    } catch (e) {
+      throw new StrataError('DB_OPEN', `Cannot open store database '${dbFile}': ${(e as Error).message}`, { value: dbFile, cause: e });
+    }
+    db.pragma('foreign_keys = 1');
+    db.pragma('synchronous = normal');
+    if (String(db.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') db.pragma('journal_mode = wal');
+    db.pragma('journal_size_limit = 1099511627776');
+    db.pragma('wal_autocheckpoint = 40000');
+    db.pragma('cache_size = -65536'); // 64 MiB: the million-path lower's hot pages stay cached.
+    if (version === 0) {
+      try {
+        db.exec(`BEGIN IMMEDIATE; ${SCHEMA_SQL} COMMIT;`);
+      } catch (e) {
+        if (db.inTransaction) db.exec('ROLLBACK');
+        // Another process created it between our check and now.
+        if (!/already exists/.test((e as Error).message)) throw e;
+      }
+      writeSchemaFile(dbDir);
+    } else {
+      checkTables(db, dbFile);
+    }
+    return new NixDatabase(db, storeDir, false);
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  private rowToInfo(row: ValidPathRow, path: StorePath, refs: string[]): PathInfo {
+    return {
+      path,
+      narHash: parseHash(row.hash),
+      narSize: row.narSize ?? 0,
+      references: refs.map((r) => this.storeDir.parse(r)).sort((a, b) => (a.baseName < b.baseName ? -1 : 1)),
+      deriver: row.deriver ? this.storeDir.parse(row.deriver) : undefined,
+      registrationTime: row.registrationTime,
+      ultimate: row.ultimate === 1,
+      sigs: row.sigs ? row.sigs.split(' ').filter((s) => s.length > 0) : [],
+      ca: row.ca ?? undefined,
+    };
+  }
+
+  queryPathInfo(path: StorePath): PathInfo | undefined {
+    const full = this.storeDir.print(path);
+    const row = this.stmts.queryPathInfo.get(full) as ValidPathRow | undefined;
+    if (!row) return undefined;
+    const refs = (this.stmts.queryReferences.all(row.id) as { path: string }[]).map((r) => r.path);
+    return this.rowToInfo(row, path, refs);
+  }
+
+  isValid(path: StorePath): boolean {
+    return this.stmts.queryId.get(this.storeDir.print(path)) !== undefined;
+  }
+
+  /** The valid subset of `paths`, answered with one join instead of one query each. */
+  queryValid(paths: StorePath[]): StorePath[] {
+    if (paths.length === 0) return [];
+    const full = paths.map((p) => this.storeDir.print(p));
+    const valid = new Set((this.stmts.queryValidMany.all(JSON.stringify(full)) as { path: string }[]).map((r) => r.path));
+    return paths.filter((p, i) => valid.has(full[i]!));
+  }
+
+  queryAllValid(): StorePath[] {
+    return (this.stmts.queryAll.all() as { path: string }[]).map((r) => this.storeDir.parse(r.path));
+  }
+
+  countValid(): number {
+    return (this.stmts.countAll.get() as { n: number }).n;
+  }
+
+  totalNarSize(): number {
+    return (this.stmts.sumNarSize.get() as { s: number | null }).s ?? 0;
+  }
+
+  queryReferrers(path: StorePath): StorePath[] {
+    return (this.stmts.queryReferrers.all(this.storeDir.print(path)) as { path: string }[]).map((r) => this.storeDir.parse(r.path));
+  }
+
+  queryValidDerivers(path: StorePath): StorePath[] {
+    return (this.stmts.queryValidDerivers.all(this.storeDir.print(path)) as { path: string }[]).map((r) => this.storeDir.parse(r.path));
+  }
+
+  queryDerivationOutputs(drv: StorePath): Map<string, StorePath> {
+    const rows = this.stmts.queryDerivationOutputs.all(this.storeDir.print(drv)) as { id: string; path: string }[];
+    return new Map(rows.map((r) => [r.id, this.storeDir.parse(r.path)]));
+  }
+
+  queryPathFromHashPart(hashPart: string): StorePath | undefined {
+    if (hashPart.length !== 32) return undefined;
+    const prefix = `${this.storeDir.path}/${hashPart}`;
+    const row = this.stmts.queryPathFromHashPart.get(prefix) as { path: string } | undefined;
+    return row && row.path.startsWith(prefix) ? this.storeDir.parse(row.path) : undefined;
+  }
+
+  /** The closure of `paths` under references (the paths included), in one recursive query. */
+  queryClosure(paths: StorePath[]): StorePath[] {
+    if (paths.length === 0) return [];
+    const full = JSON.stringify(paths.map((p) => this.storeDir.print(p)));
+    return (this.stmts.queryClosure.all(full) as { path: string }[]).map((r) => this.storeDir.parse(r.path));
+  }
+
+  /**
+   * Registers (or updates) paths in one transaction. Every reference must be valid already or
+   * be in the batch; an update keeps `registrationTime` and `deriver`, as Nix's does.
+   */
+  register(batch: Registration[]): void {
+    if (batch.length === 0) return;
+    const now = Math.floor(Date.now() / 1000);
+    const tx = this.db.transaction(() => {
+      const ids = new Map<string, number>();
+      for (const { info } of batch) {
+        const full = this.storeDir.print(info.path);
+        const existing = this.stmts.queryId.get(full) as { id: number } | undefined;
+        const values = {
+          hash: `sha256:${info.narHash.toBase16()}`,
+          narSize: info.narSize === 0 ? null : info.narSize,
+          ultimate: info.ultimate ? 1 : null,
+          sigs: info.sigs.length > 0 ? [...new Set(info.sigs)].join(' ') : null,
+          ca: info.ca ?? null,
+        };
+        if (existing) {
+          this.stmts.updatePath.run({ ...values, id: existing.id });
+          ids.set(full, existing.id);
+        } else {
+          const r = this.stmts.insertPath.run({
+            ...values,
+            path: full,
+            registrationTime: info.registrationTime && info.registrationTime > 0 ? info.registrationTime : now,
+            deriver: info.deriver ? this.storeDir.print(info.deriver) : null,
+          });
+          ids.set(full, Number(r.lastInsertRowid));
+        }
+      }
+      for (const { info, derivationOutputs } of batch) {
+        const referrer = ids.get(this.storeDir.print(info.path))!;
+        for (const ref of info.references) {
+          const refFull = this.storeDir.print(ref);
+          const id = ids.get(refFull) ?? (this.stmts.queryId.get(refFull) as { id: number } | undefined)?.id;
+          if (id === undefined) {
+            throw new StrataError('REFERENCE_INVALID', `Cannot register '${this.storeDir.print(info.path)}': its reference '${refFull}' is not valid`, { value: refFull });
+          }
+          this.stmts.insertRef.run(referrer, id);
+        }
+        if (derivationOutputs) for (const [id, path] of derivationOutputs) this.stmts.insertDrvOutput.run(referrer, id, path);
+      }
+      checkAcyclic(batch, this.storeDir);
+    });
+    tx.immediate();
+  }
+
+  updateSigs(path: StorePath, sigs: string[]): void {
+    this.stmts.updateSigs.run(sigs.length > 0 ? [...new Set(sigs)].join(' ') : null, this.storeDir.print(path));
+  }
+
+  /** Removes a row; fails with `PATH_IN_USE` while other valid paths refer to it. */
+  invalidate(path: StorePath): void {
+    try {
+      this.stmts.deletePath.run(this.storeDir.print(path));
+    } catch (e) {
+      if (/FOREIGN KEY/.test((e as Error).message)) {
+        throw new StrataError('PATH_IN_USE', `Cannot invalidate '${this.storeDir.print(path)}': other valid paths refer to it`, { value: this.storeDir.print(path) });
+      }
+      throw e;
+    }
+  }
+
+  /** Runs `fn` in one write transaction. */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+}
+
+function prepare(db: Database.Database) {
+  return {
+    queryPathInfo: db.prepare('SELECT id, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths WHERE path = ?'),
+    queryId: db.prepare('SELECT id FROM ValidPaths WHERE path = ?'),
+    queryReferences: db.prepare('SELECT path FROM Refs JOIN ValidPaths ON reference = id WHERE referrer = ?'),
+    queryReferrers: db.prepare('SELECT path FROM Refs JOIN ValidPaths ON referrer = id WHERE reference = (SELECT id FROM ValidPaths WHERE path = ?)'),
+    queryValidDerivers: db.prepare('SELECT v.path FROM DerivationOutputs d JOIN ValidPaths v ON d.drv = v.id WHERE d.path = ?'),
+    queryDerivationOutputs: db.prepare('SELECT id, path FROM DerivationOutputs WHERE drv = (SELECT id FROM ValidPaths WHERE path = ?)'),
+    queryPathFromHashPart: db.prepare('SELECT path FROM ValidPaths WHERE path >= ? LIMIT 1'),
+    queryValidMany: db.prepare('SELECT path FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))'),
+    queryAll: db.prepare('SELECT path FROM ValidPaths'),
+    countAll: db.prepare('SELECT count(*) AS n FROM ValidPaths'),
+    sumNarSize: db.prepare('SELECT sum(narSize) AS s FROM ValidPaths'),
+    queryClosure: db.prepare(`WITH RECURSIVE closure(id) AS (
+        SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))
+        UNION SELECT reference FROM Refs JOIN closure ON referrer = closure.id)
+      SELECT path FROM ValidPaths JOIN closure USING (id)`),
+    insertPath: db.prepare('INSERT INTO ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) VALUES (@path, @hash, @registrationTime, @deriver, @narSize, @ultimate, @sigs, @ca)'),
+    updatePath: db.prepare('UPDATE ValidPaths SET narSize = @narSize, hash = @hash, ultimate = @ultimate, sigs = @sigs, ca = @ca WHERE id = @id'),
+    updateSigs: db.prepare('UPDATE ValidPaths SET sigs = ? WHERE path = ?'),
+    insertRef: db.prepare('INSERT OR REPLACE INTO Refs (referrer, reference) VALUES (?, ?)'),
+    insertDrvOutput: db.prepare('INSERT OR REPLACE INTO DerivationOutputs (drv, id, path) VALUES (?, ?, ?)'),
+    deletePath: db.prepare('DELETE FROM ValidPaths WHERE path = ?'),
+  };
+}
+
+/** Nix refuses a batch whose references form a cycle (other than self-references). */
+function checkAcyclic(batch: Registration[], storeDir: StoreDir): void {
+  const inBatch = new Map(batch.map((r) => [r.info.path.baseName, r.info]));
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (base: string, from: string): void => {
+    const s = state.get(base);
+    if (s === 'done') return;
+    if (s === 'visiting') {
+      throw new StrataError('REFERENCE_CYCLE', `Cannot register '${storeDir.path}/${base}': cycle detected in its references from '${storeDir.path}/${from}'`, { value: base });
+    }
+    state.set(base, 'visiting');
+    for (const ref of inBatch.get(base)?.references ?? []) {
+      if (ref.baseName !== base && inBatch.has(ref.baseName)) visit(ref.baseName, base);
+    }
+    state.set(base, 'done');
+  };
+  for (const base of inBatch.keys()) visit(base, base);
+}
+
+function readSchemaVersion(dbDir: string): number {
+  const file = join(dbDir, 'schema');
+  if (!existsSync(file)) return 0;
+  const text = readFileSync(file, 'utf8').trim();
+  if (!/^\d+$/.test(text)) {
+    throw new StrataError('DB_CORRUPT', `Cannot open store database in '${dbDir}': the schema file is corrupt`, { value: file });
+  }
+  return Number(text);
+}
+
+function writeSchemaFile(dbDir: string): void {
+  const file = join(dbDir, 'schema');
+  const fd = openSync(file, 'w', 0o666);
+  try {
+    writeFileSync(fd, String(SCHEMA_VERSION));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function checkTables(db: Database.Database, dbFile: string): void {
+  try {
+    const names = new Set((db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map((r) => r.name));
+    for (const t of ['ValidPaths', 'Refs', 'DerivationOutputs']) {
+      if (!names.has(t)) throw new Error(`table ${t} is missing`);
+    }
+  } catch (e) {
+    throw new StrataError('DB_CORRUPT', `Cannot open store database '${dbFile}': ${(e as Error).message}`, { value: dbFile, cause: e });
+  }
+}
+
+/**
+ * Opens a database for reading only, taking no lock and writing nothing. A WAL-mode database on
+ * read-only media cannot be opened without its `-shm` file (and better-sqlite3 is built without
+ * URI filenames, so SQLite's `immutable=1` is out of reach); then we read a private snapshot
+ * copy, made once per (inode, size, mtime) of the file, which is safe because a read-only lower
+ * does not change under us.
+ */
+function openReadOnly(dbFile: string): Database.Database {
+  const tryOpen = (file: string): Database.Database => {
+    const db = new Database(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+    db.pragma('cache_size = -65536');
+    checkTables(db, dbFile);
+    return db;
+  };
+  try {
+    return tryOpen(dbFile);
+  } catch (e) {
+    if (e instanceof StrataError) throw e;
+    const st = statSync(dbFile);
+    const dir = join(process.env['XDG_CACHE_HOME'] ?? join(tmpdir(), 'strata-cache'), 'strata', 'ro-db', `${st.dev}-${st.ino}-${st.size}-${st.mtimeMs}`);
+    const copy = join(dir, 'db.sqlite');
+    if (!existsSync(copy)) {
+      mkdirSync(dir, { recursive: true });
+      const tmp = `${copy}.tmp-${process.pid}`;
+      copyFileSync(dbFile, tmp);
+      if (existsSync(`${dbFile}-wal`)) copyFileSync(`${dbFile}-wal`, `${tmp}-wal`);
+      // Fold the WAL into the copy and make it a plain rollback-journal database.
+      const w = new Database(tmp);
+      w.pragma('journal_mode = delete');
+      w.close();
+      renameSync(tmp, copy);
+    }
+    try {
+      return tryOpen(copy);
+    } catch (e2) {
+      throw new StrataError('DB_OPEN', `Cannot open store database '${dbFile}' read-only: ${(e2 as Error).message}`, { value: dbFile, cause: e2 });
+    }
+  }
+}

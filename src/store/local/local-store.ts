@@ -1,0 +1,296 @@
+/**
+ * A local Nix store: files under the real store dir, metadata in the Nix database. The same thing
+ * real Nix keeps on disk, so either can open what the other wrote.
+ */
+import { chmodSync, existsSync, lutimesSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { Readable } from 'node:stream';
+
+import { StrataError } from '../../core/error.js';
+import { Hash } from '../../core/hash.js';
+import { StoreDir, type StorePath } from '../../core/store-path.js';
+import { dumpPath } from '../../fs/nar-dump.js';
+import { hashFile, hashPath } from '../../fs/hash-path.js';
+import { restoreNar } from '../../fs/nar-restore.js';
+import type { AddPathOptions, GcOptions, GcResult, OptimiseResult, PathInfo, Store, VerifyOptions, VerifyResult } from '../store.js';
+import type { LocalStoreConfig } from './config.js';
+import { NixDatabase, type Registration } from './database.js';
+import { acquirePathLocks, BigLock, PathLock, TempRoots } from './locks.js';
+import { removeTree, StagingDir } from './staging.js';
+
+export class LocalStore implements Store {
+  readonly uri: string;
+  readonly storeDir: StoreDir;
+  readonly config: LocalStoreConfig;
+  readonly db: NixDatabase;
+  readonly tempRoots: TempRoots | undefined;
+  private bigLock: BigLock | undefined;
+
+  private constructor(uri: string, config: LocalStoreConfig, db: NixDatabase, bigLock: BigLock | undefined) {
+    this.uri = uri;
+    this.config = config;
+    this.storeDir = new StoreDir(config.storeDir);
+    this.db = db;
+    this.bigLock = bigLock;
+    this.tempRoots = config.readOnly ? undefined : new TempRoots(config.stateDir);
+  }
+
+  /**
+   * Opens (creating the directories and DB when needed and not read-only) a local store.
+   * Read-only opens write nothing and take no lock anywhere in the store.
+   */
+  static async open(uri: string, config: LocalStoreConfig): Promise<LocalStore> {
+    const storeDir = new StoreDir(config.storeDir);
+    const dbDir = join(config.stateDir, 'db');
+    if (config.readOnly) {
+      return new LocalStore(uri, config, NixDatabase.open(dbDir, storeDir, { readOnly: true }), undefined);
+    }
+    for (const d of [config.realStoreDir, dbDir, join(config.stateDir, 'gcroots'), join(config.stateDir, 'profiles'), join(config.stateDir, 'temproots')]) {
+      mkdirSync(d, { recursive: true });
+    }
+    const bigLock = await BigLock.acquireShared(dbDir);
+    try {
+      return new LocalStore(uri, config, NixDatabase.open(dbDir, storeDir), bigLock);
+    } catch (e) {
+      bigLock.release();
+      throw e;
+    }
+  }
+
+  /** Where a store path's files are on this machine. */
+  realPath(path: StorePath): string {
+    return join(this.config.realStoreDir, path.baseName);
+  }
+
+  private requireWritable(action: string): void {
+    if (this.config.readOnly) {
+      throw new StrataError('STORE_READ_ONLY', `Cannot ${action}: store '${this.uri}' is read-only`, { value: this.uri });
+    }
+  }
+
+  async queryPathInfo(path: StorePath): Promise<PathInfo | undefined> {
+    return this.db.queryPathInfo(path);
+  }
+
+  async isValidPath(path: StorePath): Promise<boolean> {
+    return this.db.isValid(path);
+  }
+
+  async queryValidPaths(paths: StorePath[]): Promise<StorePath[]> {
+    return this.db.queryValid(paths);
+  }
+
+  async queryAllValidPaths(): Promise<StorePath[]> {
+    return this.db.queryAllValid();
+  }
+
+  async queryReferrers(path: StorePath): Promise<StorePath[]> {
+    return this.db.queryReferrers(path);
+  }
+
+  async queryValidDerivers(path: StorePath): Promise<StorePath[]> {
+    const derivers = this.db.queryValidDerivers(path);
+    const info = this.db.queryPathInfo(path);
+    if (info?.deriver && this.db.isValid(info.deriver) && !derivers.some((d) => d.equals(info.deriver!))) derivers.push(info.deriver);
+    return derivers;
+  }
+
+  async queryDerivationOutputs(drvPath: StorePath): Promise<Map<string, StorePath>> {
+    return this.db.queryDerivationOutputs(drvPath);
+  }
+
+  async queryPathFromHashPart(hashPart: string): Promise<StorePath | undefined> {
+    return this.db.queryPathFromHashPart(hashPart);
+  }
+
+  async narFromPath(path: StorePath): Promise<Readable> {
+    if (!this.db.isValid(path)) {
+      throw new StrataError('PATH_NOT_VALID', `Cannot read '${this.storeDir.print(path)}': it is not valid in '${this.uri}'`, { value: this.storeDir.print(path) });
+    }
+    return dumpPath(this.realPath(path));
+  }
+
+  /** Protects `path` from a concurrent GC for the rest of this process's life. */
+  async addTempRoot(path: StorePath): Promise<void> {
+    await this.tempRoots?.add(this.storeDir.print(path));
+  }
+
+  /**
+   * Runs `fn` with the per-path locks of `paths` held (`<real>/<base>.lock`, shared with Nix).
+   * `fn` must re-check validity: another process may have finished while we waited.
+   */
+  async withPathLocks<T>(paths: StorePath[], fn: () => Promise<T>): Promise<T> {
+    const locks = await acquirePathLocks(paths.map((p) => `${this.realPath(p)}.lock`));
+    try {
+      return await fn();
+    } finally {
+      for (const l of locks) l.release();
+    }
+  }
+
+  async addFromNar(info: PathInfo, nar: Readable): Promise<void> {
+    this.requireWritable(`add '${this.storeDir.print(info.path)}'`);
+    await this.checkReferencesValid(info);
+    await this.addTempRoot(info.path);
+    if (this.db.isValid(info.path)) {
+      nar.resume();
+      return;
+    }
+    const staging = StagingDir.create(this.config.realStoreDir);
+    try {
+      const tmp = join(staging.path, 'x');
+      const got = await restoreNar(nar, tmp, { canonicalise: true });
+      const full = this.storeDir.print(info.path);
+      if (!got.narHash.equals(info.narHash)) {
+        throw new StrataError('HASH_MISMATCH', `Cannot add '${full}': NAR hash mismatch, declared ${info.narHash.toString('nix32')}, got ${got.narHash.toString('nix32')}`, { value: full });
+      }
+      if (got.narSize !== info.narSize) {
+        throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got ${got.narSize}`, { value: full });
+      }
+      if (info.ca) await this.checkContentAddress(info, tmp);
+      await this.publish(info, tmp);
+    } finally {
+      staging.dispose();
+    }
+  }
+
+  /** Moves a complete, verified object into place under its lock and registers it. */
+  private async publish(info: PathInfo, stagedPath: string, registration: Omit<Registration, 'info'> = {}): Promise<void> {
+    await this.withPathLocks([info.path], async () => {
+      if (this.db.isValid(info.path)) return; // Someone else finished it while we waited.
+      const dest = this.realPath(info.path);
+      if (existsSync(dest)) removeTree(dest); // Leftovers of an interrupted add.
+      renameSync(stagedPath, dest);
+      this.db.register([{ info, ...registration }]);
+    });
+  }
+
+  private async checkReferencesValid(info: PathInfo): Promise<void> {
+    const others = info.references.filter((r) => !r.equals(info.path));
+    const valid = this.db.queryValid(others);
+    if (valid.length !== others.length) {
+      const missing = others.find((r) => !valid.some((v) => v.equals(r)))!;
+      throw new StrataError('REFERENCE_INVALID', `Cannot add '${this.storeDir.print(info.path)}': its reference '${this.storeDir.print(missing)}' is not valid`, { value: this.storeDir.print(missing) });
+    }
+  }
+
+  /** Checks that a declared content address matches the staged files and the path. */
+  private async checkContentAddress(info: PathInfo, staged: string): Promise<void> {
+    const { checkContentAddress } = await import('./content-check.js');
+    await checkContentAddress(this.storeDir, info, staged);
+  }
+
+  async addPath(fsPath: string, options: AddPathOptions = {}): Promise<PathInfo> {
+    this.requireWritable(`add '${fsPath}'`);
+    const name = options.name ?? basename(fsPath);
+    const method = options.method ?? 'recursive';
+    const algo = options.hashAlgo ?? 'sha256';
+    const references = options.references ?? [];
+    await this.checkReferencesValid({ path: this.storeDir.makeTextPath('x', Hash.of('sha256', '')), references } as PathInfo);
+    const staging = StagingDir.create(this.config.realStoreDir);
+    try {
+      const tmp = join(staging.path, 'x');
+      const { narHash, narSize } = await restoreNar(dumpPath(fsPath), tmp, { canonicalise: true });
+      let caHash: Hash;
+      if (method === 'flat') {
+        caHash = await hashFile(tmp, algo);
+      } else {
+        caHash = algo === 'sha256' ? narHash : (await hashPath(tmp, algo)).hash;
+      }
+      const path = this.storeDir.makeFixedOutputPath(name, caHash, method === 'recursive', references);
+      const info: PathInfo = {
+        path,
+        narHash,
+        narSize,
+        references: references.filter((r) => !r.equals(path)),
+        ultimate: false,
+        sigs: [],
+        ca: `fixed:${method === 'recursive' ? 'r:' : ''}${caHash.algo}:${caHash.toNix32()}`,
+      };
+      await this.addTempRoot(path);
+      if (!this.db.isValid(path)) await this.publish(info, tmp);
+      return this.db.queryPathInfo(path)!;
+    } finally {
+      staging.dispose();
+    }
+  }
+
+  async addText(name: string, text: string | Uint8Array, references: StorePath[]): Promise<PathInfo> {
+    this.requireWritable(`add text '${name}'`);
+    const bytes = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
+    const contentHash = Hash.of('sha256', bytes);
+    const path = this.storeDir.makeTextPath(name, contentHash, references);
+    await this.addTempRoot(path);
+    const existing = this.db.queryPathInfo(path);
+    if (existing) return existing;
+    await this.checkReferencesValid({ path, references } as PathInfo);
+    const staging = StagingDir.create(this.config.realStoreDir);
+    try {
+      const tmp = join(staging.path, 'x');
+      writeFileSync(tmp, bytes, { mode: 0o444 });
+      chmodSync(tmp, 0o444);
+      lutimesSync(tmp, 1, 1);
+      const { hash: narHash, narSize } = await hashPath(tmp, 'sha256');
+      const info: PathInfo = { path, narHash, narSize, references, ultimate: false, sigs: [], ca: `text:sha256:${contentHash.toNix32()}` };
+      let derivationOutputs: Map<string, string> | undefined;
+      if (path.isDerivation()) derivationOutputs = await this.derivationOutputsOf(Buffer.from(bytes).toString('utf8'), path);
+      await this.publish(info, tmp, { derivationOutputs });
+      return this.db.queryPathInfo(path)!;
+    } finally {
+      staging.dispose();
+    }
+  }
+
+  /** The `DerivationOutputs` rows of a `.drv` being registered (output paths are checked). */
+  private async derivationOutputsOf(aterm: string, drvPath: StorePath): Promise<Map<string, string>> {
+    const { derivationOutputRows } = await import('./derivation-outputs.js');
+    return derivationOutputRows(this, aterm, drvPath);
+  }
+
+  async addSignatures(path: StorePath, sigs: string[]): Promise<void> {
+    this.requireWritable(`sign '${this.storeDir.print(path)}'`);
+    this.db.transaction(() => {
+      const info = this.db.queryPathInfo(path);
+      if (!info) throw new StrataError('PATH_NOT_VALID', `Cannot sign '${this.storeDir.print(path)}': it is not valid`, { value: this.storeDir.print(path) });
+      this.db.updateSigs(path, [...info.sigs, ...sigs]);
+    });
+  }
+
+  /** Registers several already-present objects in one transaction (build outputs, copy-up). */
+  registerValidPaths(batch: Registration[]): void {
+    this.requireWritable('register paths');
+    this.db.register(batch);
+  }
+
+  async deletePaths(paths: StorePath[]): Promise<GcResult> {
+    this.requireWritable('delete paths');
+    const { deletePaths } = await import('./gc.js');
+    return deletePaths(this, paths);
+  }
+
+  async collectGarbage(options: GcOptions = {}): Promise<GcResult> {
+    this.requireWritable('collect garbage');
+    const { collectGarbage } = await import('./gc.js');
+    return collectGarbage(this, options);
+  }
+
+  async verify(options: VerifyOptions = {}): Promise<VerifyResult> {
+    const { verifyStore } = await import('./verify.js');
+    return verifyStore(this, options);
+  }
+
+  async optimise(): Promise<OptimiseResult> {
+    this.requireWritable('optimise');
+    const { optimiseStore } = await import('./optimise.js');
+    return optimiseStore(this);
+  }
+
+  async close(): Promise<void> {
+    this.tempRoots?.close();
+    this.db.close();
+    this.bigLock?.release();
+    this.bigLock = undefined;
+  }
+}
+
+export { PathLock };

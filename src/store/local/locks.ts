@@ -1,0 +1,138 @@
+/**
+ * The lock files real Nix uses, with its conventions:
+ * - `<real>/<hash>-<name>.lock`, exclusive around adding or building a path. A holder that is
+ *   done unlinks the file and writes `d` into it, so a waiter that then gets the lock on the
+ *   unlinked inode sees a non-empty file and knows to reopen (the "stale" convention).
+ * - `<state>/temproots/<pid>`: this process's temporary GC roots, `path\0` appended, locked
+ *   exclusively for the process's lifetime so the collector can tell live owners from dead ones.
+ * - `<state>/gc.lock`: exclusive for a collection; shared while adding a temp root.
+ */
+import { closeSync, fstatSync, mkdirSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { closeFd, lockFd, openLockFile, tryLockFd, unlockFd } from './flock.js';
+
+/** A held per-path lock. */
+export class PathLock {
+  private constructor(
+    readonly lockPath: string,
+    private fd: number,
+  ) {}
+
+  /** Waits for the exclusive lock on `lockPath`, skipping stale (already released) files. */
+  static async acquire(lockPath: string): Promise<PathLock> {
+    for (;;) {
+      const fd = openLockFile(lockPath);
+      await lockFd(fd, 'exclusive');
+      if (fstatSync(fd).size === 0) return new PathLock(lockPath, fd);
+      closeFd(fd); // A previous holder released and unlinked it: take a fresh file.
+    }
+  }
+
+  /** Non-blocking variant; undefined when another process holds it. */
+  static tryAcquire(lockPath: string): PathLock | undefined {
+    const fd = openLockFile(lockPath);
+    if (!tryLockFd(fd, 'exclusive') || fstatSync(fd).size !== 0) {
+      closeFd(fd);
+      return undefined;
+    }
+    return new PathLock(lockPath, fd);
+  }
+
+  /** Releases the lock, unlinking the file and marking it stale for anyone waiting on it. */
+  release(): void {
+    if (this.fd < 0) return;
+    try {
+      unlinkSync(this.lockPath);
+    } catch {
+      // Someone removed it already (a GC of leftovers); the `d` still marks the inode stale.
+    }
+    try {
+      writeSync(this.fd, 'd');
+    } finally {
+      closeFd(this.fd);
+      this.fd = -1;
+    }
+  }
+}
+
+/** Takes several path locks in sorted order (as Nix does) so two processes cannot deadlock. */
+export async function acquirePathLocks(lockPaths: string[]): Promise<PathLock[]> {
+  const held: PathLock[] = [];
+  try {
+    for (const p of [...new Set(lockPaths)].sort()) held.push(await PathLock.acquire(p));
+    return held;
+  } catch (e) {
+    for (const l of held) l.release();
+    throw e;
+  }
+}
+
+/** This process's temp-roots file; paths added here survive a concurrent GC. */
+export class TempRoots {
+  private fd = -1;
+  private readonly file: string;
+  private readonly added = new Set<string>();
+
+  constructor(private readonly stateDir: string) {
+    this.file = join(stateDir, 'temproots', String(process.pid));
+  }
+
+  private async open(): Promise<void> {
+    if (this.fd >= 0) return;
+    mkdirSync(join(this.stateDir, 'temproots'), { recursive: true });
+    for (;;) {
+      rmSync(this.file, { force: true });
+      const fd = openSync(this.file, 'a+', 0o600);
+      await lockFd(fd, 'exclusive');
+      // Non-empty after locking: a GC found it ownerless and marked it; start again.
+      if (fstatSync(fd).size === 0) {
+        this.fd = fd;
+        return;
+      }
+      closeFd(fd);
+    }
+  }
+
+  /** Records `fullPath` as a temporary root, waiting for a running GC to finish first. */
+  async add(fullPath: string): Promise<void> {
+    if (this.added.has(fullPath)) return;
+    await this.open();
+    const gcLock = openLockFile(join(this.stateDir, 'gc.lock'));
+    try {
+      if (!tryLockFd(gcLock, 'shared')) await lockFd(gcLock, 'shared');
+      writeSync(this.fd, `${fullPath}\0`);
+      this.added.add(fullPath);
+    } finally {
+      unlockFd(gcLock);
+      closeFd(gcLock);
+    }
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    try {
+      unlinkSync(this.file);
+    } catch {
+      // Gone already.
+    }
+    closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+/** The shared big-lock every read-write store holds while open (`<state>/db/big-lock`). */
+export class BigLock {
+  private constructor(private fd: number) {}
+
+  static async acquireShared(dbDir: string): Promise<BigLock> {
+    const fd = openLockFile(join(dbDir, 'big-lock'));
+    if (!tryLockFd(fd, 'shared')) await lockFd(fd, 'shared');
+    return new BigLock(fd);
+  }
+
+  release(): void {
+    if (this.fd >= 0) closeFd(this.fd);
+    this.fd = -1;
+  }
+}

@@ -1,0 +1,12 @@
+/**
+ * The non-local backends, kept apart from `open.ts` so that opening a local store loads none of
+ * them. Each case is filled in as its backend lands.
+ */
+import type { Store } from './store.js';
+import type { OpenOptions } from './open.js';
+import { unsupportedScheme } from './open.js';
+import type { StoreUri } from './uri.js';
+
+export async function openOtherStore(uri: string, parsed: StoreUri, _options: OpenOptions): Promise<Store> {
+  throw unsupportedScheme(uri, parsed.scheme);
+}

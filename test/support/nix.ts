@@ -1,0 +1,43 @@
+/**
+ * Real Nix 2.8 (Debian's nix-bin) as an oracle: single-user, no daemon, no sandbox, no
+ * substituters, with its own config and narinfo cache, always against a chroot store (`--store
+ * DIR`) so the machine's /nix is never touched. See ../shared/spec/formats.md §1.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+let confDir: string | undefined;
+
+export function nixEnv(): NodeJS.ProcessEnv {
+  if (!confDir) {
+    confDir = mkdtempSync(join(tmpdir(), 'strata-nixconf-'));
+    writeFileSync(
+      join(confDir, 'nix.conf'),
+      'build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = true\n',
+    );
+    mkdirSync(join(confDir, 'cache'), { recursive: true });
+  }
+  const env: NodeJS.ProcessEnv = { ...process.env, NIX_CONF_DIR: confDir, XDG_CACHE_HOME: join(confDir, 'cache') };
+  delete env['NIX_REMOTE'];
+  return env;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a real Nix command (`nix`, `nix-store`, `nix-instantiate`, …). */
+export function runNix(command: string, args: string[], options: { input?: string | Buffer; env?: NodeJS.ProcessEnv } = {}): RunResult {
+  const r = spawnSync(command, args, { env: { ...nixEnv(), ...options.env }, input: options.input, maxBuffer: 1 << 30 });
+  if (r.error) throw r.error;
+  return { code: r.status ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+/** True when real Nix is installed (CI installs it; the suite requires it). */
+export function haveNix(): boolean {
+  return spawnSync('nix-store', ['--version']).status === 0;
+}
