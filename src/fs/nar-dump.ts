@@ -1,0 +1,56 @@
+/**
+ * `dumpPath`: the NAR serialisation of a file, directory or symlink, as a byte stream.
+ */
+import { Readable } from 'node:stream';
+
+import { NarWriter } from '../core/nar/writer.js';
+import { CHUNK_SIZE, walkNar } from './_nar-walk.js';
+
+/**
+ * Streams the NAR of `fsPath`, exactly as `nix-store --dump` writes it. A symlink at `fsPath`
+ * is stored as a symlink, not followed; a file is executable when its owner-execute bit is set.
+ * Files are read in 1 MiB chunks as the consumer pulls, so memory stays flat in file size.
+ * Sockets, FIFOs and devices make the stream fail with `FILE_TYPE_UNSUPPORTED`.
+ *
+ * @example
+ * ```ts
+ * await pipeline(dumpPath('/tmp/tree'), fs.createWriteStream('/tmp/tree.nar'));
+ * ```
+ */
+export function dumpPath(fsPath: string): Readable {
+  let full = false;
+  let resume: (() => void) | undefined;
+  let started = false;
+  const stream = new Readable({
+    // One chunk of file data ahead is enough to keep the consumer fed.
+    highWaterMark: CHUNK_SIZE,
+    read() {
+      full = false;
+      const r = resume;
+      resume = undefined;
+      r?.();
+      if (started) return;
+      started = true;
+      const writer = new NarWriter((chunk) => {
+        if (!stream.push(chunk)) full = true;
+      });
+      const checkpoint = (): Promise<void> | undefined => {
+        // A destroyed stream never reads again: stop the walk (and close its file) instead of waiting.
+        if (stream.destroyed) return Promise.reject(new Error('NAR stream destroyed'));
+        return full ? new Promise((res) => (resume = res)) : undefined;
+      };
+      walkNar(fsPath, writer, { reuseBuffers: false, checkpoint }).then(
+        () => stream.push(null),
+        (e: unknown) => stream.destroy(e as Error),
+      );
+    },
+    destroy(err, cb) {
+      // Unblock a paused walk so it can run into the destroyed stream and stop.
+      const r = resume;
+      resume = undefined;
+      r?.();
+      cb(err);
+    },
+  });
+  return stream;
+}
