@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
@@ -10,29 +10,10 @@ import { StoreDir } from '../../src/core/store-path.js';
 import { LocalStore } from '../../src/store/local/local-store.js';
 import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../support/tmp.js';
+import { buildTree } from '../support/tree.js';
 import { loadVector } from '../support/vectors.js';
 
 const nar = loadVector('nar.json');
-
-interface Recipe {
-  type: 'directory' | 'regular' | 'symlink';
-  entries?: Record<string, Recipe>;
-  executable?: boolean;
-  contents_b64?: string;
-  target?: string;
-}
-
-export function buildTree(path: string, r: Recipe): void {
-  if (r.type === 'directory') {
-    mkdirSync(path);
-    for (const [name, child] of Object.entries(r.entries ?? {})) buildTree(join(path, name), child);
-  } else if (r.type === 'regular') {
-    writeFileSync(path, Buffer.from(r.contents_b64 ?? '', 'base64'));
-    chmodSync(path, r.executable ? 0o755 : 0o644);
-  } else {
-    symlinkSync(r.target!, path);
-  }
-}
 
 async function openLocal(root: string): Promise<LocalStore> {
   return (await openStore(root)) as LocalStore;
