@@ -117,3 +117,35 @@ export interface Store {
 
   close(): Promise<void>;
 }
+
+/** One path to register, with the `.drv` outputs to record when it is a derivation. */
+export interface Registration {
+  info: PathInfo;
+  /** Output name → full output path, for `.drv` paths (the `DerivationOutputs` rows). */
+  derivationOutputs?: Map<string, string> | undefined;
+}
+
+/**
+ * A store whose objects are files on this machine (the local store, the layered store): what
+ * builds need beyond the plain contract.
+ */
+export interface LocalFsStore extends Store {
+  /** Where the store dir's files are on this machine (the merged dir for a layered store). */
+  readonly realStoreDir: string;
+  /** The store's state dir (`nix/var/nix`): gcroots, temproots, db. */
+  readonly stateDir: string;
+  /** Build logs go under `<logDir>/drvs/`. */
+  readonly logDir: string;
+  realPath(path: StorePath): string;
+  /** Registers objects already in place under the real store dir, in one transaction. */
+  registerValidPaths(batch: Registration[]): Promise<void>;
+  /** Runs `fn` holding the per-path locks (`<real>/<base>.lock`) that Nix also honours. */
+  withPathLocks<T>(paths: StorePath[], fn: () => Promise<T>): Promise<T>;
+  /** Keeps `path` from being collected while this process lives. */
+  addTempRoot(path: StorePath): Promise<void>;
+}
+
+/** True for stores whose objects are files on this machine. */
+export function isLocalFsStore(store: Store): store is LocalFsStore {
+  return typeof (store as Partial<LocalFsStore>).realPath === 'function' && typeof (store as Partial<LocalFsStore>).registerValidPaths === 'function';
+}

@@ -13,7 +13,7 @@ import Database from 'better-sqlite3';
 import { StrataError } from '../../core/error.js';
 import { parseHash } from '../../core/hash.js';
 import type { StoreDir, StorePath } from '../../core/store-path.js';
-import type { PathInfo } from '../store.js';
+import type { PathInfo, Registration } from '../store.js';
 import { SCHEMA_SQL, SCHEMA_VERSION } from './schema.js';
 
 interface ValidPathRow {
@@ -28,12 +28,6 @@ interface ValidPathRow {
   ca: string | null;
 }
 
-/** One row to register, with the `.drv` outputs to record when it is a derivation. */
-export interface Registration {
-  info: PathInfo;
-  /** Output name → full output path, for `.drv` paths (the `DerivationOutputs` rows). */
-  derivationOutputs?: Map<string, string> | undefined;
-}
 
 // Nix waits an hour for a busy database rather than failing; so do we ("database is locked" must
 // never reach a user while another process holds a write transaction).

@@ -12,13 +12,13 @@ import { StoreDir, type StorePath } from '../../core/store-path.js';
 import { dumpPath } from '../../fs/nar-dump.js';
 import { hashFile, hashPath } from '../../fs/hash-path.js';
 import { restoreNar } from '../../fs/nar-restore.js';
-import type { AddPathOptions, GcOptions, GcResult, OptimiseResult, PathInfo, Store, VerifyOptions, VerifyResult } from '../store.js';
+import type { AddPathOptions, GcOptions, GcResult, LocalFsStore, OptimiseResult, PathInfo, Registration, VerifyOptions, VerifyResult } from '../store.js';
 import type { LocalStoreConfig } from './config.js';
-import { NixDatabase, type Registration } from './database.js';
+import { NixDatabase } from './database.js';
 import { acquirePathLocks, BigLock, PathLock, TempRoots } from './locks.js';
 import { removeTree, StagingDir } from './staging.js';
 
-export class LocalStore implements Store {
+export class LocalStore implements LocalFsStore {
   readonly uri: string;
   readonly storeDir: StoreDir;
   readonly config: LocalStoreConfig;
@@ -256,8 +256,20 @@ export class LocalStore implements Store {
     });
   }
 
+  get realStoreDir(): string {
+    return this.config.realStoreDir;
+  }
+
+  get stateDir(): string {
+    return this.config.stateDir;
+  }
+
+  get logDir(): string {
+    return this.config.logDir;
+  }
+
   /** Registers several already-present objects in one transaction (build outputs, copy-up). */
-  registerValidPaths(batch: Registration[]): void {
+  async registerValidPaths(batch: Registration[]): Promise<void> {
     this.requireWritable('register paths');
     this.db.register(batch);
   }
