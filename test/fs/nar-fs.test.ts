@@ -1,0 +1,322 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
+import fc from 'fast-check';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { isStrataError } from '../../src/core/error.js';
+import { Hash, type HashAlgo } from '../../src/core/hash.js';
+import { type NarEntry, str } from '../../src/core/nar/format.js';
+import { encodeNar } from '../../src/core/nar/writer.js';
+import { hashFile, hashPath } from '../../src/fs/hash-path.js';
+import { dumpPath } from '../../src/fs/nar-dump.js';
+import { restoreNar } from '../../src/fs/nar-restore.js';
+import { loadVector } from '../support/vectors.js';
+
+const nar = loadVector('nar.json');
+const restoreCases = loadVector('nar-restore.json');
+const ALGOS: HashAlgo[] = ['md5', 'sha1', 'sha256', 'sha512'];
+
+let tmp: string;
+beforeEach(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'strata-nar-'));
+});
+afterEach(() => {
+  spawnSync('chmod', ['-R', 'u+w', tmp]);
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Builds a nar.json recipe on disk with modes 0644 / 0755. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function build(path: string, r: any): void {
+  if (r.type === 'symlink') symlinkSync(r.target, path);
+  else if (r.type === 'regular') {
+    writeFileSync(path, Buffer.from(r.contents_b64, 'base64'));
+    chmodSync(path, r.executable ? 0o755 : 0o644);
+  } else {
+    mkdirSync(path, 0o755);
+    for (const [n, e] of Object.entries(r.entries)) build(join(path, n), e);
+  }
+}
+
+async function collect(src: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const out: Uint8Array[] = [];
+  for await (const c of src) out.push(Buffer.from(c));
+  return Buffer.concat(out);
+}
+
+/** Every path under `dir`, relative, sorted: to prove nothing else was created. */
+function listing(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (p: string, rel: string): void => {
+    for (const n of readdirSync(p)) {
+      out.push(join(rel, n));
+      if (lstatSync(join(p, n)).isDirectory()) walk(join(p, n), join(rel, n));
+    }
+  };
+  walk(dir, '');
+  return out.sort();
+}
+
+const NIX_ENV = { ...process.env, NIX_CONF_DIR: '', XDG_CACHE_HOME: '' };
+function nixEnv(): NodeJS.ProcessEnv {
+  const conf = join(tmpdir(), 'strata-nixconf');
+  mkdirSync(conf, { recursive: true });
+  writeFileSync(join(conf, 'nix.conf'), 'build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = true\n');
+  const env = { ...NIX_ENV, NIX_CONF_DIR: conf, XDG_CACHE_HOME: join(tmpdir(), 'strata-xdg-cache') };
+  delete env['NIX_REMOTE'];
+  return env;
+}
+const HAVE_NIX = spawnSync('nix-store', ['--version']).status === 0;
+
+describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)', () => {
+  for (const c of nar.cases) {
+    it(`${c.name}: dump, hash in 4 algorithms, flat hash`, async () => {
+      const p = join(tmp, c.name);
+      build(p, c.root);
+      const ours = await collect(dumpPath(p));
+      expect(ours.toString('base64')).toBe(c.nar_b64);
+      for (const algo of ALGOS) {
+        const { hash, narSize } = await hashPath(p, algo);
+        expect(hash.toBase16()).toBe(c.nix_hash_path[algo]);
+        expect(narSize).toBe(c.nar_size);
+      }
+      if (c.flat_hashes_hex) for (const algo of ALGOS) expect((await hashFile(p, algo)).toBase16()).toBe(c.flat_hashes_hex[algo]);
+    });
+    it(`${c.name}: restore, then dump gives the same NAR; canonicalise sets store metadata`, async () => {
+      const bytes = Buffer.from(c.nar_b64, 'base64');
+      const out = join(tmp, 'out');
+      const r = await restoreNar(Readable.from([bytes]), out);
+      expect(r.narHash.toBase16()).toBe(c.nar_sha256_hex);
+      expect(r.narSize).toBe(c.nar_size);
+      expect((await collect(dumpPath(out))).equals(bytes)).toBe(true);
+      const canon = join(tmp, 'canon');
+      await restoreNar(Readable.from([bytes.subarray(0, 50), bytes.subarray(50)]), canon, { canonicalise: true });
+      expect((await collect(dumpPath(canon))).equals(bytes)).toBe(true);
+      const check = (p: string): void => {
+        const st = lstatSync(p);
+        expect(st.mtimeMs, p).toBe(1000);
+        if (st.isDirectory()) {
+          expect(st.mode & 0o7777, p).toBe(0o555);
+          for (const n of readdirSync(p)) check(join(p, n));
+        } else if (st.isFile()) expect(st.mode & 0o7777, p).toBe(st.mode & 0o100 ? 0o555 : 0o444);
+      };
+      check(canon);
+    });
+  }
+  it('does not follow a top-level symlink, and stores the executable bit from the owner-x bit only', async () => {
+    writeFileSync(join(tmp, 'f'), 'x');
+    chmodSync(join(tmp, 'f'), 0o601); // others-x, owner no x: not executable
+    symlinkSync('f', join(tmp, 'l'));
+    const link = await collect(dumpPath(join(tmp, 'l')));
+    expect(link.includes(str('symlink'))).toBe(true);
+    expect((await collect(dumpPath(join(tmp, 'f')))).includes(str('executable'))).toBe(false);
+    chmodSync(join(tmp, 'f'), 0o700);
+    expect((await collect(dumpPath(join(tmp, 'f')))).includes(str('executable'))).toBe(true);
+  });
+  it('fails with FILE_TYPE_UNSUPPORTED on a socket and a FIFO', async () => {
+    const sock = join(tmp, 'sock');
+    const server = createServer();
+    await new Promise<void>((res) => server.listen(sock, res));
+    try {
+      await expect(collect(dumpPath(sock))).rejects.toMatchObject({ code: 'FILE_TYPE_UNSUPPORTED' });
+      await expect(hashPath(tmp)).rejects.toThrow(/it is a socket/);
+    } finally {
+      server.close();
+    }
+    execFileSync('mkfifo', [join(tmp, 'fifo')]);
+    await expect(hashPath(join(tmp, 'fifo'))).rejects.toMatchObject({ code: 'FILE_TYPE_UNSUPPORTED' });
+  });
+  it('keeps memory flat on a 512 MiB file (sparse, read in 1 MiB chunks)', async () => {
+    const big = join(tmp, 'big');
+    execFileSync('truncate', ['-s', '512M', big]);
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
+    try {
+      let n = 0;
+      for await (const c of dumpPath(big)) n += (c as Buffer).length;
+      expect(n).toBe(512 * 1024 * 1024 + 112);
+      const { narSize } = await hashPath(big);
+      expect(narSize).toBe(n);
+    } finally {
+      clearInterval(timer);
+    }
+    expect(peak - before).toBeLessThan(96 * 1024 * 1024);
+  });
+  it('stops reading when the consumer destroys the dump stream', async () => {
+    const big = join(tmp, 'big');
+    execFileSync('truncate', ['-s', '64M', big]);
+    const s = dumpPath(big);
+    for await (const _ of s) break; // destroys the stream
+    expect(s.destroyed).toBe(true);
+  });
+});
+
+/** What real `nix-store --restore` 2.8 accepts but restoreNar rejects on purpose. */
+const STRICTER_THAN_NIX: Record<string, string> = {
+  'unsorted-entries': 'not canonical: its NAR hash is not the hash of the tree it restores to',
+};
+
+describe('restoreNar on nar-restore.json', () => {
+  for (const c of restoreCases.cases) {
+    const weReject = !c.accepted_by_nix_store_restore || c.name in STRICTER_THAN_NIX;
+    it(`${c.name}: ${weReject ? 'rejected, nothing left behind' : `restored, re-dump hashes to ${c.redump_sha256_hex.slice(0, 8)}`}`, async () => {
+      const out = join(tmp, 'out');
+      const bytes = Buffer.from(c.nar_b64, 'base64');
+      if (weReject) {
+        await expect(restoreNar(Readable.from([bytes]), out)).rejects.toMatchObject({ code: 'NAR_INVALID' });
+        expect(readdirSync(tmp)).toEqual([]);
+      } else {
+        await restoreNar(Readable.from([bytes]), out);
+        expect(Hash.of('sha256', await collect(dumpPath(out))).toBase16()).toBe(c.redump_sha256_hex);
+      }
+    });
+  }
+});
+
+// Hand-made NAR pieces with no checks, for hostile archives.
+const s = (x: string | Uint8Array): Buffer => str(x);
+const reg = (contents: string): Buffer => Buffer.concat([s('('), s('type'), s('regular'), s('contents'), s(contents), s(')')]);
+const sym = (target: string): Buffer => Buffer.concat([s('('), s('type'), s('symlink'), s('target'), s(target), s(')')]);
+const dir = (...entries: Array<[string | Uint8Array, Buffer]>): Buffer =>
+  Buffer.concat([s('('), s('type'), s('directory'), ...entries.flatMap(([n, node]) => [s('entry'), s('('), s('name'), s(n), s('node'), node, s(')')]), s(')')]);
+const archive = (node: Buffer): Buffer => Buffer.concat([s('nix-archive-1'), node]);
+
+describe('restoreNar on hostile archives: nothing outside the target, nothing left behind', () => {
+  let sandbox: string;
+  let victim: string;
+  beforeEach(() => {
+    sandbox = join(tmp, 'sandbox');
+    victim = join(tmp, 'victim');
+    mkdirSync(sandbox);
+    mkdirSync(victim);
+    writeFileSync(join(victim, 'precious'), 'keep');
+  });
+  const hostile: Array<[string, Buffer]> = [];
+  const add = (name: string, node: Buffer): void => void hostile.push([name, archive(node)]);
+  add('.. entry', dir(['a', reg('1')], ['..', reg('x')]));
+  add('. entry', dir(['.', reg('x')]));
+  add('path traversal name', dir(['../victim/evil', reg('x')]));
+  add('absolute name', dir(['/tmp/evil', reg('x')]));
+  add('NUL in name', dir([Buffer.from('a\0b'), reg('x')]));
+  add('empty name', dir(['', reg('x')]));
+  add('empty symlink target', dir(['a', sym('')], ['b', reg('1')]));
+  add('symlink to victim then same-named directory', dir(['a', dir(['ok', reg('1')])], ['v', sym('../../victim')], ['v', dir(['evil', reg('pwned')])]));
+  add('symlink to victim then same-named file', dir(['v', sym('../../victim/precious')], ['v', reg('pwned')]));
+  add('duplicate file', dir(['a', reg('1')], ['a', reg('2')]));
+  add('unsorted', dir(['b', reg('1')], ['a', reg('2')]));
+  add('deep nesting', Array.from({ length: 300 }).reduce<Buffer>((n) => dir(['d', n]), reg('x')));
+  for (const [name, bytes] of hostile) {
+    it(`rejects ${name}`, async () => {
+      const out = join(sandbox, 'out');
+      const e = await restoreNar(Readable.from([bytes]), out).catch((x: unknown) => x);
+      expect(isStrataError(e, 'NAR_INVALID')).toBe(true);
+      expect(readdirSync(sandbox)).toEqual([]);
+      expect(listing(victim)).toEqual(['precious']);
+      expect(readFileSync(join(victim, 'precious'), 'utf8')).toBe('keep');
+    });
+  }
+  it('rejects trailing data after a complete archive (Nix 2.8 accepts it; not canonical) and removes what it wrote', async () => {
+    const good = archive(dir(['a', reg('hello')]));
+    const out = join(sandbox, 'out');
+    await expect(restoreNar(Readable.from([good, Buffer.from('garbage!')]), out)).rejects.toThrow(/trailing bytes/);
+    expect(readdirSync(sandbox)).toEqual([]);
+  });
+  it('rejects truncation at every offset of a small NAR, leaving nothing (canonicalised dirs included)', async () => {
+    const bytes = Buffer.from(nar.cases[6].nar_b64, 'base64'); // nested-empty: directories only
+    for (let cut = 0; cut < bytes.length; cut += 8) {
+      const out = join(sandbox, 'out');
+      await expect(restoreNar(Readable.from([bytes.subarray(0, cut)]), out, { canonicalise: true })).rejects.toMatchObject({ code: 'NAR_INVALID' });
+      expect(readdirSync(sandbox), `cut at ${cut}`).toEqual([]);
+    }
+    const tree = Buffer.from(nar.cases[0].nar_b64, 'base64');
+    for (let cut = 1; cut < tree.length; cut += 37) {
+      await expect(restoreNar(Readable.from([tree.subarray(0, cut)]), join(sandbox, 'out'))).rejects.toMatchObject({ code: 'NAR_INVALID' });
+      expect(readdirSync(sandbox)).toEqual([]);
+    }
+  });
+  it('refuses an existing target and leaves it untouched', async () => {
+    await expect(restoreNar(Readable.from([archive(reg('x'))]), victim)).rejects.toMatchObject({ code: 'PATH_EXISTS' });
+    symlinkSync(victim, join(sandbox, 'link'));
+    await expect(restoreNar(Readable.from([archive(dir(['evil', reg('x')]))]), join(sandbox, 'link'))).rejects.toMatchObject({ code: 'PATH_EXISTS' });
+    expect(listing(victim)).toEqual(['precious']);
+  });
+  it('removes everything when the input stream fails midway', async () => {
+    const bytes = Buffer.from(nar.cases[0].nar_b64, 'base64');
+    async function* failing(): AsyncGenerator<Uint8Array> {
+      yield bytes.subarray(0, 900);
+      throw new Error('connection reset');
+    }
+    await expect(restoreNar(failing(), join(sandbox, 'out'), { canonicalise: true })).rejects.toThrow('connection reset');
+    expect(readdirSync(sandbox)).toEqual([]);
+  });
+});
+
+const nameArb = fc
+  .uint8Array({ minLength: 1, maxLength: 12 })
+  .filter((n) => !n.includes(0) && !n.includes(0x2f) && !(n.every((b) => b === 0x2e) && n.length <= 2));
+const treeArb: fc.Arbitrary<NarEntry> = fc.letrec<{ node: NarEntry }>((tie) => ({
+  node: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    fc
+      .record({ executable: fc.boolean(), bytes: fc.uint8Array({ maxLength: 300 }) })
+      .map(({ executable, bytes }): NarEntry => ({ type: 'regular', executable, size: bytes.length, contents: [Buffer.from(bytes)] })),
+    fc.uint8Array({ minLength: 1, maxLength: 30 }).filter((t) => !t.includes(0)).map((t): NarEntry => ({ type: 'symlink', target: Buffer.from(t) })),
+    fc
+      .uniqueArray(fc.tuple(nameArb, tie('node')), { maxLength: 5, selector: ([n]) => Buffer.from(n).toString('hex') })
+      .map((entries): NarEntry => ({ type: 'directory', entries: entries.map(([n, e]) => [Buffer.from(n), e] as const) })),
+  ),
+})).node;
+
+describe('property: NAR → restore → dump is the identity', () => {
+  it('holds for random trees with raw-byte names', async () => {
+    let i = 0;
+    await fc.assert(
+      fc.asyncProperty(treeArb, fc.integer({ min: 1, max: 200 }), async (tree, step) => {
+        const bytes = await collect(encodeNar(tree));
+        const pieces = Array.from({ length: Math.ceil(bytes.length / step) }, (_, k) => bytes.subarray(k * step, k * step + step));
+        const out = join(tmp, `t${i++}`);
+        const r = await restoreNar(Readable.from(pieces), out, { canonicalise: i % 2 === 0 });
+        expect(r.narHash.equals(Hash.of('sha256', bytes))).toBe(true);
+        expect((await collect(dumpPath(out))).equals(bytes)).toBe(true);
+        expect((await hashPath(out)).hash.equals(r.narHash)).toBe(true);
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
+describe.skipIf(!HAVE_NIX)('differential: real Nix 2.8 (skipped only when nix-store is not installed)', () => {
+  it('nix-store --dump and nix hash path agree with dumpPath and hashPath on random trees', async () => {
+    const env = nixEnv();
+    let i = 0;
+    await fc.assert(
+      fc.asyncProperty(treeArb, async (tree) => {
+        const bytes = await collect(encodeNar(tree));
+        const p = join(tmp, `d${i++}`);
+        // Let real Nix make the tree, so our dump is checked against files we did not write.
+        execFileSync('nix-store', ['--restore', p], { input: bytes, env });
+        const theirs = execFileSync('nix-store', ['--dump', p], { env, maxBuffer: 1 << 26 });
+        const ours = await collect(dumpPath(p));
+        expect(ours.equals(theirs)).toBe(true);
+        for (const algo of ['sha256', 'sha1'] as const) {
+          const nixHash = execFileSync('nix', ['hash', 'path', '--base16', '--type', algo, p], { env }).toString().trim();
+          expect((await hashPath(p, algo)).hash.toBase16()).toBe(nixHash);
+        }
+      }),
+      { numRuns: 15 },
+    );
+  });
+  it('nix-store --restore accepts trailing bytes that restoreNar rejects (why we list it as stricter)', () => {
+    const env = nixEnv();
+    const good = archive(dir(['a', reg('hello')]));
+    const r = spawnSync('nix-store', ['--restore', join(tmp, 'nix-out')], { input: Buffer.concat([good, Buffer.from('garbage!')]), env });
+    expect(r.status).toBe(0);
+    expect(existsSync(join(tmp, 'nix-out', 'a'))).toBe(true);
+  });
+});
