@@ -44,7 +44,8 @@ export class Bounded extends Transform {
     // (Node's brotli does that, and then never calls back the pending write).
     inner.on('end', () => {
       this.#innerEnded = true;
-      if (!this.#flushing) this.#fail(new Error('the data continues after the end of the compressed stream'));
+      if (!this.#flushing)
+        this.#fail(new Error('the data continues after the end of the compressed stream'));
     });
   }
 
@@ -85,7 +86,10 @@ export class Bounded extends Transform {
         await this.#consumerReady();
       }
     };
-    run().then(() => done(), (e: unknown) => done(this.#options.mapError(e)));
+    run().then(
+      () => done(),
+      (e: unknown) => done(this.#options.mapError(e)),
+    );
   }
 
   override _flush(done: TransformCallback): void {

@@ -53,7 +53,11 @@ export function bzip2Decompressor(mapError: (e: unknown) => Error): Transform {
     slice: 64 * 1024,
     mapError: (e) =>
       // Its bit reader runs off the end of the input as `undefined[0]`.
-      mapError(e instanceof TypeError ? new Error('the data ends before the end of the bzip2 stream', { cause: e }) : e),
+      mapError(
+        e instanceof TypeError
+          ? new Error('the data ends before the end of the bzip2 stream', { cause: e })
+          : e,
+      ),
     onInput: (chunk) => (total += chunk.length),
     onEnd: () => (total === 0 ? mapError(new Error('the data is empty')) : undefined),
   });

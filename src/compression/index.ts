@@ -20,7 +20,13 @@ import { zstdCompressor, zstdDecompressor } from './zstd.js';
 /** The methods strata reads; all but `bzip2` it also writes. */
 export type CompressionMethod = 'none' | 'xz' | 'zstd' | 'bzip2' | 'br';
 
-const METHODS: ReadonlySet<string> = new Set<CompressionMethod>(['none', 'xz', 'zstd', 'bzip2', 'br']);
+const METHODS: ReadonlySet<string> = new Set<CompressionMethod>([
+  'none',
+  'xz',
+  'zstd',
+  'bzip2',
+  'br',
+]);
 
 /** True when strata can decompress `method`. */
 export function isCompressionMethod(method: string): method is CompressionMethod {
@@ -52,18 +58,31 @@ function describe(e: unknown): string {
   return line === '' ? 'unknown error' : line[0]!.toLowerCase() + line.slice(1);
 }
 
-function errorMapper(code: 'COMPRESSION_INVALID' | 'COMPRESSION_FAILED', action: string, method: string) {
+function errorMapper(
+  code: 'COMPRESSION_INVALID' | 'COMPRESSION_FAILED',
+  action: string,
+  method: string,
+) {
   return (e: unknown): Error =>
-    isStrataError(e) ? e : new StrataError(code, `Cannot ${action} '${method}' data: ${describe(e)}`, { value: method, cause: e });
+    isStrataError(e)
+      ? e
+      : new StrataError(code, `Cannot ${action} '${method}' data: ${describe(e)}`, {
+          value: method,
+          cause: e,
+        });
 }
 
 function level(method: keyof typeof LEVELS, options: CompressorOptions): number {
   const [min, max, fallback] = LEVELS[method];
   const l = options.level ?? fallback;
   if (!Number.isInteger(l) || l < min || l > max) {
-    throw new StrataError('UNSUPPORTED', `Cannot compress '${method}' data at level '${l}': levels go from ${min} to ${max}`, {
-      value: String(l),
-    });
+    throw new StrataError(
+      'UNSUPPORTED',
+      `Cannot compress '${method}' data at level '${l}': levels go from ${min} to ${max}`,
+      {
+        value: String(l),
+      },
+    );
   }
   return l;
 }
@@ -84,17 +103,28 @@ export function compressor(method: string, options: CompressorOptions = {}): Tra
     case 'zstd':
       return zstdCompressor(level('zstd', options), mapError);
     case 'br':
-      return new Bounded(createBrotliCompress({ params: { [zlib.BROTLI_PARAM_QUALITY]: level('br', options) } }), {
-        slice: 64 * 1024,
-        mapError,
-      });
+      return new Bounded(
+        createBrotliCompress({ params: { [zlib.BROTLI_PARAM_QUALITY]: level('br', options) } }),
+        {
+          slice: 64 * 1024,
+          mapError,
+        },
+      );
     case 'bzip2':
-      throw new StrataError('UNSUPPORTED', "Cannot compress 'bzip2' data: strata reads bzip2 but does not write it", {
-        value: method,
-        hint: 'use zstd or xz',
-      });
+      throw new StrataError(
+        'UNSUPPORTED',
+        "Cannot compress 'bzip2' data: strata reads bzip2 but does not write it",
+        {
+          value: method,
+          hint: 'use zstd or xz',
+        },
+      );
     default:
-      throw new StrataError('UNSUPPORTED', `Cannot compress '${quote(method)}' data: unknown compression method`, { value: method });
+      throw new StrataError(
+        'UNSUPPORTED',
+        `Cannot compress '${quote(method)}' data: unknown compression method`,
+        { value: method },
+      );
   }
 }
 
@@ -127,8 +157,12 @@ export function decompressor(method: string): Transform {
       });
     }
     default:
-      throw new StrataError('UNSUPPORTED', `Cannot decompress '${quote(method)}' data: unknown compression method`, {
-        value: method,
-      });
+      throw new StrataError(
+        'UNSUPPORTED',
+        `Cannot decompress '${quote(method)}' data: unknown compression method`,
+        {
+          value: method,
+        },
+      );
   }
 }

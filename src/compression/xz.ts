@@ -34,7 +34,10 @@ class FooterTracker {
       return;
     }
     // The zeros seen so far were not padding: they belong before this chunk's data.
-    const before = this.#zeros > 0 ? Buffer.concat([this.#tail, Buffer.alloc(Math.min(this.#zeros, FOOTER))]) : this.#tail;
+    const before =
+      this.#zeros > 0
+        ? Buffer.concat([this.#tail, Buffer.alloc(Math.min(this.#zeros, FOOTER))])
+        : this.#tail;
     const joined = Buffer.concat([before, chunk.subarray(0, last + 1)]);
     this.#tail = joined.subarray(Math.max(0, joined.length - FOOTER));
     this.#zeros = chunk.length - 1 - last;

@@ -68,7 +68,8 @@ class ZstdDecompressor extends Transform {
 
   override _flush(done: TransformCallback): void {
     if (!this.#sawInput) return done(this.#mapError(new Error('the data is empty')));
-    if (this.#inFrame) return done(this.#mapError(new Error('the data ends in the middle of a zstd frame')));
+    if (this.#inFrame)
+      return done(this.#mapError(new Error('the data ends in the middle of a zstd frame')));
     done();
   }
 }
@@ -78,7 +79,10 @@ class ZstdDecompressor extends Transform {
  * checksum (4 bytes), so corruption shows up when decompressing, not only at the NAR hash check.
  */
 export function zstdCompressor(level: number, mapError: (e: unknown) => Error): Transform {
-  return new Bounded(new CompressStream({ compressionLevel: level, checksumFlag: true }), { slice: 64 * 1024, mapError });
+  return new Bounded(new CompressStream({ compressionLevel: level, checksumFlag: true }), {
+    slice: 64 * 1024,
+    mapError,
+  });
 }
 
 /** A zstd decompressor; accepts concatenated frames, rejects truncated ones. */

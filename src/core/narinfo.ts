@@ -161,11 +161,15 @@ export interface ParseNarInfoOptions {
  * info.narHash.toString(); // 'sha256:0qjh…'
  * ```
  */
-export function parseNarInfo(text: string | Uint8Array, options: ParseNarInfoOptions = {}): NarInfo {
+export function parseNarInfo(
+  text: string | Uint8Array,
+  options: ParseNarInfoOptions = {},
+): NarInfo {
   const storeDir = options.storeDir ?? new StoreDir(DEFAULT_STORE_DIR);
   const whence = options.whence ?? 'narinfo';
   if (typeof text !== 'string') {
-    if (text.length > MAX_NARINFO_BYTES) throw invalid(whence, `it is larger than ${MAX_NARINFO_BYTES} bytes`);
+    if (text.length > MAX_NARINFO_BYTES)
+      throw invalid(whence, `it is larger than ${MAX_NARINFO_BYTES} bytes`);
     try {
       text = new TextDecoder('utf-8', { fatal: true }).decode(text);
     } catch (e) {
@@ -173,10 +177,14 @@ export function parseNarInfo(text: string | Uint8Array, options: ParseNarInfoOpt
     }
   }
   // A UTF-8 character takes 1 to 3 bytes per UTF-16 unit, so only long texts need encoding to measure.
-  if (text.length > MAX_NARINFO_BYTES / 3 && new TextEncoder().encode(text).length > MAX_NARINFO_BYTES) {
+  if (
+    text.length > MAX_NARINFO_BYTES / 3 &&
+    new TextEncoder().encode(text).length > MAX_NARINFO_BYTES
+  ) {
     throw invalid(whence, `it is larger than ${MAX_NARINFO_BYTES} bytes`);
   }
-  if (text.length > 0 && !text.endsWith('\n')) throw invalid(whence, 'its last line does not end in a newline');
+  if (text.length > 0 && !text.endsWith('\n'))
+    throw invalid(whence, 'its last line does not end in a newline');
 
   const seen = new Set<string>();
   const fields = new Map<string, string>();
@@ -186,17 +194,22 @@ export function parseNarInfo(text: string | Uint8Array, options: ParseNarInfoOpt
   for (const [i, line] of lines.entries()) {
     const where = `line ${i + 1}`;
     if (CONTROL_RE.test(line)) {
-      throw invalid(whence, `${where} contains a ${line.includes('\r') ? 'carriage return' : 'control character'}`);
+      throw invalid(
+        whence,
+        `${where} contains a ${line.includes('\r') ? 'carriage return' : 'control character'}`,
+      );
     }
     const colon = line.indexOf(':');
-    if (colon <= 0 || line[colon + 1] !== ' ') throw invalid(whence, `${where} is not 'Key: value'`);
+    if (colon <= 0 || line[colon + 1] !== ' ')
+      throw invalid(whence, `${where} is not 'Key: value'`);
     const key = line.slice(0, colon);
     const value = line.slice(colon + 2);
     if (key !== 'References' && line.length > MAX_NARINFO_LINE_BYTES) {
       throw invalid(whence, `${where} is longer than ${MAX_NARINFO_LINE_BYTES} bytes`);
     }
     if (key === 'Sig') {
-      if (!SIG_RE.test(value)) throw invalid(whence, `Sig '${quote(value)}' is not 'keyname:base64'`);
+      if (!SIG_RE.test(value))
+        throw invalid(whence, `Sig '${quote(value)}' is not 'keyname:base64'`);
       sigs.add(value);
     } else if (SINGLE_FIELDS.has(key)) {
       if (seen.has(key)) throw invalid(whence, `${key} appears more than once`);
@@ -211,7 +224,11 @@ export function parseNarInfo(text: string | Uint8Array, options: ParseNarInfoOpt
   try {
     path = storeDir.parse(storePath);
   } catch (e) {
-    throw invalid(whence, `StorePath '${quote(storePath)}' is not a store path in '${storeDir.path}'`, e);
+    throw invalid(
+      whence,
+      `StorePath '${quote(storePath)}' is not a store path in '${storeDir.path}'`,
+      e,
+    );
   }
   const url = fields.get('URL');
   if (url === undefined || url === '') throw invalid(whence, 'URL is missing');
@@ -250,7 +267,8 @@ export function parseNarInfo(text: string | Uint8Array, options: ParseNarInfoOpt
   const fileSize = fields.get('FileSize');
   if (fileSize !== undefined) info.fileSize = parseSize(whence, 'FileSize', fileSize);
   const deriver = fields.get('Deriver');
-  if (deriver !== undefined && deriver !== 'unknown-deriver') info.deriver = parseBaseName(whence, 'Deriver', deriver);
+  if (deriver !== undefined && deriver !== 'unknown-deriver')
+    info.deriver = parseBaseName(whence, 'Deriver', deriver);
   const system = fields.get('System');
   if (system !== undefined && system !== '') info.system = system;
   const ca = fields.get('CA');
@@ -268,18 +286,29 @@ export function parseNarInfo(text: string | Uint8Array, options: ParseNarInfoOpt
  * printNarInfo(parseNarInfo(text)) === text; // for every narinfo Nix wrote
  * ```
  */
-export function printNarInfo(info: NarInfo, storeDir: StoreDir = new StoreDir(DEFAULT_STORE_DIR)): string {
+export function printNarInfo(
+  info: NarInfo,
+  storeDir: StoreDir = new StoreDir(DEFAULT_STORE_DIR),
+): string {
   const where = storeDir.print(info.path);
   const fail = (state: string): StrataError =>
-    new StrataError('NARINFO_INVALID', `Cannot print narinfo '${where}': ${state}`, { value: where });
-  if (info.url === '' || /[\n\r]/.test(info.url)) throw fail('its URL is empty or has a line break');
-  if (info.compression === '' || /\s/.test(info.compression)) throw fail('its compression name is empty or has whitespace');
+    new StrataError('NARINFO_INVALID', `Cannot print narinfo '${where}': ${state}`, {
+      value: where,
+    });
+  if (info.url === '' || /[\n\r]/.test(info.url))
+    throw fail('its URL is empty or has a line break');
+  if (info.compression === '' || /\s/.test(info.compression))
+    throw fail('its compression name is empty or has whitespace');
   if (info.narHash.algo !== 'sha256') throw fail('its NarHash is not sha256');
-  if (info.fileHash !== undefined && info.fileHash.algo !== 'sha256') throw fail('its FileHash is not sha256');
-  if (!Number.isSafeInteger(info.narSize) || info.narSize <= 0) throw fail('its NarSize is not a positive integer');
-  if (info.system !== undefined && /[\n\r]/.test(info.system)) throw fail('its System has a line break');
+  if (info.fileHash !== undefined && info.fileHash.algo !== 'sha256')
+    throw fail('its FileHash is not sha256');
+  if (!Number.isSafeInteger(info.narSize) || info.narSize <= 0)
+    throw fail('its NarSize is not a positive integer');
+  if (info.system !== undefined && /[\n\r]/.test(info.system))
+    throw fail('its System has a line break');
   const sigs = [...new Set(info.sigs)].sort();
-  for (const s of sigs) if (!SIG_RE.test(s)) throw fail(`Sig '${quote(s)}' is not 'keyname:base64'`);
+  for (const s of sigs)
+    if (!SIG_RE.test(s)) throw fail(`Sig '${quote(s)}' is not 'keyname:base64'`);
 
   let out = `StorePath: ${where}\n`;
   out += `URL: ${info.url}\n`;
@@ -370,9 +399,13 @@ export function narFileExtension(compression: string): string {
     case 'lzip':
       return '.nar.lzip';
     default:
-      throw new StrataError('UNSUPPORTED', `Cannot name a NAR file for compression '${quote(compression)}': unknown method`, {
-        value: compression,
-      });
+      throw new StrataError(
+        'UNSUPPORTED',
+        `Cannot name a NAR file for compression '${quote(compression)}': unknown method`,
+        {
+          value: compression,
+        },
+      );
   }
 }
 
@@ -402,8 +435,11 @@ const MAX_CACHE_INFO_BYTES = 64 * 1024;
  */
 export function parseCacheInfo(text: string, whence = 'nix-cache-info'): CacheInfo {
   const fail = (state: string): StrataError =>
-    new StrataError('CACHE_INFO_INVALID', `Cannot parse cache info '${quote(whence)}': ${state}`, { value: whence });
-  if (text.length > MAX_CACHE_INFO_BYTES) throw fail(`it is larger than ${MAX_CACHE_INFO_BYTES} bytes`);
+    new StrataError('CACHE_INFO_INVALID', `Cannot parse cache info '${quote(whence)}': ${state}`, {
+      value: whence,
+    });
+  if (text.length > MAX_CACHE_INFO_BYTES)
+    throw fail(`it is larger than ${MAX_CACHE_INFO_BYTES} bytes`);
   const info: CacheInfo = {};
   for (const line of text.split('\n')) {
     const colon = line.indexOf(':');
@@ -412,7 +448,8 @@ export function parseCacheInfo(text: string, whence = 'nix-cache-info'): CacheIn
     const value = line.slice(colon + 1).trim();
     if (key === 'StoreDir') info.storeDir = value;
     else if (key === 'WantMassQuery') {
-      if (value !== '1' && value !== '0') throw fail(`WantMassQuery '${quote(value)}' is not 1 or 0`);
+      if (value !== '1' && value !== '0')
+        throw fail(`WantMassQuery '${quote(value)}' is not 1 or 0`);
       info.wantMassQuery = value === '1';
     } else if (key === 'Priority') {
       if (!/^-?[0-9]{1,9}$/.test(value)) throw fail(`Priority '${quote(value)}' is not an integer`);

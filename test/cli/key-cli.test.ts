@@ -3,7 +3,13 @@ import { join } from 'node:path';
 
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { formatPublicKey, parsePublicKey, parseSecretKey, signFingerprint, verifySignature } from '../../src/core/signature.js';
+import {
+  formatPublicKey,
+  parsePublicKey,
+  parseSecretKey,
+  signFingerprint,
+  verifySignature,
+} from '../../src/core/signature.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { haveNix, runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
@@ -27,7 +33,9 @@ describe('strata key generate NAME SECRET PUBLIC', () => {
     expect(statSync(pk).mode & 0o777).toBe(0o666 & ~process.umask());
     const secret = parseSecretKey(secretText);
     expect(formatPublicKey(secret.publicKey)).toBe(publicText);
-    expect(verifySignature('fp', signFingerprint('fp', secret), [parsePublicKey(publicText)])).toBe(true);
+    expect(verifySignature('fp', signFingerprint('fp', secret), [parsePublicKey(publicText)])).toBe(
+      true,
+    );
   });
 
   it('--json shows the public key and file names, never the secret key', async () => {
@@ -47,7 +55,9 @@ describe('strata key generate NAME SECRET PUBLIC', () => {
     writeFileSync(sk, 'precious');
     let r = await runStrata(['key', 'generate', 'k-1', sk, pk]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`error: Cannot write key file '${sk}': it already exists\nhint: remove it first, or choose another file name\n`);
+    expect(r.stderr).toBe(
+      `error: Cannot write key file '${sk}': it already exists\nhint: remove it first, or choose another file name\n`,
+    );
     expect(readFileSync(sk, 'utf8')).toBe('precious');
     expect(existsSync(pk)).toBe(false);
 
@@ -80,7 +90,9 @@ describe('strata key generate NAME SECRET PUBLIC', () => {
     const dir = tempDir();
     const r = await runStrata(['key', 'generate', 'strata-cli-1', join(dir, 's'), join(dir, 'p')]);
     expect(r.code).toBe(0);
-    const nix = runNix('nix', ['key', 'convert-secret-to-public'], { input: readFileSync(join(dir, 's')) });
+    const nix = runNix('nix', ['key', 'convert-secret-to-public'], {
+      input: readFileSync(join(dir, 's')),
+    });
     expect(nix.code, nix.stderr).toBe(0);
     expect(nix.stdout).toBe(readFileSync(join(dir, 'p'), 'utf8'));
   });

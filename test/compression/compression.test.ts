@@ -12,7 +12,10 @@ import { loadVector } from '../support/vectors.js';
 const vectors = loadVector('binary-cache.json');
 
 /** Runs `input` (chunked) through `transforms`; resolves with the output bytes. */
-async function run(input: Buffer | Iterable<Buffer> | AsyncIterable<Buffer>, ...transforms: Transform[]): Promise<Buffer> {
+async function run(
+  input: Buffer | Iterable<Buffer> | AsyncIterable<Buffer>,
+  ...transforms: Transform[]
+): Promise<Buffer> {
   const out: Buffer[] = [];
   const source = Buffer.isBuffer(input) ? Readable.from([input]) : Readable.from(input);
   await pipeline([
@@ -30,7 +33,9 @@ async function run(input: Buffer | Iterable<Buffer> | AsyncIterable<Buffer>, ...
 
 /** The StrataError code a promise rejects with (fails the test if it resolves or hangs past 10 s). */
 async function failureCode(p: Promise<unknown>): Promise<string> {
-  const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('hung for 10 s')), 10_000).unref());
+  const timeout = new Promise<never>((_, reject) =>
+    setTimeout(() => reject(new Error('hung for 10 s')), 10_000).unref(),
+  );
   try {
     await Promise.race([p, timeout]);
   } catch (e) {
@@ -54,7 +59,8 @@ function cli(cmd: string, args: string[], input: Buffer): Buffer {
 
 describe('NAR files of real Nix 2.8 caches (binary-cache.json)', () => {
   const methods = Object.keys(vectors.caches);
-  it('covers none, xz, zstd and bzip2', () => expect(methods.sort()).toEqual(['bzip2', 'none', 'xz', 'zstd']));
+  it('covers none, xz, zstd and bzip2', () =>
+    expect(methods.sort()).toEqual(['bzip2', 'none', 'xz', 'zstd']));
   for (const method of methods) {
     const cache = vectors.caches[method];
     it(`${method}: has narinfos`, () => expect(cache.narinfos.length).toBeGreaterThan(0));
@@ -79,7 +85,11 @@ describe('NAR files of real Nix 2.8 caches (binary-cache.json)', () => {
 });
 
 const WRITABLE = ['none', 'xz', 'zstd', 'br'] as const;
-const READ_ONLY_CLI: Record<string, string[] | undefined> = { xz: ['xz', '-dc'], zstd: ['zstd', '-dcq'], bzip2: ['bzip2', '-dc'] };
+const READ_ONLY_CLI: Record<string, string[] | undefined> = {
+  xz: ['xz', '-dc'],
+  zstd: ['zstd', '-dcq'],
+  bzip2: ['bzip2', '-dc'],
+};
 
 describe('round trips', () => {
   const inputs: Array<[string, Buffer]> = [
@@ -90,7 +100,10 @@ describe('round trips', () => {
   for (const method of WRITABLE) {
     for (const [name, data] of inputs) {
       it(`${method}: ${name}`, async () => {
-        const packed = await run(data, compressor(method, { level: method === 'xz' ? 1 : method === 'br' ? 5 : undefined }));
+        const packed = await run(
+          data,
+          compressor(method, { level: method === 'xz' ? 1 : method === 'br' ? 5 : undefined }),
+        );
         if (method === 'none') expect(packed.equals(data)).toBe(true);
         const back = await run(packed, decompressor(method));
         expect(back.equals(data)).toBe(true);
@@ -124,7 +137,10 @@ describe('round trips', () => {
           write(b: Buffer, _e, cb) {
             result.update(b);
             seen += b.length;
-            maxBuffered = Math.max(maxBuffered, c.readableLength + c.writableLength + d.readableLength + d.writableLength);
+            maxBuffered = Math.max(
+              maxBuffered,
+              c.readableLength + c.writableLength + d.readableLength + d.writableLength,
+            );
             cb();
           },
         }),
@@ -204,7 +220,9 @@ describe('interop with the xz, zstd and bzip2 command-line tools', () => {
   for (const method of ['xz', 'zstd'] as const) {
     it(`${method}: the CLI reads what strata writes`, async () => {
       const packed = await run(data, compressor(method, { level: method === 'xz' ? 1 : 3 }));
-      expect(cli(READ_ONLY_CLI[method]![0]!, READ_ONLY_CLI[method]!.slice(1), packed).equals(data)).toBe(true);
+      expect(
+        cli(READ_ONLY_CLI[method]![0]!, READ_ONLY_CLI[method]!.slice(1), packed).equals(data),
+      ).toBe(true);
     });
   }
   it('xz: strata reads a multi-threaded, multi-block xz file (xz -T2 --block-size)', async () => {
@@ -235,11 +253,14 @@ describe('bad input gives COMPRESSION_INVALID, never a crash or a hang', () => {
       ['truncated by half', () => good().subarray(0, good().length >> 1)],
       ['missing the last byte', () => good().subarray(0, good().length - 1)],
       ['followed by junk', () => Buffer.concat([good(), garbage])],
-      ['corrupted in the middle', () => {
-        const b = Buffer.from(good());
-        for (let i = b.length >> 2; i < (b.length >> 2) + 16; i++) b[i] = b[i]! ^ 0x5a;
-        return b;
-      }],
+      [
+        'corrupted in the middle',
+        () => {
+          const b = Buffer.from(good());
+          for (let i = b.length >> 2; i < (b.length >> 2) + 16; i++) b[i] = b[i]! ^ 0x5a;
+          return b;
+        },
+      ],
     ];
     for (const [name, input] of cases) {
       it(`${method}: ${name}`, async () => {
@@ -272,14 +293,18 @@ describe('bad input gives COMPRESSION_INVALID, never a crash or a hang', () => {
       expect(() => compressor(m)).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
     }
     expect(() => compressor('bzip2')).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
-    expect(() => compressor('zstd', { level: 40 })).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+    expect(() => compressor('zstd', { level: 40 })).toThrow(
+      expect.objectContaining({ code: 'UNSUPPORTED' }),
+    );
   });
 
   it('a narinfo with an unknown compression parses, and its NAR cannot be decompressed', () => {
     const ni = vectors.caches.xz.narinfos[0];
     const info = parseNarInfo(ni.text.replace('Compression: xz', 'Compression: lz5'));
     expect(info.compression).toBe('lz5');
-    expect(() => decompressor(info.compression)).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+    expect(() => decompressor(info.compression)).toThrow(
+      expect.objectContaining({ code: 'UNSUPPORTED' }),
+    );
   });
 });
 

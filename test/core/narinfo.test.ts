@@ -40,8 +40,11 @@ interface VectorNarInfo {
   fields: Record<string, string | string[]>;
   fingerprint: string;
 }
-const all: Array<[string, VectorNarInfo]> = Object.entries(vectors.caches).flatMap(([method, cache]) =>
-  (cache as { narinfos: VectorNarInfo[] }).narinfos.map((ni) => [method, ni] as [string, VectorNarInfo]),
+const all: Array<[string, VectorNarInfo]> = Object.entries(vectors.caches).flatMap(
+  ([method, cache]) =>
+    (cache as { narinfos: VectorNarInfo[] }).narinfos.map(
+      (ni) => [method, ni] as [string, VectorNarInfo],
+    ),
 );
 
 /** The code of the StrataError `f` throws (fails when it does not throw one). */
@@ -62,9 +65,16 @@ function caIsValid(info: PathInfo): boolean {
   if (m === null) return false;
   const others = info.references.filter((r) => !r.equals(info.path));
   const self = others.length !== info.references.length;
-  const expected = m[1] === 'text:sha256'
-    ? storeDir.makeTextPath(info.path.name, parseHash(m[4]!, 'sha256'), others)
-    : storeDir.makeFixedOutputPath(info.path.name, parseHash(m[4]!, m[3] as 'sha256'), m[2] !== undefined, others, self);
+  const expected =
+    m[1] === 'text:sha256'
+      ? storeDir.makeTextPath(info.path.name, parseHash(m[4]!, 'sha256'), others)
+      : storeDir.makeFixedOutputPath(
+          info.path.name,
+          parseHash(m[4]!, m[3] as 'sha256'),
+          m[2] !== undefined,
+          others,
+          self,
+        );
   return expected.equals(info.path);
 }
 
@@ -100,7 +110,19 @@ describe('narinfos written by real Nix 2.8 (binary-cache.json)', () => {
         expect(info.system).toBeUndefined();
         expect(info.ultimate).toBe(false);
         expect(narFileUrl(info.fileHash!, info.compression)).toBe(info.url);
-        const known = ['StorePath', 'URL', 'Compression', 'FileHash', 'FileSize', 'NarHash', 'NarSize', 'References', 'Deriver', 'Sig', 'CA'];
+        const known = [
+          'StorePath',
+          'URL',
+          'Compression',
+          'FileHash',
+          'FileSize',
+          'NarHash',
+          'NarSize',
+          'References',
+          'Deriver',
+          'Sig',
+          'CA',
+        ];
         expect(Object.keys(f).filter((k) => !known.includes(k))).toEqual([]);
       });
 
@@ -179,10 +201,9 @@ describe('content-addressed paths need no signature', () => {
   const caPaths = all.filter(([m, ni]) => m === 'xz' && ni.fields['CA'] !== undefined);
 
   it('the vectors have recursive and flat CA paths', () => {
-    expect(caPaths.map(([, ni]) => (ni.fields['CA'] as string).split(':').slice(0, 2).join(':')).sort()).toEqual([
-      'fixed:r',
-      'fixed:sha256',
-    ]);
+    expect(
+      caPaths.map(([, ni]) => (ni.fields['CA'] as string).split(':').slice(0, 2).join(':')).sort(),
+    ).toEqual(['fixed:r', 'fixed:sha256']);
   });
 
   for (const [, ni] of caPaths) {
@@ -201,7 +222,9 @@ describe('content-addressed paths need no signature', () => {
 
   it('a path without CA is not trusted through the hook', () => {
     const info = narInfoToPathInfo(parseNarInfo(all[0]![1].text));
-    expect(isTrusted(storeDir, { ...info, sigs: [] }, [publicKey], { caIsValid: () => true })).toBe(false);
+    expect(isTrusted(storeDir, { ...info, sigs: [] }, [publicKey], { caIsValid: () => true })).toBe(
+      false,
+    );
   });
 });
 
@@ -210,7 +233,9 @@ describe('parseNarInfo follows Nix 2.8 on what it accepts', () => {
 
   it('a missing Compression line means bzip2', () => {
     expect(parseNarInfo(base.replace(/^Compression: .*\n/m, '')).compression).toBe('bzip2');
-    expect(parseNarInfo(base.replace(/^Compression: .*$/m, 'Compression: ')).compression).toBe('bzip2');
+    expect(parseNarInfo(base.replace(/^Compression: .*$/m, 'Compression: ')).compression).toBe(
+      'bzip2',
+    );
   });
 
   it('Deriver: unknown-deriver means no deriver; it is then omitted when printing', () => {
@@ -227,7 +252,11 @@ describe('parseNarInfo follows Nix 2.8 on what it accepts', () => {
 
   it('hashes in base16, base64 and SRI form are accepted and printed in nix32', () => {
     const info = parseNarInfo(base);
-    for (const form of [info.narHash.toString('base16'), info.narHash.toString('base64'), info.narHash.toSri()]) {
+    for (const form of [
+      info.narHash.toString('base16'),
+      info.narHash.toString('base64'),
+      info.narHash.toSri(),
+    ]) {
       const text = base.replace(/^NarHash: .*$/m, `NarHash: ${form}`);
       expect(printNarInfo(parseNarInfo(text))).toBe(base);
     }
@@ -256,21 +285,30 @@ describe('parseNarInfo follows Nix 2.8 on what it accepts', () => {
     const info = parseNarInfo(base);
     const sigB = signFingerprint('other', secretKey).replace(/^[^:]+/, 'b-key');
     const sigA = signFingerprint('other', secretKey).replace(/^[^:]+/, 'a-key');
-    const text = base.replace(/^Sig: .*$/m, (s) => `${s}\nSig: ${sigB}\nSig: ${sigA}\nSig: ${sigB}\nSystem: x86_64-linux`);
+    const text = base.replace(
+      /^Sig: .*$/m,
+      (s) => `${s}\nSig: ${sigB}\nSig: ${sigA}\nSig: ${sigB}\nSystem: x86_64-linux`,
+    );
     const parsed = parseNarInfo(text);
     expect(parsed.system).toBe('x86_64-linux');
     expect(parsed.sigs).toEqual([sigA, sigB, info.sigs[0]].sort());
     expect(printNarInfo(parsed)).toBe(
-      base.replace(/^(Deriver: .*\n)(Sig: .*\n)/m, `$1System: x86_64-linux\nSig: ${sigA}\nSig: ${sigB}\n$2`),
+      base.replace(
+        /^(Deriver: .*\n)(Sig: .*\n)/m,
+        `$1System: x86_64-linux\nSig: ${sigA}\nSig: ${sigB}\n$2`,
+      ),
     );
     // Only the trusted key's signature counts.
     expect(countValidSignatures(storeDir, parsed, [publicKey])).toBe(1);
   });
 
-  it('References are sorted by base name and deduplicated, as in Nix\'s set', () => {
+  it("References are sorted by base name and deduplicated, as in Nix's set", () => {
     const info = parseNarInfo(base);
     const refs = info.references.map((r) => r.baseName);
-    const text = base.replace(/^References: .*$/m, `References: ${[...refs].reverse().join(' ')} ${refs[0]}`);
+    const text = base.replace(
+      /^References: .*$/m,
+      `References: ${[...refs].reverse().join(' ')} ${refs[0]}`,
+    );
     expect(parseNarInfo(text).references.map((r) => r.baseName)).toEqual(refs);
   });
 
@@ -284,8 +322,11 @@ describe('parseNarInfo follows Nix 2.8 on what it accepts', () => {
 });
 
 describe('parseNarInfo rejects malformed narinfos with NARINFO_INVALID', () => {
-  const base = all.find(([m, ni]) => m === 'xz' && ni.fields['CA'] === undefined && ni.fields['References'] !== '')![1].text;
-  const set = (key: string, value: string): string => base.replace(new RegExp(`^${key}: .*$`, 'm'), `${key}: ${value}`);
+  const base = all.find(
+    ([m, ni]) => m === 'xz' && ni.fields['CA'] === undefined && ni.fields['References'] !== '',
+  )![1].text;
+  const set = (key: string, value: string): string =>
+    base.replace(new RegExp(`^${key}: .*$`, 'm'), `${key}: ${value}`);
   const drop = (key: string): string => base.replace(new RegExp(`^${key}: .*\\n`, 'm'), '');
   const good = parseNarInfo(base);
 
@@ -302,17 +343,26 @@ describe('parseNarInfo rejects malformed narinfos with NARINFO_INVALID', () => {
     ['NarSize with leading zero', set('NarSize', '0168')],
     ['NarSize beyond 2^53', set('NarSize', '99999999999999999999')],
     ['FileSize not a number', set('FileSize', 'big')],
-    ['StorePath in another store dir', base.replace('StorePath: /nix/store/', 'StorePath: /gnu/store/')],
+    [
+      'StorePath in another store dir',
+      base.replace('StorePath: /nix/store/', 'StorePath: /gnu/store/'),
+    ],
     ['StorePath below a store path', base.replace(/^(StorePath: .*)$/m, '$1/bin')],
     ['StorePath as a base name', base.replace('StorePath: /nix/store/', 'StorePath: ')],
-    ['StorePath with a bad hash part', base.replace(/^StorePath: \/nix\/store\/./m, 'StorePath: /nix/store/e')],
+    [
+      'StorePath with a bad hash part',
+      base.replace(/^StorePath: \/nix\/store\/./m, 'StorePath: /nix/store/e'),
+    ],
     ['StorePath with a bad name', base.replace(/^(StorePath: .*)$/m, '$1 x')],
     ['NarHash not a hash', set('NarHash', 'sha256:xyz')],
     ['NarHash of the wrong length', set('NarHash', `sha256:${good.narHash.toNix32().slice(1)}`)],
     ['NarHash with an unknown algorithm', set('NarHash', `sha257:${good.narHash.toNix32()}`)],
     ['NarHash without an algorithm', set('NarHash', good.narHash.toNix32())],
     ['NarHash in md5', set('NarHash', Hash.of('md5', 'x').toString())],
-    ['NarHash with a nix32 digit past the last byte', set('NarHash', `sha256:z${good.narHash.toNix32().slice(1)}`)],
+    [
+      'NarHash with a nix32 digit past the last byte',
+      set('NarHash', `sha256:z${good.narHash.toNix32().slice(1)}`),
+    ],
     ['FileHash not a hash', set('FileHash', 'sha256:')],
     ['a reference that is a full path', set('References', storeDir.print(good.references[0]!))],
     ['a reference with a bad hash part', set('References', `eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x`)],
@@ -335,7 +385,10 @@ describe('parseNarInfo rejects malformed narinfos with NARINFO_INVALID', () => {
     ['References twice', `${base}References: \n`],
     ['URL twice', `${base}URL: nar/other.nar\n`],
     ['a line over 64 KiB', `${base}Comment: ${'x'.repeat(MAX_NARINFO_LINE_BYTES)}\n`],
-    ['a text over 1 MiB', `${base}${`Comment: ${'x'.repeat(1000)}\n`.repeat(MAX_NARINFO_BYTES / 1000)}`],
+    [
+      'a text over 1 MiB',
+      `${base}${`Comment: ${'x'.repeat(1000)}\n`.repeat(MAX_NARINFO_BYTES / 1000)}`,
+    ],
     ['bytes over 1 MiB', new Uint8Array(MAX_NARINFO_BYTES + 1).fill(0x41)],
     ['bytes that are not UTF-8', new Uint8Array([...new TextEncoder().encode(base), 0xff, 0x0a])],
     ['a 1 MiB text of non-ASCII', `${base}Comment: ${'é'.repeat(MAX_NARINFO_BYTES / 2)}\n`],
@@ -347,7 +400,9 @@ describe('parseNarInfo rejects malformed narinfos with NARINFO_INVALID', () => {
   }
 
   it('a References line may exceed 64 KiB (large closures), within the 1 MiB cap', () => {
-    const refs = Array.from({ length: 2000 }, (_, i) => StorePath.fromParts(Hash.of('sha256', String(i)).bytes.subarray(0, 20), `dep-${i}`));
+    const refs = Array.from({ length: 2000 }, (_, i) =>
+      StorePath.fromParts(Hash.of('sha256', String(i)).bytes.subarray(0, 20), `dep-${i}`),
+    );
     const text = set('References', refs.map((r) => r.baseName).join(' '));
     expect(text.length).toBeGreaterThan(MAX_NARINFO_LINE_BYTES);
     expect(parseNarInfo(text).references.length).toBe(2000);
@@ -358,7 +413,9 @@ describe('parseNarInfo rejects malformed narinfos with NARINFO_INVALID', () => {
       parseNarInfo(`${base}StorePath: /x\n`, { whence: 'https://cache/abc.narinfo' });
       expect.unreachable();
     } catch (e) {
-      expect((e as Error).message).toBe("Cannot parse narinfo 'https://cache/abc.narinfo': StorePath appears more than once");
+      expect((e as Error).message).toBe(
+        "Cannot parse narinfo 'https://cache/abc.narinfo': StorePath appears more than once",
+      );
     }
   });
 });
@@ -366,10 +423,16 @@ describe('parseNarInfo rejects malformed narinfos with NARINFO_INVALID', () => {
 describe('printNarInfo refuses what Nix would not write', () => {
   const info = parseNarInfo(all[0]![1].text);
   it('non-sha256 hashes, zero sizes, line breaks', () => {
-    expect(codeOf(() => printNarInfo({ ...info, narHash: Hash.of('sha512', 'x') }))).toBe('NARINFO_INVALID');
-    expect(codeOf(() => printNarInfo({ ...info, fileHash: Hash.of('sha1', 'x') }))).toBe('NARINFO_INVALID');
+    expect(codeOf(() => printNarInfo({ ...info, narHash: Hash.of('sha512', 'x') }))).toBe(
+      'NARINFO_INVALID',
+    );
+    expect(codeOf(() => printNarInfo({ ...info, fileHash: Hash.of('sha1', 'x') }))).toBe(
+      'NARINFO_INVALID',
+    );
     expect(codeOf(() => printNarInfo({ ...info, narSize: 0 }))).toBe('NARINFO_INVALID');
-    expect(codeOf(() => printNarInfo({ ...info, url: 'a\nStorePath: /evil' }))).toBe('NARINFO_INVALID');
+    expect(codeOf(() => printNarInfo({ ...info, url: 'a\nStorePath: /evil' }))).toBe(
+      'NARINFO_INVALID',
+    );
     expect(codeOf(() => printNarInfo({ ...info, system: 'x\n' }))).toBe('NARINFO_INVALID');
     expect(codeOf(() => printNarInfo({ ...info, sigs: ['no signature'] }))).toBe('NARINFO_INVALID');
   });
@@ -378,11 +441,17 @@ describe('printNarInfo refuses what Nix would not write', () => {
 describe('nix-cache-info', () => {
   it('parses the keys Nix reads, trims values, skips other lines', () => {
     const text = 'StoreDir: /nix/store\r\nWantMassQuery: 1\nPriority: 40\nnot a pair\nOther: x\n';
-    expect(parseCacheInfo(text)).toEqual({ storeDir: '/nix/store', wantMassQuery: true, priority: 40 });
+    expect(parseCacheInfo(text)).toEqual({
+      storeDir: '/nix/store',
+      wantMassQuery: true,
+      priority: 40,
+    });
     expect(printCacheInfo({ storeDir: '/nix/store', wantMassQuery: true, priority: 40 })).toBe(
       'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n',
     );
-    expect(printCacheInfo({ storeDir: '/nix/store', wantMassQuery: false })).toBe('StoreDir: /nix/store\nWantMassQuery: 0\n');
+    expect(printCacheInfo({ storeDir: '/nix/store', wantMassQuery: false })).toBe(
+      'StoreDir: /nix/store\nWantMassQuery: 0\n',
+    );
     expect(parseCacheInfo('')).toEqual({});
   });
   it('rejects bad Priority and WantMassQuery values', () => {
@@ -393,7 +462,10 @@ describe('nix-cache-info', () => {
 });
 
 describe('property: print ∘ parse ∘ print is stable', () => {
-  const path = fc.tuple(fc.uint8Array({ minLength: 20, maxLength: 20 }), fc.stringMatching(/^[0-9a-zA-Z+\-._?=]{1,40}$/));
+  const path = fc.tuple(
+    fc.uint8Array({ minLength: 20, maxLength: 20 }),
+    fc.stringMatching(/^[0-9a-zA-Z+\-._?=]{1,40}$/),
+  );
   it('for random narinfos', () => {
     fc.assert(
       fc.property(
@@ -410,8 +482,22 @@ describe('property: print ∘ parse ∘ print is stable', () => {
           const info = signPathInfo(
             storeDir,
             pathInfoToNarInfo(
-              { path: mk(p), narHash, narSize, references: refs.map(mk), deriver: drv && mk(drv), ultimate: false, sigs: [] },
-              { url: narFileUrl(narHash, compression), compression, fileHash: narHash, fileSize: narSize, system },
+              {
+                path: mk(p),
+                narHash,
+                narSize,
+                references: refs.map(mk),
+                deriver: drv && mk(drv),
+                ultimate: false,
+                sigs: [],
+              },
+              {
+                url: narFileUrl(narHash, compression),
+                compression,
+                fileHash: narHash,
+                fileSize: narSize,
+                system,
+              },
             ),
             secretKey,
           );

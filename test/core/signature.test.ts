@@ -65,8 +65,12 @@ describe('key file formats (key-format.json, from nix-store --generate-binary-ca
   });
 
   it('accepts one trailing newline, as Nix does, and prints without it', () => {
-    expect(formatSecretKey(parseSecretKey(`${keyFormat.secret_file}\n`))).toBe(keyFormat.secret_file);
-    expect(formatPublicKey(parsePublicKey(`${keyFormat.public_file}\n`))).toBe(keyFormat.public_file);
+    expect(formatSecretKey(parseSecretKey(`${keyFormat.secret_file}\n`))).toBe(
+      keyFormat.secret_file,
+    );
+    expect(formatPublicKey(parsePublicKey(`${keyFormat.public_file}\n`))).toBe(
+      keyFormat.public_file,
+    );
   });
 
   const secret = keyFormat.secret_file as string;
@@ -80,12 +84,18 @@ describe('key file formats (key-format.json, from nix-store --generate-binary-ca
     ['not base64', `${sName}:${sB64.replace(/[A-Z]/, '!')}`],
     ['32 bytes only', `${sName}:${sBytes.subarray(0, 32).toString('base64')}`],
     ['65 bytes', `${sName}:${Buffer.concat([sBytes, Buffer.from([0])]).toString('base64')}`],
-    ['non-canonical base64 padding bits', `${sName}:${sB64.slice(0, -3)}${sB64.at(-3) === 'g' ? 'h' : 'g'}==`],
+    [
+      'non-canonical base64 padding bits',
+      `${sName}:${sB64.slice(0, -3)}${sB64.at(-3) === 'g' ? 'h' : 'g'}==`,
+    ],
     ['missing padding', `${sName}:${sB64.replace(/=+$/, '')}`],
     ['two trailing newlines', `${secret}\n\n`],
     ['CRLF', `${secret}\r\n`],
     ['leading space', ` ${secret}`],
-    ['a public half that does not match the seed', `${sName}:${Buffer.concat([sBytes.subarray(0, 32), Buffer.alloc(32, 1)]).toString('base64')}`],
+    [
+      'a public half that does not match the seed',
+      `${sName}:${Buffer.concat([sBytes.subarray(0, 32), Buffer.alloc(32, 1)]).toString('base64')}`,
+    ],
     ['a public key given as secret', keyFormat.public_file],
   ];
   for (const [name, text] of badSecrets) {
@@ -125,7 +135,13 @@ describe('secret keys are never printed', () => {
   it('String(), JSON and inspect show only the name', () => {
     const sk = parseSecretKey(keyFormat.secret_file);
     const b64 = keyFormat.secret_file.split(':')[1] as string;
-    for (const shown of [String(sk), `${sk}`, JSON.stringify(sk), inspect(sk), inspect({ nested: { sk } }, { depth: 5 })]) {
+    for (const shown of [
+      String(sk),
+      `${sk}`,
+      JSON.stringify(sk),
+      inspect(sk),
+      inspect({ nested: { sk } }, { depth: 5 }),
+    ]) {
       expect(shown).toContain('example-key-1');
       expect(shown).not.toContain(b64.slice(0, 16));
       expect(shown).not.toContain(b64.slice(43, 59)); // the public half is not shown either
@@ -152,7 +168,7 @@ describe('generate, sign, verify', () => {
     expect(signFingerprint('1;/nix/store/x;sha256:y;1;', secretKey)).toBe(sig);
   });
 
-  it('two generated pairs differ, and one key does not verify the other\'s signatures', () => {
+  it("two generated pairs differ, and one key does not verify the other's signatures", () => {
     const a = generateKeyPair('k');
     const b = generateKeyPair('k');
     expect(formatPublicKey(a.publicKey)).not.toBe(formatPublicKey(b.publicKey));
@@ -162,7 +178,8 @@ describe('generate, sign, verify', () => {
   });
 
   it('rejects bad key names', () => {
-    for (const name of ['', 'a b', 'a:b', 'x\n']) expect(codeOf(() => generateKeyPair(name))).toBe('KEY_INVALID');
+    for (const name of ['', 'a b', 'a:b', 'x\n'])
+      expect(codeOf(() => generateKeyPair(name))).toBe('KEY_INVALID');
   });
 
   it('signatures by untrusted key names, and malformed ones, are ignored', () => {
@@ -171,8 +188,18 @@ describe('generate, sign, verify', () => {
     const body = sig.split(':')[1]!;
     // Same key bytes under another name: not trusted, because Nix matches by name.
     expect(verifySignature('fp', `other-1:${body}`, [publicKey])).toBe(false);
-    expect(verifySignature('fp', `other-1:${body}`, [new PublicKey('other-1', publicKey.key)])).toBe(true);
-    for (const bad of ['', 'good-1', 'good-1:', ':abc', `good-1:${body.slice(4)}`, `good-1:${body}AAAA`, 'good-1:!!!!']) {
+    expect(
+      verifySignature('fp', `other-1:${body}`, [new PublicKey('other-1', publicKey.key)]),
+    ).toBe(true);
+    for (const bad of [
+      '',
+      'good-1',
+      'good-1:',
+      ':abc',
+      `good-1:${body.slice(4)}`,
+      `good-1:${body}AAAA`,
+      'good-1:!!!!',
+    ]) {
       expect(verifySignature('fp', bad, [publicKey])).toBe(false);
     }
   });
@@ -200,10 +227,17 @@ describe('trusted-public-keys', () => {
 describe('fingerprints and path signatures', () => {
   const sk = parseSecretKey(cacheVectors.secret_key);
   const pk = parsePublicKey(cacheVectors.public_key);
-  const refsNi = parseNarInfo(cacheVectors.caches.none.narinfos.find((n: { fields: { References: string } }) => n.fields.References.split(' ').length === 3).text);
+  const refsNi = parseNarInfo(
+    cacheVectors.caches.none.narinfos.find(
+      (n: { fields: { References: string } }) => n.fields.References.split(' ').length === 3,
+    ).text,
+  );
 
   it('lists full reference paths, sorted and deduplicated, comma-separated', () => {
-    const fp = fingerprintPathInfo(storeDir, { ...refsNi, references: [...refsNi.references, refsNi.references[0]!].reverse() });
+    const fp = fingerprintPathInfo(storeDir, {
+      ...refsNi,
+      references: [...refsNi.references, refsNi.references[0]!].reverse(),
+    });
     const refs = fp.split(';')[4]!.split(',');
     expect(refs.length).toBe(3);
     expect(refs).toEqual([...refs].sort());
@@ -212,17 +246,30 @@ describe('fingerprints and path signatures', () => {
   });
 
   it('needs a known NAR size and a sha256 NAR hash', () => {
-    expect(codeOf(() => fingerprintPathInfo(storeDir, { ...refsNi, narSize: 0 }))).toBe('FINGERPRINT_INVALID');
-    expect(codeOf(() => fingerprintPathInfo(storeDir, { ...refsNi, narHash: Hash.of('sha512', '') }))).toBe('FINGERPRINT_INVALID');
+    expect(codeOf(() => fingerprintPathInfo(storeDir, { ...refsNi, narSize: 0 }))).toBe(
+      'FINGERPRINT_INVALID',
+    );
+    expect(
+      codeOf(() => fingerprintPathInfo(storeDir, { ...refsNi, narHash: Hash.of('sha512', '') })),
+    ).toBe('FINGERPRINT_INVALID');
   });
 
   it('counts each distinct valid signature once; isTrusted needs one', () => {
     const other = generateKeyPair('other-1');
-    const twice = signPathInfo(storeDir, signPathInfo(storeDir, { ...refsNi, sigs: [] }, sk), other.secretKey);
+    const twice = signPathInfo(
+      storeDir,
+      signPathInfo(storeDir, { ...refsNi, sigs: [] }, sk),
+      other.secretKey,
+    );
     expect(twice.sigs.length).toBe(2);
     expect(countValidSignatures(storeDir, twice, [pk])).toBe(1);
     expect(countValidSignatures(storeDir, twice, [pk, other.publicKey])).toBe(2);
-    expect(countValidSignatures(storeDir, { ...twice, sigs: [...twice.sigs, ...twice.sigs] }, [pk, other.publicKey])).toBe(2);
+    expect(
+      countValidSignatures(storeDir, { ...twice, sigs: [...twice.sigs, ...twice.sigs] }, [
+        pk,
+        other.publicKey,
+      ]),
+    ).toBe(2);
     expect(isTrusted(storeDir, twice, [])).toBe(false);
     expect(isTrusted(storeDir, twice, [other.publicKey])).toBe(true);
     expect(isTrusted(storeDir, { ...twice, sigs: [] }, [pk, other.publicKey])).toBe(false);
@@ -260,27 +307,73 @@ describe('real Nix 2.8 accepts strata keys and signatures, and strata accepts Ni
     const pk = readFileSync(join(dir, 'pk'), 'utf8');
     const wrong = formatPublicKey(generateKeyPair('strata-made-1').publicKey);
 
-    const refused = runNix('nix', ['copy', '--from', `file://${dir}/cache`, '--to', join(dir, 'refused'), '--option', 'trusted-public-keys', wrong, target]);
+    const refused = runNix('nix', [
+      'copy',
+      '--from',
+      `file://${dir}/cache`,
+      '--to',
+      join(dir, 'refused'),
+      '--option',
+      'trusted-public-keys',
+      wrong,
+      target,
+    ]);
     expect(refused.code, refused.stderr).not.toBe(0);
     expect(refused.stderr).toMatch(/not signed by any of the keys|lacks a valid signature/);
 
-    const copy = runNix('nix', ['copy', '--from', `file://${dir}/cache`, '--to', join(dir, 'st'), '--option', 'trusted-public-keys', pk, target]);
+    const copy = runNix('nix', [
+      'copy',
+      '--from',
+      `file://${dir}/cache`,
+      '--to',
+      join(dir, 'st'),
+      '--option',
+      'trusted-public-keys',
+      pk,
+      target,
+    ]);
     expect(copy.code, copy.stderr).toBe(0);
 
-    const verify = runNix('nix', ['store', 'verify', '--store', join(dir, 'st'), '--trusted-public-keys', pk, '-r', target]);
+    const verify = runNix('nix', [
+      'store',
+      'verify',
+      '--store',
+      join(dir, 'st'),
+      '--trusted-public-keys',
+      pk,
+      '-r',
+      target,
+    ]);
     expect(verify.code, verify.stderr).toBe(0);
-    const verifyWrong = runNix('nix', ['store', 'verify', '--store', join(dir, 'st'), '--trusted-public-keys', wrong, target]);
+    const verifyWrong = runNix('nix', [
+      'store',
+      'verify',
+      '--store',
+      join(dir, 'st'),
+      '--trusted-public-keys',
+      wrong,
+      target,
+    ]);
     expect(verifyWrong.code).not.toBe(0);
     expect(verifyWrong.stderr).toContain('untrusted');
 
-    const info = JSON.parse(runNix('nix', ['path-info', '--store', join(dir, 'st'), '--json', target]).stdout) as Array<{ signatures: string[] }>;
-    const ours = parseNarInfo(readFileSync(join(dir, 'cache', 'bvmy6gdl00l6c1bh6qavnzpnwcac4xlq.narinfo'), 'utf8'));
+    const info = JSON.parse(
+      runNix('nix', ['path-info', '--store', join(dir, 'st'), '--json', target]).stdout,
+    ) as Array<{ signatures: string[] }>;
+    const ours = parseNarInfo(
+      readFileSync(join(dir, 'cache', 'bvmy6gdl00l6c1bh6qavnzpnwcac4xlq.narinfo'), 'utf8'),
+    );
     expect(info[0]!.signatures).toEqual(ours.sigs);
   });
 
   it('keys from nix-store --generate-binary-cache-key: strata parses them, and signs exactly as nix store sign', () => {
     const dir = tempDir();
-    const gen = runNix('nix-store', ['--generate-binary-cache-key', 'nix-made-1', join(dir, 'sk'), join(dir, 'pk')]);
+    const gen = runNix('nix-store', [
+      '--generate-binary-cache-key',
+      'nix-made-1',
+      join(dir, 'sk'),
+      join(dir, 'pk'),
+    ]);
     expect(gen.code, gen.stderr).toBe(0);
     const sk = parseSecretKey(readFileSync(join(dir, 'sk'), 'utf8'));
     const pk = parsePublicKey(readFileSync(join(dir, 'pk'), 'utf8'));
@@ -289,12 +382,33 @@ describe('real Nix 2.8 accepts strata keys and signatures, and strata accepts Ni
 
     // Put an unsigned copy of the vector closure into a chroot store, then let Nix sign it.
     writeCache(join(dir, 'cache'), undefined);
-    const copy = runNix('nix', ['copy', '--from', `file://${dir}/cache`, '--to', join(dir, 'st'), '--option', 'require-sigs', 'false', target]);
+    const copy = runNix('nix', [
+      'copy',
+      '--from',
+      `file://${dir}/cache`,
+      '--to',
+      join(dir, 'st'),
+      '--option',
+      'require-sigs',
+      'false',
+      target,
+    ]);
     expect(copy.code, copy.stderr).toBe(0);
-    const sign = runNix('nix', ['store', 'sign', '--store', join(dir, 'st'), '--key-file', join(dir, 'sk'), '-r', target]);
+    const sign = runNix('nix', [
+      'store',
+      'sign',
+      '--store',
+      join(dir, 'st'),
+      '--key-file',
+      join(dir, 'sk'),
+      '-r',
+      target,
+    ]);
     expect(sign.code, sign.stderr).toBe(0);
 
-    const infos = JSON.parse(runNix('nix', ['path-info', '--store', join(dir, 'st'), '--json', '-r', target]).stdout) as Array<{
+    const infos = JSON.parse(
+      runNix('nix', ['path-info', '--store', join(dir, 'st'), '--json', '-r', target]).stdout,
+    ) as Array<{
       path: string;
       narHash: string;
       narSize: number;
@@ -318,7 +432,10 @@ describe('real Nix 2.8 accepts strata keys and signatures, and strata accepts Ni
     const refs = infos.find((i) => i.path === target)!;
     const asInfo = {
       path: StorePath.fromBaseName(target.slice('/nix/store/'.length)),
-      narHash: parseNarInfo(cacheVectors.caches.xz.narinfos.find((n: { file: string }) => n.file.startsWith('bvmy')).text).narHash,
+      narHash: parseNarInfo(
+        cacheVectors.caches.xz.narinfos.find((n: { file: string }) => n.file.startsWith('bvmy'))
+          .text,
+      ).narHash,
       narSize: refs.narSize,
       references: refs.references.map((r) => storeDir.parse(r)),
       ultimate: false,

@@ -13,7 +13,12 @@ import { globalOptions } from '../global.js';
  * 0600 from the start so it is never readable by others, and whatever was made is removed again
  * when a later step fails.
  */
-async function writeKeyFiles(secretFile: string, secret: string, publicFile: string, pub: string): Promise<void> {
+async function writeKeyFiles(
+  secretFile: string,
+  secret: string,
+  publicFile: string,
+  pub: string,
+): Promise<void> {
   const { open, unlink } = await import('node:fs/promises');
   const { StrataError } = await import('../../core/error.js');
   const create = async (path: string, mode: number) => {
@@ -27,12 +32,19 @@ async function writeKeyFiles(secretFile: string, secret: string, publicFile: str
           hint: 'remove it first, or choose another file name',
         });
       }
-      throw new StrataError('KEY_WRITE_FAILED', `Cannot write key file '${path}': ${code ?? String(e)}`, { value: path, cause: e });
+      throw new StrataError(
+        'KEY_WRITE_FAILED',
+        `Cannot write key file '${path}': ${code ?? String(e)}`,
+        { value: path, cause: e },
+      );
     }
   };
   const created: string[] = [];
   try {
-    for (const [path, mode, text] of [[secretFile, 0o600, secret], [publicFile, 0o666, pub]] as const) {
+    for (const [path, mode, text] of [
+      [secretFile, 0o600, secret],
+      [publicFile, 0o666, pub],
+    ] as const) {
       const handle = await create(path, mode);
       created.push(path);
       try {
@@ -57,14 +69,33 @@ export function register(program: Command): void {
     .argument('<name>', "the key name, e.g. 'cache.example.org-1'")
     .argument('<secret-file>', 'where to write the secret key (mode 0600)')
     .argument('<public-file>', 'where to write the public key')
-    .action(async (name: string, secretFile: string, publicFile: string, _opts: unknown, cmd: Command) => {
-      const { generateKeyPair, formatPublicKey, formatSecretKey } = await import('../../core/signature.js');
-      const { secretKey, publicKey } = generateKeyPair(name);
-      await writeKeyFiles(secretFile, formatSecretKey(secretKey), publicFile, formatPublicKey(publicKey));
-      // The public key is safe to show; the secret one is never printed.
-      if (globalOptions(cmd).json) {
-        const { printJson } = await import('../output.js');
-        printJson({ name, publicKey: formatPublicKey(publicKey), secretKeyFile: secretFile, publicKeyFile: publicFile });
-      }
-    });
+    .action(
+      async (
+        name: string,
+        secretFile: string,
+        publicFile: string,
+        _opts: unknown,
+        cmd: Command,
+      ) => {
+        const { generateKeyPair, formatPublicKey, formatSecretKey } =
+          await import('../../core/signature.js');
+        const { secretKey, publicKey } = generateKeyPair(name);
+        await writeKeyFiles(
+          secretFile,
+          formatSecretKey(secretKey),
+          publicFile,
+          formatPublicKey(publicKey),
+        );
+        // The public key is safe to show; the secret one is never printed.
+        if (globalOptions(cmd).json) {
+          const { printJson } = await import('../output.js');
+          printJson({
+            name,
+            publicKey: formatPublicKey(publicKey),
+            secretKeyFile: secretFile,
+            publicKeyFile: publicFile,
+          });
+        }
+      },
+    );
 }
