@@ -2,11 +2,22 @@
  * The non-local backends, kept apart from `open.ts` so that opening a local store loads none of
  * them. Each case is filled in as its backend lands.
  */
-import type { Store } from './store.js';
 import type { OpenOptions } from './open.js';
 import { unsupportedScheme } from './open.js';
+import type { Store } from './store.js';
 import type { StoreUri } from './uri.js';
 
 export async function openOtherStore(uri: string, parsed: StoreUri, _options: OpenOptions): Promise<Store> {
-  throw unsupportedScheme(uri, parsed.scheme);
+  switch (parsed.scheme) {
+    case 'layered': {
+      const { openLayered } = await import('./layered/open-layered.js');
+      return openLayered(uri, parsed.path);
+    }
+    case 'local-overlay': {
+      const { openLocalOverlay } = await import('./layered/open-layered.js');
+      return openLocalOverlay(uri);
+    }
+    default:
+      throw unsupportedScheme(uri, parsed.scheme);
+  }
 }

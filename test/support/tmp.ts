@@ -5,6 +5,8 @@ import { join } from 'node:path';
 
 import { afterEach } from 'vitest';
 
+import { unmountUnder } from './mounts.js';
+
 const made: string[] = [];
 
 /** A fresh temporary directory, removed after the current test. */
@@ -16,6 +18,7 @@ export function tempDir(prefix = 'strata-test-'): string {
 
 afterEach(() => {
   for (const d of made.splice(0)) {
+    unmountUnder(d);
     // Store objects are read-only; make them removable first.
     try {
       rmSync(d, { recursive: true, force: true });

@@ -4,7 +4,8 @@
  * NULL for absent deriver/sigs/ca and for narSize 0, full paths), `DerivationOutputs` rows for
  * `.drv` files, and every multi-row registration in one transaction.
  */
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -120,6 +121,20 @@ export class NixDatabase {
     if (!row) return undefined;
     const refs = (this.stmts.queryReferences.all(row.id) as { path: string }[]).map((r) => r.path);
     return this.rowToInfo(row, path, refs);
+  }
+
+  /** Path infos of many paths in two queries (the valid ones; order not kept). */
+  queryPathInfos(paths: StorePath[]): PathInfo[] {
+    if (paths.length === 0) return [];
+    const json = JSON.stringify(paths.map((p) => this.storeDir.print(p)));
+    const rows = this.stmts.queryPathInfoMany.all(json) as (ValidPathRow & { path: string })[];
+    const refs = new Map<number, string[]>();
+    for (const r of this.stmts.queryReferencesMany.all(json) as { referrer: number; path: string }[]) {
+      let list = refs.get(r.referrer);
+      if (!list) refs.set(r.referrer, (list = []));
+      list.push(r.path);
+    }
+    return rows.map((row) => this.rowToInfo(row, this.storeDir.parse(row.path), refs.get(row.id) ?? []));
   }
 
   isValid(path: StorePath): boolean {
@@ -248,6 +263,9 @@ function prepare(db: Database.Database) {
   return {
     queryPathInfo: db.prepare('SELECT id, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths WHERE path = ?'),
     queryId: db.prepare('SELECT id FROM ValidPaths WHERE path = ?'),
+    queryPathInfoMany: db.prepare('SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))'),
+    queryReferencesMany: db.prepare(`SELECT r.referrer, v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id
+      WHERE r.referrer IN (SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?)))`),
     queryReferences: db.prepare('SELECT path FROM Refs JOIN ValidPaths ON reference = id WHERE referrer = ?'),
     queryReferrers: db.prepare('SELECT path FROM Refs JOIN ValidPaths ON referrer = id WHERE reference = (SELECT id FROM ValidPaths WHERE path = ?)'),
     queryValidDerivers: db.prepare('SELECT v.path FROM DerivationOutputs d JOIN ValidPaths v ON d.drv = v.id WHERE d.path = ?'),
@@ -322,41 +340,55 @@ function checkTables(db: Database.Database, dbFile: string): void {
 }
 
 /**
- * Opens a database for reading only, taking no lock and writing nothing. A WAL-mode database on
- * read-only media cannot be opened without its `-shm` file (and better-sqlite3 is built without
- * URI filenames, so SQLite's `immutable=1` is out of reach); then we read a private snapshot
- * copy, made once per (inode, size, mtime) of the file, which is safe because a read-only lower
- * does not change under us.
+ * Opens a database for reading only, writing nothing and taking no lock in its directory.
+ *
+ * A rollback-journal database is opened in place (SQLite only reads it). A WAL database cannot
+ * be: SQLite would create or write its `-shm`/`-wal` files beside it, which on a lower store is a
+ * write into someone else's disk (and on read-only media fails), and better-sqlite3 is built
+ * without URI filenames, so SQLite's `immutable=1` is out of reach. Then we read a private
+ * snapshot copy, made once per (path, inode, size, mtime) and reused, which is safe because a
+ * read-only lower does not change under us (a new generation is a new snapshot).
  */
 function openReadOnly(dbFile: string): Database.Database {
-  const tryOpen = (file: string): Database.Database => {
+  const open = (file: string): Database.Database => {
     const db = new Database(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
     db.pragma('cache_size = -65536');
     checkTables(db, dbFile);
     return db;
   };
+  if (!isWalDatabase(dbFile) && !existsSync(`${dbFile}-wal`)) return open(dbFile);
+  const st = statSync(dbFile);
+  const walSt = existsSync(`${dbFile}-wal`) ? statSync(`${dbFile}-wal`) : undefined;
+  const key = createHash('sha256').update(`${dbFile}\0${st.dev}-${st.ino}-${st.size}-${st.mtimeMs}-${walSt?.size ?? 0}-${walSt?.mtimeMs ?? 0}`).digest('hex').slice(0, 32);
+  const dir = join(process.env['XDG_CACHE_HOME'] ?? join(tmpdir(), 'strata-cache'), 'strata', 'ro-db', key);
+  const copy = join(dir, 'db.sqlite');
+  if (!existsSync(copy)) {
+    mkdirSync(dir, { recursive: true });
+    const tmp = `${copy}.tmp-${process.pid}`;
+    copyFileSync(dbFile, tmp);
+    if (walSt) copyFileSync(`${dbFile}-wal`, `${tmp}-wal`);
+    // Fold the WAL into the copy and make it a plain rollback-journal database.
+    const w = new Database(tmp);
+    w.pragma('journal_mode = delete');
+    w.close();
+    renameSync(tmp, copy);
+  }
   try {
-    return tryOpen(dbFile);
+    return open(copy);
   } catch (e) {
     if (e instanceof StrataError) throw e;
-    const st = statSync(dbFile);
-    const dir = join(process.env['XDG_CACHE_HOME'] ?? join(tmpdir(), 'strata-cache'), 'strata', 'ro-db', `${st.dev}-${st.ino}-${st.size}-${st.mtimeMs}`);
-    const copy = join(dir, 'db.sqlite');
-    if (!existsSync(copy)) {
-      mkdirSync(dir, { recursive: true });
-      const tmp = `${copy}.tmp-${process.pid}`;
-      copyFileSync(dbFile, tmp);
-      if (existsSync(`${dbFile}-wal`)) copyFileSync(`${dbFile}-wal`, `${tmp}-wal`);
-      // Fold the WAL into the copy and make it a plain rollback-journal database.
-      const w = new Database(tmp);
-      w.pragma('journal_mode = delete');
-      w.close();
-      renameSync(tmp, copy);
-    }
-    try {
-      return tryOpen(copy);
-    } catch (e2) {
-      throw new StrataError('DB_OPEN', `Cannot open store database '${dbFile}' read-only: ${(e2 as Error).message}`, { value: dbFile, cause: e2 });
-    }
+    throw new StrataError('DB_OPEN', `Cannot open store database '${dbFile}' read-only: ${(e as Error).message}`, { value: dbFile, cause: e });
+  }
+}
+
+/** Byte 18 of a SQLite header is 2 for a WAL-mode database. */
+function isWalDatabase(dbFile: string): boolean {
+  const fd = openSync(dbFile, 'r');
+  try {
+    const header = Buffer.alloc(20);
+    readSync(fd, header, 0, 20, 0);
+    return header[18] === 2;
+  } finally {
+    closeSync(fd);
   }
 }

@@ -25,6 +25,13 @@ export class LocalStore implements LocalFsStore {
   readonly db: NixDatabase;
   readonly tempRoots: TempRoots | undefined;
   private bigLock: BigLock | undefined;
+  /**
+   * How the GC removes one object's files, returning the bytes freed. A layered store replaces it
+   * to delete per layer; by default the files under the real store dir are removed.
+   */
+  objectDeleter: ((path: StorePath) => Promise<number>) | undefined;
+  /** The entries of the store dir the GC walks; a layered store lists its upper layer only. */
+  objectLister: (() => string[]) | undefined;
 
   private constructor(uri: string, config: LocalStoreConfig, db: NixDatabase, bigLock: BigLock | undefined) {
     this.uri = uri;

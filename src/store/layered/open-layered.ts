@@ -1,0 +1,166 @@
+/**
+ * Opening the two kinds of layered store:
+ * - `layered:///dir`, strata's own (made by `strata init`): many lowers, managed mounts, lower
+ *   generations noticed and picked up by a safe remount;
+ * - `local-overlay://?…`, real Nix's, with its parameters, defaults and mount check.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+
+import { StrataError } from '../../core/error.js';
+import { localStoreConfig } from '../local/config.js';
+import { LocalStore } from '../local/local-store.js';
+import type { Store } from '../store.js';
+import { boolParam, parseStoreUri } from '../uri.js';
+import { layeredPaths, lowerGeneration, type LowerConfig, readLayeredConfig, writeLayeredConfig } from './config.js';
+import { LayeredStore, type Lower } from './layered-store.js';
+import { findOverlayMount, mountOverlay, mountProblem, nixMountCheck, type OverlayLayout, remountOverlay } from './mounts.js';
+
+/** Opens a lower: local stores read-only (no lock, no write), caches as they are. */
+async function openLower(lc: LowerConfig): Promise<Lower> {
+  const { openStore } = await import('../open.js');
+  const parsed = parseStoreUri(lc.uri);
+  if (parsed.scheme === 'local') {
+    const uri = parsed.params.has('read-only') ? lc.uri : `${lc.uri}${lc.uri.includes('?') ? '&' : '?'}read-only=true`;
+    const store = (await openStore(uri)) as LocalStore;
+    return { name: lc.name, store, realStoreDir: store.realStoreDir };
+  }
+  if (parsed.scheme === 'layered' || parsed.scheme === 'local-overlay') {
+    throw new StrataError('URI_INVALID', `Cannot use '${lc.uri}' as a lower: stack its lowers directly instead`, { value: lc.uri });
+  }
+  return { name: lc.name, store: await openStore(lc.uri) };
+}
+
+/** The overlay layout of a layered dir and its local lowers. */
+function layoutOf(dir: string, lowers: Lower[]): OverlayLayout {
+  const p = layeredPaths(dir);
+  return { lowerDirs: lowers.flatMap((l) => (l.realStoreDir ? [l.realStoreDir] : [])), upperDir: p.upper, workDir: p.work, mergedDir: p.merged };
+}
+
+export interface MountState {
+  layout: OverlayLayout;
+  /** What was done to make the mount right: nothing, mounted, or remounted (and why). */
+  action: 'none' | 'mounted' | 'remounted';
+  reason?: string | undefined;
+}
+
+/**
+ * Makes sure the overlay of a layered dir is mounted with the current lowers, remounting when a
+ * lower changed generation (new big disk) or the mount is not the expected one. Upper data is
+ * never touched by this.
+ */
+export async function ensureMounted(dir: string, lowers: Lower[], options: { remountIfChanged?: boolean } = {}): Promise<MountState> {
+  const config = readLayeredConfig(dir);
+  const layout = layoutOf(dir, lowers);
+  const changed: string[] = [];
+  for (const lc of config.lowers) {
+    const parsed = parseStoreUri(lc.uri);
+    if (parsed.scheme !== 'local' || !parsed.root) continue;
+    const gen = lowerGeneration(parsed.params.get('root') ?? parsed.root);
+    if (gen !== lc.generation) {
+      changed.push(`${lc.name} is now generation ${gen} (was ${lc.generation ?? 'unknown'})`);
+      lc.generation = gen;
+    }
+  }
+  const problem = mountProblem(layout);
+  let state: MountState = { layout, action: 'none' };
+  if (problem === 'it is not mounted') {
+    mountOverlay(layout);
+    state = { layout, action: 'mounted' };
+  } else if (problem !== undefined) {
+    remountOverlay(layout);
+    state = { layout, action: 'remounted', reason: problem };
+  } else if (changed.length > 0 && (options.remountIfChanged ?? true)) {
+    remountOverlay(layout);
+    state = { layout, action: 'remounted', reason: changed.join('; ') };
+  }
+  if (changed.length > 0) writeLayeredConfig(dir, config);
+  return state;
+}
+
+/** Opens `layered:///dir`, mounting it if needed. */
+export async function openLayered(uri: string, dir: string, options: { mount?: boolean } = {}): Promise<LayeredStore> {
+  const config = readLayeredConfig(dir);
+  const p = layeredPaths(dir);
+  const lowers: Lower[] = [];
+  try {
+    for (const lc of config.lowers) lowers.push(await openLower(lc));
+    for (const d of [p.upper, p.work, p.merged]) mkdirSync(d, { recursive: true });
+    if (options.mount ?? true) await ensureMounted(dir, lowers);
+    const upper = await LocalStore.open(uri, localStoreConfig({ root: dir }));
+    const layout = layoutOf(dir, lowers);
+    return new LayeredStore(uri, upper, lowers, { upperLayer: p.upper, remount: () => remountOverlay(layout) });
+  } catch (e) {
+    for (const l of lowers) await l.store.close();
+    throw e;
+  }
+}
+
+/** `strata init DIR --lower URI…`: lays out a layered store, writes strata.json, mounts it. */
+export async function initLayered(dir: string, lowerUris: string[], extra: { trustedPublicKeys?: string[]; substituters?: string[] } = {}): Promise<LayeredStore> {
+  const p = layeredPaths(dir);
+  if (existsSync(p.config)) {
+    throw new StrataError('LAYERED_EXISTS', `Cannot initialise '${dir}': it already holds a layered store`, { value: dir });
+  }
+  if (lowerUris.length === 0) throw new StrataError('URI_INVALID', `Cannot initialise '${dir}': give at least one --lower`, { value: dir });
+  const lowers: LowerConfig[] = lowerUris.map((uri, i) => {
+    parseStoreUri(uri);
+    return { uri, name: `lower${i}` };
+  });
+  // Open each lower once now, so a bad URI fails before anything is written.
+  const opened: Lower[] = [];
+  try {
+    for (const lc of lowers) opened.push(await openLower(lc));
+  } finally {
+    for (const l of opened) await l.store.close();
+  }
+  if (!opened.some((l) => l.realStoreDir)) {
+    throw new StrataError('URI_INVALID', `Cannot initialise '${dir}': at least one lower must be a local store (the overlay needs a lower dir)`, { value: dir });
+  }
+  for (const d of [p.upper, p.work, p.merged, p.state]) mkdirSync(d, { recursive: true });
+  writeLayeredConfig(dir, { version: 1, lowers, trustedPublicKeys: extra.trustedPublicKeys ?? [], substituters: extra.substituters ?? [] });
+  return openLayered(`layered://${dir}`, dir);
+}
+
+/** Opens real Nix's `local-overlay://` store with Nix's parameters and mount check. */
+export async function openLocalOverlay(uri: string): Promise<LayeredStore> {
+  const parsed = parseStoreUri(uri);
+  const params = parsed.params;
+  const root = params.get('root') ?? (parsed.scheme === 'local-overlay' ? parsed.root : undefined);
+  const upperLayer = params.get('upper-layer');
+  if (!upperLayer) {
+    throw new StrataError('URI_INVALID', `Cannot open '${uri}': overlay store requires the 'upper-layer' setting`, { value: uri });
+  }
+  const { openStore } = await import('../open.js');
+  const lowerUri = params.get('lower-store') || 'local';
+  const lowerStore = await openStore(lowerUri);
+  if (!(lowerStore instanceof LocalStore)) {
+    await lowerStore.close();
+    throw new StrataError('URI_INVALID', `Cannot open '${uri}': lower store '${lowerUri}' has no store dir on this machine`, { value: lowerUri });
+  }
+  try {
+    const config = localStoreConfig({ root, store: params.get('store'), state: params.get('state'), real: params.get('real'), log: params.get('log'), readOnly: boolParam(uri, params, 'read-only', false) });
+    if (boolParam(uri, params, 'check-mount', true)) nixMountCheck(config.realStoreDir, lowerStore.realStoreDir, upperLayer);
+    const upper = await LocalStore.open(uri, config);
+    const hook = params.get('remount-hook');
+    const remount = () => {
+      if (!hook) {
+        process.stderr.write(`warning: '${config.realStoreDir}' needs remounting, set remount-hook to do that automatically\n`);
+        return;
+      }
+      const r = spawnSync(hook, [config.realStoreDir], { stdio: 'inherit' });
+      if (r.status !== 0) throw new StrataError('REMOUNT_FAILED', `Cannot remount '${config.realStoreDir}': remount hook '${hook}' exited ${r.status}`, { value: hook });
+    };
+    return new LayeredStore(uri, upper, [{ name: 'lower', store: lowerStore, realStoreDir: lowerStore.realStoreDir }], { upperLayer, remount });
+  } catch (e) {
+    await lowerStore.close();
+    throw e;
+  }
+}
+
+/** Is the layered dir currently mounted (for `strata layers` and `umount`)? */
+export function isMounted(dir: string): boolean {
+  return findOverlayMount(layeredPaths(dir).merged) !== undefined;
+}
+
+export type { Store };
