@@ -62,12 +62,11 @@ function listing(dir: string): string[] {
   return out.sort();
 }
 
-const NIX_ENV = { ...process.env, NIX_CONF_DIR: '', XDG_CACHE_HOME: '' };
 function nixEnv(): NodeJS.ProcessEnv {
   const conf = join(tmpdir(), 'strata-nixconf');
   mkdirSync(conf, { recursive: true });
   writeFileSync(join(conf, 'nix.conf'), 'build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = true\n');
-  const env = { ...NIX_ENV, NIX_CONF_DIR: conf, XDG_CACHE_HOME: join(tmpdir(), 'strata-xdg-cache') };
+  const env: NodeJS.ProcessEnv = { ...process.env, NIX_CONF_DIR: conf, XDG_CACHE_HOME: join(tmpdir(), 'strata-xdg-cache') };
   delete env['NIX_REMOTE'];
   return env;
 }

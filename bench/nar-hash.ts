@@ -1,0 +1,121 @@
+/**
+ * NAR serialisation + sha256: strata's `hashPath` against real `nix hash path` and against
+ * `openssl dgst -sha256` of the same bytes (the floor), on (a) one 1 GiB file and (b) a tree of
+ * 100,000 small files. Each tool runs as its own process under `/usr/bin/time`, so times include
+ * start-up and the peak RSS is the tool's own. Median of 3 runs.
+ *
+ * Run: `npm run build && npx tsx bench/nar-hash.ts [--write]` (`--write` updates BENCHMARKS.md).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const DATA = join(ROOT, '.cache', 'bench', 'nar-hash');
+const RUNS = 3;
+const GiB = 1024 ** 3;
+
+function nixEnv(): NodeJS.ProcessEnv {
+  const conf = join(DATA, 'nixconf');
+  mkdirSync(conf, { recursive: true });
+  writeFileSync(join(conf, 'nix.conf'), 'build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = true\n');
+  const env: NodeJS.ProcessEnv = { ...process.env, NIX_CONF_DIR: conf, XDG_CACHE_HOME: join(DATA, 'xdg') };
+  delete env['NIX_REMOTE'];
+  return env;
+}
+
+interface Run {
+  seconds: number;
+  rssKiB: number;
+  out: string;
+}
+
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Run {
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', cmd, ...args], { env, encoding: 'utf8', maxBuffer: 1 << 20 });
+  if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
+  const [secs, rss] = r.stderr.trim().split('\n').at(-1)!.split(' ');
+  return { seconds: Number(secs), rssKiB: Number(rss), out: r.stdout.trim() };
+}
+
+function median(runs: Run[]): Run {
+  return [...runs].sort((a, b) => a.seconds - b.seconds)[Math.floor(runs.length / 2)]!;
+}
+
+function bench(label: string, bytes: number, path: string, narFile: string | undefined): string[] {
+  const env = nixEnv();
+  const results: Array<[string, Run]> = [];
+  const strata: Run[] = [];
+  const nix: Run[] = [];
+  const ssl: Run[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    strata.push(timed(process.execPath, [join(ROOT, 'bin', 'strata'), 'hash', 'path', '--base16', path]));
+    nix.push(timed('nix', ['hash', 'path', '--base16', path], env));
+    ssl.push(timed('openssl', ['dgst', '-sha256', narFile ?? path]));
+  }
+  results.push(['strata `hashPath` (CLI)', median(strata)], ['nix hash path 2.8', median(nix)], [`openssl dgst -sha256 (${narFile ? 'the NAR file' : 'the file'})`, median(ssl)]);
+  const want = median(nix).out;
+  if (median(strata).out !== want) throw new Error(`hash mismatch: strata ${median(strata).out} nix ${want}`);
+  const floor = median(ssl).seconds;
+  const lines = [`(${label}; NAR ${(bytes / 1024 ** 2).toFixed(0)} MiB; median of ${RUNS}; hashes equal: ${want.slice(0, 16)}…)`, '', '| tool | time | throughput (NAR bytes) | vs openssl | peak RSS |', '|---|---|---|---|---|'];
+  for (const [name, r] of results) {
+    lines.push(`| ${name} | ${r.seconds.toFixed(2)} s | ${(bytes / 1024 ** 2 / r.seconds).toFixed(0)} MiB/s | ${(floor / r.seconds * 100).toFixed(0)} % | ${(r.rssKiB / 1024).toFixed(0)} MiB |`);
+  }
+  lines.push('', `strata / nix time ratio: ${(median(strata).seconds / median(nix).seconds).toFixed(2)}; all runs (s): strata ${strata.map((r) => r.seconds).join(', ')}; nix ${nix.map((r) => r.seconds).join(', ')}; openssl ${ssl.map((r) => r.seconds).join(', ')}`, '');
+  for (const l of lines) console.log(l);
+  return lines;
+}
+
+if (!existsSync(join(ROOT, 'dist', 'fs', 'hash-path.js'))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+rmSync(DATA, { recursive: true, force: true });
+mkdirSync(DATA, { recursive: true });
+const out: string[] = [];
+try {
+  // (a) one 1 GiB file of random bytes.
+  const big = join(DATA, 'big.bin');
+  execFileSync('sh', ['-c', `head -c ${GiB} /dev/urandom > "${big}"`]);
+  const bigNar = GiB + 112;
+  out.push('### (a) one 1 GiB file', '', ...bench('random bytes', bigNar, big, undefined));
+  rmSync(big);
+
+  // (b) 100,000 files of 0–4 KiB in 1,000 directories (100 × 10 × 100).
+  const tree = join(DATA, 'tree');
+  let seed = 1;
+  const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const pool = Buffer.alloc(8192);
+  for (let i = 0; i < pool.length; i++) pool[i] = Math.floor(rand() * 256);
+  for (let a = 0; a < 100; a++) {
+    for (let b = 0; b < 10; b++) {
+      const d = join(tree, `d${String(a).padStart(3, '0')}`, `e${b}`);
+      mkdirSync(d, { recursive: true });
+      for (let c = 0; c < 100; c++) {
+        const n = Math.floor(rand() * 4097);
+        const off = Math.floor(rand() * 4096);
+        writeFileSync(join(d, `f${String(c).padStart(3, '0')}.txt`), pool.subarray(off, off + n));
+      }
+    }
+  }
+  const treeNar = join(DATA, 'tree.nar');
+  execFileSync('sh', ['-c', `"${process.execPath}" "${join(ROOT, 'bin', 'strata')}" dump "${tree}" > "${treeNar}"`]);
+  const treeBytes = readFileSync(treeNar).length;
+  out.push('### (b) a tree of 100,000 small files', '', ...bench('100,000 files of 0–4 KiB in 1,000 directories', treeBytes, tree, treeNar));
+} finally {
+  rmSync(DATA, { recursive: true, force: true });
+}
+
+if (process.argv.includes('--write')) {
+  const file = join(ROOT, 'BENCHMARKS.md');
+  const section = [
+    '## NAR serialisation and hashing',
+    '',
+    `Command: \`npm run build && npx tsx bench/nar-hash.ts --write\` (${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}, page cache warm after the first run).`,
+    'Each tool is a separate process timed with `/usr/bin/time` (start-up included); strata runs as `bin/strata hash path`.',
+    '',
+    ...out,
+  ].join('\n');
+  const old = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n';
+  const re = /## NAR serialisation and hashing\n[\s\S]*?(?=\n## |$)/;
+  writeFileSync(file, re.test(old) ? old.replace(re, `${section}\n`) : `${old.trimEnd()}\n\n${section}\n`);
+  console.log(`updated ${file}`);
+}
