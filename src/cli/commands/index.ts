@@ -8,17 +8,22 @@ import * as add from './add.js';
 import * as del from './delete.js';
 import * as derivation from './derivation.js';
 import * as dump from './dump.js';
+import * as fsck from './fsck.js';
 import * as gc from './gc.js';
 import * as hash from './hash.js';
+import * as init from './init.js';
 import * as key from './key.js';
+import * as layers from './layers.js';
+import * as mount from './mount.js';
 import * as optimise from './optimise.js';
 import * as pathInfo from './path-info.js';
 import * as query from './query.js';
+import * as realise from './realise.js';
 import * as restore from './restore.js';
 import * as sign from './sign.js';
 import * as verify from './verify.js';
 
-const modules: Array<{ register(program: Command): void }> = [add, pathInfo, query, derivation, sign, dump, restore, hash, gc, del, verify, optimise, key];
+const modules: Array<{ register(program: Command): void }> = [add, pathInfo, query, derivation, sign, dump, restore, hash, gc, del, verify, optimise, key, realise, init, mount, layers, fsck];
 
 export function registerAll(program: Command): void {
   for (const m of modules) m.register(program);

@@ -48,6 +48,8 @@ export interface LayeredOptions {
   upperLayer: string;
   /** Called after strata deleted straight from the upper layer (resets overlayfs caches). */
   remount: () => void;
+  /** Store URIs asked when no layer has a path (strata.json `substituters`). */
+  substituters?: string[] | undefined;
 }
 
 export class LayeredStore implements LocalFsStore {
@@ -275,11 +277,11 @@ export class LayeredStore implements LocalFsStore {
    * through the merged dir; lower only → nothing. Returns the bytes freed (0 when nothing was,
    * unlike Nix issue 16269).
    */
-  async deleteObjectFiles(path: StorePath): Promise<number> {
+  deleteObjectFiles(path: StorePath): number {
     const inUpper = join(this.options.upperLayer, path.baseName);
     if (!lstatExists(inUpper)) return 0;
     const freed = treeSize(inUpper);
-    if (await this.lowerHas(path)) {
+    if (this.localLowerHas(path)) {
       removeTree(inUpper);
       this.remountNeeded = true;
     } else {
@@ -288,11 +290,48 @@ export class LayeredStore implements LocalFsStore {
     return freed;
   }
 
-  /** Names the GC may consider: entries of the upper layer and the upper DB rows, never the lowers'. */
+  /** Whether a local lower (one whose files are in the overlay) holds `path`; synchronous. */
+  private localLowerHas(path: StorePath): boolean {
+    return this.lowers.some((l) => l.realStoreDir !== undefined && (l.store as LocalStore).db.isValid(path));
+  }
+
+  /**
+   * Names the GC may consider: entries of the upper layer and the upper DB's rows (copied-up
+   * lower paths, whose rows it may drop), never the lowers' own entries.
+   */
   private upperObjectNames(): string[] {
-    const names = new Set<string>();
-    for (const e of readdirSync(this.options.upperLayer)) names.add(e);
+    const names = new Set<string>(readdirSync(this.options.upperLayer));
+    for (const p of this.upper.db.queryAllValid()) names.add(p.baseName);
     return [...names];
+  }
+
+  /** Asks for a remount at the next `remountIfNecessary` (after editing the upper layer directly). */
+  requestRemount(): void {
+    this.remountNeeded = true;
+  }
+
+  /**
+   * Puts back the files of a path whose upper row survived but whose files no layer has (a lower
+   * generation dropped it), from the first substituter that has it. The row is kept; the NAR is
+   * verified against it before the files appear.
+   */
+  async fetchFromSubstituters(path: StorePath): Promise<boolean> {
+    const info = await this.upper.queryPathInfo(path);
+    if (!info) return false;
+    const { openStore } = await import('../open.js');
+    for (const uri of this.options.substituters ?? []) {
+      const source = await openStore(uri);
+      try {
+        if (!(await source.isValidPath(path))) continue;
+        await this.upper.restoreFiles(info, await source.narFromPath(path));
+        return true;
+      } catch {
+        continue; // A broken substituter is not fatal: try the next one.
+      } finally {
+        await source.close();
+      }
+    }
+    return false;
   }
 
   /** Runs the remount when a deletion straight from the upper layer asked for one. */
@@ -329,14 +368,14 @@ export class LayeredStore implements LocalFsStore {
   async optimise(): Promise<OptimiseResult> {
     let filesLinked = 0;
     let bytesSaved = 0;
-    for (const name of this.upperObjectNames()) {
+    for (const name of readdirSync(this.options.upperLayer)) {
       let path: StorePath;
       try {
         path = this.storeDir.parse(`${this.storeDir.path}/${name}`);
       } catch {
         continue;
       }
-      if (!(await this.lowerHas(path))) continue;
+      if (!this.localLowerHas(path)) continue;
       const inUpper = join(this.options.upperLayer, name);
       bytesSaved += treeSize(inUpper);
       removeTree(inUpper);

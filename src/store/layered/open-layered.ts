@@ -5,7 +5,8 @@
  * - `local-overlay://?…`, real Nix's, with its parameters, defaults and mount check.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { StrataError } from '../../core/error.js';
 import { localStoreConfig } from '../local/config.js';
@@ -14,7 +15,7 @@ import type { Store } from '../store.js';
 import { boolParam, parseStoreUri } from '../uri.js';
 import { layeredPaths, lowerGeneration, type LowerConfig, readLayeredConfig, writeLayeredConfig } from './config.js';
 import { LayeredStore, type Lower } from './layered-store.js';
-import { findOverlayMount, mountOverlay, mountProblem, nixMountCheck, type OverlayLayout, remountOverlay } from './mounts.js';
+import { findOverlayMount, mountOverlay, mountProblem, nixMountCheck, type OverlayLayout, remountOverlay, unmountOverlay } from './mounts.js';
 
 /** Opens a lower: local stores read-only (no lock, no write), caches as they are. */
 async function openLower(lc: LowerConfig): Promise<Lower> {
@@ -42,16 +43,22 @@ export interface MountState {
   /** What was done to make the mount right: nothing, mounted, or remounted (and why). */
   action: 'none' | 'mounted' | 'remounted';
   reason?: string | undefined;
+  /** Paths the upper needed that a new lower generation dropped, copied into the upper first. */
+  rescued: string[];
+  /** Such paths that could not be rescued (not visible in the old mount either). */
+  lost: string[];
 }
 
 /**
- * Makes sure the overlay of a layered dir is mounted with the current lowers, remounting when a
- * lower changed generation (new big disk) or the mount is not the expected one. Upper data is
- * never touched by this.
+ * Makes sure the overlay of a layered dir is mounted with the current lowers. When a lower
+ * changed generation (a new big disk), the paths the upper DB relies on that the new generation
+ * lacks are first copied out of the old mount (still showing the old generation), moved into the
+ * upper layer while unmounted, and only then is the new stack mounted: no upper data is lost.
  */
-export async function ensureMounted(dir: string, lowers: Lower[], options: { remountIfChanged?: boolean } = {}): Promise<MountState> {
+export async function ensureMounted(dir: string, lowers: Lower[], upper: LocalStore, options: { force?: boolean } = {}): Promise<MountState> {
   const config = readLayeredConfig(dir);
   const layout = layoutOf(dir, lowers);
+  const p = layeredPaths(dir);
   const changed: string[] = [];
   for (const lc of config.lowers) {
     const parsed = parseStoreUri(lc.uri);
@@ -63,34 +70,68 @@ export async function ensureMounted(dir: string, lowers: Lower[], options: { rem
     }
   }
   const problem = mountProblem(layout);
-  let state: MountState = { layout, action: 'none' };
+  const state: MountState = { layout, action: 'none', rescued: [], lost: [] };
   if (problem === 'it is not mounted') {
     mountOverlay(layout);
-    state = { layout, action: 'mounted' };
-  } else if (problem !== undefined) {
-    remountOverlay(layout);
-    state = { layout, action: 'remounted', reason: problem };
-  } else if (changed.length > 0 && (options.remountIfChanged ?? true)) {
-    remountOverlay(layout);
-    state = { layout, action: 'remounted', reason: changed.join('; ') };
+    state.action = 'mounted';
+  } else if (problem !== undefined || changed.length > 0 || options.force) {
+    const rescueDir = join(dir, 'rescue');
+    const moves = await rescueDropped(upper, lowers, p.upper, rescueDir, state);
+    unmountOverlay(layout.mergedDir);
+    for (const name of moves) renameSync(join(rescueDir, name), join(p.upper, name));
+    rmSync(rescueDir, { recursive: true, force: true });
+    mountOverlay(layout);
+    state.action = 'remounted';
+    state.reason = problem ?? (changed.length > 0 ? changed.join('; ') : 'asked for');
   }
   if (changed.length > 0) writeLayeredConfig(dir, config);
   return state;
 }
 
+/** Copies out of the old mount the upper DB's paths that no (new) layer holds any more. */
+async function rescueDropped(upper: LocalStore, lowers: Lower[], upperDir: string, rescueDir: string, state: MountState): Promise<string[]> {
+  const moves: string[] = [];
+  const upperNames = new Set(readdirSync(upperDir));
+  for (const path of await upper.queryAllValidPaths()) {
+    if (upperNames.has(path.baseName)) continue;
+    let held = false;
+    for (const l of lowers) if (await l.store.isValidPath(path)) held = true;
+    if (held) continue;
+    const old = upper.realPath(path);
+    if (!existsSync(old)) {
+      state.lost.push(upper.storeDir.print(path));
+      continue;
+    }
+    mkdirSync(rescueDir, { recursive: true });
+    const r = spawnSync('cp', ['-a', old, join(rescueDir, path.baseName)]);
+    if (r.status !== 0) {
+      state.lost.push(upper.storeDir.print(path));
+      continue;
+    }
+    moves.push(path.baseName);
+    state.rescued.push(upper.storeDir.print(path));
+  }
+  return moves;
+}
+
 /** Opens `layered:///dir`, mounting it if needed. */
-export async function openLayered(uri: string, dir: string, options: { mount?: boolean } = {}): Promise<LayeredStore> {
+export async function openLayered(uri: string, dir: string, options: { mount?: boolean; onMount?: (state: MountState) => void } = {}): Promise<LayeredStore> {
   const config = readLayeredConfig(dir);
   const p = layeredPaths(dir);
   const lowers: Lower[] = [];
+  let upper: LocalStore | undefined;
   try {
     for (const lc of config.lowers) lowers.push(await openLower(lc));
     for (const d of [p.upper, p.work, p.merged]) mkdirSync(d, { recursive: true });
-    if (options.mount ?? true) await ensureMounted(dir, lowers);
-    const upper = await LocalStore.open(uri, localStoreConfig({ root: dir }));
+    upper = await LocalStore.open(uri, localStoreConfig({ root: dir }));
+    if (options.mount ?? true) {
+      const state = await ensureMounted(dir, lowers, upper);
+      options.onMount?.(state);
+    }
     const layout = layoutOf(dir, lowers);
-    return new LayeredStore(uri, upper, lowers, { upperLayer: p.upper, remount: () => remountOverlay(layout) });
+    return new LayeredStore(uri, upper, lowers, { upperLayer: p.upper, remount: () => remountOverlay(layout), substituters: config.substituters });
   } catch (e) {
+    await upper?.close();
     for (const l of lowers) await l.store.close();
     throw e;
   }

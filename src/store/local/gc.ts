@@ -225,7 +225,7 @@ class Collector {
       this.dead.set(p.baseName, p);
       this.referrersCache.delete(p.baseName);
       this.deleted.push(p);
-      this.removeEntry(p.baseName);
+      this.removeEntry(p.baseName, p);
     }
   }
 
@@ -248,12 +248,14 @@ class Collector {
   }
 
   /** Deletes one top-level entry of the store dir, counting what it frees. */
-  private removeEntry(name: string): void {
+  private removeEntry(name: string, path?: StorePath): void {
     const full = `${this.store.config.storeDir}/${name}`;
     const real = join(this.store.config.realStoreDir, name);
     this.options.report?.('info', `deleting '${full}'`);
     try {
-      this.bytesFreed += name.endsWith('.lock') ? deleteLockFile(real) : deleteCounting(real);
+      // A layered store deletes per layer (its objectDeleter); a plain one removes the files.
+      const deleter = path ? this.store.objectDeleter : undefined;
+      this.bytesFreed += deleter ? deleter(path!) : name.endsWith('.lock') ? deleteLockFile(real) : deleteCounting(real);
     } catch (e) {
       // A half-deleted path is invalid now; the next collection removes the rest as junk.
       this.options.report?.('warn', `cannot remove '${real}': ${(e as Error).message}`);
@@ -301,21 +303,24 @@ class Collector {
 
   /** Whole-store mode: every entry of the real store dir, in directory order (as Nix reads it). */
   async walkStore(): Promise<void> {
-    const dir = opendirSync(this.store.config.realStoreDir);
+    // A layered store names its own entries: walking the merged dir would visit every lower path.
+    const listed = this.store.objectLister?.();
+    const dir = listed ? undefined : opendirSync(this.store.config.realStoreDir);
+    const next = listed ? (() => { let i = 0; return () => listed[i++] ?? null; })() : () => dir!.readSync()?.name ?? null;
     let n = 0;
     try {
-      for (let ent = dir.readSync(); ent !== null; ent = dir.readSync()) {
-        if (ent.name === '.links') continue;
-        const path = parseBaseName(ent.name);
+      for (let name = next(); name !== null; name = next()) {
+        if (name === '.links') continue;
+        const path = parseBaseName(name);
         if (path) this.referrerClosure(path);
-        else this.junkEntry(ent.name);
+        else this.junkEntry(name);
         // Let the roots socket answer clients now and then (every 64 entries: a few ms at most).
         if (++n % 64 === 0) await new Promise((r) => setImmediate(r));
       }
     } catch (e) {
       if (!(e instanceof LimitReached)) throw e;
     } finally {
-      dir.closeSync();
+      dir?.closeSync();
     }
   }
 

@@ -29,7 +29,7 @@ export class LocalStore implements LocalFsStore {
    * How the GC removes one object's files, returning the bytes freed. A layered store replaces it
    * to delete per layer; by default the files under the real store dir are removed.
    */
-  objectDeleter: ((path: StorePath) => Promise<number>) | undefined;
+  objectDeleter: ((path: StorePath) => number) | undefined;
   /** The entries of the store dir the GC walks; a layered store lists its upper layer only. */
   objectLister: (() => string[]) | undefined;
 
@@ -156,6 +156,30 @@ export class LocalStore implements LocalFsStore {
       }
       if (info.ca) await this.checkContentAddress(info, tmp);
       await this.publish(info, tmp);
+    } finally {
+      staging.dispose();
+    }
+  }
+
+  /**
+   * Writes the files of an already-registered path whose files are missing (repair): the NAR is
+   * verified against the recorded info before the files appear; the row is left as it is.
+   */
+  async restoreFiles(info: PathInfo, nar: Readable): Promise<void> {
+    this.requireWritable(`repair '${this.storeDir.print(info.path)}'`);
+    const staging = StagingDir.create(this.config.realStoreDir);
+    try {
+      const tmp = join(staging.path, 'x');
+      const got = await restoreNar(nar, tmp, { canonicalise: true });
+      const full = this.storeDir.print(info.path);
+      if (!got.narHash.equals(info.narHash) || got.narSize !== info.narSize) {
+        throw new StrataError('HASH_MISMATCH', `Cannot repair '${full}': the NAR does not match the recorded hash and size`, { value: full });
+      }
+      await this.withPathLocks([info.path], async () => {
+        const dest = this.realPath(info.path);
+        if (existsSync(dest)) removeTree(dest);
+        renameSync(tmp, dest);
+      });
     } finally {
       staging.dispose();
     }

@@ -1,0 +1,33 @@
+import type { Command } from 'commander';
+
+export function register(program: Command): void {
+  program
+    .command('layers')
+    .description("the layer stack: each layer's kind, URI, priority, path count, size, generation, hits")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { withStore } = await import('../with-store.js');
+      const { globalOptions } = await import('../global.js');
+      const { describeLayers } = await import('../../store/layered/describe.js');
+      await withStore(cmd, async (store) => {
+        const rows = await describeLayers(store);
+        if (globalOptions(cmd).json) {
+          process.stdout.write(`${JSON.stringify(rows)}\n`);
+          return;
+        }
+        const table = [['LAYER', 'KIND', 'PRIORITY', 'PATHS', 'SIZE', 'GENERATION', 'HITS', 'URI'], ...rows.map((r) => [r.name, r.kind, String(r.priority), String(r.paths), formatBytes(r.narSize), r.generation ?? '-', String(r.hits), r.uri])];
+        const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+        for (const row of table) process.stdout.write(`${row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}\n`);
+      });
+    });
+}
+
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}

@@ -1,0 +1,89 @@
+/**
+ * Cross-layer consistency of a layered store (`strata fsck`): what the layers disagree about
+ * after lowers changed behind the upper's back.
+ *
+ * - dangling: an upper-DB row whose files are in no layer (a new lower generation dropped it),
+ *   and every upper path that refers to one;
+ * - whiteout: an entry in the upper layer that hides a path a lower holds (overlayfs marks them
+ *   as 0:0 character devices);
+ * - duplicate: a path both in the upper layer and in a lower (harmless, costs space).
+ */
+import { lstatSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+import type { StorePath } from '../../core/store-path.js';
+import type { LayeredStore } from './layered-store.js';
+
+export interface FsckProblem {
+  kind: 'dangling' | 'refers-to-dangling' | 'whiteout' | 'duplicate';
+  path: string;
+  detail: string;
+}
+
+export interface FsckReport {
+  problems: FsckProblem[];
+  repaired: string[];
+  unrepaired: string[];
+}
+
+function isWhiteout(p: string): boolean {
+  const st = lstatSync(p);
+  return st.isCharacterDevice() && st.rdev === 0;
+}
+
+/** Finds every problem; with `repair`, fixes what it can and says what it cannot. */
+export async function fsck(store: LayeredStore, options: { repair?: boolean } = {}): Promise<FsckReport> {
+  const dir = store.storeDir;
+  const problems: FsckProblem[] = [];
+  const upperNames = new Set(readdirSync(store.upperLayer));
+  const dangling: StorePath[] = [];
+
+  for (const path of await store.upper.queryAllValidPaths()) {
+    if (upperNames.has(path.baseName) && !isWhiteout(join(store.upperLayer, path.baseName))) continue;
+    if (await store.lowerHas(path)) continue;
+    dangling.push(path);
+    problems.push({ kind: 'dangling', path: dir.print(path), detail: 'its row is in the upper DB but no layer holds its files' });
+  }
+  const danglingNames = new Set(dangling.map((p) => p.baseName));
+  for (const d of dangling) {
+    for (const r of await store.upper.queryReferrers(d)) {
+      if (!danglingNames.has(r.baseName)) problems.push({ kind: 'refers-to-dangling', path: dir.print(r), detail: `it refers to '${dir.print(d)}'` });
+    }
+  }
+  for (const name of [...upperNames].sort()) {
+    let path: StorePath;
+    try {
+      path = dir.parse(`${dir.path}/${name}`);
+    } catch {
+      continue;
+    }
+    const lower = await store.lowerHas(path);
+    if (!lower) continue;
+    if (isWhiteout(join(store.upperLayer, name))) {
+      problems.push({ kind: 'whiteout', path: dir.print(path), detail: `the upper layer hides the copy in ${lower.name}` });
+    } else {
+      problems.push({ kind: 'duplicate', path: dir.print(path), detail: `both the upper layer and ${lower.name} hold it` });
+    }
+  }
+
+  const report: FsckReport = { problems, repaired: [], unrepaired: [] };
+  if (!options.repair) return report;
+  const { removeTree } = await import('../local/staging.js');
+  let remount = false;
+  for (const p of problems) {
+    if (p.kind === 'whiteout' || p.kind === 'duplicate') {
+      // Removing the upper entry lets the lower copy show through again.
+      removeTree(join(store.upperLayer, dir.parse(p.path).baseName));
+      report.repaired.push(p.path);
+      remount = true;
+    }
+  }
+  if (remount) store.requestRemount();
+  for (const d of dangling) {
+    // Nothing in reach holds it: a substituter could (see strata.json "substituters").
+    const fetched = await store.fetchFromSubstituters(d);
+    (fetched ? report.repaired : report.unrepaired).push(dir.print(d));
+  }
+  store.remountIfNecessary();
+  return report;
+}
