@@ -1,0 +1,97 @@
+/**
+ * The builder sees exactly Nix's environment (formats.md §1), runs in its build dir with umask
+ * 0022 and stdin from /dev/null, and its output goes to a bzip2 log that real Nix reads.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+import { describe, expect, it } from 'vitest';
+
+import { buildLogPath, realiseOrThrow } from '../../src/build/index.js';
+import { haveNix, runNix } from '../support/nix.js';
+import { tempDir } from '../support/tmp.js';
+import { addShDrv, openChroot } from './helpers.js';
+
+const isRoot = process.getuid?.() === 0;
+
+describe.skipIf(!isRoot)('realise: builder environment', () => {
+  it('gives the builder Nix 2.8 variables, cwd, umask and stdin, and logs its output', async () => {
+    const root = tempDir();
+    const store = await openChroot(root);
+    try {
+      const script = [
+        '/usr/bin/env -0 > $out',
+        'printf "\\0umask=%s\\0cwd=%s\\0stdin=%s\\0" "$(umask)" "$(/bin/pwd)" "$(/usr/bin/readlink /proc/self/fd/0)" >> $out',
+        '/bin/cat "$passedPath" >> $out',
+        'echo to-stdout; echo to-stderr >&2',
+      ].join('; ');
+      const drv = await addShDrv(store, 'env-probe', script, { env: { foo: 'bar', passAsFile: 'passed', passed: 'PASSED-CONTENT' } });
+      const [outs] = await realiseOrThrow(store, [drv], { cores: 3 });
+      const out = outs!.get('out')!;
+      const text = readFileSync(store.realPath(out), 'utf8');
+      const vars = text.split('\0').filter((l) => l !== '');
+      const env = Object.fromEntries(vars.filter((l) => /^[A-Za-z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      const top = env['NIX_BUILD_TOP']!;
+      expect(top).toMatch(/\/nix-build-env-probe\.drv-0$/);
+      // The name real Nix 2.8 gives it (nix-build of the same passAsFile derivation printed it).
+      const passedPath = `${top}/.attr-04zb2dwbwvdshsmqmhanm0giw00cjjxjnr0pvwrq490q9661wk98`;
+      expect(env).toEqual({
+        HOME: '/homeless-shelter',
+        NIX_BUILD_CORES: '3',
+        NIX_BUILD_TOP: top,
+        NIX_LOG_FD: '2',
+        NIX_STORE: '/nix/store',
+        PATH: '/path-not-set',
+        PWD: top,
+        TEMP: top,
+        TEMPDIR: top,
+        TERM: 'xterm-256color',
+        TMP: top,
+        TMPDIR: top,
+        builder: '/bin/sh',
+        foo: 'bar',
+        name: 'env-probe',
+        out: store.storeDir.print(out),
+        passAsFile: 'passed',
+        passedPath,
+        system: 'x86_64-linux',
+        umask: '0022',
+        cwd: top,
+        stdin: '/dev/null',
+      });
+      expect(text.endsWith('PASSED-CONTENT')).toBe(true);
+      // The log: bzip2 of stdout and stderr in one stream, where Nix looks for it.
+      const logPath = buildLogPath(store.logDir, drv);
+      expect(execFileSync('bzip2', ['-dc', logPath]).toString()).toBe('to-stdout\nto-stderr\n');
+      if (haveNix()) {
+        const l = runNix('nix-store', ['--store', root, '-l', store.storeDir.print(drv)]);
+        expect(l.stdout).toBe('to-stdout\nto-stderr\n');
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('an output built into a chroot store runs: the builder sees its inputs at /nix/store', async () => {
+    const root = tempDir();
+    const store = await openChroot(root);
+    try {
+      const tool = await addShDrv(store, 'tool', '/bin/mkdir -p $out/bin; printf "#!/bin/sh\\necho from-tool\\n" > $out/bin/tool; /bin/chmod +x $out/bin/tool');
+      const [t] = await realiseOrThrow(store, [tool]);
+      const toolOut = store.storeDir.print(t!.get('out')!);
+      const user = await addShDrv(store, 'user', `${toolOut}/bin/tool > $out`, { inputDrvs: new Map([[tool.baseName, ['out']]]), env: { tool: toolOut } });
+      const [u] = await realiseOrThrow(store, [user]);
+      expect(readFileSync(store.realPath(u!.get('out')!), 'utf8')).toBe('from-tool\n');
+      // Executable files are 0555, the rest 0444, directories 0555, mtime 1.
+      const info = await store.queryPathInfo(u!.get('out')!);
+      expect(info!.references.map((r) => r.baseName)).toEqual([]);
+      const { statSync } = await import('node:fs');
+      const bin = statSync(`${store.realPath(t!.get('out')!)}/bin/tool`);
+      expect(bin.mode & 0o7777).toBe(0o555);
+      expect(bin.mtimeMs).toBe(1000);
+      expect(statSync(store.realPath(u!.get('out')!)).mode & 0o7777).toBe(0o444);
+    } finally {
+      await store.close();
+    }
+  });
+});
