@@ -5,12 +5,15 @@ import type { Store } from '../store/store.js';
 
 export async function rootsOf(store: Store, path: StorePath): Promise<string[]> {
   const { LocalStore } = await import('../store/local/local-store.js');
-  if (!(store instanceof LocalStore)) {
+  const { LayeredStore } = await import('../store/layered/layered-store.js');
+  // A layered store's roots live in its upper state dir, as in Nix's overlay store.
+  const local = store instanceof LayeredStore ? store.upper : store;
+  if (!(local instanceof LocalStore)) {
     throw new StrataError('UNSUPPORTED', `Cannot list the roots of '${store.storeDir.print(path)}': '${store.uri}' has no GC roots`, { value: store.uri });
   }
   const { findRoots } = await import('../store/local/roots.js');
   const { computeClosure } = await import('../store/closure.js');
-  const roots = await findRoots(store);
+  const roots = await findRoots(local);
   const lines: string[] = [];
   for (const [rootPath, links] of roots) {
     const p = store.storeDir.parse(rootPath);

@@ -52,3 +52,11 @@ export function runStrata(args: string[], options: { input?: Buffer | string; en
     child.stdin.end(options.input ?? '');
   });
 }
+
+/** Like {@link runStrata} (building first if needed), but throws with stderr unless it exits 0. */
+export async function strataOk(args: string[], options: Parameters<typeof runStrata>[1] = {}): Promise<string> {
+  ensureBuilt();
+  const r = await runStrata(args, options);
+  if (r.code !== 0) throw new Error(`strata ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout.toString();
+}
