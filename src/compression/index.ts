@@ -41,6 +41,11 @@ export interface CompressorOptions {
    * level (xz 1, brotli 5) when speed matters more than size.
    */
   level?: number | undefined;
+  /**
+   * Write exactly the framing Nix 2.8 writes (through libarchive and liblzma): xz with a CRC64
+   * check, zstd with no frame checksum. Needed for a narinfo's FileHash to match real Nix's.
+   */
+  nix?: boolean | undefined;
 }
 
 /** xz presets and brotli qualities go up to 9 and 11; zstd's usable levels to 19 (22 with --ultra). */
@@ -99,9 +104,9 @@ export function compressor(method: string, options: CompressorOptions = {}): Tra
     case 'none':
       return new PassThrough();
     case 'xz':
-      return xzCompressor(level('xz', options), mapError);
+      return xzCompressor(level('xz', options), mapError, options.nix === true);
     case 'zstd':
-      return zstdCompressor(level('zstd', options), mapError);
+      return zstdCompressor(level('zstd', options), mapError, options.nix !== true);
     case 'br':
       return new Bounded(
         createBrotliCompress({ params: { [zlib.BROTLI_PARAM_QUALITY]: level('br', options) } }),

@@ -12,7 +12,7 @@
 import type { Duplex, Transform } from 'node:stream';
 import { crc32 } from 'node:zlib';
 
-import { createUnxz, createXz } from 'node-liblzma';
+import { check, createUnxz, createXz } from 'node-liblzma';
 
 import { Bounded } from './_bounded.js';
 
@@ -60,9 +60,13 @@ function asDuplex(s: object): Duplex {
   return s as Duplex;
 }
 
-/** An xz compressor (preset 0–9, Nix uses 6). Errors go through `mapError`. */
-export function xzCompressor(level: number, mapError: (e: unknown) => Error): Transform {
-  return new Bounded(asDuplex(createXz({ preset: level })), { slice: 64 * 1024, mapError });
+/**
+ * An xz compressor (preset 0–9, Nix uses 6). Errors go through `mapError`. `crc64` adds the
+ * CRC64 check Nix's liblzma encoder writes (so files match real Nix's byte for byte).
+ */
+export function xzCompressor(level: number, mapError: (e: unknown) => Error, crc64 = false): Transform {
+  const options = crc64 ? { preset: level, check: check.CRC64 } : { preset: level };
+  return new Bounded(asDuplex(createXz(options)), { slice: 64 * 1024, mapError });
 }
 
 /** An xz decompressor that accepts concatenated streams and rejects truncated ones. */

@@ -76,10 +76,11 @@ class ZstdDecompressor extends Transform {
 
 /**
  * A zstd compressor (level 1–19, Nix's default is 3). Like the zstd CLI it adds the frame
- * checksum (4 bytes), so corruption shows up when decompressing, not only at the NAR hash check.
+ * checksum (4 bytes), so corruption shows up when decompressing, not only at the NAR hash check;
+ * `checksum: false` writes what Nix 2.8 (libarchive) writes.
  */
-export function zstdCompressor(level: number, mapError: (e: unknown) => Error): Transform {
-  return new Bounded(new CompressStream({ compressionLevel: level, checksumFlag: true }), {
+export function zstdCompressor(level: number, mapError: (e: unknown) => Error, checksum = true): Transform {
+  return new Bounded(new CompressStream({ compressionLevel: level, checksumFlag: checksum }), {
     slice: 64 * 1024,
     mapError,
   });

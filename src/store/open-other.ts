@@ -7,8 +7,14 @@ import { unsupportedScheme } from './open.js';
 import type { Store } from './store.js';
 import type { StoreUri } from './uri.js';
 
-export async function openOtherStore(uri: string, parsed: StoreUri, _options: OpenOptions): Promise<Store> {
+export async function openOtherStore(uri: string, parsed: StoreUri, options: OpenOptions): Promise<Store> {
   switch (parsed.scheme) {
+    case 'file':
+    case 'http':
+    case 'https': {
+      const { openBinaryCache } = await import('./binary-cache/open-cache.js');
+      return openBinaryCache(uri, parsed, options);
+    }
     case 'layered': {
       const { openLayered } = await import('./layered/open-layered.js');
       return openLayered(uri, parsed.path);

@@ -1,0 +1,399 @@
+/**
+ * A binary cache (`file://`, `http(s)://`) as a {@link Store}: narinfos and compressed NAR
+ * files over a {@link CacheTransport}, in the layout real Nix reads and writes.
+ *
+ * Reads are verified while they stream: the compressed file against FileHash/FileSize, the NAR
+ * against NarHash/NarSize, and a narinfo's StorePath against the path asked for. Writes compress
+ * and hash in one pass into a staging file, upload the NAR first and the narinfo last (so a
+ * reader never sees a narinfo whose NAR is missing), and sign with the cache's secret key.
+ * Signature *policy* is the destination's business (see `copy.ts`), as in Nix.
+ */
+import { createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+import { StrataError } from '../../core/error.js';
+import type { Hash } from '../../core/hash.js';
+import {
+  type CacheInfo,
+  type NarInfo,
+  narFileUrl,
+  narInfoFileName,
+  parseCacheInfo,
+  parseNarInfo,
+  pathInfoToNarInfo,
+  printCacheInfo,
+  printNarInfo,
+} from '../../core/narinfo.js';
+import { type SecretKey, signPathInfo } from '../../core/signature.js';
+import { DEFAULT_STORE_DIR, StoreDir, type StorePath } from '../../core/store-path.js';
+import type { AddPathOptions, GcResult, OptimiseResult, PathInfo, Store, VerifyResult } from '../store.js';
+import { HashingStream } from './hashing-stream.js';
+import { DEFAULT_TTL_NEGATIVE, DEFAULT_TTL_POSITIVE, type NarInfoDiskCache } from './narinfo-disk-cache.js';
+import type { CacheTransport } from './transport.js';
+
+/** Options for {@link BinaryCacheStore.open}. */
+export interface BinaryCacheOptions {
+  storeDir?: StoreDir | undefined;
+  /** How new NAR files are compressed (default `xz`, as Nix; `zstd` is 20× faster to write). */
+  compression?: string | undefined;
+  compressionLevel?: number | undefined;
+  /** Signs every narinfo written. */
+  secretKey?: SecretKey | undefined;
+  /** Remembers narinfo lookups across processes (HTTP caches). */
+  diskCache?: NarInfoDiskCache | undefined;
+  /** Seconds a found / missing narinfo is remembered (30 days / 3600 s). */
+  ttlPositive?: number | undefined;
+  ttlNegative?: number | undefined;
+  /** Overrides of the cache's own `nix-cache-info`. */
+  priority?: number | undefined;
+  wantMassQuery?: boolean | undefined;
+}
+
+const WRITABLE_COMPRESSIONS = new Set(['none', 'xz', 'zstd', 'br']);
+// Closure requests name at most this many hash parts (33 bytes each, ~8 KiB of URL).
+const CLOSURE_BATCH = 240;
+
+function notValid(store: BinaryCacheStore, path: StorePath, action: string): StrataError {
+  const full = store.storeDir.print(path);
+  return new StrataError('PATH_NOT_VALID', `Cannot ${action} '${full}': it is not valid in '${store.uri}'`, { value: full });
+}
+
+/** A Nix binary cache. */
+export class BinaryCacheStore implements Store {
+  readonly uri: string;
+  readonly storeDir: StoreDir;
+  readonly transport: CacheTransport;
+  /** The cache's `nix-cache-info`, with the URI's overrides applied. */
+  cacheInfo: CacheInfo;
+  /** Whether the server offers strata's `closure/` endpoint (`StrataClosure: 1`). */
+  readonly closureEndpoint: boolean;
+  readonly #options: BinaryCacheOptions;
+  /** hashPart → narinfo, or null for "not there"; one lookup per path per process. */
+  readonly #narInfos = new Map<string, NarInfo | null>();
+  readonly #inFlight = new Map<string, Promise<NarInfo | null>>();
+  #cacheInfoWritten: boolean;
+
+  private constructor(uri: string, transport: CacheTransport, info: CacheInfo, written: boolean, closure: boolean, options: BinaryCacheOptions) {
+    this.uri = uri;
+    this.transport = transport;
+    this.storeDir = options.storeDir ?? new StoreDir(DEFAULT_STORE_DIR);
+    this.cacheInfo = info;
+    this.#cacheInfoWritten = written;
+    this.closureEndpoint = closure;
+    this.#options = options;
+    const c = options.compression ?? 'xz';
+    if (!WRITABLE_COMPRESSIONS.has(c)) {
+      throw new StrataError('URI_INVALID', `Cannot use compression '${c}' for '${uri}': strata writes none, xz, zstd or br`, { value: c });
+    }
+  }
+
+  /**
+   * Opens a cache: reads its `nix-cache-info` (from the disk cache when fresh) and refuses a
+   * cache whose StoreDir differs from ours, as Nix does.
+   *
+   * @example const cache = await BinaryCacheStore.open('file:///tmp/c', new FileTransport('/tmp/c'));
+   */
+  static async open(uri: string, transport: CacheTransport, options: BinaryCacheOptions = {}): Promise<BinaryCacheStore> {
+    const storeDir = options.storeDir ?? new StoreDir(DEFAULT_STORE_DIR);
+    let text = options.diskCache?.cacheInfo(transport.uri);
+    if (text === undefined) {
+      text = (await transport.getFile('nix-cache-info'))?.toString('utf8');
+      if (text !== undefined) options.diskCache?.rememberCacheInfo(transport.uri, text);
+    }
+    const info = text === undefined ? {} : parseCacheInfo(text, `${transport.uri}/nix-cache-info`);
+    if (info.storeDir !== undefined && info.storeDir !== storeDir.path) {
+      throw new StrataError('CACHE_STORE_DIR_MISMATCH', `Cannot use binary cache '${uri}': its store dir '${info.storeDir}' is not '${storeDir.path}'`, { value: uri });
+    }
+    if (options.priority !== undefined) info.priority = options.priority;
+    if (options.wantMassQuery !== undefined) info.wantMassQuery = options.wantMassQuery;
+    const closure = text !== undefined && /^StrataClosure: 1$/m.test(text);
+    return new BinaryCacheStore(uri, transport, info, text !== undefined, closure, options);
+  }
+
+  /** Lower is preferred; Nix's default is 50. */
+  get priority(): number {
+    return this.cacheInfo.priority ?? 50;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reading.
+
+  /** The narinfo of `path`, or `undefined`; remembered per process (and on disk for HTTP). */
+  async queryNarInfo(path: StorePath): Promise<NarInfo | undefined> {
+    const ni = await this.#lookup(path.hashPart);
+    if (ni && ni.path.baseName !== path.baseName) {
+      // Same hash part, other name: the cache is lying or broken. Nix: "has a wrong store path".
+      throw new StrataError('NARINFO_MISMATCH', `Cannot use narinfo '${this.transport.uri}/${narInfoFileName(path)}': its StorePath '${this.storeDir.print(ni.path)}' is not '${this.storeDir.print(path)}'`, {
+        value: this.storeDir.print(path),
+      });
+    }
+    return ni ?? undefined;
+  }
+
+  #lookup(hashPart: string): Promise<NarInfo | null> {
+    const known = this.#narInfos.get(hashPart);
+    if (known !== undefined) return Promise.resolve(known);
+    let p = this.#inFlight.get(hashPart);
+    if (!p) {
+      p = this.#fetchNarInfo(hashPart).finally(() => this.#inFlight.delete(hashPart));
+      this.#inFlight.set(hashPart, p);
+    }
+    return p;
+  }
+
+  async #fetchNarInfo(hashPart: string): Promise<NarInfo | null> {
+    const key = `${hashPart}.narinfo`;
+    const disk = this.#options.diskCache;
+    const ttlPos = this.#options.ttlPositive ?? DEFAULT_TTL_POSITIVE;
+    const ttlNeg = this.#options.ttlNegative ?? DEFAULT_TTL_NEGATIVE;
+    let text: string | null | undefined;
+    const cached = disk?.lookup(this.transport.uri, hashPart, ttlPos, ttlNeg);
+    if (cached !== undefined) text = cached === null ? null : cached.text;
+    else {
+      const bytes = await this.transport.getFile(key);
+      text = bytes === undefined ? null : bytes.toString('utf8');
+      if (bytes !== undefined) {
+        // Parse before remembering: a broken narinfo must not be cached for 30 days.
+        this.#parse(text!, hashPart);
+      }
+      disk?.remember(this.transport.uri, hashPart, text);
+    }
+    const ni = text === null ? null : this.#parse(text, hashPart);
+    this.#narInfos.set(hashPart, ni);
+    return ni;
+  }
+
+  #parse(text: string, hashPart: string): NarInfo {
+    const whence = `${this.transport.uri}/${hashPart}.narinfo`;
+    const ni = parseNarInfo(text, { storeDir: this.storeDir, whence });
+    if (ni.path.hashPart !== hashPart) {
+      throw new StrataError('NARINFO_MISMATCH', `Cannot use narinfo '${whence}': its StorePath '${this.storeDir.print(ni.path)}' has another hash part`, { value: whence });
+    }
+    return ni;
+  }
+
+  /**
+   * Fetches the narinfos of the closures of `paths` in one request per 240 paths when the
+   * server offers strata's closure endpoint; otherwise does nothing. Later lookups of those
+   * paths are then answered from memory.
+   */
+  async prefetchClosure(paths: StorePath[]): Promise<void> {
+    if (!this.closureEndpoint) return;
+    const todo = paths.filter((p) => !this.#narInfos.has(p.hashPart));
+    for (let i = 0; i < todo.length; i += CLOSURE_BATCH) {
+      const key = `closure/${todo.slice(i, i + CLOSURE_BATCH).map((p) => p.hashPart).join(',')}`;
+      const body = await this.transport.getFile(key).catch(() => undefined);
+      if (!body) return;
+      for (const text of body.toString('utf8').split('\n\n')) {
+        if (text === '') continue;
+        const part = text.endsWith('\n') ? text : `${text}\n`;
+        const hashPart = /^StorePath: [^\n]*\/([0-9a-z]{32})-/.exec(part)?.[1];
+        if (!hashPart) continue;
+        this.#narInfos.set(hashPart, this.#parse(part, hashPart));
+      }
+    }
+  }
+
+  async queryPathInfo(path: StorePath): Promise<PathInfo | undefined> {
+    return this.queryNarInfo(path);
+  }
+
+  async isValidPath(path: StorePath): Promise<boolean> {
+    const known = this.#narInfos.get(path.hashPart);
+    if (known !== undefined) return known !== null && known.path.baseName === path.baseName;
+    return (await this.queryNarInfo(path)) !== undefined;
+  }
+
+  async queryValidPaths(paths: StorePath[]): Promise<StorePath[]> {
+    const valid = await Promise.all(paths.map((p) => this.isValidPath(p)));
+    return paths.filter((_, i) => valid[i]);
+  }
+
+  async queryAllValidPaths(): Promise<StorePath[]> {
+    const names = await this.transport.list('.narinfo');
+    const out: StorePath[] = [];
+    for (const name of names) {
+      const ni = await this.#lookup(name.slice(0, -'.narinfo'.length)).catch(() => null);
+      if (ni) out.push(ni.path);
+    }
+    return out;
+  }
+
+  async queryReferrers(_path: StorePath): Promise<StorePath[]> {
+    throw this.#unsupported('query referrers');
+  }
+
+  async queryValidDerivers(path: StorePath): Promise<StorePath[]> {
+    const ni = await this.queryNarInfo(path);
+    return ni?.deriver ? [ni.deriver] : [];
+  }
+
+  async queryDerivationOutputs(_drvPath: StorePath): Promise<Map<string, StorePath>> {
+    return new Map();
+  }
+
+  async queryPathFromHashPart(hashPart: string): Promise<StorePath | undefined> {
+    if (!/^[0-9a-df-np-sv-z]{32}$/.test(hashPart)) return undefined;
+    return (await this.#lookup(hashPart))?.path;
+  }
+
+  /**
+   * Streams the NAR of a path, decompressed, failing with `HASH_MISMATCH`/`SIZE_MISMATCH` (or
+   * `COMPRESSION_INVALID`) at the end when the bytes are not the ones the narinfo declares.
+   * Consumers must not make anything valid before the stream ended without error.
+   */
+  async narFromPath(path: StorePath): Promise<Readable> {
+    const ni = await this.queryNarInfo(path);
+    if (!ni) throw notValid(this, path, 'read');
+    return this.narFromNarInfo(ni);
+  }
+
+  /** As {@link narFromPath}, for a narinfo already in hand. */
+  async narFromNarInfo(ni: NarInfo): Promise<Readable> {
+    const { decompressor } = await import('../../compression/index.js');
+    const full = this.storeDir.print(ni.path);
+    const url = ni.url.replace(/^\.\//, '');
+    const file = await this.transport.getStream(url).catch((e: unknown) => {
+      if (e instanceof StrataError && e.code === 'CACHE_KEY_INVALID') {
+        throw new StrataError('NARINFO_INVALID', `Cannot read '${full}' from '${this.uri}': its URL '${ni.url}' is not a NAR file of this cache`, { value: ni.url });
+      }
+      throw e;
+    });
+    if (!file) {
+      throw new StrataError('NAR_MISSING', `Cannot read '${full}' from '${this.uri}': its NAR file '${url}' does not exist`, { value: url });
+    }
+    const mismatch = (field: string) => (what: 'hash' | 'size', got: string) =>
+      new StrataError(what === 'hash' ? 'HASH_MISMATCH' : 'SIZE_MISMATCH', `Cannot read '${full}' from '${this.uri}': ${field}${what === 'hash' ? 'Hash' : 'Size'} mismatch, got ${got}`, { value: full });
+    const stages: NodeJS.ReadWriteStream[] = [];
+    if (ni.fileHash !== undefined || ni.fileSize !== undefined) stages.push(new HashingStream({ hash: ni.fileHash, size: ni.fileSize, fail: mismatch('File') }));
+    stages.push(decompressor(ni.compression));
+    stages.push(new HashingStream({ hash: ni.narHash, size: ni.narSize, fail: mismatch('Nar') }));
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    // pipeline() destroys every stage with the first error, `out` included, so the consumer sees it.
+    pipeline([file, ...stages, out]).catch(() => {});
+    return out;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Writing.
+
+  async #ensureCacheInfo(): Promise<void> {
+    if (this.#cacheInfoWritten) return;
+    this.cacheInfo.storeDir ??= this.storeDir.path;
+    await this.transport.putFile('nix-cache-info', Buffer.from(printCacheInfo({ storeDir: this.storeDir.path })), 'text/x-nix-cache-info');
+    this.#cacheInfoWritten = true;
+  }
+
+  /**
+   * Adds a path: compresses the NAR while hashing it (NarHash/NarSize checked against `info`,
+   * FileHash/FileSize computed), uploads the NAR file, then the signed narinfo. Every reference
+   * must already be in the cache (as Nix 2.8 requires). Nothing is published on a mismatch.
+   */
+  async addFromNar(info: PathInfo, nar: Readable): Promise<void> {
+    const full = this.storeDir.print(info.path);
+    const others = info.references.filter((r) => !r.equals(info.path));
+    const valid = await this.queryValidPaths(others);
+    if (valid.length !== others.length) {
+      nar.destroy();
+      const missing = others.find((r) => !valid.some((v) => v.equals(r)))!;
+      throw new StrataError('REFERENCE_INVALID', `Cannot add '${full}' to '${this.uri}': its reference '${this.storeDir.print(missing)}' is not in the cache`, { value: this.storeDir.print(missing) });
+    }
+    if (await this.isValidPath(info.path)) {
+      nar.resume();
+      return;
+    }
+    await this.#ensureCacheInfo();
+    const compression = this.#options.compression ?? 'xz';
+    const { compressor } = await import('../../compression/index.js');
+    const staging = await this.transport.stagingDir();
+    const tmp = join(staging, `.strata-upload-${process.pid}-${Math.random().toString(36).slice(2)}`);
+    const narStage = new HashingStream({
+      size: info.narSize,
+      hash: info.narHash,
+      fail: (what, got) =>
+        new StrataError(what === 'hash' ? 'HASH_MISMATCH' : 'SIZE_MISMATCH', `Cannot add '${full}' to '${this.uri}': NAR ${what} mismatch, declared ${what === 'hash' ? info.narHash.toNix32() : info.narSize}, got ${got}`, { value: full }),
+    });
+    const fileStage = new HashingStream();
+    try {
+      await pipeline(nar, narStage, compressor(compression, { level: this.#options.compressionLevel, nix: true }), fileStage, createWriteStream(tmp, { flags: 'wx' }));
+      const fileHash: Hash = fileStage.hash;
+      const url = narFileUrl(fileHash, compression);
+      if (await this.transport.exists(url)) await rm(tmp, { force: true });
+      else await this.transport.putLocalFile(url, tmp, 'application/x-nix-nar');
+      let ni = pathInfoToNarInfo(info, { url, compression, fileHash, fileSize: fileStage.size });
+      if (this.#options.secretKey) ni = signPathInfo(this.storeDir, ni, this.#options.secretKey);
+      await this.#writeNarInfo(ni);
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  async #writeNarInfo(ni: NarInfo): Promise<void> {
+    const text = printNarInfo(ni, this.storeDir);
+    await this.transport.putFile(narInfoFileName(ni.path), Buffer.from(text), 'text/x-nix-narinfo');
+    this.#narInfos.set(ni.path.hashPart, ni);
+    this.#options.diskCache?.remember(this.transport.uri, ni.path.hashPart, text);
+  }
+
+  async addPath(fsPath: string, options: AddPathOptions = {}): Promise<PathInfo> {
+    const { basename } = await import('node:path');
+    const { hashPath, hashFile } = await import('../../fs/hash-path.js');
+    const { dumpPath } = await import('../../fs/nar-dump.js');
+    const { printContentAddress } = await import('../../core/content-address.js');
+    const method = options.method ?? 'recursive';
+    const algo = options.hashAlgo ?? 'sha256';
+    const name = options.name ?? basename(fsPath);
+    const nar = await hashPath(fsPath, 'sha256');
+    const caHash = method === 'recursive' ? (algo === 'sha256' ? nar.hash : (await hashPath(fsPath, algo)).hash) : await hashFile(fsPath, algo);
+    const references = options.references ?? [];
+    const path = this.storeDir.makeFixedOutputPath(name, caHash, method === 'recursive', references);
+    const info: PathInfo = { path, narHash: nar.hash, narSize: nar.narSize, references, ultimate: false, sigs: [], ca: printContentAddress({ method, hash: caHash }) };
+    await this.addFromNar(info, dumpPath(fsPath));
+    return (await this.queryPathInfo(path)) ?? info;
+  }
+
+  async addText(name: string, text: string | Uint8Array, references: StorePath[]): Promise<PathInfo> {
+    const { Hash } = await import('../../core/hash.js');
+    const { encodeNar } = await import('../../core/nar/writer.js');
+    const { Readable } = await import('node:stream');
+    const bytes = typeof text === 'string' ? Buffer.from(text, 'utf8') : Buffer.from(text);
+    const path = this.storeDir.makeTextPath(name, Hash.of('sha256', bytes), references);
+    const chunks: Uint8Array[] = [];
+    for await (const c of encodeNar({ type: 'regular', executable: false, size: bytes.length, contents: [bytes] })) chunks.push(c);
+    const narBytes = Buffer.concat(chunks);
+    const info: PathInfo = { path, narHash: Hash.of('sha256', narBytes), narSize: narBytes.length, references, ultimate: false, sigs: [], ca: `text:sha256:${Hash.of('sha256', bytes).toNix32()}` };
+    await this.addFromNar(info, Readable.from([narBytes]));
+    return (await this.queryPathInfo(path)) ?? info;
+  }
+
+  async addSignatures(path: StorePath, sigs: string[]): Promise<void> {
+    const ni = await this.queryNarInfo(path);
+    if (!ni) throw notValid(this, path, 'sign');
+    await this.#writeNarInfo({ ...ni, sigs: [...new Set([...ni.sigs, ...sigs])].sort() });
+  }
+
+  #unsupported(action: string): StrataError {
+    return new StrataError('UNSUPPORTED', `Cannot ${action} in '${this.uri}': binary caches do not support it`, { value: this.uri });
+  }
+
+  async deletePaths(_paths: StorePath[]): Promise<GcResult> {
+    throw this.#unsupported('delete paths');
+  }
+  async collectGarbage(): Promise<GcResult> {
+    throw this.#unsupported('collect garbage');
+  }
+  async verify(): Promise<VerifyResult> {
+    throw this.#unsupported('verify the store');
+  }
+  async optimise(): Promise<OptimiseResult> {
+    throw this.#unsupported('optimise');
+  }
+
+  async close(): Promise<void> {
+    await this.transport.close();
+    this.#options.diskCache?.close();
+  }
+}

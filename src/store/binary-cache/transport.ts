@@ -1,0 +1,36 @@
+/**
+ * The contract between a binary cache store and where its files live (a directory, an HTTP
+ * server). Keys are cache-relative file names (`nix-cache-info`, `<hash>.narinfo`,
+ * `nar/<file>`); a transport never interprets them beyond mapping them to its medium.
+ */
+import type { Readable } from 'node:stream';
+
+/** Reads and writes the files of one binary cache. */
+export interface CacheTransport {
+  /** The cache's URI without parameters, for messages (`file:///c`, `http://host`). */
+  readonly uri: string;
+  /** A small file's bytes (narinfo, nix-cache-info), or `undefined` when it does not exist. */
+  getFile(key: string): Promise<Buffer | undefined>;
+  /** A file as a stream (NARs), or `undefined` when it does not exist. */
+  getStream(key: string): Promise<Readable | undefined>;
+  /** Whether a file exists (HTTP: a HEAD request). */
+  exists(key: string): Promise<boolean>;
+  /**
+   * Writes a file so that readers see either nothing or all of it. `size` is known for bodies
+   * read from disk, so HTTP can send a Content-Length.
+   */
+  putFile(key: string, body: Buffer | (() => Readable), contentType: string, size?: number): Promise<void>;
+  /**
+   * Moves a finished local file into the cache under `key` (a file cache renames it; HTTP
+   * uploads it and deletes it). `localPath` must be inside {@link stagingDir}.
+   */
+  putLocalFile(key: string, localPath: string, contentType: string): Promise<void>;
+  /** Where files bound for {@link putLocalFile} are written first. */
+  stagingDir(): Promise<string>;
+  /** Top-level keys ending in `suffix` (file caches only; HTTP throws `UNSUPPORTED`). */
+  list(suffix: string): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/** Keys a cache may contain: no traversal, no absolute paths, no odd characters. */
+export const CACHE_KEY_RE = /^(?:nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo|nar\/[A-Za-z0-9+_-][A-Za-z0-9+._-]{0,199}|closure\/[0-9a-df-np-sv-z]{32}(?:,[0-9a-df-np-sv-z]{32}){0,239}|log\/[A-Za-z0-9+._-]{1,250}|debuginfo\/[0-9a-f]{1,80})$/;
