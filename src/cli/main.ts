@@ -8,6 +8,13 @@ import { Command, CommanderError } from 'commander';
 
 import { registerAll } from './commands/index.js';
 import { exitCodeFor, renderError } from './output.js';
+import { needsUserNamespace, runInUserNamespace } from './rootless.js';
+
+// A non-root user on a layered store: run this command inside a user + mount namespace.
+if (needsUserNamespace(process.argv)) {
+  const code = runInUserNamespace(process.argv);
+  if (code !== undefined) process.exit(code);
+}
 
 const program = new Command();
 program

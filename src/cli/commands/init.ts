@@ -11,11 +11,12 @@ export function register(program: Command): void {
       const { resolve } = await import('node:path');
       const { initLayered } = await import('../../store/layered/open-layered.js');
       const { globalOptions } = await import('../global.js');
+      const { mountMode } = await import('../../store/layered/mounts.js');
       const dir = resolve(dirArg);
       const keys = (globalOptions(cmd).trustedPublicKeys ?? '').split(/\s+/).filter(Boolean);
       const store = await initLayered(dir, opts.lower, { trustedPublicKeys: keys, substituters: opts.substituter ?? [] });
       await store.close();
       process.stdout.write(`layered:///${dir.replace(/^\/+/, '')}\n`);
-      process.stderr.write(`initialised a layered store over ${opts.lower.length} lower(s); its store dir is mounted at ${dir}/nix/store\n`);
+      process.stderr.write(`initialised a layered store over ${opts.lower.length} lower(s); its store dir is mounted at ${dir}/nix/store (mount: ${mountMode()})\n`);
     });
 }

@@ -7,6 +7,7 @@ import type { Store } from '../store.js';
 import { parseStoreUri } from '../uri.js';
 import { lowerGeneration } from './config.js';
 import { LayeredStore } from './layered-store.js';
+import { mountMode } from './mounts.js';
 
 export interface LayerRow {
   name: string;
@@ -21,6 +22,8 @@ export interface LayerRow {
   generation?: string | undefined;
   /** Upper rows served by this layer's files (copy-ups for lowers, own objects for the upper). */
   hits: number;
+  /** For the upper: how the overlay is mounted (root, user-namespace or fuse-overlayfs). */
+  mount?: string | undefined;
 }
 
 export async function describeLayers(store: Store): Promise<LayerRow[]> {
@@ -40,7 +43,7 @@ export async function describeLayers(store: Store): Promise<LayerRow[]> {
     if (l) hits.set(l.name, (hits.get(l.name) ?? 0) + 1);
   }
   const rows: LayerRow[] = [
-    { name: 'upper', kind: 'upper', uri: store.upperLayer, priority: 0, paths: store.upper.db.countValid(), narSize: store.upper.db.totalNarSize(), hits: upperOwn },
+    { name: 'upper', kind: 'upper', uri: store.upperLayer, priority: 0, paths: store.upper.db.countValid(), narSize: store.upper.db.totalNarSize(), hits: upperOwn, mount: mountMode() },
   ];
   store.lowers.forEach((l, i) => {
     const local = l.store instanceof LocalStore ? l.store : undefined;

@@ -48,6 +48,10 @@ export interface LayeredOptions {
   upperLayer: string;
   /** Called after strata deleted straight from the upper layer (resets overlayfs caches). */
   remount: () => void;
+  /** Keys trusted for paths fetched from binary-cache lowers (strata.json `trustedPublicKeys`). */
+  trustedPublicKeys?: string[] | undefined;
+  /** Refuse unsigned paths from binary-cache lowers (default true). */
+  requireSigs?: boolean | undefined;
   /** Store URIs asked when no layer has a path (strata.json `substituters`). */
   substituters?: string[] | undefined;
 }
@@ -127,16 +131,20 @@ export class LayeredStore implements LocalFsStore {
    * Copies the metadata of lower paths (and their closures, references first) into the upper DB
    * in one transaction; no file is touched. Returns those of `paths` found in some lower.
    */
-  async copyUp(paths: StorePath[]): Promise<StorePath[]> {
+  async copyUp(paths: StorePath[], lowers: Lower[] = this.lowers): Promise<StorePath[]> {
     let remaining = paths.filter((p, i) => paths.findIndex((q) => q.equals(p)) === i);
     const found: StorePath[] = [];
     const infos = new Map<string, PathInfo>();
-    for (const l of this.lowers) {
+    for (const l of lowers) {
       if (remaining.length === 0) break;
       const here = await l.store.queryValidPaths(remaining);
       if (here.length === 0) continue;
       found.push(...here);
       remaining = remaining.filter((p) => !here.some((h) => h.equals(p)));
+      if (!l.realStoreDir) {
+        await this.fetchUp(l, here);
+        continue;
+      }
       for (const info of (await lowerClosure(l.store, here)).values()) if (!infos.has(info.path.baseName)) infos.set(info.path.baseName, info);
     }
     if (infos.size === 0) return found;
@@ -149,6 +157,24 @@ export class LayeredStore implements LocalFsStore {
     }
     if (batch.length > 0) await this.upper.registerValidPaths(batch);
     return found;
+  }
+
+  /**
+   * Copy-up from a lower that is a binary cache: its NARs are fetched into the upper, closure
+   * references first, each checked against the trusted keys and verified before it becomes
+   * valid. Closure members a local lower has get the metadata copy-up instead (no bytes).
+   */
+  private async fetchUp(lower: Lower, paths: StorePath[]): Promise<void> {
+    const { copyItems, checkTrust } = await import('../copy.js');
+    const local = this.lowers.filter((l) => l.realStoreDir);
+    const items = [];
+    for (const info of topoSortInfos((await computeClosure(lower.store, paths)).values())) {
+      if (await this.upper.isValidPath(info.path)) continue;
+      if ((await this.copyUp([info.path], local)).length > 0) continue;
+      items.push({ info, source: lower.store });
+    }
+    checkTrust(this.upper, items, { trustedPublicKeys: this.options.trustedPublicKeys ?? [], requireSigs: this.options.requireSigs });
+    await copyItems(this.upper, items);
   }
 
   private async lowerDerivationOutputs(path: StorePath): Promise<Map<string, string> | undefined> {

@@ -51,7 +51,18 @@ export function readMounts(text: string = readFileSync('/proc/self/mounts', 'utf
 
 /** The topmost overlay mounted at `mergedDir`, if any (stacked mounts: the last line wins). */
 export function findOverlayMount(mergedDir: string, mounts: MountEntry[] = readMounts()): MountEntry | undefined {
-  return mounts.filter((m) => m.fsType === 'overlay' && m.target === mergedDir).at(-1);
+  return mounts.filter((m) => (m.fsType === 'overlay' || m.fsType === FUSE_TYPE) && m.target === mergedDir).at(-1);
+}
+
+const FUSE_TYPE = 'fuse.fuse-overlayfs';
+
+/**
+ * How this process mounts: as root (kernel overlayfs), inside a user namespace (kernel overlayfs,
+ * the mount lives with the process), or with fuse-overlayfs (unprivileged, FUSE).
+ */
+export function mountMode(): 'root' | 'user-namespace' | 'fuse-overlayfs' {
+  if (process.env['STRATA_MOUNT_MODE'] === 'user-namespace') return 'user-namespace';
+  return process.getuid?.() === 0 ? 'root' : 'fuse-overlayfs';
 }
 
 /** Splits an overlay `lowerdir` value on unescaped colons. */
@@ -63,6 +74,8 @@ export function splitLowerDirs(value: string): string[] {
 export function mountProblem(layout: OverlayLayout, mounts: MountEntry[] = readMounts()): string | undefined {
   const m = findOverlayMount(layout.mergedDir, mounts);
   if (!m) return 'it is not mounted';
+  // fuse-overlayfs does not show its layers in /proc/self/mounts: trust our own mount.
+  if (m.fsType === FUSE_TYPE) return undefined;
   if (m.source !== 'overlay') return `its source is '${m.source}', not 'overlay'`;
   const lowers = splitLowerDirs(m.options.get('lowerdir') ?? '');
   if (lowers.join('\0') !== layout.lowerDirs.join('\0')) return `its lower dirs are '${lowers.join(':')}', expected '${layout.lowerDirs.join(':')}'`;
@@ -88,6 +101,13 @@ function runMount(args: string[], what: string, value: string): void {
 export function mountOverlay(layout: OverlayLayout): void {
   if (layout.lowerDirs.length === 0) throw new StrataError('MOUNT_FAILED', `Cannot mount '${layout.mergedDir}': a layered store needs at least one local lower`, { value: layout.mergedDir });
   const opts = [`lowerdir=${layout.lowerDirs.map(escapeOverlayPath).join(':')}`, `upperdir=${escapeOverlayPath(layout.upperDir)}`, `workdir=${escapeOverlayPath(layout.workDir)}`];
+  if (mountMode() === 'fuse-overlayfs') {
+    const r = spawnSync('fuse-overlayfs', ['-o', opts.join(','), layout.mergedDir], { encoding: 'utf8' });
+    if (r.status !== 0) {
+      throw new StrataError('MOUNT_FAILED', `Cannot mount '${layout.mergedDir}' with fuse-overlayfs: ${(r.stderr || r.error?.message || '').trim()}`, { value: layout.mergedDir, hint: 'run as root, enable user namespaces, or install fuse-overlayfs' });
+    }
+    return;
+  }
   runMount(['-t', 'overlay', 'overlay', '-o', opts.join(','), layout.mergedDir], 'mount overlay at', layout.mergedDir);
 }
 
@@ -96,7 +116,8 @@ export function mountOverlay(layout: OverlayLayout): void {
  * until they leave, new users get the new mount.
  */
 export function unmountOverlay(mergedDir: string): void {
-  const r = spawnSync('umount', [mergedDir], { encoding: 'utf8' });
+  const fuse = findOverlayMount(mergedDir)?.fsType === FUSE_TYPE;
+  const r = fuse ? spawnSync('fusermount3', ['-u', mergedDir], { encoding: 'utf8' }) : spawnSync('umount', [mergedDir], { encoding: 'utf8' });
   if (r.status === 0) return;
   if (/busy/i.test(r.stderr)) {
     const lazy = spawnSync('umount', ['--lazy', mergedDir], { encoding: 'utf8' });

@@ -129,7 +129,7 @@ export async function openLayered(uri: string, dir: string, options: { mount?: b
       options.onMount?.(state);
     }
     const layout = layoutOf(dir, lowers);
-    return new LayeredStore(uri, upper, lowers, { upperLayer: p.upper, remount: () => remountOverlay(layout), substituters: config.substituters });
+    return new LayeredStore(uri, upper, lowers, { upperLayer: p.upper, remount: () => remountOverlay(layout), substituters: config.substituters, trustedPublicKeys: config.trustedPublicKeys });
   } catch (e) {
     await upper?.close();
     for (const l of lowers) await l.store.close();
