@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 
 import * as add from './add.js';
+import * as copy from './copy.js';
 import * as del from './delete.js';
 import * as derivation from './derivation.js';
 import * as dump from './dump.js';
@@ -20,6 +21,7 @@ import * as pathInfo from './path-info.js';
 import * as query from './query.js';
 import * as realise from './realise.js';
 import * as restore from './restore.js';
+import * as serve from './serve.js';
 import * as sign from './sign.js';
 import * as verify from './verify.js';
 

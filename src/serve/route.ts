@@ -1,0 +1,71 @@
+/**
+ * Strict parsing of the request targets `strata serve` answers. Nothing here maps a URL to a
+ * file: every route is a fixed shape of nix32 hashes and known suffixes, so no crafted URL can
+ * name anything outside the store (traversal, encoded slashes, NUL bytes simply do not match).
+ */
+
+/** Where a NAR file of the served store lives: `nar/<path hash>-<NAR hash nix32><ext>`. */
+export type ServedCompression = 'none' | 'xz' | 'zstd';
+
+/** A recognised request target. */
+export type Route =
+  | { kind: 'cache-info' }
+  | { kind: 'narinfo'; hashPart: string }
+  | { kind: 'nar'; hashPart: string; narHash: string; compression: ServedCompression }
+  | { kind: 'upload-nar'; file: string }
+  | { kind: 'closure'; hashParts: string[] }
+  | { kind: 'metrics' }
+  | { kind: 'root' };
+
+/** Request targets longer than this are refused (414): the longest route, a 240-path closure, is ~8 KiB. */
+export const MAX_TARGET = 8 * 1024;
+
+const H32 = '[0-9a-df-np-sv-z]{32}';
+const H52 = '[0-9a-df-np-sv-z]{52}';
+const NARINFO_RE = new RegExp(`^/(${H32})\\.narinfo$`);
+const NAR_RE = new RegExp(`^/nar/(${H32})-(${H52})\\.nar(\\.xz|\\.zst)?$`);
+// What `nix copy --to http://` uploads: `nar/<file hash nix32>.nar[.ext]`.
+const UPLOAD_RE = new RegExp(`^/nar/(${H52}\\.nar(?:\\.xz|\\.zst|\\.bz2|\\.br|\\.lz4|\\.lzip)?)$`);
+const CLOSURE_RE = new RegExp(`^/closure/(${H32}(?:,${H32}){0,239})$`);
+
+const EXT: Record<string, ServedCompression> = { '': 'none', '.xz': 'xz', '.zst': 'zstd' };
+
+/**
+ * The route of a raw request target, or `undefined` (404). The query string, if any, is ignored;
+ * the path must be exactly one of the shapes above, byte for byte (no percent-decoding).
+ *
+ * @example parseRoute('/nar/0l…-1b….nar.zst') // { kind: 'nar', …, compression: 'zstd' }
+ */
+export function parseRoute(target: string): Route | undefined {
+  if (target.length > MAX_TARGET) return undefined;
+  const q = target.indexOf('?');
+  const path = q < 0 ? target : target.slice(0, q);
+  switch (path) {
+    case '/':
+      return { kind: 'root' };
+    case '/nix-cache-info':
+      return { kind: 'cache-info' };
+    case '/metrics':
+      return { kind: 'metrics' };
+  }
+  let m = NARINFO_RE.exec(path);
+  if (m) return { kind: 'narinfo', hashPart: m[1]! };
+  m = NAR_RE.exec(path);
+  if (m) return { kind: 'nar', hashPart: m[1]!, narHash: m[2]!, compression: EXT[m[3] ?? '']! };
+  m = UPLOAD_RE.exec(path);
+  if (m) return { kind: 'upload-nar', file: m[1]! };
+  m = CLOSURE_RE.exec(path);
+  if (m) return { kind: 'closure', hashParts: m[1]!.split(',') };
+  return undefined;
+}
+
+/** The URL a served narinfo points at. */
+export function servedNarUrl(hashPart: string, narHashNix32: string, compression: ServedCompression): string {
+  const ext = compression === 'none' ? '' : compression === 'xz' ? '.xz' : '.zst';
+  return `nar/${hashPart}-${narHashNix32}.nar${ext}`;
+}
+
+/** A short label per route for metrics. */
+export function routeLabel(route: Route | undefined): string {
+  return route === undefined ? 'unknown' : route.kind;
+}
