@@ -25,7 +25,7 @@ import * as serve from './serve.js';
 import * as sign from './sign.js';
 import * as verify from './verify.js';
 
-const modules: Array<{ register(program: Command): void }> = [add, pathInfo, query, derivation, sign, dump, restore, hash, gc, del, verify, optimise, key, realise, init, mount, layers, fsck];
+const modules: Array<{ register(program: Command): void }> = [add, pathInfo, query, derivation, sign, dump, restore, hash, gc, del, verify, optimise, key, realise, init, mount, layers, fsck, copy, serve];
 
 export function registerAll(program: Command): void {
   for (const m of modules) m.register(program);
