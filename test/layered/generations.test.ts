@@ -1,0 +1,132 @@
+/**
+ * Lowers change: a big disk is redeployed under live uppers. strata notices the new generation,
+ * rescues what the upper relies on from the old one before switching, and `fsck` names whatever
+ * is still wrong (dangling rows, whiteouts over lower paths, duplicates).
+ */
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import type { LocalStore } from '../../src/store/local/local-store.js';
+import { fsck } from '../../src/store/layered/fsck.js';
+import { initLayered, openLayered } from '../../src/store/layered/open-layered.js';
+import { openStore } from '../../src/store/open.js';
+import { makeLower } from '../support/layered.js';
+import { isRoot } from '../support/mounts.js';
+import { runNix } from '../support/nix.js';
+import { tempDir } from '../support/tmp.js';
+
+/** Publishes a generation marker the way a big-disk builder does. */
+function setGeneration(root: string, gen: string): void {
+  writeFileSync(join(root, 'nix/var/nix/strata-generation'), gen);
+}
+
+function bindMount(from: string, to: string): void {
+  const r = spawnSync('mount', ['--bind', from, to]);
+  if (r.status !== 0) throw new Error(`bind mount failed: ${r.stderr}`);
+}
+
+describe.runIf(isRoot)('changing lowers', () => {
+  it('a new generation that drops paths the upper needs: rescued from the old one, nothing lost', async () => {
+    const work = tempDir();
+    // Generation 1 lives in gen1/, attached at bigdisk/ (as a platform attaches a disk image).
+    const gen1 = await makeLower(join(work, 'gen1'));
+    setGeneration(gen1.root, 'gen-1');
+    // Generation 2 lacks the top/mid/leaf closure but has something new.
+    const gen2Root = join(work, 'gen2');
+    const g2 = (await openStore(gen2Root)) as LocalStore;
+    const fresh = await g2.addText('new-in-gen2', 'new\n', []);
+    await g2.addText('dummy', 'dummy contents\n', []);
+    await g2.close();
+    setGeneration(gen2Root, 'gen-2');
+    const bigdisk = join(work, 'bigdisk');
+    mkdirSync(bigdisk);
+    bindMount(gen1.root, bigdisk);
+
+    const dir = join(work, 'layered');
+    const { top, mid, leaf } = gen1.paths;
+    let store = await initLayered(dir, [bigdisk]);
+    const mine = await store.addText('mine', `uses ${store.storeDir.print(top)}`, [top]);
+    await store.close();
+
+    // Redeploy: generation 2 is attached over the same path. The mounted overlay still sees gen 1.
+    bindMount(gen2Root, bigdisk);
+    const states: { action: string; rescued: string[]; lost: string[] }[] = [];
+    store = await openLayered(`layered://${dir}`, dir, { onMount: (s) => states.push(s) });
+    try {
+      expect(states[0]!.action).toBe('remounted');
+      expect(states[0]!.rescued.sort()).toEqual([top, mid, leaf].map((p) => store.storeDir.print(p)).sort());
+      expect(states[0]!.lost).toEqual([]);
+      // The upper's data and everything it refers to are intact; the new generation shows through.
+      expect(readFileSync(store.realPath(mine.path), 'utf8')).toContain('uses');
+      expect(readFileSync(store.realPath(top), 'utf8')).toContain('top uses');
+      expect(await store.isValidPath(fresh.path)).toBe(true);
+      expect((await store.queryPathInfo(fresh.path))?.layer).toBe('lower0');
+      expect((await store.queryPathInfo(top))?.layer).toBe('upper');
+      expect((await fsck(store)).problems).toEqual([]);
+    } finally {
+      await store.close();
+    }
+    const v = runNix('nix-store', ['--store', dir, '--verify', '--check-contents']);
+    expect(v.code, v.stderr).toBe(0);
+  });
+
+  it('fsck names dangling rows, their referrers, whiteouts and duplicates; --repair fixes what it can', async () => {
+    const work = tempDir();
+    const lower = await makeLower(join(work, 'lower'));
+    const backup = join(work, 'backup');
+    cpSync(lower.root, backup, { recursive: true });
+    const dir = join(work, 'layered');
+    let store = await initLayered(dir, [lower.root]);
+    const { top, mid, dummy } = lower.paths;
+    const mine = await store.addText('mine', `uses ${store.storeDir.print(top)}`, [top]);
+    const dup = await store.addText('dup', 'dup\n', []);
+    await store.close();
+
+    // Behind strata's back: the lower loses `mid` (files and row), gains `dup`, and a whiteout
+    // appears over `dummy` in the upper layer.
+    const l = (await openStore(lower.root)) as LocalStore;
+    await l.addText('dup', 'dup\n', []);
+    l.db.db.prepare('DELETE FROM Refs WHERE reference = (SELECT id FROM ValidPaths WHERE path = ?)').run(l.storeDir.print(mid));
+    l.db.invalidate(mid);
+    spawnSync('rm', ['-rf', join(lower.root, 'nix/store', mid.baseName)]);
+    await l.close();
+    spawnSync('mknod', [join(dir, 'upper', dummy.baseName), 'c', '0', '0']);
+
+    store = await openLayered(`layered://${dir}`, dir);
+    try {
+      const report = await fsck(store);
+      const kinds = report.problems.map((p) => `${p.kind} ${p.path.slice(44)}`).sort();
+      expect(kinds).toEqual([
+        `dangling ${mid.name}`,
+        `duplicate ${dup.path.name}`,
+        `refers-to-dangling ${top.name}`,
+        `whiteout ${dummy.name}`,
+      ]);
+      expect(existsSync(store.realPath(dummy))).toBe(false); // the whiteout hides the lower file
+      expect(readdirSync(join(dir, 'upper')).sort()).toEqual([dummy.baseName, dup.path.baseName, mine.path.baseName].sort());
+      const repaired = await fsck(store, { repair: true });
+      expect(repaired.repaired.sort()).toEqual([dup.path, dummy].map((p) => store.storeDir.print(p)).sort());
+      expect(repaired.unrepaired).toEqual([store.storeDir.print(mid)]);
+      expect(readFileSync(store.realPath(dummy), 'utf8')).toBe('dummy contents\n');
+      expect(readdirSync(join(dir, 'upper'))).toEqual([mine.path.baseName]);
+    } finally {
+      await store.close();
+    }
+    // With a substituter that has it (here: the pre-change copy of the lower), repair restores it.
+    const cfg = JSON.parse(readFileSync(join(dir, 'strata.json'), 'utf8'));
+    cfg.substituters = [`${backup}?read-only=true`];
+    writeFileSync(join(dir, 'strata.json'), JSON.stringify(cfg));
+    store = await openLayered(`layered://${dir}`, dir);
+    try {
+      const r = await fsck(store, { repair: true });
+      expect(r.repaired).toEqual([store.storeDir.print(mid)]);
+      expect(readFileSync(store.realPath(mid), 'utf8')).toContain('mid uses');
+      expect((await fsck(store)).problems).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+});
