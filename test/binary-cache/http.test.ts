@@ -1,0 +1,132 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { isStrataError } from '../../src/core/error.js';
+import { parseSecretKey } from '../../src/core/signature.js';
+import { StoreDir } from '../../src/core/store-path.js';
+import { HttpTransport } from '../../src/store/binary-cache/http-transport.js';
+import { CacheServer } from '../../src/serve/cache-server.js';
+import { listen } from '../../src/serve/listen.js';
+import { copyPaths } from '../../src/store/copy.js';
+import { openStore } from '../../src/store/open.js';
+import { substitutePaths } from '../../src/store/substitute.js';
+import { tempDir } from '../support/tmp.js';
+import { filledStore } from '../serve/_serve.js';
+import { DEPENDENT, PUBLIC_KEY, SECRET_KEY } from './_cache.js';
+
+const dir = new StoreDir();
+const DEP = dir.parse(DEPENDENT);
+
+describe('http:// caches (strata client against strata serve, loopback)', () => {
+  it('substitutes a closure in one closure request plus one request per NAR, signatures checked', async () => {
+    const work = tempDir();
+    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+    const src = await filledStore(work);
+    const server = new CacheServer(src, { signKey: parseSecretKey(SECRET_KEY), compression: 'zstd' });
+    const l = await listen(server, { host: '127.0.0.1', port: 0 });
+    const cache = await openStore(l.url);
+    const local = await openStore(join(work, 'dst'));
+    try {
+      const r = await substitutePaths(local, [cache], [DEP], { trustedPublicKeys: [PUBLIC_KEY] });
+      expect(r.missing).toEqual([]);
+      expect(r.substituted.map((p) => p.name)).toEqual(['simple', 'dependent']);
+      const m = server.metrics.render();
+      expect(m).toContain('strata_serve_requests_total{route="closure",status="200"} 1');
+      expect(m).not.toContain('route="narinfo"');
+      expect(m).toContain('strata_serve_requests_total{route="nar",status="200"} 2');
+    } finally {
+      await cache.close();
+      await local.close();
+      await l.close();
+      await src.close();
+    }
+  });
+
+  it('uploads with strata copy --to http:// into a writable server', async () => {
+    const work = tempDir();
+    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+    const src = await filledStore(work);
+    const target = await openStore(join(work, 'target'));
+    const l = await listen(new CacheServer(target, { writable: true }), { host: '127.0.0.1', port: 0 });
+    const remote = await openStore(`${l.url}?compression=zstd`);
+    try {
+      const r = await copyPaths(src, remote, [DEP], { recursive: true });
+      expect(r.copied.length).toBe(2);
+      expect(await target.isValidPath(DEP)).toBe(true);
+    } finally {
+      await remote.close();
+      await l.close();
+      await target.close();
+      await src.close();
+    }
+  });
+
+  it('retries 5xx with backoff, maps 404/403 to absent, and fails clearly when the server is gone', async () => {
+    let hits = 0;
+    const srv = createServer((req, res) => {
+      hits++;
+      if (req.url === '/nar/forbidden') res.writeHead(403).end();
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as AddressInfo).port;
+    const t = new HttpTransport(`http://127.0.0.1:${port}`, { retries: 3, backoffMs: 5 });
+    try {
+      const key = `${'0'.repeat(32)}.narinfo`;
+      expect(await t.getFile(key)).toBeUndefined();
+      expect(await t.exists('nar/forbidden')).toBe(false);
+    } finally {
+      await t.close();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+    // Retries: a server that fails twice, then answers.
+    let n = 0;
+    const flaky = createServer((_req, res) => (++n < 3 ? res.writeHead(500).end() : res.writeHead(200).end('StoreDir: /nix/store\n')));
+    await new Promise<void>((r) => flaky.listen(0, '127.0.0.1', r));
+    const fport = (flaky.address() as AddressInfo).port;
+    const t2 = new HttpTransport(`http://127.0.0.1:${fport}`, { retries: 3, backoffMs: 5 });
+    try {
+      expect((await t2.getFile('nix-cache-info'))?.toString()).toBe('StoreDir: /nix/store\n');
+      expect(n).toBe(3);
+    } finally {
+      await t2.close();
+      await new Promise<void>((r) => flaky.close(() => r()));
+    }
+    // Gone: connection refused after the retries, one clear line.
+    const t3 = new HttpTransport(`http://127.0.0.1:${fport}`, { retries: 2, backoffMs: 5, timeout: 2 });
+    try {
+      const e = await t3.getFile('nix-cache-info').catch((x: unknown) => x);
+      expect(isStrataError(e, 'HTTP_ERROR')).toBe(true);
+      expect((e as Error).message).toMatch(new RegExp(`^Cannot fetch 'http://127\\.0\\.0\\.1:${fport}/nix-cache-info': .*ECONNREFUSED.*\\(after up to 3 attempts\\)$`));
+    } finally {
+      await t3.close();
+    }
+  });
+
+  it('remembers a 404 on disk for ttl-negative seconds, as Nix does', async () => {
+    const work = tempDir();
+    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+    const target = await openStore(join(work, 'target'));
+    const l = await listen(new CacheServer(target, { writable: true }), { host: '127.0.0.1', port: 0 });
+    try {
+      const c1 = await openStore(l.url);
+      expect(await c1.isValidPath(DEP)).toBe(false);
+      await c1.close();
+      const src = await filledStore(work);
+      await copyPaths(src, target, [DEP], { recursive: true, requireSigs: false });
+      await src.close();
+      const c2 = await openStore(l.url);
+      expect(await c2.isValidPath(DEP)).toBe(false); // still the remembered 404
+      await c2.close();
+      const c3 = await openStore(`${l.url}?ttl-negative=0`);
+      expect(await c3.isValidPath(DEP)).toBe(true);
+      await c3.close();
+    } finally {
+      await l.close();
+      await target.close();
+    }
+  });
+});

@@ -1,0 +1,147 @@
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
+import { describe, expect, it } from 'vitest';
+
+import { parseNarInfo } from '../../src/core/narinfo.js';
+import { StoreDir } from '../../src/core/store-path.js';
+import { CacheServer } from '../../src/serve/cache-server.js';
+import { listen } from '../../src/serve/listen.js';
+import { openStore } from '../../src/store/open.js';
+import { tempDir } from '../support/tmp.js';
+import { DEPENDENT, narinfosOf } from '../binary-cache/_cache.js';
+import { filledStore } from './_serve.js';
+
+const dir = new StoreDir();
+const DEP = dir.parse(DEPENDENT);
+
+async function body(b: Buffer | Readable | undefined): Promise<string> {
+  if (b === undefined) return '';
+  if (Buffer.isBuffer(b)) return b.toString();
+  let s = '';
+  for await (const c of b) s += (c as Buffer).toString('latin1');
+  return s;
+}
+
+describe('CacheServer.handle (no socket)', () => {
+  it('answers nix-cache-info, narinfos (HEAD without a body), closures and metrics; 404 for unknown paths', async () => {
+    const work = tempDir();
+    const store = await filledStore(work);
+    const server = new CacheServer(store, { compression: 'none' });
+    try {
+      const info = await server.handle({ method: 'GET', url: '/nix-cache-info' });
+      expect(await body(info.body)).toBe('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\nStrataClosure: 1\n');
+      const ni = await server.handle({ method: 'GET', url: `/${DEP.hashPart}.narinfo` });
+      expect(ni.status).toBe(200);
+      const parsed = parseNarInfo(await body(ni.body));
+      expect(parsed.path.equals(DEP)).toBe(true);
+      expect(parsed.url).toBe(`nar/${DEP.hashPart}-${parsed.narHash.toNix32()}.nar`);
+      expect(parsed.fileHash?.equals(parsed.narHash)).toBe(true);
+      const head = await server.handle({ method: 'HEAD', url: `/${DEP.hashPart}.narinfo` });
+      expect(head.status).toBe(200);
+      expect(head.body).toBeUndefined();
+      expect(Number(head.headers['content-length'])).toBeGreaterThan(100);
+      const nar = await server.handle({ method: 'GET', url: `/${parsed.url}` });
+      expect(nar.status).toBe(200);
+      expect((await body(nar.body)).length).toBe(parsed.narSize);
+      // A stale NAR URL (other NAR hash) is not served.
+      const stale = await server.handle({ method: 'GET', url: `/nar/${DEP.hashPart}-${'0'.repeat(52)}.nar` });
+      expect(stale.status).toBe(404);
+      expect((await server.handle({ method: 'GET', url: `/${'0'.repeat(32)}.narinfo` })).status).toBe(404);
+      const closure = await body((await server.handle({ method: 'GET', url: `/closure/${DEP.hashPart}` })).body);
+      expect(closure.split('\n\n').map((t) => parseNarInfo(t.endsWith('\n') ? t : `${t}\n`).path.name).sort()).toEqual(['dependent', 'simple']);
+      const metrics = await body((await server.handle({ method: 'GET', url: '/metrics' })).body);
+      expect(metrics).toContain('strata_serve_layer_hits_total{layer="store"}');
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('never reads outside the store: traversal, encoded slashes and odd targets are 404', async () => {
+    const work = tempDir();
+    const store = await filledStore(work);
+    const server = new CacheServer(store);
+    try {
+      const targets = [
+        '/../../etc/passwd',
+        '/nar/../../etc/passwd',
+        '/nar/..%2f..%2fetc%2fpasswd',
+        '/%2e%2e/%2e%2e/etc/passwd',
+        `/${DEP.hashPart}.narinfo/../../etc/passwd`,
+        `/nar/${DEP.hashPart}-${'1'.repeat(52)}.nar/../../../etc/passwd`,
+        '//etc/passwd',
+        '/etc/passwd',
+        `/${DEP.hashPart}%2enarinfo`,
+        `/${DEP.hashPart}.narinfo\0`,
+        '\\..\\..\\etc\\passwd',
+        `/${DEP.baseName}`,
+        '/nar/' + 'a'.repeat(52) + '.nar.exe',
+        '/' + 'x'.repeat(20000),
+      ];
+      for (const url of targets) {
+        const r = await server.handle({ method: 'GET', url });
+        expect([404, 414], url).toContain(r.status);
+        expect(await body(r.body)).not.toContain('root:');
+      }
+      expect((await server.handle({ method: 'DELETE', url: '/nix-cache-info' })).status).toBe(405);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses uploads unless writable, and a PUT narinfo whose NAR does not match leaves nothing valid', async () => {
+    const work = tempDir();
+    const target = await openStore(join(work, 'target'));
+    const ro = new CacheServer(target);
+    const rw = new CacheServer(target, { writable: true });
+    try {
+      const n = narinfosOf('none').find((x) => x.text.includes('-simple\n'))!;
+      const nar = Buffer.from(n.nar_file_b64, 'base64');
+      expect((await ro.handle({ method: 'PUT', url: `/${n.nar_file}`, body: Readable.from([nar]) })).status).toBe(403);
+      // Upload the NAR, then a narinfo that lies about its hash.
+      const up = await rw.handle({ method: 'PUT', url: `/${n.nar_file}`, body: Readable.from([nar]) });
+      expect(up.status).toBe(200);
+      const lying = n.text.replace(/NarHash: sha256:\w+/, `NarHash: sha256:${'1'.repeat(52)}`).replace(/^FileHash.*\n/m, '');
+      const hash = n.file.slice(0, 32);
+      const r = await rw.handle({ method: 'PUT', url: `/${hash}.narinfo`, body: Readable.from([Buffer.from(lying)]) });
+      expect(r.status).toBe(400);
+      expect(await body(r.body)).toMatch(/^Cannot .*mismatch/);
+      expect(await target.queryAllValidPaths()).toEqual([]);
+      // The honest narinfo is accepted.
+      const ok = await rw.handle({ method: 'PUT', url: `/${hash}.narinfo`, body: Readable.from([Buffer.from(n.text)]) });
+      expect(ok.status).toBe(200);
+      expect((await target.queryAllValidPaths()).map((p) => p.name)).toEqual(['simple']);
+      // A narinfo PUT under another hash part is refused.
+      const other = await rw.handle({ method: 'PUT', url: `/${'0'.repeat(32)}.narinfo`, body: Readable.from([Buffer.from(n.text)]) });
+      expect(other.status).toBe(400);
+    } finally {
+      await rw.close();
+      await target.close();
+    }
+  });
+});
+
+describe('listen() adapter', () => {
+  it('answers 431 to huge headers and keeps serving', async () => {
+    const work = tempDir();
+    const store = await filledStore(work);
+    const l = await listen(new CacheServer(store), { host: '127.0.0.1', port: 0 });
+    try {
+      const raw = await new Promise<string>((resolve, reject) => {
+        const s = connect(l.port, '127.0.0.1');
+        let got = '';
+        s.on('data', (c) => (got += c.toString()));
+        s.on('close', () => resolve(got));
+        s.on('error', reject);
+        s.write(`GET /nix-cache-info HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`);
+      });
+      expect(raw).toMatch(/^HTTP\/1\.1 431/);
+      const res = await fetch(`${l.url}/nix-cache-info`);
+      expect(res.status).toBe(200);
+    } finally {
+      await l.close();
+      await store.close();
+    }
+  });
+});
