@@ -74,7 +74,7 @@ describe('hostile caches are refused and nothing becomes valid', () => {
       edit: (d) => {
         const f = join(d, vec('none', SIMPLE).nar_file);
         const b = readFileSync(f);
-        b[b.length - 20] ^= 1;
+        b[b.length - 20] = b[b.length - 20]! ^ 1;
         writeFileSync(f, b);
       },
       code: 'HASH_MISMATCH',
