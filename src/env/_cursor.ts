@@ -18,7 +18,12 @@ export interface SpecPosition {
  *
  * @example specError('replit.nix', { line: 2, col: 3 }, "'with' is not supported")
  */
-export function specError(file: string, pos: SpecPosition, what: string, code = 'SPEC_INVALID'): StrataError {
+export function specError(
+  file: string,
+  pos: SpecPosition,
+  what: string,
+  code = 'SPEC_INVALID',
+): StrataError {
   return new StrataError(code, `${file}:${pos.line}:${pos.col}: ${what}`, { value: file });
 }
 
@@ -121,10 +126,12 @@ export function readHexEscape(cur: Cursor, digits: number, at: SpecPosition): st
   let hex = '';
   for (let i = 0; i < digits; i++) {
     const c = cur.peek();
-    if (c === undefined || !/[0-9a-fA-F]/.test(c)) throw cur.error(`Invalid escape: expected ${digits} hex digits`, at);
+    if (c === undefined || !/[0-9a-fA-F]/.test(c))
+      throw cur.error(`Invalid escape: expected ${digits} hex digits`, at);
     hex += cur.next();
   }
   const code = parseInt(hex, 16);
-  if (code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) throw cur.error(`Invalid escape: '${hex}' is not a Unicode scalar value`, at);
+  if (code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff))
+    throw cur.error(`Invalid escape: '${hex}' is not a Unicode scalar value`, at);
   return String.fromCodePoint(code);
 }

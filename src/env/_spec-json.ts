@@ -6,7 +6,16 @@
 import { type Cursor, readHexEscape, showChar } from './_cursor.js';
 import { depFromString, type SpecDep } from './spec.js';
 
-const ESCAPES: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
+const ESCAPES: Record<string, string> = {
+  '"': '"',
+  '\\': '\\',
+  '/': '/',
+  b: '\b',
+  f: '\f',
+  n: '\n',
+  r: '\r',
+  t: '\t',
+};
 
 /** Parses a JSON-form spec into its deps. */
 export function parseJsonSpec(cur: Cursor): SpecDep[] {
@@ -23,14 +32,18 @@ export function parseJsonSpec(cur: Cursor): SpecDep[] {
       for (;;) {
         ws();
         const at = cur.here();
-        if (cur.peek() !== '"') throw cur.error(`Expected a key in double quotes, found ${showChar(cur.peek())}`);
+        if (cur.peek() !== '"')
+          throw cur.error(`Expected a key in double quotes, found ${showChar(cur.peek())}`);
         const key = string(cur);
-        if (key !== 'deps') throw cur.error(`Key '${key}' is not supported: a spec has only "deps"`, at);
+        if (key !== 'deps')
+          throw cur.error(`Key '${key}' is not supported: a spec has only "deps"`, at);
         if (found) throw cur.error('Key "deps" is given twice', at);
         ws();
-        if (!cur.eat(':')) throw cur.error(`Expected ':' after "deps", found ${showChar(cur.peek())}`);
+        if (!cur.eat(':'))
+          throw cur.error(`Expected ':' after "deps", found ${showChar(cur.peek())}`);
         ws();
-        if (cur.peek() !== '[') throw cur.error(`"deps" must be a list of strings, found ${showChar(cur.peek())}`);
+        if (cur.peek() !== '[')
+          throw cur.error(`"deps" must be a list of strings, found ${showChar(cur.peek())}`);
         found = array(cur, ws);
         ws();
         if (cur.eat('}')) break;
@@ -55,7 +68,10 @@ function array(cur: Cursor, ws: () => void): SpecDep[] {
   for (;;) {
     ws();
     const at = cur.here();
-    if (cur.peek() !== '"') throw cur.error(`Expected a string (a package name or a store path), found ${showChar(cur.peek())}`);
+    if (cur.peek() !== '"')
+      throw cur.error(
+        `Expected a string (a package name or a store path), found ${showChar(cur.peek())}`,
+      );
     deps.push(depFromString(cur, string(cur), at));
     ws();
     if (cur.eat(']')) return deps;

@@ -27,19 +27,27 @@ export function parseNixSpec(cur: Cursor): SpecDep[] {
   const arg = cur.here();
   const name = ident(cur);
   if (name !== 'pkgs') {
-    throw cur.error(name === undefined ? `Expected 'pkgs' as the spec's argument, found ${describe(cur)}` : `Argument '${name}' is not supported: the spec's argument must be '{ pkgs }'`, arg);
+    throw cur.error(
+      name === undefined
+        ? `Expected 'pkgs' as the spec's argument, found ${describe(cur)}`
+        : `Argument '${name}' is not supported: the spec's argument must be '{ pkgs }'`,
+      arg,
+    );
   }
   ws();
   if (cur.eat(',')) {
     ws();
-    if (!cur.eat('...')) throw cur.error(`Expected '...' or '}' after 'pkgs,', found ${describe(cur)}`);
+    if (!cur.eat('...'))
+      throw cur.error(`Expected '...' or '}' after 'pkgs,', found ${describe(cur)}`);
     ws();
   }
   expect(cur, '}', "after '{ pkgs'");
   ws();
   expect(cur, ':', "after '{ pkgs }'");
   ws();
-  const word = isIdentStart(cur.peek()) ? cur.text.slice(cur.pos).match(/^[A-Za-z_][A-Za-z0-9_'-]*/)![0] : undefined;
+  const word = isIdentStart(cur.peek())
+    ? cur.text.slice(cur.pos).match(/^[A-Za-z_][A-Za-z0-9_'-]*/)![0]
+    : undefined;
   if (word !== undefined && NOT_SUPPORTED[word]) throw cur.error(NOT_SUPPORTED[word]!);
   expect(cur, '{', "after '{ pkgs }:' (the spec's body is an attribute set)");
   let deps: SpecDep[] | undefined;
@@ -48,12 +56,16 @@ export function parseNixSpec(cur: Cursor): SpecDep[] {
     if (cur.eat('}')) break;
     const at = cur.here();
     const attr = ident(cur);
-    if (attr === undefined) throw cur.error(`Expected 'deps = [ … ];' or '}', found ${describe(cur)}`);
-    if (NOT_SUPPORTED[attr] && attr !== 'builtins' && attr !== 'or') throw cur.error(NOT_SUPPORTED[attr]!, at);
-    if (attr !== 'deps') throw cur.error(`Attribute '${attr}' is not supported: a spec has only 'deps'`, at);
+    if (attr === undefined)
+      throw cur.error(`Expected 'deps = [ … ];' or '}', found ${describe(cur)}`);
+    if (NOT_SUPPORTED[attr] && attr !== 'builtins' && attr !== 'or')
+      throw cur.error(NOT_SUPPORTED[attr]!, at);
+    if (attr !== 'deps')
+      throw cur.error(`Attribute '${attr}' is not supported: a spec has only 'deps'`, at);
     if (deps !== undefined) throw cur.error("Attribute 'deps' is defined twice", at);
     ws();
-    if (cur.peek() === '.') throw cur.error("Nested attribute 'deps.…' is not supported: write 'deps = [ … ];'");
+    if (cur.peek() === '.')
+      throw cur.error("Nested attribute 'deps.…' is not supported: write 'deps = [ … ];'");
     expect(cur, '=', "after 'deps'");
     ws();
     deps = list(cur, ws);
@@ -69,7 +81,11 @@ export function parseNixSpec(cur: Cursor): SpecDep[] {
 function list(cur: Cursor, ws: () => void): SpecDep[] {
   if (cur.peek() !== '[') {
     const what = describe(cur);
-    throw cur.error(cur.peek() === '(' || isIdentStart(cur.peek()) ? `'deps' must be a list literal '[ … ]', found ${what}` : `Expected '[' after 'deps =', found ${what}`);
+    throw cur.error(
+      cur.peek() === '(' || isIdentStart(cur.peek())
+        ? `'deps' must be a list literal '[ … ]', found ${what}`
+        : `Expected '[' after 'deps =', found ${what}`,
+    );
   }
   cur.next();
   const deps: SpecDep[] = [];
@@ -83,21 +99,29 @@ function list(cur: Cursor, ws: () => void): SpecDep[] {
     } else if (isIdentStart(c)) {
       const head = ident(cur)!;
       if (head !== 'pkgs') {
-        throw cur.error(NOT_SUPPORTED[head] ?? `Unknown variable '${head}': a dep is pkgs.NAME or a store path in quotes (did you mean 'pkgs.${head}'?)`, at);
+        throw cur.error(
+          NOT_SUPPORTED[head] ??
+            `Unknown variable '${head}': a dep is pkgs.NAME or a store path in quotes (did you mean 'pkgs.${head}'?)`,
+          at,
+        );
       }
       ws();
-      if (cur.peek() !== '.') throw cur.error(`Expected '.NAME' after 'pkgs', found ${describe(cur)}`);
+      if (cur.peek() !== '.')
+        throw cur.error(`Expected '.NAME' after 'pkgs', found ${describe(cur)}`);
       const parts: string[] = [];
       while (cur.peek() === '.') {
         cur.next();
         ws();
-        if (cur.peek() === '"' || cur.peek() === '$') throw cur.error('Quoted or computed attribute names are not supported: write pkgs.NAME');
+        if (cur.peek() === '"' || cur.peek() === '$')
+          throw cur.error('Quoted or computed attribute names are not supported: write pkgs.NAME');
         const part = ident(cur);
-        if (part === undefined) throw cur.error(`Expected an attribute name after 'pkgs.', found ${describe(cur)}`);
+        if (part === undefined)
+          throw cur.error(`Expected an attribute name after 'pkgs.', found ${describe(cur)}`);
         parts.push(part);
         ws();
       }
-      if (cur.startsWith('or') && !isIdentChar(cur.peek(2) ?? ' ')) throw cur.error(NOT_SUPPORTED['or']!);
+      if (cur.startsWith('or') && !isIdentChar(cur.peek(2) ?? ' '))
+        throw cur.error(NOT_SUPPORTED['or']!);
       deps.push({ kind: 'attr', name: parts.join('.'), pos: at });
     } else if (c === undefined) {
       throw cur.error("Unterminated list: expected ']'");
@@ -115,7 +139,10 @@ function storePathString(cur: Cursor, at: SpecPosition): SpecDep {
     const c = cur.next();
     if (c === undefined) throw cur.error('Unterminated string', at);
     if (c === '"') break;
-    if (c === '$' && cur.peek() === '{') throw cur.error("String interpolation '${…}' is not supported: write the store path literally");
+    if (c === '$' && cur.peek() === '{')
+      throw cur.error(
+        "String interpolation '${…}' is not supported: write the store path literally",
+      );
     if (c === '\\') {
       const e = cur.next();
       if (e === undefined) throw cur.error('Unterminated string', at);
@@ -125,7 +152,10 @@ function storePathString(cur: Cursor, at: SpecPosition): SpecDep {
     value += c;
   }
   if (!value.startsWith('/')) {
-    throw cur.error(`String "${value}" is not a store path: write pkgs.${/^[A-Za-z_][A-Za-z0-9_'-]*$/.test(value) ? value : 'NAME'} for a package`, at);
+    throw cur.error(
+      `String "${value}" is not a store path: write pkgs.${/^[A-Za-z_][A-Za-z0-9_'-]*$/.test(value) ? value : 'NAME'} for a package`,
+      at,
+    );
   }
   return { kind: 'path', path: value, pos: at };
 }
@@ -138,9 +168,11 @@ function unsupportedValue(cur: Cursor): string {
     return `Bare path '${path}' is not supported: quote a store path ("${path}")`;
   }
   if (c === '<') return "Search paths '<…>' are not supported: write pkgs.NAME";
-  if (c === '(') return "Parentheses and function calls are not supported: a dep is pkgs.NAME or a store path";
+  if (c === '(')
+    return 'Parentheses and function calls are not supported: a dep is pkgs.NAME or a store path';
   if (cur.startsWith("''")) return "Indented strings '' … '' are not supported: use \"…\"";
-  if (c === '{') return 'Attribute sets are not supported in deps: a dep is pkgs.NAME or a store path';
+  if (c === '{')
+    return 'Attribute sets are not supported in deps: a dep is pkgs.NAME or a store path';
   if (c === '[') return 'Nested lists are not supported in deps';
   if (c !== undefined && /[0-9]/.test(c)) return 'Numbers are not supported in deps';
   return `Unexpected ${describe(cur)} in the deps list`;

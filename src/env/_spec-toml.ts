@@ -9,7 +9,15 @@
 import { type Cursor, readHexEscape, showChar } from './_cursor.js';
 import { depFromString, type SpecDep } from './spec.js';
 
-const ESCAPES: Record<string, string> = { '"': '"', '\\': '\\', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
+const ESCAPES: Record<string, string> = {
+  '"': '"',
+  '\\': '\\',
+  b: '\b',
+  f: '\f',
+  n: '\n',
+  r: '\r',
+  t: '\t',
+};
 
 /** Parses a TOML-form spec into its deps. */
 export function parseTomlSpec(cur: Cursor): SpecDep[] {
@@ -21,18 +29,24 @@ export function parseTomlSpec(cur: Cursor): SpecDep[] {
     any();
     if (cur.done) break;
     const at = cur.here();
-    if (cur.peek() === '[') throw cur.error("Tables are not supported: a spec is only 'deps = [ … ]'");
+    if (cur.peek() === '[')
+      throw cur.error("Tables are not supported: a spec is only 'deps = [ … ]'");
     const key = readKey(cur);
-    if (key !== 'deps') throw cur.error(`Key '${key}' is not supported: a spec has only 'deps'`, at);
+    if (key !== 'deps')
+      throw cur.error(`Key '${key}' is not supported: a spec has only 'deps'`, at);
     if (deps) throw cur.error("Key 'deps' is defined twice", at);
     line();
     if (cur.peek() === '.') throw cur.error("Dotted keys are not supported: write 'deps = [ … ]'");
     if (!cur.eat('=')) throw cur.error(`Expected '=' after 'deps', found ${showChar(cur.peek())}`);
     line();
-    if (cur.peek() !== '[') throw cur.error(`'deps' must be an array of strings, found ${showChar(cur.peek())}`);
+    if (cur.peek() !== '[')
+      throw cur.error(`'deps' must be an array of strings, found ${showChar(cur.peek())}`);
     deps = array(cur, any);
     line();
-    if (!cur.done && cur.peek() !== '\n') throw cur.error(`Expected the end of the line after the deps array, found ${showChar(cur.peek())}`);
+    if (!cur.done && cur.peek() !== '\n')
+      throw cur.error(
+        `Expected the end of the line after the deps array, found ${showChar(cur.peek())}`,
+      );
   }
   if (!deps) throw cur.error("The spec has no 'deps = [ … ]'", { line: 1, col: 1 });
   return deps;
@@ -55,7 +69,11 @@ function array(cur: Cursor, any: () => void): SpecDep[] {
     const at = cur.here();
     const c = cur.peek();
     if (c !== '"' && c !== "'") {
-      throw cur.error(c === undefined ? "Unterminated array: expected ']'" : `Expected a string (a package name or a store path), found ${showChar(c)}`);
+      throw cur.error(
+        c === undefined
+          ? "Unterminated array: expected ']'"
+          : `Expected a string (a package name or a store path), found ${showChar(c)}`,
+      );
     }
     deps.push(depFromString(cur, readString(cur), at));
     any();
@@ -68,7 +86,8 @@ function array(cur: Cursor, any: () => void): SpecDep[] {
 function readString(cur: Cursor): string {
   const at = cur.here();
   const quote = cur.peek()!;
-  if (cur.startsWith(quote.repeat(3))) throw cur.error('Multi-line strings are not supported: a dep fits on one line');
+  if (cur.startsWith(quote.repeat(3)))
+    throw cur.error('Multi-line strings are not supported: a dep fits on one line');
   cur.next();
   let value = '';
   for (;;) {
@@ -76,7 +95,8 @@ function readString(cur: Cursor): string {
     const c = cur.next();
     if (c === undefined || c === '\n') throw cur.error('Unterminated string', at);
     if (c === quote) return value;
-    if (c < ' ' && c !== '\t') throw cur.error('Control characters must be escaped in TOML strings');
+    if (c < ' ' && c !== '\t')
+      throw cur.error('Control characters must be escaped in TOML strings');
     if (quote === "'" || c !== '\\') {
       value += c;
       continue;

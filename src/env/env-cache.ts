@@ -54,7 +54,12 @@ export function envCachePath(specFile: string): string {
 export function readEnvCache(specFile: string): EnvCacheFile | undefined {
   try {
     const raw = JSON.parse(readFileSync(envCachePath(specFile), 'utf8')) as Partial<EnvCacheFile>;
-    if (raw.version !== ENV_CACHE_VERSION || typeof raw.profile !== 'string' || !Array.isArray(raw.variables)) return undefined;
+    if (
+      raw.version !== ENV_CACHE_VERSION ||
+      typeof raw.profile !== 'string' ||
+      !Array.isArray(raw.variables)
+    )
+      return undefined;
     return raw as EnvCacheFile;
   } catch {
     return undefined;
@@ -90,10 +95,15 @@ export type CacheCheck = { fresh: true } | { fresh: false; reason: string };
  * if (!check.fresh) console.error(`environment is stale: ${check.reason}`);
  * ```
  */
-export function checkEnvCache(cache: EnvCacheFile, current: { specFile: string; specHash: string; storeUri: string }): CacheCheck {
+export function checkEnvCache(
+  cache: EnvCacheFile,
+  current: { specFile: string; specHash: string; storeUri: string },
+): CacheCheck {
   const stale = (reason: string): CacheCheck => ({ fresh: false, reason });
-  if (cache.storeUri !== current.storeUri) return stale(`the store changed ('${cache.storeUri}' → '${current.storeUri}')`);
-  if (cache.spec !== resolve(current.specFile)) return stale(`the spec file changed ('${cache.spec}' → '${resolve(current.specFile)}')`);
+  if (cache.storeUri !== current.storeUri)
+    return stale(`the store changed ('${cache.storeUri}' → '${current.storeUri}')`);
+  if (cache.spec !== resolve(current.specFile))
+    return stale(`the spec file changed ('${cache.spec}' → '${resolve(current.specFile)}')`);
   if (cache.specHash !== current.specHash) return stale(`${basename(current.specFile)} changed`);
   let layout;
   try {
@@ -103,13 +113,16 @@ export function checkEnvCache(cache: EnvCacheFile, current: { specFile: string; 
   }
   const gens = lowerGenerations(layout);
   const was = new Map(cache.lowers.map((l) => [l.name, l]));
-  if (gens.length !== cache.lowers.length || gens.some((g) => was.get(g.name)?.root !== g.root)) return stale('the store’s lowers changed');
+  if (gens.length !== cache.lowers.length || gens.some((g) => was.get(g.name)?.root !== g.root))
+    return stale('the store’s lowers changed');
   for (const g of gens) {
     const before = was.get(g.name)!.generation;
-    if (before !== g.generation) return stale(`lower ${g.name} changed generation (${before} → ${g.generation})`);
+    if (before !== g.generation)
+      return stale(`lower ${g.name} changed generation (${before} → ${g.generation})`);
   }
   const files = layout.indexes.map((i) => i.file);
-  if (files.length !== cache.indexes.length || files.some((f, i) => cache.indexes[i]!.file !== f)) return stale('the package indexes changed');
+  if (files.length !== cache.indexes.length || files.some((f, i) => cache.indexes[i]!.file !== f))
+    return stale('the package indexes changed');
   for (const stamp of cache.indexes) {
     let now: IndexStamp;
     try {
@@ -117,14 +130,18 @@ export function checkEnvCache(cache: EnvCacheFile, current: { specFile: string; 
     } catch (e) {
       return stale((e as Error).message);
     }
-    if (now.hash !== stamp.hash) return stale(`package index '${stamp.file}' ${stamp.hash === null ? 'appeared' : now.hash === null ? 'was removed' : 'changed'}`);
+    if (now.hash !== stamp.hash)
+      return stale(
+        `package index '${stamp.file}' ${stamp.hash === null ? 'appeared' : now.hash === null ? 'was removed' : 'changed'}`,
+      );
   }
   const prefix = `${cache.storeDir}/`;
   for (const p of [cache.profile, ...cache.packages]) {
     try {
       lstatSync(join(cache.realStoreDir, p.slice(prefix.length)));
     } catch {
-      if (!isMountPoint(cache.realStoreDir) && layout.lowers.length > 0) return stale(`'${cache.realStoreDir}' is not mounted`);
+      if (!isMountPoint(cache.realStoreDir) && layout.lowers.length > 0)
+        return stale(`'${cache.realStoreDir}' is not mounted`);
       return stale(`'${p}' is no longer in the store`);
     }
   }
@@ -136,5 +153,10 @@ function isMountPoint(dir: string): boolean {
   if (!existsSync('/proc/self/mounts')) return true;
   return readFileSync('/proc/self/mounts', 'utf8')
     .split('\n')
-    .some((l) => l.split(' ')[1]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === dir);
+    .some(
+      (l) =>
+        l
+          .split(' ')[1]
+          ?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === dir,
+    );
 }

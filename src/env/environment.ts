@@ -14,7 +14,14 @@ import { dirname, join, resolve } from 'node:path';
 import { StrataError } from '../core/error.js';
 import type { StorePath } from '../core/store-path.js';
 import type { Store } from '../store/store.js';
-import { checkEnvCache, ENV_CACHE_VERSION, envCachePath, type EnvCacheFile, readEnvCache, writeEnvCache } from './env-cache.js';
+import {
+  checkEnvCache,
+  ENV_CACHE_VERSION,
+  envCachePath,
+  type EnvCacheFile,
+  readEnvCache,
+  writeEnvCache,
+} from './env-cache.js';
 import type { Collision } from './profile.js';
 import type { DrvRealiser } from './resolve.js';
 import { type EnvSpec, findSpecFile, specHash } from './spec.js';
@@ -91,7 +98,10 @@ export interface Environment {
  * process.stdout.write(formatExports(env.variables));
  * ```
  */
-export async function loadEnvironment(spec: string, options: EnvironmentOptions): Promise<Environment> {
+export async function loadEnvironment(
+  spec: string,
+  options: EnvironmentOptions,
+): Promise<Environment> {
   const specFile = findSpecFile(spec);
   const bytes = readFileSync(specFile);
   const hash = specHash(bytes);
@@ -109,11 +119,14 @@ export async function loadEnvironment(spec: string, options: EnvironmentOptions)
   const { parseSpec, specFormatOf } = await import('./spec.js');
   const text = bytes.toString('utf8');
   if (Buffer.compare(Buffer.from(text, 'utf8'), bytes) !== 0) {
-    throw new StrataError('SPEC_INVALID', `Cannot read spec '${specFile}': it is not valid UTF-8`, { value: specFile });
+    throw new StrataError('SPEC_INVALID', `Cannot read spec '${specFile}': it is not valid UTF-8`, {
+      value: specFile,
+    });
   }
   // Parse before opening the store: a bad spec fails fast and leaves the store alone.
   const parsed = await parseSpec(text, specFile, specFormatOf(specFile));
-  const open = options.openStore ?? (async (uri: string) => (await import('../store/open.js')).openStore(uri));
+  const open =
+    options.openStore ?? (async (uri: string) => (await import('../store/open.js')).openStore(uri));
   const store = await open(options.storeUri);
   let built: { env: Environment; cache: EnvCacheFile };
   try {
@@ -123,7 +136,11 @@ export async function loadEnvironment(spec: string, options: EnvironmentOptions)
   }
   if (useCache) {
     const failed = writeEnvCache(specFile, built.cache);
-    if (failed) options.onEvent?.({ type: 'warning', message: `cannot write the cache '${envCachePath(specFile)}': ${failed}` });
+    if (failed)
+      options.onEvent?.({
+        type: 'warning',
+        message: `cannot write the cache '${envCachePath(specFile)}': ${failed}`,
+      });
     else addProfileRoot(specFile, built.env, built.cache, options);
   }
   return { ...built.env, staleReason };
@@ -148,11 +165,19 @@ function fromCache(specFile: string, cache: EnvCacheFile): Environment {
  *
  * @example const { env } = await buildEnvironment(store, await readSpec('replit.nix'), { storeUri: store.uri });
  */
-export async function buildEnvironment(store: Store, spec: EnvSpec, options: EnvironmentOptions): Promise<{ env: Environment; cache: EnvCacheFile }> {
+export async function buildEnvironment(
+  store: Store,
+  spec: EnvSpec,
+  options: EnvironmentOptions,
+): Promise<{ env: Environment; cache: EnvCacheFile }> {
   const started = performance.now();
   const { isLocalFsStore } = await import('../store/store.js');
   if (!isLocalFsStore(store)) {
-    throw new StrataError('STORE_UNSUPPORTED', `Cannot make an environment in '${store.uri}': it needs a local or layered store (its files on this machine)`, { value: store.uri });
+    throw new StrataError(
+      'STORE_UNSUPPORTED',
+      `Cannot make an environment in '${store.uri}': it needs a local or layered store (its files on this machine)`,
+      { value: store.uri },
+    );
   }
   // Stamps first: a lower that changes while we work makes the next check stale, not wrong.
   const layout = storeLayout(store.uri);
@@ -163,13 +188,18 @@ export async function buildEnvironment(store: Store, spec: EnvSpec, options: Env
   const upperDb = upperDatabase(store);
   const rowsBefore = upperDb?.countValid();
   const resolved = await resolveDeps(store, spec, { index, realise: options.realise });
-  const copiedUp = upperDb && rowsBefore !== undefined ? upperDb.countValid() - rowsBefore : undefined;
+  const copiedUp =
+    upperDb && rowsBefore !== undefined ? upperDb.countValid() - rowsBefore : undefined;
 
   const { buildProfile, treeHasDir } = await import('./profile.js');
   const packages = dedupe(resolved.flatMap((r) => r.paths));
   const profile = await buildProfile(store, packages, { name: options.profileName });
   for (const c of profile.tree.collisions) options.onEvent?.({ type: 'collision', collision: c });
-  for (const s of profile.tree.skipped) options.onEvent?.({ type: 'warning', message: `'${s}' is not a directory: nothing of it is linked into the profile` });
+  for (const s of profile.tree.skipped)
+    options.onEvent?.({
+      type: 'warning',
+      message: `'${s}' is not a directory: nothing of it is linked into the profile`,
+    });
   const dir = store.storeDir;
   const profilePath = dir.print(profile.path);
   const loc = { storeDir: dir.path, realStoreDir: store.realStoreDir };
@@ -219,18 +249,28 @@ function dedupe<T extends { baseName: string }>(paths: T[]): T[] {
   return paths.filter((p) => !seen.has(p.baseName) && (seen.add(p.baseName), true));
 }
 
-/** The upper database of a local or layered store, to count copied-up rows. */
+/** The upper database of a layered store, to count copied-up rows (a plain store copies nothing up). */
 function upperDatabase(store: Store): { countValid(): number } | undefined {
-  const s = store as Store & { upper?: { db?: { countValid?: () => number } }; db?: { countValid?: () => number } };
-  const db = s.upper?.db ?? s.db;
+  const db = (store as Store & { upper?: { db?: { countValid?: () => number } } }).upper?.db;
   return typeof db?.countValid === 'function' ? (db as { countValid(): number }) : undefined;
 }
 
 /** Size of the profile's closure: one recursive query where the store has a DB, else a walk. */
-async function closureOf(store: Store, path: StorePath): Promise<{ closurePaths: number; closureBytes: number }> {
+async function closureOf(
+  store: Store,
+  path: StorePath,
+): Promise<{ closurePaths: number; closureBytes: number }> {
   const s = store as Store & { upper?: unknown; db?: unknown };
-  const local = (s.upper ?? s) as { db?: { queryClosure?: (p: unknown[]) => unknown[]; queryPathInfos?: (p: unknown[]) => Array<{ narSize: number }> } };
-  if (typeof local.db?.queryClosure === 'function' && typeof local.db.queryPathInfos === 'function') {
+  const local = (s.upper ?? s) as {
+    db?: {
+      queryClosure?: (p: unknown[]) => unknown[];
+      queryPathInfos?: (p: unknown[]) => Array<{ narSize: number }>;
+    };
+  };
+  if (
+    typeof local.db?.queryClosure === 'function' &&
+    typeof local.db.queryPathInfos === 'function'
+  ) {
     const infos = local.db.queryPathInfos(local.db.queryClosure([path]));
     return { closurePaths: infos.length, closureBytes: infos.reduce((n, i) => n + i.narSize, 0) };
   }
@@ -244,7 +284,12 @@ async function closureOf(store: Store, path: StorePath): Promise<{ closurePaths:
  * and an indirect root `<state>/gcroots/auto/<nix32(sha1(link))>` links to that link, as
  * `nix-store --add-root --indirect` does.
  */
-function addProfileRoot(specFile: string, env: Environment, cache: EnvCacheFile, options: EnvironmentOptions): void {
+function addProfileRoot(
+  specFile: string,
+  env: Environment,
+  cache: EnvCacheFile,
+  options: EnvironmentOptions,
+): void {
   try {
     const link = join(dirname(envCachePath(specFile)), 'profile');
     replaceSymlink(env.profile, link);
@@ -254,7 +299,10 @@ function addProfileRoot(specFile: string, env: Environment, cache: EnvCacheFile,
     mkdirSync(autoDir, { recursive: true });
     replaceSymlink(link, join(autoDir, createHash('sha1').update(link).digest('hex').slice(0, 32)));
   } catch (e) {
-    options.onEvent?.({ type: 'warning', message: `cannot register the profile as a GC root: ${(e as Error).message}` });
+    options.onEvent?.({
+      type: 'warning',
+      message: `cannot register the profile as a GC root: ${(e as Error).message}`,
+    });
   }
 }
 

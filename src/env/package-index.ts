@@ -44,8 +44,16 @@ export function readIndexFile(file: string): { bytes: Buffer | undefined; stamp:
   try {
     bytes = readFileSync(file);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return { bytes: undefined, stamp: { file, hash: null } };
-    throw new StrataError('INDEX_INVALID', `Cannot read package index '${file}': ${(e as Error).message}`, { value: file });
+    if (
+      (e as NodeJS.ErrnoException).code === 'ENOENT' ||
+      (e as NodeJS.ErrnoException).code === 'ENOTDIR'
+    )
+      return { bytes: undefined, stamp: { file, hash: null } };
+    throw new StrataError(
+      'INDEX_INVALID',
+      `Cannot read package index '${file}': ${(e as Error).message}`,
+      { value: file },
+    );
   }
   return { bytes, stamp: { file, hash: createHash('sha256').update(bytes).digest('hex') } };
 }
@@ -56,7 +64,10 @@ export class PackageIndex {
   readonly stamps: IndexStamp[];
   private readonly tables: Array<{ layer: string; file: string; map: Map<string, string> }>;
 
-  private constructor(stamps: IndexStamp[], tables: Array<{ layer: string; file: string; map: Map<string, string> }>) {
+  private constructor(
+    stamps: IndexStamp[],
+    tables: Array<{ layer: string; file: string; map: Map<string, string> }>,
+  ) {
     this.stamps = stamps;
     this.tables = tables;
   }
@@ -72,7 +83,12 @@ export class PackageIndex {
     for (const loc of locations) {
       const { bytes, stamp } = readIndexFile(loc.file);
       stamps.push(stamp);
-      if (bytes !== undefined) tables.push({ layer: loc.layer, file: loc.file, map: parseIndex(loc.file, bytes.toString('utf8')) });
+      if (bytes !== undefined)
+        tables.push({
+          layer: loc.layer,
+          file: loc.file,
+          map: parseIndex(loc.file, bytes.toString('utf8')),
+        });
     }
     return new PackageIndex(stamps, tables);
   }
@@ -110,15 +126,27 @@ export function parseIndex(file: string, text: string): Map<string, string> {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new StrataError('INDEX_INVALID', `Cannot read package index '${file}': ${(e as Error).message}`, { value: file });
+    throw new StrataError(
+      'INDEX_INVALID',
+      `Cannot read package index '${file}': ${(e as Error).message}`,
+      { value: file },
+    );
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new StrataError('INDEX_INVALID', `Cannot read package index '${file}': it is not a JSON object of name to store path`, { value: file });
+    throw new StrataError(
+      'INDEX_INVALID',
+      `Cannot read package index '${file}': it is not a JSON object of name to store path`,
+      { value: file },
+    );
   }
   const map = new Map<string, string>();
   for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
     if (typeof v !== 'string' || !v.startsWith('/')) {
-      throw new StrataError('INDEX_INVALID', `Cannot read package index '${file}': the entry '${k}' is not a store path`, { value: file });
+      throw new StrataError(
+        'INDEX_INVALID',
+        `Cannot read package index '${file}': the entry '${k}' is not a store path`,
+        { value: file },
+      );
     }
     map.set(k, v);
   }
@@ -133,7 +161,11 @@ function editDistance(a: string, b: string, max: number): number {
     const cur = [i];
     let rowMin = i;
     for (let j = 1; j <= b.length; j++) {
-      const v = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      const v = Math.min(
+        prev[j]! + 1,
+        cur[j - 1]! + 1,
+        prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
       cur.push(v);
       rowMin = Math.min(rowMin, v);
     }

@@ -18,7 +18,17 @@
  * packages always give the same profile path, and the GC keeps the packages while the profile
  * lives. Link targets are logical store paths (`/nix/store/…`), never the real dir.
  */
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import {
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
@@ -38,7 +48,12 @@ export interface Collision {
 /** A merged tree: directories, and links to logical store paths. */
 export type ProfileNode =
   | { kind: 'dir'; children: Map<string, ProfileNode> }
-  | { kind: 'link'; /** Logical target, `/nix/store/…/bin/x`. */ target: string; /** The same object on this machine. */ real: string; isDir: boolean };
+  | {
+      kind: 'link';
+      /** Logical target, `/nix/store/…/bin/x`. */ target: string;
+      /** The same object on this machine. */ real: string;
+      isDir: boolean;
+    };
 
 /** Where the packages are: the logical store dir and its files on this machine. */
 export interface StoreLocation {
@@ -70,7 +85,9 @@ export function resolveReal(loc: StoreLocation, p: string): string {
   const prefix = `${loc.storeDir}/`;
   let hops = 0;
   let done = loc.realStoreDir;
-  let rest = p.startsWith(`${loc.realStoreDir}/`) ? p.slice(loc.realStoreDir.length + 1).split('/') : undefined;
+  let rest = p.startsWith(`${loc.realStoreDir}/`)
+    ? p.slice(loc.realStoreDir.length + 1).split('/')
+    : undefined;
   if (rest === undefined) return p;
   while (rest.length > 0) {
     const part = rest.shift()!;
@@ -136,9 +153,15 @@ export function mergePackages(loc: StoreLocation, packages: string[]): MergedTre
   const skipped: string[] = [];
   const linked: string[] = [];
   const seen = new Set<string>();
-  const toReal = (logical: string) => resolveReal(loc, join(loc.realStoreDir, logical.slice(loc.storeDir.length + 1)));
+  const toReal = (logical: string) =>
+    resolveReal(loc, join(loc.realStoreDir, logical.slice(loc.storeDir.length + 1)));
 
-  const addEntries = (dir: ProfileNode & { kind: 'dir' }, rel: string, logical: string, real: string): void => {
+  const addEntries = (
+    dir: ProfileNode & { kind: 'dir' },
+    rel: string,
+    logical: string,
+    real: string,
+  ): void => {
     for (const name of readdirSync(real).sort()) {
       const childRel = rel === '' ? name : `${rel}/${name}`;
       if (SKIP_PATHS.has(childRel) || SKIP_NAMES.has(name)) continue;
@@ -146,7 +169,13 @@ export function mergePackages(loc: StoreLocation, packages: string[]): MergedTre
     }
   };
 
-  const addOne = (dir: ProfileNode & { kind: 'dir' }, name: string, rel: string, logical: string, real: string): void => {
+  const addOne = (
+    dir: ProfileNode & { kind: 'dir' },
+    name: string,
+    rel: string,
+    logical: string,
+    real: string,
+  ): void => {
     const isDir = isDirectory(real);
     const existing = dir.children.get(name);
     if (existing === undefined) {
@@ -155,7 +184,12 @@ export function mergePackages(loc: StoreLocation, packages: string[]): MergedTre
     }
     if (existing.kind === 'dir') {
       if (isDir) addEntries(existing, rel, logical, real);
-      else collisions.push({ file: rel, kept: `${existing.children.size} entries from several packages`, dropped: logical });
+      else
+        collisions.push({
+          file: rel,
+          kept: `${existing.children.size} entries from several packages`,
+          dropped: logical,
+        });
       return;
     }
     if (existing.isDir && isDir) {
@@ -166,7 +200,8 @@ export function mergePackages(loc: StoreLocation, packages: string[]): MergedTre
       addEntries(merged, rel, logical, real);
       return;
     }
-    if (existing.target === logical || existing.real === real || sameContents(existing.real, real)) return;
+    if (existing.target === logical || existing.real === real || sameContents(existing.real, real))
+      return;
     collisions.push({ file: rel, kept: existing.target, dropped: logical });
   };
 
@@ -192,7 +227,15 @@ export function mergePackages(loc: StoreLocation, packages: string[]): MergedTre
 
 /** The store paths in a package's `nix-support/propagated-user-env-packages`. */
 function propagatedOf(loc: StoreLocation, pkg: string): string[] {
-  const file = resolveReal(loc, join(loc.realStoreDir, pkg.slice(loc.storeDir.length + 1), 'nix-support', 'propagated-user-env-packages'));
+  const file = resolveReal(
+    loc,
+    join(
+      loc.realStoreDir,
+      pkg.slice(loc.storeDir.length + 1),
+      'nix-support',
+      'propagated-user-env-packages',
+    ),
+  );
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -210,7 +253,8 @@ export function treeHasDir(loc: StoreLocation, root: ProfileNode, rel: string): 
   let node: ProfileNode = root;
   const parts = rel.split('/');
   for (let i = 0; i < parts.length; i++) {
-    if (node.kind === 'link') return node.isDir && isDirectory(resolveReal(loc, join(node.real, ...parts.slice(i))));
+    if (node.kind === 'link')
+      return node.isDir && isDirectory(resolveReal(loc, join(node.real, ...parts.slice(i))));
     const next = node.children.get(parts[i]!);
     if (next === undefined) return false;
     node = next;
@@ -247,11 +291,23 @@ export interface Profile {
  * tree.collisions; // [] when no two packages ship the same file
  * ```
  */
-export async function buildProfile(store: LocalFsStore, packages: StorePath[], options: { name?: string } = {}): Promise<Profile> {
+export async function buildProfile(
+  store: LocalFsStore,
+  packages: StorePath[],
+  options: { name?: string } = {},
+): Promise<Profile> {
   const dir: StoreDir = store.storeDir;
   const loc: StoreLocation = { storeDir: dir.path, realStoreDir: store.realStoreDir };
-  const tree = mergePackages(loc, packages.map((p) => dir.print(p)));
-  const references = [...new Set([...packages.map((p) => p.baseName), ...tree.packages.map((p) => dir.parse(p).baseName)])].map((b) => dir.parse(`${dir.path}/${b}`));
+  const tree = mergePackages(
+    loc,
+    packages.map((p) => dir.print(p)),
+  );
+  const references = [
+    ...new Set([
+      ...packages.map((p) => p.baseName),
+      ...tree.packages.map((p) => dir.parse(p).baseName),
+    ]),
+  ].map((b) => dir.parse(`${dir.path}/${b}`));
   const tmp = mkdtempSync(join(tmpdir(), 'strata-profile-'));
   try {
     const top = join(tmp, 'profile');
@@ -259,7 +315,12 @@ export async function buildProfile(store: LocalFsStore, packages: StorePath[], o
     const name = options.name ?? 'strata-env';
     // The path is known before adding (a few hundred links hash in about a millisecond).
     const { hashPath } = await import('../fs/hash-path.js');
-    const expected = dir.makeFixedOutputPath(name, (await hashPath(top, 'sha256')).hash, true, references);
+    const expected = dir.makeFixedOutputPath(
+      name,
+      (await hashPath(top, 'sha256')).hash,
+      true,
+      references,
+    );
     const existed = await store.isValidPath(expected);
     const info = await store.addPath(top, { name, references });
     return { path: info.path, info, tree, added: !existed };

@@ -22,7 +22,10 @@ export interface ResolvedDep {
 }
 
 /** Builds derivations (the build module's `realise`), injected so this module does not load it. */
-export type DrvRealiser = (store: LocalFsStore, drvPaths: StorePath[]) => Promise<Array<{ outputs?: Map<string, StorePath> | undefined; error?: Error | undefined }>>;
+export type DrvRealiser = (
+  store: LocalFsStore,
+  drvPaths: StorePath[],
+) => Promise<Array<{ outputs?: Map<string, StorePath> | undefined; error?: Error | undefined }>>;
 
 /** Options of {@link resolveDeps}. */
 export interface ResolveOptions {
@@ -45,9 +48,14 @@ interface Pending {
  *
  * @example const deps = await resolveDeps(store, spec, { index: PackageIndex.load(layout.indexes) });
  */
-export async function resolveDeps(store: LocalFsStore, spec: EnvSpec, options: ResolveOptions): Promise<ResolvedDep[]> {
+export async function resolveDeps(
+  store: LocalFsStore,
+  spec: EnvSpec,
+  options: ResolveOptions,
+): Promise<ResolvedDep[]> {
   const dir = store.storeDir;
-  const at = (dep: SpecDep, what: string, code: string) => specError(spec.file, dep.pos, what, code);
+  const at = (dep: SpecDep, what: string, code: string) =>
+    specError(spec.file, dep.pos, what, code);
   const pending: Pending[] = [];
   for (const dep of spec.deps) {
     let target: string;
@@ -57,9 +65,16 @@ export async function resolveDeps(store: LocalFsStore, spec: EnvSpec, options: R
       written = `pkgs.${dep.name}`;
       const hit = options.index.lookup(dep.name);
       if (!hit) {
-        const where = options.index.layers.length > 0 ? `no package index has it (looked in ${options.index.layers.join(', ')})` : `'${store.uri}' publishes no package index`;
+        const where =
+          options.index.layers.length > 0
+            ? `no package index has it (looked in ${options.index.layers.join(', ')})`
+            : `'${store.uri}' publishes no package index`;
         const suggestion = options.index.suggest(dep.name);
-        throw at(dep, `Unknown package '${written}': ${where}${suggestion ? `; did you mean 'pkgs.${suggestion}'?` : ''}`, 'PACKAGE_UNKNOWN');
+        throw at(
+          dep,
+          `Unknown package '${written}': ${where}${suggestion ? `; did you mean 'pkgs.${suggestion}'?` : ''}`,
+          'PACKAGE_UNKNOWN',
+        );
       }
       target = hit.target;
       indexLayer = hit.layer;
@@ -73,28 +88,51 @@ export async function resolveDeps(store: LocalFsStore, spec: EnvSpec, options: R
     try {
       path = dir.parse(base);
     } catch (e) {
-      const from = indexLayer ? ` (the package index of ${indexLayer} maps '${written}' to '${target}')` : '';
-      throw at(dep, `Invalid store path '${base}': ${(e as Error).message.replace(/^Cannot parse store path '[^']*': /, '')}${from}`, 'PATH_INVALID');
+      const from = indexLayer
+        ? ` (the package index of ${indexLayer} maps '${written}' to '${target}')`
+        : '';
+      throw at(
+        dep,
+        `Invalid store path '${base}': ${(e as Error).message.replace(/^Cannot parse store path '[^']*': /, '')}${from}`,
+        'PATH_INVALID',
+      );
     }
     let outputs: string[] | undefined;
     if (bang >= 0) {
-      if (!path.isDerivation()) throw at(dep, `Cannot pick outputs of '${base}': it is not a '.drv'`, 'PATH_INVALID');
+      if (!path.isDerivation())
+        throw at(dep, `Cannot pick outputs of '${base}': it is not a '.drv'`, 'PATH_INVALID');
       outputs = target.slice(bang + 1).split(',');
-      if (outputs.some((o) => !/^[A-Za-z0-9_+.?=-]+$/.test(o))) throw at(dep, `Invalid output list '${target.slice(bang + 1)}' in '${target}'`, 'PATH_INVALID');
+      if (outputs.some((o) => !/^[A-Za-z0-9_+.?=-]+$/.test(o)))
+        throw at(
+          dep,
+          `Invalid output list '${target.slice(bang + 1)}' in '${target}'`,
+          'PATH_INVALID',
+        );
     }
     pending.push({ dep, written, indexLayer, path, outputs });
   }
 
   // One batch: a layered store copies up every lower hit's closure in one transaction.
-  const valid = new Set((await store.queryValidPaths(pending.map((p) => p.path))).map((p) => p.baseName));
+  const valid = new Set(
+    (await store.queryValidPaths(pending.map((p) => p.path))).map((p) => p.baseName),
+  );
   for (const p of pending) {
     if (valid.has(p.path.baseName)) continue;
     const shown = dir.print(p.path);
     const via = p.indexLayer ? ` ('${p.written}' in the package index of ${p.indexLayer})` : '';
-    throw at(p.dep, `Cannot use '${shown}'${via}: it is not valid in any layer of '${store.uri}'`, 'PATH_NOT_VALID');
+    throw at(
+      p.dep,
+      `Cannot use '${shown}'${via}: it is not valid in any layer of '${store.uri}'`,
+      'PATH_NOT_VALID',
+    );
   }
 
-  const resolved: ResolvedDep[] = pending.map((p) => ({ dep: p.dep, written: p.written, indexLayer: p.indexLayer, paths: p.path.isDerivation() ? [] : [p.path] }));
+  const resolved: ResolvedDep[] = pending.map((p) => ({
+    dep: p.dep,
+    written: p.written,
+    indexLayer: p.indexLayer,
+    paths: p.path.isDerivation() ? [] : [p.path],
+  }));
   const drvs = pending.map((p, i) => ({ p, i })).filter(({ p }) => p.path.isDerivation());
   if (drvs.length === 0) return resolved;
 
@@ -117,20 +155,33 @@ export async function resolveDeps(store: LocalFsStore, spec: EnvSpec, options: R
     const r = results[k];
     if (!r?.outputs) {
       const why = r?.error?.message ?? 'it was not built';
-      throw at(d.p.dep, `Cannot realise '${dir.print(d.p.path)}': ${why}`, (r?.error as StrataError | undefined)?.code ?? 'BUILD_FAILED');
+      throw at(
+        d.p.dep,
+        `Cannot realise '${dir.print(d.p.path)}': ${why}`,
+        (r?.error as StrataError | undefined)?.code ?? 'BUILD_FAILED',
+      );
     }
-    resolved[d.i]!.paths = pickOutputs(d.p, r.outputs, (what) => at(d.p.dep, what, 'OUTPUT_UNKNOWN'))!;
+    resolved[d.i]!.paths = pickOutputs(d.p, r.outputs, (what) =>
+      at(d.p.dep, what, 'OUTPUT_UNKNOWN'),
+    )!;
   });
   return resolved;
 }
 
 /** The wanted outputs of a `.drv` dep, in output-name order; undefined when not known yet. */
-function pickOutputs(p: Pending, outs: Map<string, StorePath>, fail: (what: string) => StrataError): StorePath[] | undefined {
+function pickOutputs(
+  p: Pending,
+  outs: Map<string, StorePath>,
+  fail: (what: string) => StrataError,
+): StorePath[] | undefined {
   if (outs.size === 0) return undefined;
   const names = p.outputs ?? [...outs.keys()].sort();
   return names.map((n) => {
     const out = outs.get(n);
-    if (!out) throw fail(`Derivation '${p.path.baseName}' has no output '${n}' (it has ${[...outs.keys()].sort().join(', ')})`);
+    if (!out)
+      throw fail(
+        `Derivation '${p.path.baseName}' has no output '${n}' (it has ${[...outs.keys()].sort().join(', ')})`,
+      );
     return out;
   });
 }

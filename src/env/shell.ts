@@ -62,14 +62,21 @@ exec "$@"`;
 export function shellInvocation(env: Environment, options: ShellOptions = {}): ShellInvocation {
   const base = options.baseEnv ?? process.env;
   const vars = applyVariables(env.variables, base);
-  const command = options.command && options.command.length > 0 ? options.command : [base['SHELL'] || '/bin/bash'];
-  if (env.realStoreDir === env.storeDir) return { file: command[0]!, args: command.slice(1), env: vars, namespace: false };
+  const command =
+    options.command && options.command.length > 0
+      ? options.command
+      : [base['SHELL'] || '/bin/bash'];
+  if (env.realStoreDir === env.storeDir)
+    return { file: command[0]!, args: command.slice(1), env: vars, namespace: false };
   const canMount = options.canMount ?? process.getuid?.() === 0;
   if (!canMount) {
     throw new StrataError(
       'SHELL_NEEDS_ROOT',
       `Cannot enter the environment: the store's files are in '${env.realStoreDir}', not at '${env.storeDir}', and mounting them there needs root`,
-      { value: env.realStoreDir, hint: `run as root, or use a store whose files are at '${env.storeDir}'` },
+      {
+        value: env.realStoreDir,
+        hint: `run as root, or use a store whose files are at '${env.storeDir}'`,
+      },
     );
   }
   let parent = '-';
@@ -78,17 +85,34 @@ export function shellInvocation(env: Environment, options: ShellOptions = {}): S
     let p = dirname(env.storeDir);
     while (p !== '/' && !existsSync(p)) p = dirname(p);
     if (p === '/') {
-      throw new StrataError('SHELL_NO_MOUNT_POINT', `Cannot enter the environment: '${env.storeDir}' does not exist and its parent would be '/'`, {
-        value: env.storeDir,
-        hint: `create the mount point once: mkdir -p ${env.storeDir}`,
-      });
+      throw new StrataError(
+        'SHELL_NO_MOUNT_POINT',
+        `Cannot enter the environment: '${env.storeDir}' does not exist and its parent would be '/'`,
+        {
+          value: env.storeDir,
+          hint: `create the mount point once: mkdir -p ${env.storeDir}`,
+        },
+      );
     }
     parent = p;
     scratch = mkdtempSync(join(tmpdir(), 'strata-shell-'));
   }
   return {
     file: 'unshare',
-    args: ['--mount', '--propagation', 'private', '/bin/sh', '-c', WRAPPER, 'strata-shell', env.realStoreDir, env.storeDir, parent, scratch ?? '-', ...command],
+    args: [
+      '--mount',
+      '--propagation',
+      'private',
+      '/bin/sh',
+      '-c',
+      WRAPPER,
+      'strata-shell',
+      env.realStoreDir,
+      env.storeDir,
+      parent,
+      scratch ?? '-',
+      ...command,
+    ],
     env: vars,
     namespace: true,
     scratch,
@@ -104,7 +128,11 @@ export function shellInvocation(env: Environment, options: ShellOptions = {}): S
 export async function runShell(env: Environment, options: ShellOptions = {}): Promise<number> {
   const inv = shellInvocation(env, options);
   if (inv.namespace && spawnSync('unshare', ['--version'], { stdio: 'ignore' }).status !== 0) {
-    throw new StrataError('SHELL_NO_UNSHARE', "Cannot enter the environment: 'unshare' (util-linux) is not installed", { value: 'unshare' });
+    throw new StrataError(
+      'SHELL_NO_UNSHARE',
+      "Cannot enter the environment: 'unshare' (util-linux) is not installed",
+      { value: 'unshare' },
+    );
   }
   // The terminal's Ctrl-C belongs to the command; this process waits for it to end.
   const ignore = () => {};
@@ -115,7 +143,13 @@ export async function runShell(env: Environment, options: ShellOptions = {}): Pr
       const child = spawn(inv.file, inv.args, { env: inv.env, stdio: options.stdio ?? 'inherit' });
       child.on('error', (e) => {
         const code = (e as NodeJS.ErrnoException).code;
-        reject(new StrataError('SHELL_FAILED', `Cannot run '${inv.file}': ${code === 'ENOENT' ? 'command not found' : e.message}`, { value: inv.file }));
+        reject(
+          new StrataError(
+            'SHELL_FAILED',
+            `Cannot run '${inv.file}': ${code === 'ENOENT' ? 'command not found' : e.message}`,
+            { value: inv.file },
+          ),
+        );
       });
       child.on('exit', (code, signal) => {
         if (code !== null) resolveExit(code);

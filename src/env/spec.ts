@@ -35,8 +35,16 @@ export type SpecFormat = 'nix' | 'json' | 'toml';
 
 /** One dependency as written, with where it was written. */
 export type SpecDep =
-  | { kind: 'attr'; /** Attribute path without `pkgs.`: `hello`, `python3Packages.requests`. */ name: string; pos: SpecPosition }
-  | { kind: 'path'; /** As written: `/nix/store/…`, maybe `….drv!out`. */ path: string; pos: SpecPosition };
+  | {
+      kind: 'attr';
+      /** Attribute path without `pkgs.`: `hello`, `python3Packages.requests`. */ name: string;
+      pos: SpecPosition;
+    }
+  | {
+      kind: 'path';
+      /** As written: `/nix/store/…`, maybe `….drv!out`. */ path: string;
+      pos: SpecPosition;
+    };
 
 /** A parsed spec. */
 export interface EnvSpec {
@@ -76,11 +84,17 @@ export function findSpecFile(spec: string): string {
   try {
     st = statSync(spec);
   } catch {
-    throw new StrataError('SPEC_MISSING', `Cannot read spec '${spec}': it does not exist`, { value: spec });
+    throw new StrataError('SPEC_MISSING', `Cannot read spec '${spec}': it does not exist`, {
+      value: spec,
+    });
   }
   if (!st.isDirectory()) return spec;
   for (const name of SPEC_FILE_NAMES) if (existsSync(join(spec, name))) return join(spec, name);
-  throw new StrataError('SPEC_MISSING', `Cannot find a spec in '${spec}': none of ${SPEC_FILE_NAMES.join(', ')} exists`, { value: spec });
+  throw new StrataError(
+    'SPEC_MISSING',
+    `Cannot find a spec in '${spec}': none of ${SPEC_FILE_NAMES.join(', ')} exists`,
+    { value: spec },
+  );
 }
 
 /**
@@ -93,7 +107,11 @@ export function findSpecFile(spec: string): string {
  * // [{ kind: 'attr', name: 'hello', pos: { line: 1, col: 21 } }]
  * ```
  */
-export async function parseSpec(text: string, file: string, format: SpecFormat = specFormatOf(file)): Promise<EnvSpec> {
+export async function parseSpec(
+  text: string,
+  file: string,
+  format: SpecFormat = specFormatOf(file),
+): Promise<EnvSpec> {
   const cur = new Cursor(file, text);
   let deps: SpecDep[];
   // The parsers are loaded on demand: a fresh cache never needs one.
@@ -113,7 +131,9 @@ export async function readSpec(spec: string): Promise<EnvSpec> {
   const bytes = readFileSync(file);
   const text = bytes.toString('utf8');
   if (Buffer.compare(Buffer.from(text, 'utf8'), bytes) !== 0) {
-    throw new StrataError('SPEC_INVALID', `Cannot read spec '${file}': it is not valid UTF-8`, { value: file });
+    throw new StrataError('SPEC_INVALID', `Cannot read spec '${file}': it is not valid UTF-8`, {
+      value: file,
+    });
   }
   return parseSpec(text, file, specFormatOf(basename(file)));
 }
@@ -126,7 +146,10 @@ export function depFromString(cur: Cursor, value: string, pos: SpecPosition): Sp
   if (value.startsWith('/')) return { kind: 'path', path: value, pos };
   const name = value.startsWith('pkgs.') ? value.slice('pkgs.'.length) : value;
   if (!ATTR_PATH.test(name)) {
-    throw cur.error(`Invalid dep '${value}': expected a package name (like 'hello' or 'pkgs.hello') or a store path`, pos);
+    throw cur.error(
+      `Invalid dep '${value}': expected a package name (like 'hello' or 'pkgs.hello') or a store path`,
+      pos,
+    );
   }
   return { kind: 'attr', name, pos };
 }

@@ -54,13 +54,26 @@ export function storeLayout(uri: string): StoreLayout {
   const p = parsed.params;
   switch (parsed.scheme) {
     case 'local': {
-      const config = localStoreConfig({ root: p.get('root') ?? parsed.root, store: p.get('store'), state: p.get('state'), real: p.get('real'), log: p.get('log') });
-      return { uri, realStoreDir: config.realStoreDir, lowers: [], indexes: [{ layer: 'store', file: join(config.stateDir, PACKAGE_INDEX_FILE) }] };
+      const config = localStoreConfig({
+        root: p.get('root') ?? parsed.root,
+        store: p.get('store'),
+        state: p.get('state'),
+        real: p.get('real'),
+        log: p.get('log'),
+      });
+      return {
+        uri,
+        realStoreDir: config.realStoreDir,
+        lowers: [],
+        indexes: [{ layer: 'store', file: join(config.stateDir, PACKAGE_INDEX_FILE) }],
+      };
     }
     case 'layered': {
       const paths = layeredPaths(parsed.path);
       const lowers: LayerLocation[] = [];
-      const indexes: IndexLocation[] = [{ layer: 'upper', file: join(paths.state, PACKAGE_INDEX_FILE) }];
+      const indexes: IndexLocation[] = [
+        { layer: 'upper', file: join(paths.state, PACKAGE_INDEX_FILE) },
+      ];
       for (const lc of readLayeredConfig(parsed.path).lowers) {
         const lp = parseStoreUri(lc.uri);
         if (lp.scheme === 'local') {
@@ -76,25 +89,42 @@ export function storeLayout(uri: string): StoreLayout {
       return { uri, realStoreDir: paths.merged, lowers, indexes };
     }
     case 'local-overlay': {
-      const config = localStoreConfig({ root: p.get('root') ?? parsed.root, store: p.get('store'), state: p.get('state'), real: p.get('real'), log: p.get('log') });
+      const config = localStoreConfig({
+        root: p.get('root') ?? parsed.root,
+        store: p.get('store'),
+        state: p.get('state'),
+        real: p.get('real'),
+        log: p.get('log'),
+      });
       const lowers: LayerLocation[] = [];
-      const indexes: IndexLocation[] = [{ layer: 'upper', file: join(config.stateDir, PACKAGE_INDEX_FILE) }];
+      const indexes: IndexLocation[] = [
+        { layer: 'upper', file: join(config.stateDir, PACKAGE_INDEX_FILE) },
+      ];
       const lowerUri = parseStoreUri(p.get('lower-store') || 'local');
       if (lowerUri.scheme === 'local') {
-        const lower = localStoreConfig({ root: lowerUri.params.get('root') ?? lowerUri.root, state: lowerUri.params.get('state') });
+        const lower = localStoreConfig({
+          root: lowerUri.params.get('root') ?? lowerUri.root,
+          state: lowerUri.params.get('state'),
+        });
         if (lower.root !== undefined) lowers.push({ name: 'lower', root: lower.root });
         indexes.push({ layer: 'lower', file: join(lower.stateDir, PACKAGE_INDEX_FILE) });
       }
       return { uri, realStoreDir: config.realStoreDir, lowers, indexes };
     }
     case 'file':
-      return { uri, lowers: [], indexes: [{ layer: 'store', file: join(parsed.path, PACKAGE_INDEX_FILE) }] };
+      return {
+        uri,
+        lowers: [],
+        indexes: [{ layer: 'store', file: join(parsed.path, PACKAGE_INDEX_FILE) }],
+      };
     default:
       return { uri, lowers: [], indexes: [] };
   }
 }
 
 /** The current generation of each local lower (see `lowerGeneration`): cheap, a read or a stat. */
-export function lowerGenerations(layout: StoreLayout): Array<LayerLocation & { generation: string }> {
+export function lowerGenerations(
+  layout: StoreLayout,
+): Array<LayerLocation & { generation: string }> {
   return layout.lowers.map((l) => ({ ...l, generation: lowerGeneration(l.root) }));
 }

@@ -33,7 +33,11 @@ export interface EnvVariable {
 }
 
 /** The search paths, in output order. */
-export const SEARCH_PATHS: ReadonlyArray<{ name: string; dirs: readonly string[]; fallback?: string }> = [
+export const SEARCH_PATHS: ReadonlyArray<{
+  name: string;
+  dirs: readonly string[];
+  fallback?: string;
+}> = [
   { name: 'PATH', dirs: ['bin', 'sbin'] },
   { name: 'MANPATH', dirs: ['share/man'], fallback: '' },
   { name: 'INFOPATH', dirs: ['share/info'], fallback: '' },
@@ -55,7 +59,8 @@ export function envVariables(profile: string, hasDir: (rel: string) => boolean):
   const vars: EnvVariable[] = [];
   for (const sp of SEARCH_PATHS) {
     const dirs = sp.dirs.filter((d) => hasDir(d)).map((d) => `${profile}/${d}`);
-    if (dirs.length > 0) vars.push({ name: sp.name, value: dirs.join(':'), mode: 'prepend', fallback: sp.fallback });
+    if (dirs.length > 0)
+      vars.push({ name: sp.name, value: dirs.join(':'), mode: 'prepend', fallback: sp.fallback });
   }
   vars.push({ name: 'STRATA_ENV', value: profile, mode: 'set' });
   return vars;
@@ -66,7 +71,10 @@ export function envVariables(profile: string, hasDir: (rel: string) => boolean):
  *
  * @example applyVariables(vars, process.env).PATH // '/nix/store/…-strata-env/bin:/usr/bin:…'
  */
-export function applyVariables(vars: readonly EnvVariable[], base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+export function applyVariables(
+  vars: readonly EnvVariable[],
+  base: NodeJS.ProcessEnv,
+): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base };
   for (const v of vars) {
     if (v.mode === 'set') {
@@ -95,7 +103,8 @@ export function formatExports(vars: readonly EnvVariable[]): string {
   return vars
     .map((v) => {
       if (v.mode === 'set') return `export ${v.name}=${shellQuote(v.value)}\n`;
-      if (v.fallback === undefined) return `export ${v.name}=${shellQuote(v.value)}"\${${v.name}:+:\$${v.name}}"\n`;
+      if (v.fallback === undefined)
+        return `export ${v.name}=${shellQuote(v.value)}"\${${v.name}:+:\$${v.name}}"\n`;
       return `export ${v.name}=${shellQuote(v.value)}:"\${${v.name}:-${v.fallback}}"\n`;
     })
     .join('');

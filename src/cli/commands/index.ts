@@ -9,6 +9,7 @@ import * as copy from './copy.js';
 import * as del from './delete.js';
 import * as derivation from './derivation.js';
 import * as dump from './dump.js';
+import * as env from './env.js';
 import * as fsck from './fsck.js';
 import * as gc from './gc.js';
 import * as hash from './hash.js';
@@ -22,10 +23,11 @@ import * as query from './query.js';
 import * as realise from './realise.js';
 import * as restore from './restore.js';
 import * as serve from './serve.js';
+import * as shell from './shell.js';
 import * as sign from './sign.js';
 import * as verify from './verify.js';
 
-const modules: Array<{ register(program: Command): void }> = [add, pathInfo, query, derivation, sign, dump, restore, hash, gc, del, verify, optimise, key, realise, init, mount, layers, fsck, copy, serve];
+const modules: Array<{ register(program: Command): void }> = [add, pathInfo, query, derivation, sign, dump, restore, hash, gc, del, verify, optimise, key, realise, init, mount, layers, fsck, copy, serve, env, shell];
 
 export function registerAll(program: Command): void {
   for (const m of modules) m.register(program);

@@ -1,0 +1,80 @@
+/**
+ * What `strata env` and `strata shell` share: loading an environment with the global options and
+ * showing what happened on stderr (stale reasons, collisions, a summary of a fresh build).
+ */
+import type { Command } from 'commander';
+
+import type { EnvEvent, Environment } from '../env/environment.js';
+import { globalOptions, storeUri } from './global.js';
+
+/** Loads (from cache, or builds) the environment of `spec` for a CLI command. */
+export async function loadEnvironmentForCli(
+  cmd: Command,
+  spec: string,
+  useCache: boolean,
+): Promise<Environment> {
+  const g = globalOptions(cmd);
+  const { loadEnvironment } = await import('../env/environment.js');
+  const keys = (g.trustedPublicKeys ?? process.env['STRATA_TRUSTED_PUBLIC_KEYS'] ?? '')
+    .split(/\s+/)
+    .filter((k) => k.length > 0);
+  const env = await loadEnvironment(spec, {
+    storeUri: storeUri(cmd),
+    useCache,
+    openStore: async (uri) =>
+      (await import('../store/open.js')).openStore(uri, {
+        trustedPublicKeys: keys,
+        requireSigs: g.requireSigs,
+      }),
+    onEvent: (e) => process.stderr.write(renderEvent(e, g.quiet === true)),
+  });
+  if (env.stats && !g.quiet) process.stderr.write(summary(env));
+  return env;
+}
+
+function renderEvent(e: EnvEvent, quiet: boolean): string {
+  switch (e.type) {
+    case 'stale':
+      return quiet ? '' : `environment cache is stale: ${e.reason}; rebuilding\n`;
+    case 'collision':
+      return `warning: collision at '${e.collision.file}': keeping '${e.collision.kept}' (listed first), not '${e.collision.dropped}'\n`;
+    case 'warning':
+      return `warning: ${e.message}\n`;
+  }
+}
+
+function summary(env: Environment): string {
+  const s = env.stats!;
+  const copied = s.copiedUp !== undefined ? `, ${s.copiedUp} copied up` : '';
+  const profile = s.profileAdded
+    ? `new profile (${formatBytes(s.profileBytes)} written)`
+    : 'profile unchanged (nothing written)';
+  return `environment: ${s.deps} deps, closure ${s.closurePaths} paths (${formatBytes(s.closureBytes)})${copied}; ${profile} ${env.profile} in ${(s.ms / 1000).toFixed(2)} s\n`;
+}
+
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+/** The `--json` form of an environment. */
+export function environmentJson(env: Environment): Record<string, unknown> {
+  return {
+    spec: env.specFile,
+    store: env.storeUri,
+    storeDir: env.storeDir,
+    realStoreDir: env.realStoreDir,
+    profile: env.profile,
+    packages: env.packages,
+    variables: env.variables,
+    source: env.source,
+    ...(env.staleReason !== undefined ? { staleReason: env.staleReason } : {}),
+    ...(env.stats !== undefined ? { stats: env.stats } : {}),
+  };
+}
