@@ -8,6 +8,7 @@ export function register(program: Command): void {
       const { withStore } = await import('../with-store.js');
       const { globalOptions } = await import('../global.js');
       const { describeLayers } = await import('../../store/layered/describe.js');
+      const { formatBytes } = await import('../output.js');
       await withStore(cmd, async (store) => {
         const rows = await describeLayers(store);
         if (globalOptions(cmd).json) {
@@ -21,13 +22,3 @@ export function register(program: Command): void {
     });
 }
 
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
