@@ -23,12 +23,21 @@ export class StrataError extends Error {
     message: string,
     options: { value?: string; hint?: string; cause?: unknown } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(oneLine(message), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'StrataError';
     this.code = code;
     this.value = options.value;
-    this.hint = options.hint;
+    this.hint = options.hint === undefined ? undefined : oneLine(options.hint);
   }
+}
+
+/**
+ * Messages quote user input (URIs, names, file contents); a newline or other control character
+ * in it would split the one-line error (or drive the terminal), so they are shown escaped.
+ */
+function oneLine(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\x00-\x1f\x7f]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 }
 
 /** True when `e` is a {@link StrataError}, optionally with the given code. */

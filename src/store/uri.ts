@@ -50,7 +50,8 @@ function parseQuery(uri: string, query: string): Map<string, string> {
 function checkAbsolute(uri: string, path: string, what: string): string {
   if (!path.startsWith('/')) throw invalid(uri, `${what} '${path}' is not an absolute path`);
   if (path.includes('\0')) throw invalid(uri, `${what} contains a NUL byte`);
-  return path.length > 1 ? path.replace(/\/+$/, '') : path;
+  // '//' is the root directory, not '' (a relative path: the store would land in the cwd).
+  return path.replace(/\/+$/, '') || '/';
 }
 
 /**
