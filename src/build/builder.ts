@@ -1,32 +1,40 @@
 /**
- * Spawning a builder. With isolation (root), every build gets its own mount namespace
- * (`unshare --mount --propagation private`) in which the store is visible at its logical path:
+ * Spawning a builder, in one of three ways:
  *
- *   /nix/store = overlay(lower = the real store dir, upper = a fresh per-build scratch dir)
+ * - `session` (root, the usual case): `nsenter` into the run's shared build namespace
+ *   (namespace.ts), where the store is an overlay at its logical path; the environment goes
+ *   straight to the builder. Two execs per build.
+ * - `overlay` (root, rare): a namespace of its own (`unshare --mount --propagation private`),
+ *   with the same overlay plus whiteouts hiding outputs that already exist below (an output
+ *   already valid in a partially built multi-output derivation), so the builder starts from an
+ *   empty `$out` as in Nix. Costs ~70 ms more (mount and teardown), hence not the default.
+ * - `none` (not root, store at its logical path): the builder runs directly and writes into the
+ *   store; nothing stops it writing elsewhere in the store.
  *
- * Why an overlay: outputs may be files or directories and do not exist before the build, so
- * nothing can be bind-mounted at them in advance. With the overlay the builder can create its
+ * Why an overlay at all: outputs may be files or directories and do not exist before the build,
+ * so nothing can be bind-mounted at them in advance. With the overlay the builder can create its
  * outputs (and, to its surprise, anything else) while the real store stays untouched: every
- * write lands in the upper dir, where register-outputs.ts finds the outputs and refuses any other
- * entry ("builder wrote outside $out"). A failed build leaves nothing behind but the scratch dir.
- * Output paths that already exist below (a stale leftover, or an output already valid in a
- * partially built multi-output derivation) are hidden by whiteouts, so the builder starts from an
- * empty `$out` as in Nix. When the store is rooted elsewhere (a chroot store), its real path is
- * also re-mounted read-only inside the namespace.
+ * write lands in the upper dir, where register-outputs.ts takes the outputs and refuses any other
+ * entry ("builder wrote outside $out"). A failed build leaves nothing in the store.
  *
- * The derivation environment is handed over with `env -i`, not through the shell: dash drops
- * variables whose names are not shell identifiers (`env -i a-b=1 sh -c env` prints nothing),
- * and derivation env names are arbitrary.
+ * In the `overlay` and `none` ways a small `sh` wrapper sets the mounts and the umask up and
+ * hands over the environment with `env -i`, not through the shell: dash drops variables whose
+ * names are not shell identifiers (`env -i a-b=1 sh -c env` prints nothing).
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { join } from 'node:path';
 
 import { StrataError } from '../core/error.js';
-import type { BuildLog } from './logs.js';
+import { type BuildNamespace, overlaySetupArgs } from './namespace.js';
 
 /** How the builder is isolated. */
 export type Isolation =
+  | {
+      kind: 'session';
+      /** The run's shared build namespace. */
+      namespace: BuildNamespace;
+    }
   | {
       kind: 'overlay';
       /** The store's files on this machine (the overlay's lower). */
@@ -51,7 +59,9 @@ export interface BuilderInvocation {
   /** The build directory (cwd). */
   buildDir: string;
   isolation: Isolation;
-  log: BuildLog;
+  /** The log, the builder's stdout and stderr: an open descriptor and its path. */
+  logFd: number;
+  logPath: string;
   signal?: AbortSignal | undefined;
 }
 
@@ -62,7 +72,7 @@ export interface BuilderExit {
   signal: NodeJS.Signals | null;
 }
 
-// $1 mode, then for overlay: real logical upper work scratch mkparent nwhiteouts whiteouts...;
+// $1 mode, then for overlay: real logical upper work scratch parent nwhiteouts whiteouts...;
 // then `--` and the env assignments, builder and args for `env -i`.
 const WRAPPER = `set -e
 umask 022
@@ -84,14 +94,15 @@ exec 2>&1
 exec env -i "$@"
 `;
 
-/** Characters overlayfs would read as option syntax in a lowerdir/upperdir value. */
-const OVERLAY_UNSAFE = /[,:\\]/;
+let nsenterPath: string | undefined;
 
-/** The deepest existing ancestor of `dir` (itself when it exists). */
-function existingAncestor(dir: string): string {
-  let d = dir;
-  while (!existsSync(d)) d = dirname(d);
-  return d;
+/** Absolute path of `nsenter`: spawn() would look it up in the builder's PATH (`/path-not-set`). */
+function nsenter(): string {
+  if (nsenterPath !== undefined) return nsenterPath;
+  for (const d of [...(process.env['PATH'] ?? '').split(':'), '/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
+    if (d !== '' && existsSync(join(d, 'nsenter'))) return (nsenterPath = join(d, 'nsenter'));
+  }
+  throw new StrataError('BUILD_SETUP_FAILED', "Cannot enter the build namespace: 'nsenter' (util-linux) is not installed", { value: 'nsenter' });
 }
 
 /** True when this process can create mount namespaces (it runs as root). */
@@ -111,48 +122,50 @@ export function canIsolate(): boolean {
  */
 export async function runBuilder(inv: BuilderInvocation): Promise<BuilderExit> {
   const iso = inv.isolation;
-  const wrapperArgs: string[] = [];
-  if (iso.kind === 'overlay') {
-    for (const [what, p] of [['store dir', iso.realStoreDir], ['build scratch dir', iso.upperDir]] as const) {
-      if (OVERLAY_UNSAFE.test(p)) {
-        throw new StrataError('BUILD_SETUP_FAILED', `Cannot mount the build overlay on '${p}': the ${what} contains ',', ':' or '\\'`, { value: p });
-      }
+  if (iso.kind === 'session' && iso.namespace.hasSpawner) return runInSpawner(iso.namespace, inv);
+  let child: ChildProcess;
+  if (iso.kind === 'session') {
+    // Nix's umask for builders; nsenter keeps ours, so set it around the spawn (fork copies it).
+    const old = process.umask(0o022);
+    try {
+      child = spawn(nsenter(), [`--mount=${iso.namespace.mountNamespace}`, `--wd=${inv.buildDir}`, '--', inv.builder, ...inv.args], {
+        cwd: inv.buildDir,
+        env: Object.fromEntries(inv.env),
+        stdio: ['ignore', inv.logFd, inv.logFd],
+        detached: true,
+        argv0: 'nsenter',
+      });
+    } finally {
+      process.umask(old);
     }
-    const ancestor = existingAncestor(iso.logicalStoreDir);
-    let parent = '-';
-    if (ancestor !== iso.logicalStoreDir) {
-      if (ancestor === '/') {
-        throw new StrataError('BUILD_SETUP_FAILED', `Cannot show the store at '${iso.logicalStoreDir}' to builders: no directory on its way exists but '/'`, {
-          value: iso.logicalStoreDir,
-          hint: `create it once with 'mkdir -p ${iso.logicalStoreDir}'`,
-        });
-      }
-      parent = ancestor;
-    }
-    wrapperArgs.push('overlay', iso.realStoreDir, iso.logicalStoreDir, iso.upperDir, iso.workDir, iso.scratchDir, parent, String(iso.whiteouts.length), ...iso.whiteouts);
   } else {
-    wrapperArgs.push('none');
+    const wrapperArgs: string[] = [];
+    if (iso.kind === 'overlay') {
+      const [real, logical, upper, work, scratch, parent] = overlaySetupArgs(iso.realStoreDir, iso.logicalStoreDir, iso.upperDir, iso.workDir, iso.scratchDir);
+      wrapperArgs.push('overlay', real!, logical!, upper!, work!, scratch!, parent!, String(iso.whiteouts.length), ...iso.whiteouts);
+    } else {
+      wrapperArgs.push('none');
+    }
+    wrapperArgs.push('--');
+    for (const [k, v] of inv.env) {
+      if (k === '' || k.includes('=')) throw new StrataError('DRV_INVALID', `Cannot pass environment variable '${k}' to the builder: invalid name`, { value: k });
+      wrapperArgs.push(`${k}=${v}`);
+    }
+    // env(1) would take a builder containing '=' for one more assignment.
+    if (inv.builder.includes('=')) throw new StrataError('UNSUPPORTED', `Cannot run builder '${inv.builder}': its path contains '='`, { value: inv.builder });
+    wrapperArgs.push(inv.builder, ...inv.args);
+    const shArgs = ['-c', WRAPPER, 'strata-builder', ...wrapperArgs];
+    const [cmd, argv] = iso.kind === 'overlay' ? ['unshare', ['--mount', '--propagation', 'private', '/bin/sh', ...shArgs]] : ['/bin/sh', shArgs];
+    child = spawn(cmd, argv, {
+      cwd: inv.buildDir,
+      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
+      // The wrapper's own errors come on the stderr pipe; `exec 2>&1` then points the builder's at the log.
+      stdio: ['ignore', inv.logFd, 'pipe'],
+      detached: true,
+    });
   }
-  wrapperArgs.push('--');
-  for (const [k, v] of inv.env) {
-    if (k === '' || k.includes('=')) throw new StrataError('DRV_INVALID', `Cannot pass environment variable '${k}' to the builder: invalid name`, { value: k });
-    wrapperArgs.push(`${k}=${v}`);
-  }
-  // env(1) would take a builder containing '=' for one more assignment.
-  if (inv.builder.includes('=')) throw new StrataError('UNSUPPORTED', `Cannot run builder '${inv.builder}': its path contains '='`, { value: inv.builder });
-  wrapperArgs.push(inv.builder, ...inv.args);
-
-  const shArgs = ['-c', WRAPPER, 'strata-builder', ...wrapperArgs];
-  const [cmd, argv] = iso.kind === 'overlay' ? ['unshare', ['--mount', '--propagation', 'private', '/bin/sh', ...shArgs]] : ['/bin/sh', shArgs];
-  const child = spawn(cmd, argv, {
-    cwd: inv.buildDir,
-    env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
   const setupErr: Buffer[] = [];
-  child.stdout!.on('data', (c: Buffer) => inv.log.write(c));
-  child.stderr!.on('data', (c: Buffer) => setupErr.push(c));
+  child.stderr?.on('data', (c: Buffer) => setupErr.push(c));
   const killGroup = (): void => {
     try {
       if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
@@ -164,20 +177,47 @@ export async function runBuilder(inv: BuilderInvocation): Promise<BuilderExit> {
   inv.signal?.addEventListener('abort', onAbort);
   try {
     const exit = await new Promise<BuilderExit>((resolve, reject) => {
-      let result: BuilderExit | undefined;
       child.on('error', reject);
-      child.on('exit', (code, signal) => {
-        result = { code, signal };
-        // Background processes would keep the pipe (and the namespace) alive.
+      child.on('close', (code, signal) => {
+        // Whatever the builder left running in its process group (and thus in the namespace) goes too.
         killGroup();
+        resolve({ code, signal });
       });
-      child.on('close', () => resolve(result ?? { code: null, signal: null }));
     });
     const setup = Buffer.concat(setupErr).toString('utf8').trim();
     if (setup !== '') {
       throw new StrataError('BUILD_SETUP_FAILED', `Cannot set up the build environment: ${setup.split('\n').slice(-1)[0]}`, { value: setup });
     }
     return exit;
+  } finally {
+    inv.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Kills a builder's whole process group (it runs in a session of its own). */
+function killGroup(pid: number | undefined): void {
+  try {
+    if (pid !== undefined) process.kill(-pid, 'SIGKILL');
+  } catch {
+    // The group is gone already.
+  }
+}
+
+/** {@link runBuilder} through the namespace's spawner: no fork of this (large) process. */
+async function runInSpawner(ns: BuildNamespace, inv: BuilderInvocation): Promise<BuilderExit> {
+  const { pid, exit } = ns.spawn({ cwd: inv.buildDir, logPath: inv.logPath, argv: [inv.builder, ...inv.args], env: inv.env });
+  let known: number | undefined;
+  void pid.then((p) => {
+    known = p;
+    if (inv.signal?.aborted) killGroup(p);
+  });
+  const onAbort = (): void => killGroup(known);
+  inv.signal?.addEventListener('abort', onAbort);
+  try {
+    const result = await exit;
+    // Whatever the builder left running in its process group goes too.
+    killGroup(known);
+    return result;
   } finally {
     inv.signal?.removeEventListener('abort', onAbort);
   }

@@ -2,22 +2,27 @@
  * Build logs where Nix keeps them: `<logDir>/drvs/<first 2 chars of the drv base name>/<rest>.bz2`
  * (formats.md §1), so `nix-store -l` and `nix log` read what strata wrote.
  *
- * strata has no bzip2 compressor in-process (see compression/bzip2.ts), so a non-empty log is
- * piped through the system's `bzip2` binary, started only when the builder prints its first
- * byte. An empty log (most trivial builds) is the 14-byte empty bzip2 stream written directly:
- * spawning a compressor per build would cost ~2 ms × 200 in the benchmark. Without a `bzip2`
- * binary the log is written uncompressed as `<rest>`, which Nix 2.8 also reads.
+ * The builder's stdout and stderr are one open file (a raw log in the build's temp dir), so
+ * their lines interleave exactly as written, as with Nix's single pipe. `-v` follows that file
+ * (polled every 100 ms). When the build ends the raw log becomes the store's log: strata has no
+ * bzip2 compressor in-process (see compression/bzip2.ts), so a non-empty log goes through the
+ * system's `bzip2` binary; an empty log (most trivial builds) is the 14-byte empty bzip2 stream
+ * written directly, because a compressor process per build costs ~15 ms here, a third of what a
+ * whole trivial build costs Nix. Without a `bzip2` binary the log is kept uncompressed as
+ * `<rest>`, which Nix 2.8 also reads.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, closeSync, constants as C, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { accessSync, closeSync, constants as C, copyFileSync, fstatSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
 import type { StorePath } from '../core/store-path.js';
 
 /** What `bzip2 < /dev/null` writes: header `BZh9` and the end-of-stream marker with CRC 0. */
 const EMPTY_BZIP2 = Buffer.from('425a683917724538509000000000', 'hex');
-/** Bytes of recent output kept for the failure message; 10 lines of a normal log fit in 16 KiB. */
+/** Bytes of the log end read for the failure message; 10 normal lines fit in 16 KiB. */
 const TAIL_BYTES = 16 * 1024;
+/** How often `-v` looks for new output. */
+const FOLLOW_MS = 100;
 
 let bzip2Binary: string | null | undefined;
 
@@ -49,86 +54,98 @@ export function buildLogPath(logDir: string, drvPath: StorePath, compressed = fi
 }
 
 /**
- * One build's log: collects the builder's output, forwards it live when asked, keeps the last
- * lines for error messages and writes the log file when closed.
+ * One build's log: the file descriptor the builder writes to, live forwarding, the last lines
+ * for error messages, and the store's log file written by {@link BuildLog.close}.
  *
  * @example
  * ```ts
- * const log = new BuildLog('/nix/var/log/nix', drvPath);
- * child.stdout.on('data', (c) => log.write(c));
+ * const log = new BuildLog(store.logDir, drvPath, join(tmp, 'log'));
+ * spawn(builder, args, { stdio: ['ignore', log.fd, log.fd] });
  * await log.close();
  * log.tailLines(10);
  * ```
  */
 export class BuildLog {
-  /** Where the log is (being) written. */
+  /** Where the store's log is written. */
   readonly path: string;
   /** False when no bzip2 binary was found and the log is plain text. */
   readonly compressed: boolean;
+  /** The raw log, opened for appending: give it to the builder as stdout and stderr. */
+  readonly fd: number;
+  private readonly readFd: number;
   private readonly onChunk: ((chunk: Buffer) => void) | undefined;
-  private compressor: ChildProcess | undefined;
-  private compressorDone: Promise<void> | undefined;
-  private plainFd = -1;
+  private timer: NodeJS.Timeout | undefined;
+  private followed = 0;
   private tail = '';
-  private bytes = 0;
+  private closed = false;
 
-  constructor(logDir: string, drvPath: StorePath, onChunk?: (chunk: Buffer) => void) {
+  constructor(
+    logDir: string,
+    drvPath: StorePath,
+    /** The raw log the builder appends to. */
+    readonly rawPath: string,
+    onChunk?: (chunk: Buffer) => void,
+  ) {
     this.compressed = findBzip2() !== null;
     this.path = buildLogPath(logDir, drvPath, this.compressed);
     this.onChunk = onChunk;
-    mkdirSync(join(this.path, '..'), { recursive: true });
+    this.fd = openSync(rawPath, C.O_WRONLY | C.O_CREAT | C.O_APPEND | C.O_TRUNC, 0o600);
+    this.readFd = openSync(rawPath, 'r');
+    if (onChunk) this.timer = setInterval(() => this.pump(), FOLLOW_MS);
   }
 
-  /** Appends builder output. */
-  write(chunk: Buffer): void {
-    this.bytes += chunk.length;
-    this.onChunk?.(chunk);
-    this.tail += chunk.toString('utf8');
-    if (this.tail.length > 2 * TAIL_BYTES) this.tail = this.tail.slice(-TAIL_BYTES);
-    if (!this.compressed) {
-      if (this.plainFd < 0) this.plainFd = openSync(this.path, 'w', 0o644);
-      writeFileSync(this.plainFd, chunk);
-      return;
+  /** Forwards what the builder wrote since the last look. */
+  private pump(): void {
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    for (;;) {
+      const n = readSync(this.readFd, buf, 0, buf.length, this.followed);
+      if (n <= 0) return;
+      this.followed += n;
+      this.onChunk?.(Buffer.from(buf.subarray(0, n)));
     }
-    if (!this.compressor) this.startCompressor();
-    this.compressor!.stdin!.write(chunk);
   }
 
-  private startCompressor(): void {
-    const fd = openSync(this.path, 'w', 0o644);
-    const child = spawn(findBzip2()!, ['-c'], { stdio: ['pipe', fd, 'ignore'] });
-    closeSync(fd); // The child has its own copy.
-    this.compressor = child;
-    this.compressorDone = new Promise((resolve) => {
-      child.on('close', () => resolve());
-      child.on('error', () => resolve());
-    });
-    child.stdin!.on('error', () => {}); // A dying compressor must not take the build down.
-  }
-
-  /** The last `n` lines the builder printed. */
+  /** The last `n` lines the builder printed (after {@link close}). */
   tailLines(n: number): string[] {
-    const lines = this.tail.replace(/\n$/, '').split('\n');
-    return this.tail === '' ? [] : lines.slice(-n);
+    if (this.tail === '') return [];
+    return this.tail.replace(/\n$/, '').split('\n').slice(-n);
   }
 
-  /** Total bytes of output. */
-  get size(): number {
-    return this.bytes;
-  }
-
-  /** Finishes the file (waits for the compressor). */
+  /** Stops following and writes the store's log file (waits for the compressor). */
   async close(): Promise<void> {
-    if (this.compressor) {
-      this.compressor.stdin!.end();
-      await this.compressorDone;
-      return;
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    if (this.onChunk) this.pump();
+    closeSync(this.fd);
+    const size = fstatSync(this.readFd).size;
+    const start = Math.max(0, size - TAIL_BYTES);
+    const buf = Buffer.alloc(size - start);
+    readSync(this.readFd, buf, 0, buf.length, start);
+    this.tail = buf.toString('utf8');
+    mkdirSync(join(this.path, '..'), { recursive: true });
+    try {
+      if (size === 0) writeFileSync(this.path, this.compressed ? EMPTY_BZIP2 : Buffer.alloc(0), { mode: 0o644 });
+      else if (!this.compressed) copyFileSync(this.rawPath, this.path);
+      else await compress(findBzip2()!, this.readFd, this.path);
+    } finally {
+      closeSync(this.readFd);
     }
-    if (this.plainFd >= 0) {
-      closeSync(this.plainFd);
-      this.plainFd = -1;
-      return;
-    }
-    writeFileSync(this.path, this.compressed ? EMPTY_BZIP2 : Buffer.alloc(0), { mode: 0o644 });
+  }
+}
+
+/** bzip2 of the file open at `fd` (read from its start) into `dest`. */
+async function compress(bzip2: string, fd: number, dest: string): Promise<void> {
+  const input = openSync(`/proc/self/fd/${fd}`, 'r'); // A fresh offset at 0.
+  const out = openSync(dest, 'w', 0o644);
+  try {
+    const child = spawn(bzip2, ['-c'], { stdio: [input, out, 'ignore'] });
+    await new Promise<void>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`bzip2 exited with ${code}`))));
+    });
+  } finally {
+    closeSync(input);
+    closeSync(out);
   }
 }

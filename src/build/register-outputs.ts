@@ -30,6 +30,8 @@ export interface BuiltOutputs {
   stagedDir: string;
   /** True when `stagedDir` is an overlay upper: any entry other than an output is an error. */
   checkOutside: boolean;
+  /** Upper entries that belong to other builds running in the same namespace. */
+  othersOutputs?: ReadonlySet<string> | undefined;
   /** Reference candidates besides the outputs: the closure of the build's inputs. */
   inputClosure: StorePath[];
 }
@@ -77,7 +79,7 @@ export async function checkOutputs(store: LocalFsStore, b: BuiltOutputs): Promis
   if (b.checkOutside) {
     const allowed = new Set([...b.outputs.values()].map((p) => p.baseName));
     for (const e of readdirSync(b.stagedDir).sort()) {
-      if (allowed.has(e)) continue;
+      if (allowed.has(e) || b.othersOutputs?.has(e)) continue;
       const what = isWhiteout(join(b.stagedDir, e)) ? 'deleted' : 'wrote';
       throw new StrataError('BUILD_WROTE_OUTSIDE', `Cannot register the outputs of '${drvName}': the builder ${what} '${dir.path}/${e}' outside its outputs`, { value: `${dir.path}/${e}` });
     }
