@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 
 import type { EnvEvent, Environment } from '../env/environment.js';
 import { globalOptions, storeUri } from './global.js';
+import { formatBytes } from './output.js';
 
 /** Loads (from cache, or builds) the environment of `spec` for a CLI command. */
 export async function loadEnvironmentForCli(
@@ -50,17 +51,6 @@ function summary(env: Environment): string {
     ? `new profile (${formatBytes(s.profileBytes)} written)`
     : 'profile unchanged (nothing written)';
   return `environment: ${s.deps} deps, closure ${s.closurePaths} paths (${formatBytes(s.closureBytes)})${copied}; ${profile} ${env.profile} in ${(s.ms / 1000).toFixed(2)} s\n`;
-}
-
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
 /** The `--json` form of an environment. */

@@ -33,9 +33,9 @@ export {
   mergePackages,
   type MergedTree,
   type Profile,
+  profileNar,
   resolveReal,
   treeHasDir,
-  writeTree,
 } from './profile.js';
 export { type DrvRealiser, type ResolvedDep, resolveDeps } from './resolve.js';
 export { runShell, shellInvocation, type ShellInvocation, type ShellOptions } from './shell.js';

@@ -13,26 +13,19 @@
  *   listed ones, and `nix-support/`, `propagated-build-inputs`, `share/info/dir` and
  *   `perllocal.pod` are never linked (each package has its own; buildEnv skips them too).
  *
- * The tree is written to a temp dir and added with `addPath(tmp, { references })`: a `source`
- * path (recursive sha256, content-addressed) whose references are the packages, so the same
- * packages always give the same profile path, and the GC keeps the packages while the profile
- * lives. Link targets are logical store paths (`/nix/store/…`), never the real dir.
+ * The tree's NAR is made in memory and added with `addFromNar` as the `source` path that
+ * `addPath(tree, { references })` would give (recursive sha256, content-addressed), with the
+ * packages as references: the same packages always give the same profile path, and the GC keeps
+ * the packages while the profile lives. Link targets are logical store paths (`/nix/store/…`),
+ * never the real dir.
  */
-import {
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
 
-import type { StoreDir, StorePath } from '../core/store-path.js';
+import { Hash } from '../core/hash.js';
+import { NarWriter } from '../core/nar/writer.js';
+import { sortStorePaths, type StoreDir, type StorePath } from '../core/store-path.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 
 /** Two packages providing the same file; the first in the spec was kept. */
@@ -262,13 +255,26 @@ export function treeHasDir(loc: StoreLocation, root: ProfileNode, rel: string): 
   return node.kind === 'dir' || node.isDir;
 }
 
-/** Writes a merged tree as real directories and symlinks under `dir` (which must not exist). */
-export function writeTree(node: ProfileNode & { kind: 'dir' }, dir: string): void {
-  mkdirSync(dir);
-  for (const [name, child] of node.children) {
-    if (child.kind === 'dir') writeTree(child, join(dir, name));
-    else symlinkSync(child.target, join(dir, name));
-  }
+/**
+ * The canonical NAR of a merged tree: directories and symlinks only, entries in byte order.
+ * Made in memory (a profile of 30 packages is a few KiB) so nothing is written but the object.
+ */
+export function profileNar(root: ProfileNode & { kind: 'dir' }): Buffer {
+  const chunks: Uint8Array[] = [];
+  const w = new NarWriter((c) => chunks.push(c));
+  const visit = (node: ProfileNode): void => {
+    if (node.kind === 'link') return w.symlink(Buffer.from(node.target));
+    w.directory();
+    const names = [...node.children.keys()].map((n) => Buffer.from(n)).sort(Buffer.compare);
+    for (const name of names) {
+      w.entry(name);
+      visit(node.children.get(name.toString())!);
+    }
+    w.directoryEnd();
+  };
+  visit(root);
+  w.end();
+  return Buffer.concat(chunks);
 }
 
 /** A profile made in a store. */
@@ -294,7 +300,7 @@ export interface Profile {
 export async function buildProfile(
   store: LocalFsStore,
   packages: StorePath[],
-  options: { name?: string } = {},
+  options: { name?: string | undefined } = {},
 ): Promise<Profile> {
   const dir: StoreDir = store.storeDir;
   const loc: StoreLocation = { storeDir: dir.path, realStoreDir: store.realStoreDir };
@@ -302,29 +308,27 @@ export async function buildProfile(
     loc,
     packages.map((p) => dir.print(p)),
   );
-  const references = [
-    ...new Set([
-      ...packages.map((p) => p.baseName),
-      ...tree.packages.map((p) => dir.parse(p).baseName),
-    ]),
-  ].map((b) => dir.parse(`${dir.path}/${b}`));
-  const tmp = mkdtempSync(join(tmpdir(), 'strata-profile-'));
-  try {
-    const top = join(tmp, 'profile');
-    writeTree(tree.root, top);
-    const name = options.name ?? 'strata-env';
-    // The path is known before adding (a few hundred links hash in about a millisecond).
-    const { hashPath } = await import('../fs/hash-path.js');
-    const expected = dir.makeFixedOutputPath(
-      name,
-      (await hashPath(top, 'sha256')).hash,
-      true,
-      references,
-    );
-    const existed = await store.isValidPath(expected);
-    const info = await store.addPath(top, { name, references });
-    return { path: info.path, info, tree, added: !existed };
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
+  const references = sortStorePaths(
+    new Map(
+      [...packages, ...tree.packages.map((p) => dir.parse(p))].map((p) => [p.baseName, p]),
+    ).values(),
+  );
+  const name = options.name ?? 'strata-env';
+  const nar = profileNar(tree.root);
+  const narHash = Hash.of('sha256', nar);
+  // A `source` path: recursive sha256 of the NAR, with references (as `nix-store --add` makes).
+  const path = dir.makeFixedOutputPath(name, narHash, true, references);
+  if (await store.isValidPath(path))
+    return { path, info: (await store.queryPathInfo(path))!, tree, added: false };
+  const info: PathInfo = {
+    path,
+    narHash,
+    narSize: nar.length,
+    references,
+    ultimate: false,
+    sigs: [],
+    ca: `fixed:r:sha256:${narHash.toNix32()}`,
+  };
+  await store.addFromNar(info, Readable.from([nar]));
+  return { path, info: (await store.queryPathInfo(path)) ?? info, tree, added: true };
 }

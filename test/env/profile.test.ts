@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { buildProfile, treeHasDir } from '../../src/env/profile.js';
+import { hashPath } from '../../src/fs/hash-path.js';
 import { envVariables } from '../../src/env/variables.js';
 import { openStore } from '../../src/store/open.js';
 import type { LocalFsStore } from '../../src/store/store.js';
@@ -68,6 +69,14 @@ describe('buildProfile()', () => {
       ]);
       // A content-addressed source path with every package as a reference.
       expect(profile.info.ca).toMatch(/^fixed:r:sha256:/);
+      // The in-memory NAR is the tree's own: hashing the object on disk gives the same path.
+      const onDisk = await hashPath(real, 'sha256');
+      expect(onDisk.hash.equals(profile.info.narHash)).toBe(true);
+      expect(
+        dir
+          .makeFixedOutputPath('strata-env', onDisk.hash, true, profile.info.references)
+          .equals(profile.path),
+      ).toBe(true);
       expect(profile.info.references.map((r) => r.name).sort()).toEqual([
         'a',
         'b',
