@@ -94,7 +94,7 @@ export function nixEnv(work: string): NodeJS.ProcessEnv {
   const conf = join(work, 'nixconf');
   mkdirSync(join(conf, 'xdg'), { recursive: true });
   writeFileSync(join(conf, 'nix.conf'), 'build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = true\n');
-  const env = { ...process.env, NIX_CONF_DIR: conf, XDG_CACHE_HOME: join(conf, `xdg-${Date.now()}`) };
+  const env: NodeJS.ProcessEnv = { ...process.env, NIX_CONF_DIR: conf, XDG_CACHE_HOME: join(conf, `xdg-${Date.now()}`) };
   delete env['NIX_REMOTE'];
   return env;
 }
