@@ -115,6 +115,29 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
     expect(await store.isValidPath(results[1]!.outputs!.get('out')!)).toBe(true);
   });
 
+  it('rebuilding a derivation whose other output is still valid registers only the missing one', async () => {
+    const side = join(tempDir(), 'runs');
+    const drv = await addShDrv(store, 'pair', `echo run >> ${side}; echo o > $out; echo d > $dev`, { outputs: ['out', 'dev'] });
+    const [first] = await realise(store, [drv]);
+    const out = first!.outputs!.get('out')!;
+    const dev = first!.outputs!.get('dev')!;
+    const devInfo = (await store.queryPathInfo(dev))!;
+    // Our temp roots keep `out` alive while this store is open.
+    await store.close();
+    store = await openChroot(root);
+    await store.deletePaths([out]);
+    expect(await store.isValidPath(out)).toBe(false);
+    // The builder gets an empty $dev (a whiteout hides the valid one) and only `out` is registered.
+    const [second] = await realise(store, [drv]);
+    expect(second!.error).toBeUndefined();
+    expect(await store.isValidPath(out)).toBe(true);
+    expect((await store.queryPathInfo(dev))!.registrationTime).toBe(devInfo.registrationTime);
+    const { readFileSync } = await import('node:fs');
+    expect(readFileSync(side, 'utf8')).toBe('run\nrun\n');
+    expect(readFileSync(store.realPath(out), 'utf8')).toBe('o\n');
+    expect((await snapshot(store)).scratch).toEqual([]);
+  });
+
   it('`strata realise` prints the log tail and one error line, and exits 1', async () => {
     ensureBuilt();
     const drv = await addShDrv(store, 'cli-fails', 'echo first; echo second >&2; exit 7');
