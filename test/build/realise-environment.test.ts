@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { buildLogPath, realiseOrThrow } from '../../src/build/index.js';
+import { ensureBuilt, runStrata } from '../support/cli.js';
 import { haveNix, runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 import { addShDrv, openChroot } from './helpers.js';
@@ -70,6 +71,23 @@ describe.skipIf(!isRoot)('realise: builder environment', () => {
     } finally {
       await store.close();
     }
+  });
+
+  it('`strata realise -v` streams the builder output as it comes', async () => {
+    ensureBuilt();
+    const root = tempDir();
+    const store = await openChroot(root);
+    const drv = await addShDrv(store, 'talk', 'echo hello-live; /bin/sleep 0.3; echo bye >&2; echo > $out');
+    await store.close();
+    const quiet = await runStrata(['--store', root, 'realise', store.storeDir.print(drv)]);
+    expect(quiet.stderr).not.toContain('hello-live');
+    const root2 = tempDir();
+    const store2 = await openChroot(root2);
+    await addShDrv(store2, 'talk', 'echo hello-live; /bin/sleep 0.3; echo bye >&2; echo > $out');
+    await store2.close();
+    const loud = await runStrata(['--store', root2, 'realise', '-v', store.storeDir.print(drv)]);
+    expect(loud.code, loud.stderr).toBe(0);
+    expect(loud.stderr).toContain('hello-live\nbye\n');
   });
 
   it('an output built into a chroot store runs: the builder sees its inputs at /nix/store', async () => {
