@@ -91,14 +91,14 @@ export type CacheCheck = { fresh: true } | { fresh: false; reason: string };
  *
  * @example
  * ```ts
- * const check = checkEnvCache(cache, { specFile, specHash: specHash(bytes), storeUri });
+ * const check = await checkEnvCache(cache, { specFile, specHash: specHash(bytes), storeUri });
  * if (!check.fresh) console.error(`environment is stale: ${check.reason}`);
  * ```
  */
-export function checkEnvCache(
+export async function checkEnvCache(
   cache: EnvCacheFile,
   current: { specFile: string; specHash: string; storeUri: string },
-): CacheCheck {
+): Promise<CacheCheck> {
   const stale = (reason: string): CacheCheck => ({ fresh: false, reason });
   if (cache.storeUri !== current.storeUri)
     return stale(`the store changed ('${cache.storeUri}' → '${current.storeUri}')`);
@@ -107,7 +107,7 @@ export function checkEnvCache(
   if (cache.specHash !== current.specHash) return stale(`${basename(current.specFile)} changed`);
   let layout;
   try {
-    layout = storeLayout(current.storeUri);
+    layout = await storeLayout(current.storeUri);
   } catch (e) {
     return stale((e as Error).message);
   }

@@ -110,7 +110,11 @@ export async function loadEnvironment(
   if (useCache) {
     const cache = readEnvCache(specFile);
     if (cache) {
-      const check = checkEnvCache(cache, { specFile, specHash: hash, storeUri: options.storeUri });
+      const check = await checkEnvCache(cache, {
+        specFile,
+        specHash: hash,
+        storeUri: options.storeUri,
+      });
       if (check.fresh) return fromCache(specFile, cache);
       staleReason = check.reason;
       options.onEvent?.({ type: 'stale', reason: check.reason });
@@ -141,7 +145,7 @@ export async function loadEnvironment(
         type: 'warning',
         message: `cannot write the cache '${envCachePath(specFile)}': ${failed}`,
       });
-    else addProfileRoot(specFile, built.env, built.cache, options);
+    else await addProfileRoot(specFile, built.env, built.cache, options);
   }
   return { ...built.env, staleReason };
 }
@@ -180,7 +184,7 @@ export async function buildEnvironment(
     );
   }
   // Stamps first: a lower that changes while we work makes the next check stale, not wrong.
-  const layout = storeLayout(store.uri);
+  const layout = await storeLayout(store.uri);
   const lowers = lowerGenerations(layout);
   const { PackageIndex } = await import('./package-index.js');
   const index = PackageIndex.load(layout.indexes);
@@ -284,16 +288,16 @@ async function closureOf(
  * and an indirect root `<state>/gcroots/auto/<nix32(sha1(link))>` links to that link, as
  * `nix-store --add-root --indirect` does.
  */
-function addProfileRoot(
+async function addProfileRoot(
   specFile: string,
   env: Environment,
   cache: EnvCacheFile,
   options: EnvironmentOptions,
-): void {
+): Promise<void> {
   try {
     const link = join(dirname(envCachePath(specFile)), 'profile');
     replaceSymlink(env.profile, link);
-    const stateDir = stateDirOf(cache.storeUri);
+    const stateDir = await stateDirOf(cache.storeUri);
     if (stateDir === undefined) return;
     const autoDir = join(stateDir, 'gcroots', 'auto');
     mkdirSync(autoDir, { recursive: true });
@@ -318,8 +322,8 @@ function replaceSymlink(target: string, link: string): void {
 }
 
 /** The state dir (gcroots) of a local or layered store URI. */
-function stateDirOf(uri: string): string | undefined {
-  const layout = storeLayout(uri);
+async function stateDirOf(uri: string): Promise<string | undefined> {
+  const layout = await storeLayout(uri);
   const own = layout.indexes.find((i) => i.layer === 'upper' || i.layer === 'store');
   return own && layout.realStoreDir ? dirname(own.file) : undefined;
 }

@@ -28,7 +28,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 
 import { StrataError } from '../core/error.js';
-import { Cursor, type SpecPosition } from './_cursor.js';
+import type { Cursor, SpecPosition } from './_cursor.js';
 
 /** A spec's syntax. */
 export type SpecFormat = 'nix' | 'json' | 'toml';
@@ -112,9 +112,10 @@ export async function parseSpec(
   file: string,
   format: SpecFormat = specFormatOf(file),
 ): Promise<EnvSpec> {
+  // The parsers are loaded on demand: a fresh cache never needs one.
+  const { Cursor } = await import('./_cursor.js');
   const cur = new Cursor(file, text);
   let deps: SpecDep[];
-  // The parsers are loaded on demand: a fresh cache never needs one.
   if (format === 'nix') deps = (await import('./_spec-nix.js')).parseNixSpec(cur);
   else if (format === 'json') deps = (await import('./_spec-json.js')).parseJsonSpec(cur);
   else deps = (await import('./_spec-toml.js')).parseTomlSpec(cur);

@@ -7,7 +7,6 @@
 import { join } from 'node:path';
 
 import { layeredPaths, lowerGeneration, readLayeredConfig } from '../store/layered/config.js';
-import { localStoreConfig } from '../store/local/config.js';
 import { parseStoreUri } from '../store/uri.js';
 
 /** The name of a package index file (see package-index.ts). */
@@ -47,14 +46,16 @@ export function indexFileOfRoot(root: string): string {
 /**
  * Reads a store's layout from its URI (and `strata.json` for `layered://`).
  *
- * @example storeLayout('layered:///srv/me').indexes // [{ layer: 'upper', … }, { layer: 'lower0', … }]
+ * @example (await storeLayout('layered:///srv/me')).indexes // [{ layer: 'upper', … }, { layer: 'lower0', … }]
  */
-export function storeLayout(uri: string): StoreLayout {
+export async function storeLayout(uri: string): Promise<StoreLayout> {
   const parsed = parseStoreUri(uri);
+  // Loaded only for the schemes that need it: a layered store's fresh cache is checked without it.
+  const localStoreConfig = async () => (await import('../store/local/config.js')).localStoreConfig;
   const p = parsed.params;
   switch (parsed.scheme) {
     case 'local': {
-      const config = localStoreConfig({
+      const config = (await localStoreConfig())({
         root: p.get('root') ?? parsed.root,
         store: p.get('store'),
         state: p.get('state'),
@@ -89,7 +90,7 @@ export function storeLayout(uri: string): StoreLayout {
       return { uri, realStoreDir: paths.merged, lowers, indexes };
     }
     case 'local-overlay': {
-      const config = localStoreConfig({
+      const config = (await localStoreConfig())({
         root: p.get('root') ?? parsed.root,
         store: p.get('store'),
         state: p.get('state'),
@@ -102,7 +103,7 @@ export function storeLayout(uri: string): StoreLayout {
       ];
       const lowerUri = parseStoreUri(p.get('lower-store') || 'local');
       if (lowerUri.scheme === 'local') {
-        const lower = localStoreConfig({
+        const lower = (await localStoreConfig())({
           root: lowerUri.params.get('root') ?? lowerUri.root,
           state: lowerUri.params.get('state'),
         });
