@@ -22,6 +22,8 @@ export async function loadEnvironmentForCli(
   const env = await loadEnvironment(spec, {
     storeUri: storeUri(cmd),
     useCache,
+    trustedPublicKeys: keys,
+    requireSigs: g.requireSigs,
     openStore: async (uri) =>
       (await import('../store/open.js')).openStore(uri, {
         trustedPublicKeys: keys,
@@ -46,7 +48,7 @@ function renderEvent(e: EnvEvent, quiet: boolean): string {
 
 function summary(env: Environment): string {
   const s = env.stats!;
-  const copied = s.copiedUp !== undefined ? `, ${s.copiedUp} copied up` : '';
+  const copied = `${s.copiedUp !== undefined ? `, ${s.copiedUp} copied up` : ''}${s.substituted > 0 ? `, ${s.substituted} substituted` : ''}`;
   const profile = s.profileAdded
     ? `new profile (${formatBytes(s.profileBytes)} written)`
     : 'profile unchanged (nothing written)';

@@ -23,9 +23,9 @@ import {
   writeEnvCache,
 } from './env-cache.js';
 import type { Collision } from './profile.js';
-import type { DrvRealiser } from './resolve.js';
+import type { DrvRealiser, Substituter } from './resolve.js';
 import { type EnvSpec, findSpecFile, specHash } from './spec.js';
-import { lowerGenerations, storeLayout } from './store-layout.js';
+import { lowerGenerations, storeLayout, type StoreLayout } from './store-layout.js';
 import type { EnvVariable } from './variables.js';
 
 /** What happens while an environment is made, for the caller to show (the library prints nothing). */
@@ -44,6 +44,12 @@ export interface EnvironmentOptions {
   openStore?: ((uri: string) => Promise<Store>) | undefined;
   /** How `.drv` deps whose outputs no layer has get built (default: strata's `realise`). */
   realise?: DrvRealiser | undefined;
+  /** Substituters asked for what no layer has, after the store's own (`strata.json`). */
+  substituters?: string[] | undefined;
+  /** Keys trusted for substituted paths, besides the store's own (`strata.json`). */
+  trustedPublicKeys?: string[] | undefined;
+  /** Refuse substituted paths neither signed by a trusted key nor content-addressed (default true). */
+  requireSigs?: boolean | undefined;
   /** Name of the profile store path (default `strata-env`). */
   profileName?: string | undefined;
   onEvent?: ((event: EnvEvent) => void) | undefined;
@@ -58,6 +64,8 @@ export interface EnvStats {
   closureBytes: number;
   /** Rows a layered store copied up from its lowers for this environment (no bytes). */
   copiedUp?: number | undefined;
+  /** Paths fetched from substituters (closures included). */
+  substituted: number;
   /** True when the profile was new to the store; its NAR bytes (symlinks only). */
   profileAdded: boolean;
   profileBytes: number;
@@ -191,9 +199,21 @@ export async function buildEnvironment(
   const { resolveDeps } = await import('./resolve.js');
   const upperDb = upperDatabase(store);
   const rowsBefore = upperDb?.countValid();
-  const resolved = await resolveDeps(store, spec, { index, realise: options.realise });
-  const copiedUp =
-    upperDb && rowsBefore !== undefined ? upperDb.countValid() - rowsBefore : undefined;
+  let copiedUp: number | undefined;
+  const subs = substituterSet(store, layout, options);
+  let resolved;
+  try {
+    resolved = await resolveDeps(store, spec, {
+      index,
+      realise: options.realise,
+      substitute: subs.substitute,
+      afterCopyUp: () => {
+        if (upperDb && rowsBefore !== undefined) copiedUp = upperDb.countValid() - rowsBefore;
+      },
+    });
+  } finally {
+    await subs.close();
+  }
 
   const { buildProfile, treeHasDir } = await import('./profile.js');
   const packages = dedupe(resolved.flatMap((r) => r.paths));
@@ -225,6 +245,7 @@ export async function buildEnvironment(
       closurePaths,
       closureBytes,
       copiedUp,
+      substituted: subs.count(),
       profileAdded: profile.added,
       profileBytes: profile.info.narSize,
       collisions: profile.tree.collisions,
@@ -246,6 +267,50 @@ export async function buildEnvironment(
     createdAt: new Date().toISOString(),
   };
   return { env, cache };
+}
+
+/**
+ * The substituters of an environment build, opened on first use (a build whose deps all are in
+ * some layer never opens one), with the store's and the caller's trusted keys.
+ */
+function substituterSet(
+  store: Store,
+  layout: StoreLayout,
+  options: EnvironmentOptions,
+): { substitute: Substituter | undefined; count(): number; close(): Promise<void> } {
+  const uris = [...layout.substituters, ...(options.substituters ?? [])];
+  const opened: Store[] = [];
+  let count = 0;
+  const trust = {
+    trustedPublicKeys: [...layout.trustedPublicKeys, ...(options.trustedPublicKeys ?? [])],
+    requireSigs: options.requireSigs,
+  };
+  const substitute: Substituter = async (paths) => {
+    if (opened.length === 0) {
+      const { openStore } = await import('../store/open.js');
+      for (const uri of uris) {
+        try {
+          opened.push(await (options.openStore ?? openStore)(uri));
+        } catch (e) {
+          options.onEvent?.({
+            type: 'warning',
+            message: `cannot open substituter '${uri}': ${(e as Error).message}`,
+          });
+        }
+      }
+    }
+    const { substitutePaths } = await import('../store/substitute.js');
+    const r = await substitutePaths(store, opened, paths, trust);
+    count += r.substituted.length;
+    return r.substituted;
+  };
+  return {
+    substitute: uris.length > 0 ? substitute : undefined,
+    count: () => count,
+    close: async () => {
+      for (const s of opened.splice(0)) await s.close();
+    },
+  };
 }
 
 function dedupe<T extends { baseName: string }>(paths: T[]): T[] {

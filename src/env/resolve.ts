@@ -21,10 +21,14 @@ export interface ResolvedDep {
   paths: StorePath[];
 }
 
+/** Fetches paths no layer has from substituters; returns those it made valid. */
+export type Substituter = (paths: StorePath[]) => Promise<StorePath[]>;
+
 /** Builds derivations (the build module's `realise`), injected so this module does not load it. */
 export type DrvRealiser = (
   store: LocalFsStore,
   drvPaths: StorePath[],
+  options: { substitute?: Substituter | undefined },
 ) => Promise<Array<{ outputs?: Map<string, StorePath> | undefined; error?: Error | undefined }>>;
 
 /** Options of {@link resolveDeps}. */
@@ -32,6 +36,10 @@ export interface ResolveOptions {
   index: PackageIndex;
   /** How missing `.drv` outputs are made (default: strata's `realise`, loaded on demand). */
   realise?: DrvRealiser | undefined;
+  /** Asked for paths (and `.drv` outputs) that no layer has, before building. */
+  substitute?: Substituter | undefined;
+  /** Called once the layers have answered (and copied up) and before substituting or building. */
+  afterCopyUp?: (() => void) | undefined;
 }
 
 interface Pending {
@@ -112,17 +120,24 @@ export async function resolveDeps(
     pending.push({ dep, written, indexLayer, path, outputs });
   }
 
-  // One batch: a layered store copies up every lower hit's closure in one transaction.
+  // One batch: a layered store copies up every lower hit's closure in one transaction; what no
+  // layer has is then asked of the substituters (references first), as Nix substitutes.
   const valid = new Set(
     (await store.queryValidPaths(pending.map((p) => p.path))).map((p) => p.baseName),
   );
+  options.afterCopyUp?.();
+  const absent = pending.filter((p) => !valid.has(p.path.baseName));
+  if (absent.length > 0 && options.substitute) {
+    for (const p of await options.substitute(absent.map((a) => a.path))) valid.add(p.baseName);
+  }
   for (const p of pending) {
     if (valid.has(p.path.baseName)) continue;
     const shown = dir.print(p.path);
     const via = p.indexLayer ? ` ('${p.written}' in the package index of ${p.indexLayer})` : '';
+    const subs = options.substitute ? ' and no substituter has it' : '';
     throw at(
       p.dep,
-      `Cannot use '${shown}'${via}: it is not valid in any layer of '${store.uri}'`,
+      `Cannot use '${shown}'${via}: it is not valid in any layer of '${store.uri}'${subs}`,
       'PATH_NOT_VALID',
     );
   }
@@ -150,6 +165,7 @@ export async function resolveDeps(
   const results = await realise(
     store,
     toBuild.map((d) => d.p.path),
+    { substitute: options.substitute },
   );
   toBuild.forEach((d, k) => {
     const r = results[k];
@@ -187,7 +203,7 @@ function pickOutputs(
 }
 
 /** strata's own builds (src/build), loaded only when a dep needs building. */
-const defaultRealiser: DrvRealiser = async (store, drvPaths) => {
+const defaultRealiser: DrvRealiser = async (store, drvPaths, options) => {
   const { realise } = await import('../build/realise.js');
-  return realise(store, drvPaths);
+  return realise(store, drvPaths, { substitute: options.substitute });
 };

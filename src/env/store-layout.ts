@@ -36,6 +36,9 @@ export interface StoreLayout {
   lowers: LayerLocation[];
   /** Package index files in lookup order: the store's own (the upper) first, then each lower. */
   indexes: IndexLocation[];
+  /** Substituters and trusted keys the store's configuration names (`strata.json`). */
+  substituters: string[];
+  trustedPublicKeys: string[];
 }
 
 /** A local store root's index: `<root>/nix/var/nix/strata-packages.json`. */
@@ -67,6 +70,8 @@ export async function storeLayout(uri: string): Promise<StoreLayout> {
         realStoreDir: config.realStoreDir,
         lowers: [],
         indexes: [{ layer: 'store', file: join(config.stateDir, PACKAGE_INDEX_FILE) }],
+        substituters: [],
+        trustedPublicKeys: [],
       };
     }
     case 'layered': {
@@ -75,7 +80,8 @@ export async function storeLayout(uri: string): Promise<StoreLayout> {
       const indexes: IndexLocation[] = [
         { layer: 'upper', file: join(paths.state, PACKAGE_INDEX_FILE) },
       ];
-      for (const lc of readLayeredConfig(parsed.path).lowers) {
+      const config = readLayeredConfig(parsed.path);
+      for (const lc of config.lowers) {
         const lp = parseStoreUri(lc.uri);
         if (lp.scheme === 'local') {
           const root = lp.params.get('root') ?? lp.root;
@@ -87,7 +93,14 @@ export async function storeLayout(uri: string): Promise<StoreLayout> {
           indexes.push({ layer: lc.name, file: join(lp.path, PACKAGE_INDEX_FILE) });
         }
       }
-      return { uri, realStoreDir: paths.merged, lowers, indexes };
+      return {
+        uri,
+        realStoreDir: paths.merged,
+        lowers,
+        indexes,
+        substituters: config.substituters,
+        trustedPublicKeys: config.trustedPublicKeys,
+      };
     }
     case 'local-overlay': {
       const config = (await localStoreConfig())({
@@ -110,16 +123,25 @@ export async function storeLayout(uri: string): Promise<StoreLayout> {
         if (lower.root !== undefined) lowers.push({ name: 'lower', root: lower.root });
         indexes.push({ layer: 'lower', file: join(lower.stateDir, PACKAGE_INDEX_FILE) });
       }
-      return { uri, realStoreDir: config.realStoreDir, lowers, indexes };
+      return {
+        uri,
+        realStoreDir: config.realStoreDir,
+        lowers,
+        indexes,
+        substituters: [],
+        trustedPublicKeys: [],
+      };
     }
     case 'file':
       return {
         uri,
         lowers: [],
         indexes: [{ layer: 'store', file: join(parsed.path, PACKAGE_INDEX_FILE) }],
+        substituters: [],
+        trustedPublicKeys: [],
       };
     default:
-      return { uri, lowers: [], indexes: [] };
+      return { uri, lowers: [], indexes: [], substituters: [], trustedPublicKeys: [] };
   }
 }
 

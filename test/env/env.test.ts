@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { addShDrv } from '../build/helpers.js';
+import { copyPaths } from '../../src/store/copy.js';
 import { initLayered } from '../../src/store/layered/open-layered.js';
+import { openStore } from '../../src/store/open.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { isRoot } from '../support/mounts.js';
 import { haveNix, runNix } from '../support/nix.js';
@@ -90,13 +92,30 @@ describe('strata env on a plain local store', () => {
 });
 
 describe.runIf(isRoot)('strata env and strata shell over a layered store (real overlayfs)', () => {
-  it('runs lower, upper and built packages, caches, notices staleness and answers from a fresh cache without the store', async () => {
+  it('runs lower, upper, built and substituted packages, caches, notices staleness and answers from a fresh cache without the store', async () => {
     const work = tempDir();
     const lowerRoot = join(work, 'lower');
     await makePackageLower(lowerRoot, LOWER, 'disk-1');
+    // A package only a binary cache has: substituted when the environment is made.
+    const cacheDir = join(work, 'cache');
+    const source = await openStore(join(work, 'cache-source'));
+    const cache = await openStore(`file://${cacheDir}?compression=none`);
+    let fetched: string;
+    try {
+      const p = (
+        await addPackages(source, [
+          { name: 'fetched-3.1', bin: { fetched: 'fetched from a cache' } },
+        ])
+      ).get('fetched-3.1')!;
+      await copyPaths(source, cache, [p]);
+      fetched = source.storeDir.print(p);
+    } finally {
+      await source.close();
+      await cache.close();
+    }
     const dir = join(work, 'layered');
     const uri = `layered://${dir}`;
-    const store = await initLayered(dir, [lowerRoot]);
+    const store = await initLayered(dir, [lowerRoot], { substituters: [`file://${cacheDir}`] });
     let drv: string;
     try {
       // A package of the user's own, in the upper, published in the upper's index.
@@ -119,7 +138,10 @@ describe.runIf(isRoot)('strata env and strata shell over a layered store (real o
     const project = join(work, 'project');
     mkdirSync(project);
     const spec = join(project, 'replit.nix');
-    writeFileSync(spec, `{ pkgs }: {\n  deps = [ pkgs.hello pkgs.mytool "${drv}" ];\n}\n`);
+    writeFileSync(
+      spec,
+      `{ pkgs }: {\n  deps = [ pkgs.hello pkgs.mytool "${drv}" "${fetched}" ];\n}\n`,
+    );
     const env = { STRATA_STORE: uri };
 
     const first = await runStrata(['env', spec, '--json'], { env });
@@ -128,10 +150,12 @@ describe.runIf(isRoot)('strata env and strata shell over a layered store (real o
     expect(built.source).toBe('built');
     expect(built.stats.copiedUp).toBeGreaterThanOrEqual(2); // hello and libgreet, rows only
     expect(built.stats.profileAdded).toBe(true);
+    expect(built.stats.substituted).toBe(1);
     expect(built.packages.map((p: string) => p.replace(/^.*?-/, ''))).toEqual([
       'hello-2.12',
       'mytool-0.1',
       'built-tool',
+      'fetched-3.1',
     ]);
     expect(readdirNames(join(dir, 'upper'))).not.toContain(
       built.packages[0].slice('/nix/store/'.length),
@@ -139,12 +163,12 @@ describe.runIf(isRoot)('strata env and strata shell over a layered store (real o
     expect(existsSync(join(project, '.cache', 'strata', 'env.json'))).toBe(true);
 
     const shell = await runStrata(
-      ['shell', spec, '--', 'sh', '-c', 'hello; mytool; built-tool; echo "$STRATA_ENV"'],
+      ['shell', spec, '--', 'sh', '-c', 'hello; mytool; built-tool; fetched; echo "$STRATA_ENV"'],
       { env },
     );
     expect(shell.stderr).toBe('');
     expect(shell.stdout.toString()).toBe(
-      `Hello, world!\nmy own tool\nbuilt here\n${built.profile}\n`,
+      `Hello, world!\nmy own tool\nbuilt here\nfetched from a cache\n${built.profile}\n`,
     );
     expect(shell.code).toBe(0);
     const exit = await runStrata(['shell', spec, '--', 'sh', '-c', 'exit 7'], { env });
@@ -177,7 +201,7 @@ describe.runIf(isRoot)('strata env and strata shell over a layered store (real o
     // Stale after a spec edit: rebuilt (the store is opened: the probe sees SQLite), and says why.
     writeFileSync(
       spec,
-      `{ pkgs }: {\n  deps = [ pkgs.hello pkgs.mytool "${drv}" pkgs.gnumake ];\n}\n`,
+      `{ pkgs }: {\n  deps = [ pkgs.hello pkgs.mytool "${drv}" "${fetched}" pkgs.gnumake ];\n}\n`,
     );
     const edited = await runStrata(['env', spec, '--json'], {
       env: { ...env, NODE_OPTIONS: `--require ${probe}`, PROBE_OUT: probeOut },
