@@ -69,7 +69,7 @@ describe('a store written by strata, read by real Nix', () => {
 });
 
 describe('a store written by real Nix, read by strata', () => {
-  it('gives the same answers to every query', async () => {
+  it('gives the same answers to every query', { timeout: 180_000 }, async () => {
     const work = tempDir();
     const root = join(work, 'store');
     const src = nixSource();
@@ -91,15 +91,16 @@ describe('a store written by real Nix, read by strata', () => {
     const dir = store.storeDir;
     const lines = (paths: { baseName: string }[]) => paths.map((p) => `${dir.path}/${p.baseName}`).sort();
     try {
+      // References and derivers are fields of Nix's path-info JSON (compared whole above); the
+      // referrers are its references inverted. Only the .drv queries need more Nix calls.
+      const nixReferrers = new Map<string, string[]>();
+      for (const i of theirs as { path: string; references: string[] }[]) for (const r of i.references) nixReferrers.set(r, [...(nixReferrers.get(r) ?? []), i.path]);
       for (const { path } of theirs) {
         const p = dir.parse(path);
-        const info = (await store.queryPathInfo(p))!;
-        const nixQ = (q: string) => runNix('nix-store', ['--store', root, '-q', q, path]).stdout.trim().split('\n').filter(Boolean).sort();
-        expect(lines(info.references), path).toEqual(nixQ('--references'));
-        expect(lines(await store.queryReferrers(p)), path).toEqual(nixQ('--referrers'));
-        expect(info.deriver ? [dir.print(info.deriver)] : ['unknown-deriver']).toEqual(nixQ('--deriver'));
+        expect(lines(await store.queryReferrers(p)), path).toEqual((nixReferrers.get(path) ?? []).sort());
         if (path.endsWith('.drv')) {
-          expect(lines([...(await store.queryDerivationOutputs(p)).values()])).toEqual(nixQ('--outputs'));
+          const nixOutputs = runNix('nix-store', ['--store', root, '-q', '--outputs', path]).stdout.trim().split('\n').filter(Boolean).sort();
+          expect(lines([...(await store.queryDerivationOutputs(p)).values()])).toEqual(nixOutputs);
           const shown = JSON.parse(runNix('nix', ['show-derivation', '--store', root, path]).stdout);
           const { derivationToJson } = await import('../../src/core/derivation/index.js');
           const { readDerivation } = await import('../../src/store/derivation-add.js');
