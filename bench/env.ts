@@ -128,16 +128,27 @@ async function makeLower(root: string): Promise<LowerInfo> {
   }
 }
 
-function time(
-  cmd: string,
-  args: string[],
-  env: NodeJS.ProcessEnv = process.env,
-): { ms: number; stdout: string; stderr: string } {
+interface Timed {
+  /** Wall-clock milliseconds. */
+  ms: number;
+  /** User + system CPU milliseconds (from /usr/bin/time): less sensitive to a busy machine. */
+  cpu: number;
+  stdout: string;
+  stderr: string;
+}
+
+function time(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Timed {
+  const out = join(DATA, 'time.txt');
   const t0 = performance.now();
-  const r = spawnSync(cmd, args, { env, encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync('/usr/bin/time', ['-o', out, '-f', '%U %S', cmd, ...args], {
+    env,
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+  });
   const ms = performance.now() - t0;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
-  return { ms, stdout: r.stdout, stderr: r.stderr };
+  const [user, sys] = readFileSync(out, 'utf8').trim().split('\n').at(-1)!.split(' ').map(Number);
+  return { ms, cpu: ((user ?? 0) + (sys ?? 0)) * 1000, stdout: r.stdout, stderr: r.stderr };
 }
 
 function median(xs: number[]): number {
@@ -175,8 +186,10 @@ async function main(): Promise<void> {
 
   // Cold: a new layered store over the lower (mounted beforehand, as `strata init` leaves it), no cache.
   const cold: number[] = [];
+  const coldCpu: number[] = [];
+  const inProcess: number[] = [];
   let stats:
-    | { closurePaths: number; closureBytes: number; copiedUp: number; profileBytes: number }
+    | { closurePaths: number; closureBytes: number; copiedUp: number; profileBytes: number; ms: number }
     | undefined;
   let coldCommand = '';
   for (let i = 0; i < COLD_RUNS; i++) {
@@ -189,7 +202,9 @@ async function main(): Promise<void> {
     coldCommand = `node bin/strata env ${spec} --store layered://${dir} --json`;
     const r = time(process.execPath, args);
     cold.push(r.ms);
+    coldCpu.push(r.cpu);
     stats = JSON.parse(r.stdout).stats;
+    inProcess.push(stats!.ms);
     if (i < COLD_RUNS - 1) {
       unmountUnder(dir);
       rmSync(dir, { recursive: true, force: true });
@@ -203,16 +218,22 @@ async function main(): Promise<void> {
   // Fresh cache vs bare node, interleaved so that machine noise hits both alike.
   const fresh: number[] = [];
   const bare: number[] = [];
+  const freshCpu: number[] = [];
+  const bareCpu: number[] = [];
   const freshArgs = [STRATA, 'env', spec, '--store', `layered://${lastDir}`];
   for (let i = 0; i < FRESH_RUNS; i++) {
     const r = time(process.execPath, freshArgs);
     if (r.stderr !== '') throw new Error(`cache was not fresh: ${r.stderr}`);
     fresh.push(r.ms);
-    bare.push(time(process.execPath, ['-e', '0']).ms);
+    freshCpu.push(r.cpu);
+    const b = time(process.execPath, ['-e', '0']);
+    bare.push(b.ms);
+    bareCpu.push(b.cpu);
   }
 
   // Real Nix 2.8 copying the same closure into a fresh plain store.
   const copy: number[] = [];
+  const copyCpu: number[] = [];
   const env = nixEnv();
   const dest = join(DATA, 'nix-copy-dest');
   for (let i = 0; i < COPY_RUNS; i++) {
@@ -237,6 +258,7 @@ async function main(): Promise<void> {
   const mib = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
   const coldRatio = median(copy) / median(cold);
   const freshRatio = median(fresh) / median(bare);
+  const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   const lines = [
     '## Environments',
     '',
@@ -244,15 +266,17 @@ async function main(): Promise<void> {
     '',
     `The lower: a local store of ${PACKAGES} packages (a script in \`bin/\` and a man page each), each referring to ${LIBS_PER_PACKAGE} libraries of ${mib(LIB_BYTES)} of random bytes, which refer to ${SHARED_LIBS} shared ones; its package index names the ${PACKAGES} packages. The spec lists all ${PACKAGES}: closure ${s.closurePaths - 1} paths, ${mib(s.closureBytes - s.profileBytes)} (plus the profile).`,
     '',
-    '| what | command | time | runs |',
-    '|---|---|---|---|',
-    `| strata env, cold (fresh layered store, no cache) | \`${coldCommand}\` | ${fmt(median(cold))} | ${cold.map(fmt).join(', ')} |`,
-    `| nix copy of the closure into a fresh store | \`nix copy --no-check-sigs --from ${lowerRoot} --to ${dest} <${PACKAGES} paths>\` | ${fmt(median(copy))} | ${copy.map(fmt).join(', ')} |`,
-    `| strata env, fresh cache | \`node bin/strata env ${spec} --store layered://…\` | ${fmt(median(fresh))} | ${FRESH_RUNS} runs, min ${fmt(Math.min(...fresh))} |`,
-    `| node -e 0 | \`node -e 0\` | ${fmt(median(bare))} | ${FRESH_RUNS} runs, min ${fmt(Math.min(...bare))} |`,
+    `Load average while it ran: ${load} (a shared 2-core VM).`,
     '',
-    `- cold vs nix copy: **${coldRatio.toFixed(0)}×** faster (target ≥ 50×): ${s.copiedUp} rows copied up, ${copied} paths copied by Nix; the upper layer holds ${upperBytes} bytes afterwards (the profile's ${s.profileBytes}-byte NAR of symlinks; no package byte).`,
-    `- fresh cache vs \`node -e 0\`: **${freshRatio.toFixed(2)}×** (target ≤ 1.2×).`,
+    '| what | command | wall (median) | CPU user+sys (median) | runs (wall) |',
+    '|---|---|---|---|---|',
+    `| strata env, cold (fresh layered store, no cache) | \`${coldCommand}\` | ${fmt(median(cold))} | ${fmt(median(coldCpu))} | ${cold.map(fmt).join(', ')}; in-process build ${inProcess.map(fmt).join(', ')} |`,
+    `| nix copy of the closure into a fresh store | \`nix copy --no-check-sigs --from ${lowerRoot} --to ${dest} <${PACKAGES} paths>\` | ${fmt(median(copy))} | ${fmt(median(copyCpu))} | ${copy.map(fmt).join(', ')} |`,
+    `| strata env, fresh cache | \`node bin/strata env ${spec} --store layered://…\` | ${fmt(median(fresh))} | ${fmt(median(freshCpu))} | ${FRESH_RUNS} runs, min ${fmt(Math.min(...fresh))} |`,
+    `| node -e 0 | \`node -e 0\` | ${fmt(median(bare))} | ${fmt(median(bareCpu))} | ${FRESH_RUNS} runs, min ${fmt(Math.min(...bare))} |`,
+    '',
+    `- cold vs nix copy: **${coldRatio.toFixed(1)}×** faster in wall time (target ≥ 50×), ${(median(copyCpu) / median(coldCpu)).toFixed(1)}× in CPU time: ${s.copiedUp} rows copied up, ${copied} paths copied by Nix; the upper layer holds ${upperBytes} bytes afterwards (the profile's ${s.profileBytes}-byte NAR of symlinks and directory entries; no package byte).`,
+    `- fresh cache vs \`node -e 0\`: **${freshRatio.toFixed(2)}×** in wall time (target ≤ 1.2×), ${(median(freshCpu) / median(bareCpu)).toFixed(2)}× in CPU time.`,
     '',
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
