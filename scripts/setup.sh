@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # nix-bin: real Nix 2.8, the reference for interop tests. squashfs-tools: the demo's disk image.
 # nginx-light: the benchmark floor for serving. fuse-overlayfs: rootless layered stores.
 # xz-utils, zstd, bzip2, sqlite3: oracles in tests. util-linux: mount, unshare, flock, losetup.
-packages=(nix-bin squashfs-tools nginx-light fuse-overlayfs xz-utils zstd bzip2 sqlite3 util-linux openssl ca-certificates)
+packages=(nix-bin squashfs-tools nginx-light fuse-overlayfs xz-utils zstd bzip2 sqlite3 util-linux openssl ca-certificates ceph-mon ceph-mgr ceph-osd radosgw ceph-common)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -15,6 +15,10 @@ export async function openOtherStore(uri: string, parsed: StoreUri, options: Ope
       const { openBinaryCache } = await import('./binary-cache/open-cache.js');
       return openBinaryCache(uri, parsed, options);
     }
+    case 's3': {
+      const { openS3Cache } = await import('./binary-cache/open-s3.js');
+      return openS3Cache(uri, parsed);
+    }
     case 'layered': {
       const { openLayered } = await import('./layered/open-layered.js');
       return openLayered(uri, parsed.path);

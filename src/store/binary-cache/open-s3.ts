@@ -1,0 +1,81 @@
+/**
+ * `s3://bucket?…` → a {@link BinaryCacheStore} over an {@link S3Transport}, with Nix's S3
+ * parameters (`endpoint`, `scheme`, `region`, `profile`, `multipart-upload`, `buffer-size` as
+ * the part size) and the binary-cache ones (`compression`, `compression-level`, `secret-key`,
+ * `priority`, `want-mass-query`, `ttl-positive`/`ttl-negative`). Credentials come from the AWS
+ * SDK's usual chain: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, then `profile=` or
+ * `AWS_PROFILE` in `~/.aws/credentials` and `~/.aws/config`.
+ */
+import { readFileSync } from 'node:fs';
+
+import { StrataError } from '../../core/error.js';
+import { parseSecretKey } from '../../core/signature.js';
+import { boolParam, type StoreUri } from '../uri.js';
+import { BinaryCacheStore, type BinaryCacheOptions } from './binary-cache-store.js';
+import { S3Transport } from './s3-transport.js';
+
+function invalid(uri: string, why: string): StrataError {
+  return new StrataError('URI_INVALID', `Cannot use store URI '${uri}': ${why}`, { value: uri });
+}
+
+function intParam(uri: string, params: Map<string, string>, key: string, min: number): number | undefined {
+  const v = params.get(key);
+  if (v === undefined) return undefined;
+  if (!/^-?[0-9]{1,12}$/.test(v) || Number(v) < min) throw invalid(uri, `parameter '${key}' must be an integer of at least ${min}, not '${v}'`);
+  return Number(v);
+}
+
+/**
+ * Opens an S3 binary cache. Reading `nix-cache-info` is the first request, so wrong credentials
+ * and a missing bucket fail here, with a one-line error.
+ *
+ * @example const cache = await openS3Cache(uri, parseStoreUri('s3://cache?endpoint=127.0.0.1:7480&scheme=http'));
+ */
+export async function openS3Cache(uri: string, parsed: Extract<StoreUri, { scheme: 's3' }>): Promise<BinaryCacheStore> {
+  const p = parsed.params;
+  const scheme = p.get('scheme');
+  if (scheme !== undefined && scheme !== 'http' && scheme !== 'https') throw invalid(uri, `parameter 'scheme' must be http or https, not '${scheme}'`);
+  // Nix can gzip/xz narinfos and listings on S3; strata writes no listings or logs, and
+  // uncompressed narinfos (what every reader, real Nix over plain HTTP included, can read).
+  for (const key of ['narinfo-compression', 'ls-compression', 'log-compression']) {
+    const v = p.get(key);
+    if (v !== undefined && v !== '' && v !== 'none') throw invalid(uri, `parameter '${key}=${v}' is not supported (strata writes these files uncompressed)`);
+  }
+  const bufferSize = intParam(uri, p, 'buffer-size', 5 * 1024 * 1024);
+  const options: BinaryCacheOptions = {
+    compression: p.get('compression'),
+    compressionLevel: intParam(uri, p, 'compression-level', 0),
+    ttlPositive: intParam(uri, p, 'ttl-positive', 0),
+    ttlNegative: intParam(uri, p, 'ttl-negative', 0),
+    priority: intParam(uri, p, 'priority', -1_000_000),
+    wantMassQuery: p.has('want-mass-query') ? boolParam(uri, p, 'want-mass-query', false) : undefined,
+  };
+  const keyFile = p.get('secret-key');
+  if (keyFile !== undefined && keyFile !== '') {
+    let text: string;
+    try {
+      text = readFileSync(keyFile, 'utf8');
+    } catch (e) {
+      throw new StrataError('KEY_INVALID', `Cannot read secret key '${keyFile}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { value: keyFile });
+    }
+    options.secretKey = parseSecretKey(text);
+  }
+  const transport = new S3Transport({
+    bucket: parsed.bucket,
+    endpoint: p.get('endpoint'),
+    scheme: scheme as 'http' | 'https' | undefined,
+    region: p.get('region'),
+    profile: p.get('profile') || undefined,
+    multipartUpload: boolParam(uri, p, 'multipart-upload', true),
+    partSize: bufferSize,
+  });
+  const { NarInfoDiskCache } = await import('./narinfo-disk-cache.js');
+  options.diskCache = await NarInfoDiskCache.open();
+  try {
+    return await BinaryCacheStore.open(uri, transport, options);
+  } catch (e) {
+    await transport.close();
+    options.diskCache?.close();
+    throw e;
+  }
+}
