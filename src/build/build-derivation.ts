@@ -81,7 +81,7 @@ function exists(path: string): boolean {
  * Builds a derivation and registers its new outputs; returns their path infos. On any failure
  * nothing is registered and no output is left in the store.
  *
- * @example await buildDerivation(store, { drvPath, drv, outputs, alreadyValid: new Set(), inputClosure }, { isolation: 'overlay' });
+ * @example await buildDerivation(store, { drvPath, drv, outputs, alreadyValid: new Set(), inputClosure }, { isolation: 'namespace', namespace: () => ns });
  */
 export async function buildDerivation(store: LocalFsStore, req: BuildRequest, options: BuildOptions): Promise<PathInfo[]> {
   const drvName = req.drvPath.name; // `simple.drv`
@@ -124,6 +124,13 @@ export async function buildDerivation(store: LocalFsStore, req: BuildRequest, op
         whiteouts,
       };
     } else {
+      if (req.alreadyValid.size > 0) {
+        const full = store.storeDir.print(req.drvPath);
+        throw new StrataError('UNSUPPORTED', `Cannot rebuild '${full}' without a mount namespace: some of its outputs are valid and the builder would overwrite them`, {
+          value: full,
+          hint: 'run as root, or delete its valid outputs first',
+        });
+      }
       // Without a namespace the builder writes into the store itself: clear invalid leftovers
       // first (we hold the locks) and remember what we created, to remove it on failure.
       stagedDir = store.realStoreDir;

@@ -147,6 +147,32 @@ class Realiser {
     return settled.map((s, i) => (s.status === 'fulfilled' ? { drvPath: drvPaths[i]!, outputs: s.value } : { drvPath: drvPaths[i]!, error: s.reason as Error }));
   }
 
+  /** Derivations already known to have no cycle below them. */
+  private readonly acyclic = new Set<string>();
+
+  /**
+   * Refuses a derivation that (through its inputs) needs itself. Honest `.drv` paths cannot,
+   * but a cache or a copied store can name paths as it likes, and goals waiting on themselves
+   * would never settle. Faults other than cycles are left for the goals to report.
+   */
+  private async checkAcyclic(drvPath: StorePath, stack: Set<string>): Promise<void> {
+    if (this.acyclic.has(drvPath.baseName)) return;
+    if (stack.has(drvPath.baseName)) {
+      const full = this.store.storeDir.print(drvPath);
+      throw new StrataError('DRV_INVALID', `Cannot realise '${full}': its inputs form a cycle (${[...stack, drvPath.baseName].join(' -> ')})`, { value: full });
+    }
+    let drv: Derivation;
+    try {
+      drv = await this.readDrv(drvPath);
+    } catch {
+      return;
+    }
+    stack.add(drvPath.baseName);
+    for (const base of drv.inputDrvs.keys()) await this.checkAcyclic(this.store.storeDir.parse(`${this.store.storeDir.path}/${base}`), stack);
+    stack.delete(drvPath.baseName);
+    this.acyclic.add(drvPath.baseName);
+  }
+
   private readDrv(drvPath: StorePath): Promise<Derivation> {
     let p = this.drvs.get(drvPath.baseName);
     if (!p) {
@@ -200,7 +226,9 @@ class Realiser {
     }
     if (missing.length === 0) return outputs;
 
-    // Inputs: every wanted output of every input derivation, and the sources.
+    // Inputs: every wanted output of every input derivation, and the sources. Checked for a
+    // cycle first (only now: derivations whose outputs are valid never need their inputs read).
+    await this.checkAcyclic(drvPath, new Set());
     const inputs = await Promise.allSettled([...drv.inputDrvs].map(([base, outs]) => this.goal(store.storeDir.parse(`${store.storeDir.path}/${base}`), outs)));
     const failedInputs = inputs.filter((r) => r.status === 'rejected');
     if (failedInputs.length > 0) {
