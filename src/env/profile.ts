@@ -155,10 +155,19 @@ export function mergePackages(loc: StoreLocation, packages: string[]): MergedTre
     logical: string,
     real: string,
   ): void => {
-    for (const name of readdirSync(real).sort()) {
-      const childRel = rel === '' ? name : `${rel}/${name}`;
-      if (SKIP_PATHS.has(childRel) || SKIP_NAMES.has(name)) continue;
-      addOne(dir, name, childRel, `${logical}/${name}`, resolveReal(loc, join(real, name)));
+    // `real` is already resolved: only entries that are symlinks need following (d_type says
+    // which, so a package of plain files and directories costs one readdir per directory).
+    const entries = readdirSync(real, { withFileTypes: true }).sort((a, b) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+    );
+    for (const e of entries) {
+      const childRel = rel === '' ? e.name : `${rel}/${e.name}`;
+      if (SKIP_PATHS.has(childRel) || SKIP_NAMES.has(e.name)) continue;
+      // Symlinks, and entries a file system reports without a type, are looked at properly.
+      const known = e.isDirectory() ? true : e.isFile() ? false : undefined;
+      const childReal =
+        known === undefined ? resolveReal(loc, join(real, e.name)) : join(real, e.name);
+      addOne(dir, e.name, childRel, `${logical}/${e.name}`, childReal, known);
     }
   };
 
@@ -168,8 +177,9 @@ export function mergePackages(loc: StoreLocation, packages: string[]): MergedTre
     rel: string,
     logical: string,
     real: string,
+    knownDir?: boolean,
   ): void => {
-    const isDir = isDirectory(real);
+    const isDir = knownDir ?? isDirectory(real);
     const existing = dir.children.get(name);
     if (existing === undefined) {
       dir.children.set(name, { kind: 'link', target: logical, real, isDir });
