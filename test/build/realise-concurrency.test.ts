@@ -2,12 +2,14 @@
  * Scheduling with real processes: two `strata realise` of one derivation build it once, and
  * `-j 2` runs two independent builds at the same time.
  */
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { ensureBuilt, runStrata } from '../support/cli.js';
+import { haveNix, nixEnv } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 import { addShDrv, openChroot } from './helpers.js';
 
@@ -48,5 +50,37 @@ describe.skipIf(!isRoot)('realise: concurrency', () => {
     };
     expect(await overlapOf('j2', 2)).toBeGreaterThan(0.5);
     expect(await overlapOf('j1', 1)).toBeLessThan(0);
+  });
+});
+
+describe.skipIf(!isRoot || !haveNix())('realise: strata and real Nix together', () => {
+  it('`strata realise` and real `nix-store -r` of the same derivation run the builder once', async () => {
+    ensureBuilt();
+    const root = tempDir();
+    const side = join(tempDir(), 'runs');
+    const store = await openChroot(root);
+    const drv = await addShDrv(store, 'shared', `echo run >> ${side}; /bin/sleep 1; echo done > $out`);
+    await store.close();
+    const full = `/nix/store/${drv.baseName}`;
+    // Real Nix in a private /nix (this store's nix dir), so it needs no sandbox (formats.md §1).
+    const nix = new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1/nix" /nix && exec nix-store -r "$2"', 'sh', root, full], { env: nixEnv() });
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.on('close', (code) => resolve({ code, stderr }));
+    });
+    const strata = runStrata(['--store', root, 'realise', full]);
+    const [n, s] = await Promise.all([nix, strata]);
+    expect(n.code, n.stderr).toBe(0);
+    expect(s.code, s.stderr).toBe(0);
+    expect(readFileSync(side, 'utf8')).toBe('run\n');
+    const again = await openChroot(root);
+    try {
+      const out = (await again.queryDerivationOutputs(drv)).get('out')!;
+      expect(await again.isValidPath(out)).toBe(true);
+      expect(s.stdout.toString()).toBe(`${again.storeDir.print(out)}\n`);
+    } finally {
+      await again.close();
+    }
   });
 });
