@@ -4,5 +4,6 @@ export { BuildFailure, buildDerivation, type BuildOptions, type BuildRequest, LO
 export { canonicaliseOutput } from './canonicalise.js';
 export { type BuildDirFile, builderEnvironment, type BuilderEnvironment, type EnvironmentOptions } from './environment.js';
 export { BuildLog, buildLogPath, findBzip2 } from './logs.js';
+export { BuildNamespace, overlaySetupArgs, type SpawnedExit } from './namespace.js';
 export { realise, type RealiseEvent, type RealiseOptions, type RealiseResult, realiseOrThrow } from './realise.js';
 export { type BuiltOutputs, checkOutputs, publishOutputs } from './register-outputs.js';
