@@ -144,6 +144,10 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
           const counted = new Counter((n) => ((progress.bytesDone += n), report()));
           // pipe() does not forward errors: a failed verification must reach the destination.
           nar.on('error', (e) => counted.destroy(e));
+          // The destination may stop reading early (it found the NAR bad itself); a verification
+          // error the source raises after that has no reader left and must not crash the process.
+          // While the destination reads, its own listener still receives the error.
+          counted.on('error', () => {});
           await to.addFromNar(transferableInfo(info), nar.pipe(counted));
           copied.push(info.path);
           progress.pathsDone++;

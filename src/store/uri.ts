@@ -13,6 +13,8 @@ export type StoreUri =
   | { scheme: 'layered'; path: string; params: Map<string, string> };
 
 const LOCAL_PARAMS = ['root', 'store', 'state', 'real', 'log', 'read-only', 'trusted', 'priority', 'want-mass-query', 'require-sigs'];
+/** Local-store parameters naming directories or files: they must be absolute. */
+const PATH_PARAMS = ['root', 'store', 'state', 'real', 'log', 'upper-layer', 'remount-hook'];
 const CACHE_PARAMS = ['compression', 'secret-key', 'parallel-compression', 'multipart-upload', 'priority', 'want-mass-query', 'trusted', 'write-nar-listing', 'index-debug-info', 'compression-level', 'local-nar-cache', 'require-sigs', 'ttl-negative', 'ttl-positive'];
 const KNOWN_PARAMS: Record<StoreUri['scheme'], string[]> = {
   local: LOCAL_PARAMS,
@@ -102,8 +104,10 @@ export function parseStoreUri(uri: string): StoreUri {
     }
   }
   const known = KNOWN_PARAMS[parsed.scheme];
-  for (const key of params.keys()) {
+  for (const [key, value] of params) {
     if (!known.includes(key)) throw invalid(uri, `unknown parameter '${key}' for ${parsed.scheme} stores`);
+    // A relative directory would be taken from the working directory: a store made wherever the command ran.
+    if (PATH_PARAMS.includes(key) && (parsed.scheme === 'local' || parsed.scheme === 'local-overlay')) checkAbsolute(uri, value, `parameter '${key}'`);
   }
   return parsed;
 }

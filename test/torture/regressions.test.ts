@@ -2,13 +2,22 @@
  * Regression cases for the defects the torture suite found, one per defect, kept small and
  * deterministic (the fuzzers that found them use random inputs).
  */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
 import { describe, expect, it } from 'vitest';
 
 import { parseDerivation } from '../../src/core/derivation/aterm.js';
 import { StrataError } from '../../src/core/error.js';
+import { Hash } from '../../src/core/hash.js';
+import { encodeNar } from '../../src/core/nar/writer.js';
 import { StoreDir } from '../../src/core/store-path.js';
+import type { LocalStore } from '../../src/store/local/local-store.js';
+import { openStore } from '../../src/store/open.js';
 import { parseStoreUri } from '../../src/store/uri.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
+import { tempDir } from '../support/tmp.js';
 
 function thrown(fn: () => unknown): StrataError {
   try {
@@ -45,5 +54,32 @@ describe('torture regressions', () => {
     expect(parseStoreUri('local-overlay:////')).toMatchObject({ root: '/' });
     expect(parseStoreUri('file:////')).toMatchObject({ scheme: 'file', path: '/' });
     expect(parseStoreUri('/tmp/x//')).toMatchObject({ root: '/tmp/x' });
+  });
+
+  // Found by hostile.test.ts: `local?root=relative` opened (and created) a store under the cwd.
+  it('parseStoreUri refuses relative directories in local-store parameters', () => {
+    for (const u of ['local?root=relative', 'local?state=x', '/tmp/s?real=.', 'local-overlay://?root=/m&upper-layer=u', 'local?log='])
+      expect(thrown(() => parseStoreUri(u)).code, u).toBe('URI_INVALID');
+    expect(parseStoreUri('local?root=/tmp/x&state=/tmp/y')).toMatchObject({ scheme: 'local' });
+  });
+
+  // Found by hostile.test.ts: a `.drv` arriving as a NAR (copy, substitution) was registered
+  // without checking its output paths, so a cache could make a build write any path.
+  it('addFromNar refuses a .drv whose output paths do not match its contents, and registers nothing', async () => {
+    const root = tempDir();
+    const store = (await openStore(root)) as LocalStore;
+    try {
+      const text = 'Derive([("out","/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo hi > $out"],[("builder","/bin/sh"),("name","simple"),("out","/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple"),("system","x86_64-linux")])';
+      const chunks: Buffer[] = [];
+      for await (const c of encodeNar({ type: 'regular', executable: false, size: text.length, contents: [Buffer.from(text)] })) chunks.push(Buffer.from(c));
+      const nar = Buffer.concat(chunks);
+      const path = store.storeDir.parse('/nix/store/3ghsl9sd83mc26i81adpa2fzf3yw4f68-simple.drv');
+      const info = { path, narHash: Hash.of('sha256', nar), narSize: nar.length, references: [], ultimate: false, sigs: [] };
+      await expect(store.addFromNar(info, Readable.from([nar]))).rejects.toMatchObject({ code: 'DRV_OUTPUT_MISMATCH' });
+      expect(await store.isValidPath(path)).toBe(false);
+      expect(readdirSync(join(root, 'nix', 'store'))).toEqual([]);
+    } finally {
+      await store.close();
+    }
   });
 });

@@ -2,7 +2,7 @@
  * A local Nix store: files under the real store dir, metadata in the Nix database. The same thing
  * real Nix keeps on disk, so either can open what the other wrote.
  */
-import { chmodSync, existsSync, lutimesSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lutimesSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -155,7 +155,11 @@ export class LocalStore implements LocalFsStore {
         throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got ${got.narSize}`, { value: full });
       }
       if (info.ca) await this.checkContentAddress(info, tmp);
-      await this.publish(info, tmp);
+      // As Nix's registerValidPath: a `.drv` from elsewhere must have the output paths its
+      // contents give (else a cache could make a build write any path), and gets its rows.
+      let registration: Omit<Registration, 'info'> = {};
+      if (info.path.isDerivation()) registration = { derivationOutputs: await this.importedDerivationOutputs(tmp, info.path) };
+      await this.publish(info, tmp, registration);
     } finally {
       staging.dispose();
     }
@@ -269,6 +273,24 @@ export class LocalStore implements LocalFsStore {
       return this.db.queryPathInfo(path)!;
     } finally {
       staging.dispose();
+    }
+  }
+
+  /** {@link derivationOutputsOf} for a staged `.drv` that arrived as a NAR: any fault is `DRV_INVALID`. */
+  private async importedDerivationOutputs(staged: string, drvPath: StorePath): Promise<Map<string, string>> {
+    const full = this.storeDir.print(drvPath);
+    let text: string;
+    try {
+      text = readFileSync(staged, 'utf8');
+    } catch (e) {
+      throw new StrataError('DRV_INVALID', `Cannot add '${full}': it is not a derivation file`, { value: full, cause: e });
+    }
+    try {
+      return await this.derivationOutputsOf(text, drvPath);
+    } catch (e) {
+      if (e instanceof StrataError) throw e;
+      // E.g. an input derivation that is not there (a cycle through itself).
+      throw new StrataError('DRV_INVALID', `Cannot add '${full}': its output paths cannot be checked: ${(e as Error).message}`, { value: full, cause: e });
     }
   }
 
