@@ -83,7 +83,11 @@ function exists(path: string): boolean {
  *
  * @example await buildDerivation(store, { drvPath, drv, outputs, alreadyValid: new Set(), inputClosure }, { isolation: 'namespace', namespace: () => ns });
  */
-export async function buildDerivation(store: LocalFsStore, req: BuildRequest, options: BuildOptions): Promise<PathInfo[]> {
+export async function buildDerivation(
+  store: LocalFsStore,
+  req: BuildRequest,
+  options: BuildOptions,
+): Promise<PathInfo[]> {
   const drvName = req.drvPath.name; // `simple.drv`
   const top = mkdtempSync(join(tmpdir(), 'strata-build-'));
   // Nix's build dir name: `nix-build-<drv name>-<n>`, n = 0 in a fresh parent.
@@ -93,12 +97,18 @@ export async function buildDerivation(store: LocalFsStore, req: BuildRequest, op
   /** What this build may have left in a shared upper (or in the store, without isolation). */
   const inUpper: string[] = [];
   try {
-    const { env, files } = builderEnvironment(req.drv, { storeDir: store.storeDir.path, buildDir, cores: options.cores });
+    const { env, files } = builderEnvironment(req.drv, {
+      storeDir: store.storeDir.path,
+      buildDir,
+      cores: options.cores,
+    });
     for (const f of files) writeFileSync(join(buildDir, f.name), f.contents, { mode: 0o600 });
 
     let isolation: Isolation;
     let stagedDir: string;
-    const fresh = [...req.outputs].filter(([name]) => !req.alreadyValid.has(name)).map(([, p]) => p);
+    const fresh = [...req.outputs]
+      .filter(([name]) => !req.alreadyValid.has(name))
+      .map(([, p]) => p);
     if (options.isolation === 'namespace' && req.alreadyValid.size === 0 && options.namespace) {
       const ns = await options.namespace();
       // Invalid leftovers of an interrupted build would show through the overlay: we hold the locks.
@@ -113,7 +123,9 @@ export async function buildDerivation(store: LocalFsStore, req: BuildRequest, op
       scratch = mkdtempSync(join(buildsDir, `${req.drvPath.hashPart}-`));
       for (const d of ['upper', 'work', 'tmp']) mkdirSync(join(scratch, d));
       stagedDir = join(scratch, 'upper');
-      const whiteouts = [...req.outputs.values()].map((p) => p.baseName).filter((b) => exists(join(store.realStoreDir, b)));
+      const whiteouts = [...req.outputs.values()]
+        .map((p) => p.baseName)
+        .filter((b) => exists(join(store.realStoreDir, b)));
       isolation = {
         kind: 'overlay',
         realStoreDir: store.realStoreDir,
@@ -126,10 +138,14 @@ export async function buildDerivation(store: LocalFsStore, req: BuildRequest, op
     } else {
       if (req.alreadyValid.size > 0) {
         const full = store.storeDir.print(req.drvPath);
-        throw new StrataError('UNSUPPORTED', `Cannot rebuild '${full}' without a mount namespace: some of its outputs are valid and the builder would overwrite them`, {
-          value: full,
-          hint: 'run as root, or delete its valid outputs first',
-        });
+        throw new StrataError(
+          'UNSUPPORTED',
+          `Cannot rebuild '${full}' without a mount namespace: some of its outputs are valid and the builder would overwrite them`,
+          {
+            value: full,
+            hint: 'run as root, or delete its valid outputs first',
+          },
+        );
       }
       // Without a namespace the builder writes into the store itself: clear invalid leftovers
       // first (we hold the locks) and remember what we created, to remove it on failure.
@@ -141,20 +157,46 @@ export async function buildDerivation(store: LocalFsStore, req: BuildRequest, op
       isolation = { kind: 'none' };
     }
 
-    const log = new BuildLog(store.logDir, req.drvPath, join(top, 'log'), options.onLog ? (c) => options.onLog!(req.drvPath, c) : undefined);
+    const log = new BuildLog(
+      store.logDir,
+      req.drvPath,
+      join(top, 'log'),
+      options.onLog ? (c) => options.onLog!(req.drvPath, c) : undefined,
+    );
     let exit;
     try {
-      exit = await runBuilder({ builder: req.drv.builder, args: req.drv.args, env, buildDir, isolation, logFd: log.fd, logPath: log.rawPath, signal: options.signal });
+      exit = await runBuilder({
+        builder: req.drv.builder,
+        args: req.drv.args,
+        env,
+        buildDir,
+        isolation,
+        logFd: log.fd,
+        logPath: log.rawPath,
+        signal: options.signal,
+      });
     } finally {
       await log.close();
     }
     const full = store.storeDir.print(req.drvPath);
     if (options.signal?.aborted) {
-      throw new StrataError('BUILD_CANCELLED', `Cannot build '${full}': the build was cancelled after another build failed`, { value: full });
+      throw new StrataError(
+        'BUILD_CANCELLED',
+        `Cannot build '${full}': the build was cancelled after another build failed`,
+        { value: full },
+      );
     }
     if (exit.code !== 0) {
-      const how = exit.code === null ? `was killed by signal ${exit.signal ?? '?'}` : `failed with exit code ${exit.code}`;
-      throw new BuildFailure(`Cannot build '${full}': builder ${how}`, log.tailLines(LOG_TAIL_LINES), log.path, full);
+      const how =
+        exit.code === null
+          ? `was killed by signal ${exit.signal ?? '?'}`
+          : `failed with exit code ${exit.code}`;
+      throw new BuildFailure(
+        `Cannot build '${full}': builder ${how}`,
+        log.tailLines(LOG_TAIL_LINES),
+        log.path,
+        full,
+      );
     }
     let infos: PathInfo[];
     try {
@@ -171,7 +213,8 @@ export async function buildDerivation(store: LocalFsStore, req: BuildRequest, op
     } catch (e) {
       if (isolation.kind === 'session' && (e as StrataError).code === 'BUILD_WROTE_OUTSIDE') {
         // Stray entries in the shared upper would fail the next build too; the store never saw them.
-        for (const entry of readdirSync(stagedDir)) if (!options.othersOutputs?.has(entry)) removeTree(join(stagedDir, entry));
+        for (const entry of readdirSync(stagedDir))
+          if (!options.othersOutputs?.has(entry)) removeTree(join(stagedDir, entry));
       }
       throw e;
     }
@@ -180,7 +223,8 @@ export async function buildDerivation(store: LocalFsStore, req: BuildRequest, op
     return infos;
   } finally {
     for (const p of inUpper) if (exists(p)) removeTree(p);
-    if (options.defer) options.defer(rm(top, { recursive: true, force: true }).catch(() => removeTree(top)));
+    if (options.defer)
+      options.defer(rm(top, { recursive: true, force: true }).catch(() => removeTree(top)));
     else removeTree(top);
     if (scratch !== undefined) removeTree(scratch);
   }

@@ -99,10 +99,20 @@ let nsenterPath: string | undefined;
 /** Absolute path of `nsenter`: spawn() would look it up in the builder's PATH (`/path-not-set`). */
 function nsenter(): string {
   if (nsenterPath !== undefined) return nsenterPath;
-  for (const d of [...(process.env['PATH'] ?? '').split(':'), '/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
+  for (const d of [
+    ...(process.env['PATH'] ?? '').split(':'),
+    '/usr/bin',
+    '/bin',
+    '/usr/sbin',
+    '/sbin',
+  ]) {
     if (d !== '' && existsSync(join(d, 'nsenter'))) return (nsenterPath = join(d, 'nsenter'));
   }
-  throw new StrataError('BUILD_SETUP_FAILED', "Cannot enter the build namespace: 'nsenter' (util-linux) is not installed", { value: 'nsenter' });
+  throw new StrataError(
+    'BUILD_SETUP_FAILED',
+    "Cannot enter the build namespace: 'nsenter' (util-linux) is not installed",
+    { value: 'nsenter' },
+  );
 }
 
 /** True when this process can create mount namespaces (it runs as root). */
@@ -128,34 +138,73 @@ export async function runBuilder(inv: BuilderInvocation): Promise<BuilderExit> {
     // Nix's umask for builders; nsenter keeps ours, so set it around the spawn (fork copies it).
     const old = process.umask(0o022);
     try {
-      child = spawn(nsenter(), [`--mount=${iso.namespace.mountNamespace}`, `--wd=${inv.buildDir}`, '--', inv.builder, ...inv.args], {
-        cwd: inv.buildDir,
-        env: Object.fromEntries(inv.env),
-        stdio: ['ignore', inv.logFd, inv.logFd],
-        detached: true,
-        argv0: 'nsenter',
-      });
+      child = spawn(
+        nsenter(),
+        [
+          `--mount=${iso.namespace.mountNamespace}`,
+          `--wd=${inv.buildDir}`,
+          '--',
+          inv.builder,
+          ...inv.args,
+        ],
+        {
+          cwd: inv.buildDir,
+          env: Object.fromEntries(inv.env),
+          stdio: ['ignore', inv.logFd, inv.logFd],
+          detached: true,
+          argv0: 'nsenter',
+        },
+      );
     } finally {
       process.umask(old);
     }
   } else {
     const wrapperArgs: string[] = [];
     if (iso.kind === 'overlay') {
-      const [real, logical, upper, work, scratch, parent] = overlaySetupArgs(iso.realStoreDir, iso.logicalStoreDir, iso.upperDir, iso.workDir, iso.scratchDir);
-      wrapperArgs.push('overlay', real!, logical!, upper!, work!, scratch!, parent!, String(iso.whiteouts.length), ...iso.whiteouts);
+      const [real, logical, upper, work, scratch, parent] = overlaySetupArgs(
+        iso.realStoreDir,
+        iso.logicalStoreDir,
+        iso.upperDir,
+        iso.workDir,
+        iso.scratchDir,
+      );
+      wrapperArgs.push(
+        'overlay',
+        real!,
+        logical!,
+        upper!,
+        work!,
+        scratch!,
+        parent!,
+        String(iso.whiteouts.length),
+        ...iso.whiteouts,
+      );
     } else {
       wrapperArgs.push('none');
     }
     wrapperArgs.push('--');
     for (const [k, v] of inv.env) {
-      if (k === '' || k.includes('=')) throw new StrataError('DRV_INVALID', `Cannot pass environment variable '${k}' to the builder: invalid name`, { value: k });
+      if (k === '' || k.includes('='))
+        throw new StrataError(
+          'DRV_INVALID',
+          `Cannot pass environment variable '${k}' to the builder: invalid name`,
+          { value: k },
+        );
       wrapperArgs.push(`${k}=${v}`);
     }
     // env(1) would take a builder containing '=' for one more assignment.
-    if (inv.builder.includes('=')) throw new StrataError('UNSUPPORTED', `Cannot run builder '${inv.builder}': its path contains '='`, { value: inv.builder });
+    if (inv.builder.includes('='))
+      throw new StrataError(
+        'UNSUPPORTED',
+        `Cannot run builder '${inv.builder}': its path contains '='`,
+        { value: inv.builder },
+      );
     wrapperArgs.push(inv.builder, ...inv.args);
     const shArgs = ['-c', WRAPPER, 'strata-builder', ...wrapperArgs];
-    const [cmd, argv] = iso.kind === 'overlay' ? ['unshare', ['--mount', '--propagation', 'private', '/bin/sh', ...shArgs]] : ['/bin/sh', shArgs];
+    const [cmd, argv] =
+      iso.kind === 'overlay'
+        ? ['unshare', ['--mount', '--propagation', 'private', '/bin/sh', ...shArgs]]
+        : ['/bin/sh', shArgs];
     child = spawn(cmd, argv, {
       cwd: inv.buildDir,
       env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
@@ -186,7 +235,11 @@ export async function runBuilder(inv: BuilderInvocation): Promise<BuilderExit> {
     });
     const setup = Buffer.concat(setupErr).toString('utf8').trim();
     if (setup !== '') {
-      throw new StrataError('BUILD_SETUP_FAILED', `Cannot set up the build environment: ${setup.split('\n').slice(-1)[0]}`, { value: setup });
+      throw new StrataError(
+        'BUILD_SETUP_FAILED',
+        `Cannot set up the build environment: ${setup.split('\n').slice(-1)[0]}`,
+        { value: setup },
+      );
     }
     return exit;
   } finally {
@@ -205,7 +258,12 @@ function killGroup(pid: number | undefined): void {
 
 /** {@link runBuilder} through the namespace's spawner: no fork of this (large) process. */
 async function runInSpawner(ns: BuildNamespace, inv: BuilderInvocation): Promise<BuilderExit> {
-  const { pid, exit } = ns.spawn({ cwd: inv.buildDir, logPath: inv.logPath, argv: [inv.builder, ...inv.args], env: inv.env });
+  const { pid, exit } = ns.spawn({
+    cwd: inv.buildDir,
+    logPath: inv.logPath,
+    argv: [inv.builder, ...inv.args],
+    env: inv.env,
+  });
   let known: number | undefined;
   void pid.then((p) => {
     known = p;

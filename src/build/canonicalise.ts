@@ -3,7 +3,16 @@
  * 0555 (owner-executable), directories 0555, mtime 1, owner root, no setuid/setgid, no hard link
  * shared with a file outside the output. Only regular files, directories and symlinks may exist.
  */
-import { chmodSync, copyFileSync, lchownSync, lstatSync, lutimesSync, readdirSync, renameSync, type Stats } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  lchownSync,
+  lstatSync,
+  lutimesSync,
+  readdirSync,
+  renameSync,
+  type Stats,
+} from 'node:fs';
 import { join } from 'node:path';
 
 import { StrataError } from '../core/error.js';
@@ -35,7 +44,11 @@ export function canonicaliseOutput(root: string, display: string): void {
     const st = lstatSync(path);
     if (!st.isFile() && !st.isDirectory() && !st.isSymbolicLink()) {
       const rel = path === root ? display : `${display}${path.slice(root.length)}`;
-      throw new StrataError('OUTPUT_INVALID', `Cannot register '${display}': '${rel}' is ${kindOf(st)}, not a regular file, directory or symlink`, { value: rel });
+      throw new StrataError(
+        'OUTPUT_INVALID',
+        `Cannot register '${display}': '${rel}' is ${kindOf(st)}, not a regular file, directory or symlink`,
+        { value: rel },
+      );
     }
     if (st.isDirectory()) for (const e of readdirSync(path)) walk(join(path, e));
     nodes.push({ path, st }); // Children before their directory: directories are made read-only last.
@@ -45,9 +58,16 @@ export function canonicaliseOutput(root: string, display: string): void {
   // A file linked from outside the output (nlink larger than its links seen inside) is copied,
   // so changing the outside file can never change the store object.
   const linksInside = new Map<string, number>();
-  for (const { st } of nodes) if (st.isFile() && st.nlink > 1) linksInside.set(`${st.dev}:${st.ino}`, (linksInside.get(`${st.dev}:${st.ino}`) ?? 0) + 1);
+  for (const { st } of nodes)
+    if (st.isFile() && st.nlink > 1)
+      linksInside.set(`${st.dev}:${st.ino}`, (linksInside.get(`${st.dev}:${st.ino}`) ?? 0) + 1);
   for (const n of nodes) {
-    if (!n.st.isFile() || n.st.nlink <= 1 || linksInside.get(`${n.st.dev}:${n.st.ino}`)! >= n.st.nlink) continue;
+    if (
+      !n.st.isFile() ||
+      n.st.nlink <= 1 ||
+      linksInside.get(`${n.st.dev}:${n.st.ino}`)! >= n.st.nlink
+    )
+      continue;
     const tmp = `${n.path}.strata-unlink`;
     copyFileSync(n.path, tmp);
     renameSync(tmp, n.path);

@@ -44,9 +44,16 @@ export interface BuilderEnvironment {
  * env.get('HOME') === '/homeless-shelter';
  * ```
  */
-export function builderEnvironment(drv: Derivation, options: EnvironmentOptions): BuilderEnvironment {
+export function builderEnvironment(
+  drv: Derivation,
+  options: EnvironmentOptions,
+): BuilderEnvironment {
   if (drv.env.has('__json')) {
-    throw new StrataError('UNSUPPORTED', `Cannot build '${drv.name}': structured attributes (__json) are not supported yet`, { value: drv.name });
+    throw new StrataError(
+      'UNSUPPORTED',
+      `Cannot build '${drv.name}': structured attributes (__json) are not supported yet`,
+      { value: drv.name },
+    );
   }
   const env = new Map<string, string>();
   // Nix sets PATH to a value that cannot work, so builders spell out every program they use.
@@ -55,7 +62,9 @@ export function builderEnvironment(drv: Derivation, options: EnvironmentOptions)
   env.set('NIX_STORE', options.storeDir);
   env.set('NIX_BUILD_CORES', String(options.cores ?? availableParallelism()));
 
-  const passAsFile = new Set((drv.env.get('passAsFile') ?? '').split(/\s+/).filter((s) => s !== ''));
+  const passAsFile = new Set(
+    (drv.env.get('passAsFile') ?? '').split(/\s+/).filter((s) => s !== ''),
+  );
   const files: BuildDirFile[] = [];
   for (const [k, v] of drv.env) {
     if (!passAsFile.has(k)) {
@@ -67,7 +76,8 @@ export function builderEnvironment(drv: Derivation, options: EnvironmentOptions)
     files.push({ name, contents: v });
     env.set(`${k}Path`, `${options.buildDir}/${name}`);
   }
-  for (const k of ['NIX_BUILD_TOP', 'TMPDIR', 'TEMPDIR', 'TMP', 'TEMP', 'PWD']) env.set(k, options.buildDir);
+  for (const k of ['NIX_BUILD_TOP', 'TMPDIR', 'TEMPDIR', 'TMP', 'TEMP', 'PWD'])
+    env.set(k, options.buildDir);
   env.set('NIX_LOG_FD', '2');
   env.set('TERM', 'xterm-256color');
 

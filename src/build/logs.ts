@@ -30,7 +30,9 @@ let bzip2Binary: string | null | undefined;
 /** The `bzip2` program on PATH (or /usr/bin, /bin), or null when there is none. */
 export function findBzip2(): string | null {
   if (bzip2Binary !== undefined) return bzip2Binary;
-  const dirs = [...(process.env['PATH'] ?? '').split(delimiter), '/usr/bin', '/bin'].filter((d) => d !== '');
+  const dirs = [...(process.env['PATH'] ?? '').split(delimiter), '/usr/bin', '/bin'].filter(
+    (d) => d !== '',
+  );
   bzip2Binary = null;
   for (const d of dirs) {
     try {
@@ -49,7 +51,11 @@ export function findBzip2(): string | null {
  *
  * @example buildLogPath('/nix/var/log/nix', drvPath) // '/nix/var/log/nix/drvs/3g/hsl9…-simple.drv.bz2'
  */
-export function buildLogPath(logDir: string, drvPath: StorePath, compressed = findBzip2() !== null): string {
+export function buildLogPath(
+  logDir: string,
+  drvPath: StorePath,
+  compressed = findBzip2() !== null,
+): string {
   const base = drvPath.baseName;
   return join(logDir, 'drvs', base.slice(0, 2), base.slice(2) + (compressed ? '.bz2' : ''));
 }
@@ -128,7 +134,10 @@ export class BuildLog {
     // measured 3.5 ms per build on the main thread of a loaded VM).
     await mkdir(join(this.path, '..'), { recursive: true });
     try {
-      if (size === 0) await writeFile(this.path, this.compressed ? EMPTY_BZIP2 : Buffer.alloc(0), { mode: 0o644 });
+      if (size === 0)
+        await writeFile(this.path, this.compressed ? EMPTY_BZIP2 : Buffer.alloc(0), {
+          mode: 0o644,
+        });
       else if (!this.compressed) await copyFile(this.rawPath, this.path);
       else await compress(findBzip2()!, this.readFd, this.path);
     } finally {
@@ -145,7 +154,9 @@ async function compress(bzip2: string, fd: number, dest: string): Promise<void> 
     const child = spawn(bzip2, ['-c'], { stdio: [input, out, 'ignore'] });
     await new Promise<void>((resolve, reject) => {
       child.on('error', reject);
-      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`bzip2 exited with ${code}`))));
+      child.on('close', (code) =>
+        code === 0 ? resolve() : reject(new Error(`bzip2 exited with ${code}`)),
+      );
     });
   } finally {
     closeSync(input);

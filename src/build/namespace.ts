@@ -104,7 +104,9 @@ export interface SpawnedExit {
 }
 
 function osSignalName(n: number): NodeJS.Signals | undefined {
-  return (Object.entries(osConstants.signals) as Array<[NodeJS.Signals, number]>).find(([, v]) => v === n)?.[0];
+  return (Object.entries(osConstants.signals) as Array<[NodeJS.Signals, number]>).find(
+    ([, v]) => v === n,
+  )?.[0];
 }
 
 /** The deepest existing ancestor of `dir` (itself when it exists). */
@@ -119,20 +121,37 @@ function existingAncestor(dir: string): string {
  * must be created inside the namespace (a tmpfs-backed overlay of its deepest existing parent,
  * never a change to the host).
  */
-export function overlaySetupArgs(realStoreDir: string, logicalStoreDir: string, upperDir: string, workDir: string, scratchDir: string): string[] {
-  for (const [what, p] of [['store dir', realStoreDir], ['build scratch dir', upperDir]] as const) {
+export function overlaySetupArgs(
+  realStoreDir: string,
+  logicalStoreDir: string,
+  upperDir: string,
+  workDir: string,
+  scratchDir: string,
+): string[] {
+  for (const [what, p] of [
+    ['store dir', realStoreDir],
+    ['build scratch dir', upperDir],
+  ] as const) {
     if (OVERLAY_UNSAFE.test(p)) {
-      throw new StrataError('BUILD_SETUP_FAILED', `Cannot mount the build overlay on '${p}': the ${what} contains ',', ':' or '\\'`, { value: p });
+      throw new StrataError(
+        'BUILD_SETUP_FAILED',
+        `Cannot mount the build overlay on '${p}': the ${what} contains ',', ':' or '\\'`,
+        { value: p },
+      );
     }
   }
   const ancestor = existingAncestor(logicalStoreDir);
   let parent = '-';
   if (ancestor !== logicalStoreDir) {
     if (ancestor === '/') {
-      throw new StrataError('BUILD_SETUP_FAILED', `Cannot show the store at '${logicalStoreDir}' to builders: no directory on its way exists but '/'`, {
-        value: logicalStoreDir,
-        hint: `create it once with 'mkdir -p ${logicalStoreDir}'`,
-      });
+      throw new StrataError(
+        'BUILD_SETUP_FAILED',
+        `Cannot show the store at '${logicalStoreDir}' to builders: no directory on its way exists but '/'`,
+        {
+          value: logicalStoreDir,
+          hint: `create it once with 'mkdir -p ${logicalStoreDir}'`,
+        },
+      );
     }
     parent = ancestor;
   }
@@ -152,7 +171,10 @@ export function overlaySetupArgs(realStoreDir: string, logicalStoreDir: string, 
  */
 export class BuildNamespace {
   private nextId = 0;
-  private readonly pending = new Map<string, { started: (pid: number) => void; exited: (e: SpawnedExit) => void }>();
+  private readonly pending = new Map<
+    string,
+    { started: (pid: number) => void; exited: (e: SpawnedExit) => void }
+  >();
   private lineBuf = '';
 
   private constructor(
@@ -183,7 +205,10 @@ export class BuildNamespace {
         this.pending.delete(id!);
         if (this.pending.size === 0) this.setRef(false);
         const sig = Number(b);
-        p.exited({ code: sig === 0 ? Number(a) : null, signal: sig === 0 ? null : (osSignalName(sig) ?? null) });
+        p.exited({
+          code: sig === 0 ? Number(a) : null,
+          signal: sig === 0 ? null : (osSignalName(sig) ?? null),
+        });
       }
     }
   }
@@ -204,12 +229,20 @@ export class BuildNamespace {
    * Starts a builder through the spawner: `pid` resolves when it runs (its process group is
    * `-pid`), `exit` when it ended.
    */
-  spawn(req: { cwd: string; logPath: string; argv: string[]; env: Map<string, string> }): { pid: Promise<number>; exit: Promise<SpawnedExit> } {
+  spawn(req: { cwd: string; logPath: string; argv: string[]; env: Map<string, string> }): {
+    pid: Promise<number>;
+    exit: Promise<SpawnedExit>;
+  } {
     const id = String(this.nextId++);
     const fields = [id, req.cwd, req.logPath, String(req.argv.length), ...req.argv];
     for (const [k, v] of req.env) fields.push(`${k}=${v}`);
     for (const f of fields) {
-      if (f.includes('\0')) throw new StrataError('DRV_INVALID', `Cannot start builder '${req.argv[0]}': an argument or variable contains a NUL byte`, { value: req.argv[0] });
+      if (f.includes('\0'))
+        throw new StrataError(
+          'DRV_INVALID',
+          `Cannot start builder '${req.argv[0]}': an argument or variable contains a NUL byte`,
+          { value: req.argv[0] },
+        );
     }
     const body = Buffer.from(fields.join('\0'), 'utf8');
     const head = Buffer.alloc(4);
@@ -235,16 +268,40 @@ export class BuildNamespace {
   }
 
   /** Sets up the namespace; `buildsDir` should be on the store's file system (outputs are renamed out). */
-  static async open(realStoreDir: string, logicalStoreDir: string, buildsDir: string): Promise<BuildNamespace> {
+  static async open(
+    realStoreDir: string,
+    logicalStoreDir: string,
+    buildsDir: string,
+  ): Promise<BuildNamespace> {
     mkdirSync(buildsDir, { recursive: true });
     const scratch = mkdtempSync(join(buildsDir, 'session-'));
     for (const d of ['upper', 'work', 'tmp']) mkdirSync(join(scratch, d));
     try {
-      const args = overlaySetupArgs(realStoreDir, logicalStoreDir, join(scratch, 'upper'), join(scratch, 'work'), join(scratch, 'tmp'));
-      const holder = spawn('unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', SETUP, 'strata-build-ns', ...args, SPAWNER], {
-        env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
+      const args = overlaySetupArgs(
+        realStoreDir,
+        logicalStoreDir,
+        join(scratch, 'upper'),
+        join(scratch, 'work'),
+        join(scratch, 'tmp'),
+      );
+      const holder = spawn(
+        'unshare',
+        [
+          '--mount',
+          '--propagation',
+          'private',
+          '/bin/sh',
+          '-c',
+          SETUP,
+          'strata-build-ns',
+          ...args,
+          SPAWNER,
+        ],
+        {
+          env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
+          stdio: ['pipe', 'pipe', 'pipe'],
+        },
+      );
       const err: Buffer[] = [];
       holder.stderr!.on('data', (c: Buffer) => err.push(c));
       const perl = await new Promise<boolean>((resolve, reject) => {
@@ -258,12 +315,21 @@ export class BuildNamespace {
         };
         holder.stdout!.on('data', onData);
         holder.on('exit', () => {
-          const msg = Buffer.concat(err).toString().trim().split('\n').at(-1) || 'the namespace holder exited';
-          reject(new StrataError('BUILD_SETUP_FAILED', `Cannot set up the build namespace for '${realStoreDir}': ${msg}`, { value: realStoreDir }));
+          const msg =
+            Buffer.concat(err).toString().trim().split('\n').at(-1) ||
+            'the namespace holder exited';
+          reject(
+            new StrataError(
+              'BUILD_SETUP_FAILED',
+              `Cannot set up the build namespace for '${realStoreDir}': ${msg}`,
+              { value: realStoreDir },
+            ),
+          );
         });
       });
       holder.removeAllListeners('exit');
-      for (const s of [holder.stdin, holder.stdout, holder.stderr]) (s as unknown as { unref?: () => void }).unref?.();
+      for (const s of [holder.stdin, holder.stdout, holder.stderr])
+        (s as unknown as { unref?: () => void }).unref?.();
       holder.unref();
       return new BuildNamespace(holder, scratch, perl);
     } catch (e) {

@@ -85,7 +85,11 @@ class Slots {
  * r.outputs?.get('out'); // the built (or already valid) output path
  * ```
  */
-export async function realise(store: LocalFsStore, drvPaths: StorePath[], options: RealiseOptions = {}): Promise<RealiseResult[]> {
+export async function realise(
+  store: LocalFsStore,
+  drvPaths: StorePath[],
+  options: RealiseOptions = {},
+): Promise<RealiseResult[]> {
   return new Realiser(store, options).run(drvPaths);
 }
 
@@ -95,10 +99,16 @@ export async function realise(store: LocalFsStore, drvPaths: StorePath[], option
  *
  * @example const [outs] = await realiseOrThrow(store, [drvPath]);
  */
-export async function realiseOrThrow(store: LocalFsStore, drvPaths: StorePath[], options: RealiseOptions = {}): Promise<Array<Map<string, StorePath>>> {
+export async function realiseOrThrow(
+  store: LocalFsStore,
+  drvPaths: StorePath[],
+  options: RealiseOptions = {},
+): Promise<Array<Map<string, StorePath>>> {
   const results = await realise(store, drvPaths, options);
   // A build cancelled because another failed is not the news: report the failure itself.
-  const failed = results.find((r) => r.error && (r.error as StrataError).code !== 'BUILD_CANCELLED') ?? results.find((r) => r.error);
+  const failed =
+    results.find((r) => r.error && (r.error as StrataError).code !== 'BUILD_CANCELLED') ??
+    results.find((r) => r.error);
   if (failed) throw failed.error!;
   return results.map((r) => r.outputs!);
 }
@@ -128,11 +138,19 @@ class Realiser {
     if (wanted !== 'auto') return wanted;
     if (canIsolate()) return 'namespace';
     if (this.store.realStoreDir !== this.store.storeDir.path) {
-      throw new StrataError('BUILD_SETUP_FAILED', `Cannot build into '${this.store.uri}': its files are in '${this.store.realStoreDir}', not at '${this.store.storeDir.path}', and only root can show them there to builders`, {
-        value: this.store.uri,
-      });
+      throw new StrataError(
+        'BUILD_SETUP_FAILED',
+        `Cannot build into '${this.store.uri}': its files are in '${this.store.realStoreDir}', not at '${this.store.storeDir.path}', and only root can show them there to builders`,
+        {
+          value: this.store.uri,
+        },
+      );
     }
-    this.options.onEvent?.({ type: 'warning', message: 'not running as root: builds run without a mount namespace and can write anywhere in the store' });
+    this.options.onEvent?.({
+      type: 'warning',
+      message:
+        'not running as root: builds run without a mount namespace and can write anywhere in the store',
+    });
     return 'none';
   }
 
@@ -144,7 +162,11 @@ class Realiser {
       if (this.namespace) await (await this.namespace.catch(() => undefined))?.close();
       await Promise.all(this.cleanups);
     }
-    return settled.map((s, i) => (s.status === 'fulfilled' ? { drvPath: drvPaths[i]!, outputs: s.value } : { drvPath: drvPaths[i]!, error: s.reason as Error }));
+    return settled.map((s, i) =>
+      s.status === 'fulfilled'
+        ? { drvPath: drvPaths[i]!, outputs: s.value }
+        : { drvPath: drvPaths[i]!, error: s.reason as Error },
+    );
   }
 
   /** Derivations already known to have no cycle below them. */
@@ -159,7 +181,11 @@ class Realiser {
     if (this.acyclic.has(drvPath.baseName)) return;
     if (stack.has(drvPath.baseName)) {
       const full = this.store.storeDir.print(drvPath);
-      throw new StrataError('DRV_INVALID', `Cannot realise '${full}': its inputs form a cycle (${[...stack, drvPath.baseName].join(' -> ')})`, { value: full });
+      throw new StrataError(
+        'DRV_INVALID',
+        `Cannot realise '${full}': its inputs form a cycle (${[...stack, drvPath.baseName].join(' -> ')})`,
+        { value: full },
+      );
     }
     let drv: Derivation;
     try {
@@ -168,7 +194,11 @@ class Realiser {
       return;
     }
     stack.add(drvPath.baseName);
-    for (const base of drv.inputDrvs.keys()) await this.checkAcyclic(this.store.storeDir.parse(`${this.store.storeDir.path}/${base}`), stack);
+    for (const base of drv.inputDrvs.keys())
+      await this.checkAcyclic(
+        this.store.storeDir.parse(`${this.store.storeDir.path}/${base}`),
+        stack,
+      );
     stack.delete(drvPath.baseName);
     this.acyclic.add(drvPath.baseName);
   }
@@ -179,7 +209,11 @@ class Realiser {
       p = (async () => {
         if (!(await this.store.isValidPath(drvPath))) {
           const full = this.store.storeDir.print(drvPath);
-          throw new StrataError('PATH_NOT_VALID', `Cannot realise '${full}': it is not valid in '${this.store.uri}'`, { value: full });
+          throw new StrataError(
+            'PATH_NOT_VALID',
+            `Cannot realise '${full}': it is not valid in '${this.store.uri}'`,
+            { value: full },
+          );
         }
         return readDerivation(this.store, drvPath);
       })();
@@ -200,24 +234,41 @@ class Realiser {
     return g;
   }
 
-  private async missingOutputs(outputs: Map<string, StorePath>, wanted: string[]): Promise<string[]> {
+  private async missingOutputs(
+    outputs: Map<string, StorePath>,
+    wanted: string[],
+  ): Promise<string[]> {
     const missing: string[] = [];
-    for (const name of wanted) if (!(await this.store.isValidPath(outputs.get(name)!))) missing.push(name);
+    for (const name of wanted)
+      if (!(await this.store.isValidPath(outputs.get(name)!))) missing.push(name);
     return missing;
   }
 
-  private async realiseOne(drvPath: StorePath, wanted0: string[] | undefined): Promise<Map<string, StorePath>> {
+  private async realiseOne(
+    drvPath: StorePath,
+    wanted0: string[] | undefined,
+  ): Promise<Map<string, StorePath>> {
     const store = this.store;
     const full = store.storeDir.print(drvPath);
     const drv = await this.readDrv(drvPath);
     const outputs = new Map<string, StorePath>();
     for (const [name, o] of drv.outputs) {
-      if (!o.path) throw new StrataError('UNSUPPORTED', `Cannot realise '${full}': output '${name}' has no path (floating content-addressed outputs are not supported)`, { value: full });
+      if (!o.path)
+        throw new StrataError(
+          'UNSUPPORTED',
+          `Cannot realise '${full}': output '${name}' has no path (floating content-addressed outputs are not supported)`,
+          { value: full },
+        );
       outputs.set(name, o.path);
     }
     const wanted = wanted0 ?? [...outputs.keys()];
     for (const name of wanted) {
-      if (!outputs.has(name)) throw new StrataError('DRV_INVALID', `Cannot realise '${full}': it has no output '${name}'`, { value: full });
+      if (!outputs.has(name))
+        throw new StrataError(
+          'DRV_INVALID',
+          `Cannot realise '${full}': it has no output '${name}'`,
+          { value: full },
+        );
     }
     let missing = await this.missingOutputs(outputs, wanted);
     if (missing.length > 0 && this.options.substitute) {
@@ -229,12 +280,20 @@ class Realiser {
     // Inputs: every wanted output of every input derivation, and the sources. Checked for a
     // cycle first (only now: derivations whose outputs are valid never need their inputs read).
     await this.checkAcyclic(drvPath, new Set());
-    const inputs = await Promise.allSettled([...drv.inputDrvs].map(([base, outs]) => this.goal(store.storeDir.parse(`${store.storeDir.path}/${base}`), outs)));
+    const inputs = await Promise.allSettled(
+      [...drv.inputDrvs].map(([base, outs]) =>
+        this.goal(store.storeDir.parse(`${store.storeDir.path}/${base}`), outs),
+      ),
+    );
     const failedInputs = inputs.filter((r) => r.status === 'rejected');
     if (failedInputs.length > 0) {
       const first = (failedInputs[0] as PromiseRejectedResult).reason as Error;
       if (failedInputs.length === 1 && this.options.keepGoing !== true) throw first;
-      throw new StrataError('DEPENDENCY_FAILED', `Cannot build '${full}': ${failedInputs.length} of its dependencies failed`, { value: full, cause: first });
+      throw new StrataError(
+        'DEPENDENCY_FAILED',
+        `Cannot build '${full}': ${failedInputs.length} of its dependencies failed`,
+        { value: full, cause: first },
+      );
     }
     const inputPaths: StorePath[] = [...drv.inputSrcs];
     for (const [i, [, outs]] of [...drv.inputDrvs].entries()) {
@@ -243,7 +302,11 @@ class Realiser {
     }
     for (const src of drv.inputSrcs) {
       if (!(await store.isValidPath(src))) {
-        throw new StrataError('PATH_NOT_VALID', `Cannot build '${full}': its input '${store.storeDir.print(src)}' is not valid`, { value: store.storeDir.print(src) });
+        throw new StrataError(
+          'PATH_NOT_VALID',
+          `Cannot build '${full}': its input '${store.storeDir.print(src)}' is not valid`,
+          { value: store.storeDir.print(src) },
+        );
       }
     }
     for (const p of inputPaths) await store.addTempRoot(p);
@@ -264,16 +327,25 @@ class Realiser {
         const mine = outPaths.map((p) => p.baseName);
         for (const b of mine) this.running.add(b);
         try {
-          await buildDerivation(store, { drvPath, drv, outputs, alreadyValid, inputClosure }, {
-            isolation: this.isolation,
-            namespace: () => (this.namespace ??= BuildNamespace.open(store.realStoreDir, store.storeDir.path, join(store.stateDir, 'builds'))),
-            // Live: builds that start while this one runs put their outputs in the upper too.
-            othersOutputs: this.running,
-            cores: this.options.cores,
-            defer: (p) => this.cleanups.push(p),
-            onLog: this.options.onLog,
-            signal: this.abort.signal,
-          });
+          await buildDerivation(
+            store,
+            { drvPath, drv, outputs, alreadyValid, inputClosure },
+            {
+              isolation: this.isolation,
+              namespace: () =>
+                (this.namespace ??= BuildNamespace.open(
+                  store.realStoreDir,
+                  store.storeDir.path,
+                  join(store.stateDir, 'builds'),
+                )),
+              // Live: builds that start while this one runs put their outputs in the upper too.
+              othersOutputs: this.running,
+              cores: this.options.cores,
+              defer: (p) => this.cleanups.push(p),
+              onLog: this.options.onLog,
+              signal: this.abort.signal,
+            },
+          );
         } catch (e) {
           this.options.onEvent?.({ type: 'failed', drvPath, error: e as Error });
           // Without --keep-going the first failure stops everything, running builds included.
@@ -306,7 +378,11 @@ class Realiser {
         info = await this.store.queryPathInfo(p);
         if (!info) {
           const full = this.store.storeDir.print(p);
-          throw new StrataError('PATH_NOT_VALID', `Cannot compute the closure of '${full}': it is not valid in '${this.store.uri}'`, { value: full });
+          throw new StrataError(
+            'PATH_NOT_VALID',
+            `Cannot compute the closure of '${full}': it is not valid in '${this.store.uri}'`,
+            { value: full },
+          );
         }
         this.infos.set(p.baseName, info);
       }
@@ -317,7 +393,11 @@ class Realiser {
 
   private checkNotStopped(full: string): void {
     if (this.abort.signal.aborted) {
-      throw new StrataError('BUILD_CANCELLED', `Cannot build '${full}': stopped after another build failed (use --keep-going to continue)`, { value: full });
+      throw new StrataError(
+        'BUILD_CANCELLED',
+        `Cannot build '${full}': stopped after another build failed (use --keep-going to continue)`,
+        { value: full },
+      );
     }
   }
 }

@@ -56,7 +56,10 @@ function exists(path: string): boolean {
 }
 
 /** NAR hash, size and references of a staged output in one pass over its NAR. */
-async function scanOutput(staged: string, scanner: ReferenceScanner): Promise<{ narHash: Hash; narSize: number }> {
+async function scanOutput(
+  staged: string,
+  scanner: ReferenceScanner,
+): Promise<{ narHash: Hash; narSize: number }> {
   const hasher = newHasher('sha256');
   let narSize = 0;
   for await (const chunk of dumpPath(staged) as AsyncIterable<Buffer>) {
@@ -81,14 +84,22 @@ export async function checkOutputs(store: LocalFsStore, b: BuiltOutputs): Promis
     for (const e of readdirSync(b.stagedDir).sort()) {
       if (allowed.has(e) || b.othersOutputs?.has(e)) continue;
       const what = isWhiteout(join(b.stagedDir, e)) ? 'deleted' : 'wrote';
-      throw new StrataError('BUILD_WROTE_OUTSIDE', `Cannot register the outputs of '${drvName}': the builder ${what} '${dir.path}/${e}' outside its outputs`, { value: `${dir.path}/${e}` });
+      throw new StrataError(
+        'BUILD_WROTE_OUTSIDE',
+        `Cannot register the outputs of '${drvName}': the builder ${what} '${dir.path}/${e}' outside its outputs`,
+        { value: `${dir.path}/${e}` },
+      );
     }
   }
   const fresh = [...b.outputs].filter(([name]) => !b.alreadyValid.has(name));
   for (const [, path] of fresh) {
     const staged = join(b.stagedDir, path.baseName);
     if (!exists(staged) || isWhiteout(staged)) {
-      throw new StrataError('OUTPUT_MISSING', `Cannot register the outputs of '${drvName}': the builder failed to produce output path '${dir.print(path)}'`, { value: dir.print(path) });
+      throw new StrataError(
+        'OUTPUT_MISSING',
+        `Cannot register the outputs of '${drvName}': the builder failed to produce output path '${dir.print(path)}'`,
+        { value: dir.print(path) },
+      );
     }
     canonicaliseOutput(staged, dir.print(path));
   }
@@ -102,20 +113,42 @@ export async function checkOutputs(store: LocalFsStore, b: BuiltOutputs): Promis
     const staged = join(b.stagedDir, path.baseName);
     const scanner = new ReferenceScanner(candidates.keys());
     const { narHash, narSize } = await scanOutput(staged, scanner);
-    const references = [...scanner.found()].map((h) => candidates.get(h)!).sort((x, y) => (x.baseName < y.baseName ? -1 : x.baseName > y.baseName ? 1 : 0));
+    const references = [...scanner.found()]
+      .map((h) => candidates.get(h)!)
+      .sort((x, y) => (x.baseName < y.baseName ? -1 : x.baseName > y.baseName ? 1 : 0));
     let ca: string | undefined;
     if (fixed) ca = await checkFixedOutput(b.drv, dir.print(path), staged, narHash, references);
-    infos.push({ path, narHash, narSize, references, deriver: b.drvPath, registrationTime: now, ultimate: true, sigs: [], ca });
+    infos.push({
+      path,
+      narHash,
+      narSize,
+      references,
+      deriver: b.drvPath,
+      registrationTime: now,
+      ultimate: true,
+      sigs: [],
+      ca,
+    });
   }
   return infos;
 }
 
 /** Verifies a fixed output against the declared hash; returns its content address. */
-async function checkFixedOutput(drv: Derivation, display: string, staged: string, narHash: Hash, references: StorePath[]): Promise<string> {
+async function checkFixedOutput(
+  drv: Derivation,
+  display: string,
+  staged: string,
+  narHash: Hash,
+  references: StorePath[],
+): Promise<string> {
   const out = drv.outputs.get('out')!;
   const { method, algo } = parseOutputHashAlgo(out.hashAlgo!);
   if (references.length > 0) {
-    throw new StrataError('OUTPUT_INVALID', `Cannot register '${display}': a fixed-output derivation must not refer to store paths, but it refers to '${references[0]!.baseName}'`, { value: display });
+    throw new StrataError(
+      'OUTPUT_INVALID',
+      `Cannot register '${display}': a fixed-output derivation must not refer to store paths, but it refers to '${references[0]!.baseName}'`,
+      { value: display },
+    );
   }
   let got: Hash;
   if (method === 'recursive') {
@@ -123,15 +156,23 @@ async function checkFixedOutput(drv: Derivation, display: string, staged: string
   } else {
     const st = lstatSync(staged);
     if (!st.isFile() || (st.mode & 0o100) !== 0) {
-      throw new StrataError('OUTPUT_INVALID', `Cannot register '${display}': it should be a non-executable regular file since recursive hashing is not enabled (outputHashMode=flat)`, { value: display });
+      throw new StrataError(
+        'OUTPUT_INVALID',
+        `Cannot register '${display}': it should be a non-executable regular file since recursive hashing is not enabled (outputHashMode=flat)`,
+        { value: display },
+      );
     }
     got = await hashFile(staged, algo);
   }
   const wanted = new Hash(algo, Buffer.from(out.hash!, 'hex'));
   if (!got.equals(wanted)) {
-    throw new StrataError('HASH_MISMATCH', `Cannot register '${display}': hash mismatch in fixed-output derivation, specified ${wanted.toSri()} (${wanted.toString('nix32')}), got ${got.toSri()} (${got.toString('nix32')})`, {
-      value: display,
-    });
+    throw new StrataError(
+      'HASH_MISMATCH',
+      `Cannot register '${display}': hash mismatch in fixed-output derivation, specified ${wanted.toSri()} (${wanted.toString('nix32')}), got ${got.toSri()} (${got.toString('nix32')})`,
+      {
+        value: display,
+      },
+    );
   }
   const prefix = method === 'recursive' ? 'fixed:r:' : method === 'text' ? 'text:' : 'fixed:';
   return `${prefix}${algo}:${got.toNix32()}`;
@@ -144,7 +185,11 @@ async function checkFixedOutput(drv: Derivation, display: string, staged: string
  *
  * @example await publishOutputs(store, built.stagedDir, infos);
  */
-export async function publishOutputs(store: LocalFsStore, stagedDir: string, infos: PathInfo[]): Promise<void> {
+export async function publishOutputs(
+  store: LocalFsStore,
+  stagedDir: string,
+  infos: PathInfo[],
+): Promise<void> {
   const moved: string[] = [];
   try {
     for (const info of infos) {

@@ -16,9 +16,24 @@ export async function openChroot(root: string): Promise<LocalFsStore> {
 }
 
 /** A `/bin/sh -c script` derivation, like the vectors' `mk`. */
-export function shDrv(name: string, script: string, extra: { env?: Record<string, string>; outputs?: string[]; fixed?: { hashAlgo: string; hash: string }; inputDrvs?: Map<string, string[]>; inputSrcs?: StorePath[] } = {}): Derivation {
+export function shDrv(
+  name: string,
+  script: string,
+  extra: {
+    env?: Record<string, string>;
+    outputs?: string[];
+    fixed?: { hashAlgo: string; hash: string };
+    inputDrvs?: Map<string, string[]>;
+    inputSrcs?: StorePath[];
+  } = {},
+): Derivation {
   const outs = extra.outputs ?? ['out'];
-  const env = new Map<string, string>([['builder', '/bin/sh'], ['name', name], ['system', 'x86_64-linux'], ...Object.entries(extra.env ?? {})]);
+  const env = new Map<string, string>([
+    ['builder', '/bin/sh'],
+    ['name', name],
+    ['system', 'x86_64-linux'],
+    ...Object.entries(extra.env ?? {}),
+  ]);
   for (const o of outs) env.set(o, '');
   if (extra.outputs) env.set('outputs', outs.join(' '));
   return {
@@ -26,7 +41,14 @@ export function shDrv(name: string, script: string, extra: { env?: Record<string
     system: 'x86_64-linux',
     builder: '/bin/sh',
     args: ['-c', script],
-    outputs: new Map(outs.map((o) => [o, extra.fixed && o === 'out' ? { hashAlgo: extra.fixed.hashAlgo, hash: extra.fixed.hash } : {}])),
+    outputs: new Map(
+      outs.map((o) => [
+        o,
+        extra.fixed && o === 'out'
+          ? { hashAlgo: extra.fixed.hashAlgo, hash: extra.fixed.hash }
+          : {},
+      ]),
+    ),
     inputDrvs: extra.inputDrvs ?? new Map(),
     inputSrcs: extra.inputSrcs ?? [],
     env,
@@ -34,7 +56,12 @@ export function shDrv(name: string, script: string, extra: { env?: Record<string
 }
 
 /** Adds a script derivation to the store and returns its `.drv` path. */
-export async function addShDrv(store: LocalFsStore, name: string, script: string, extra: Parameters<typeof shDrv>[2] = {}): Promise<StorePath> {
+export async function addShDrv(
+  store: LocalFsStore,
+  name: string,
+  script: string,
+  extra: Parameters<typeof shDrv>[2] = {},
+): Promise<StorePath> {
   return addDerivation(store, shDrv(name, script, extra));
 }
 

@@ -26,12 +26,18 @@ describe.skipIf(!isRoot)('realise: builder environment', () => {
         '/bin/cat "$passedPath" >> $out',
         'echo to-stdout; echo to-stderr >&2',
       ].join('; ');
-      const drv = await addShDrv(store, 'env-probe', script, { env: { foo: 'bar', passAsFile: 'passed', passed: 'PASSED-CONTENT' } });
+      const drv = await addShDrv(store, 'env-probe', script, {
+        env: { foo: 'bar', passAsFile: 'passed', passed: 'PASSED-CONTENT' },
+      });
       const [outs] = await realiseOrThrow(store, [drv], { cores: 3 });
       const out = outs!.get('out')!;
       const text = readFileSync(store.realPath(out), 'utf8');
       const vars = text.split('\0').filter((l) => l !== '');
-      const env = Object.fromEntries(vars.filter((l) => /^[A-Za-z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      const env = Object.fromEntries(
+        vars
+          .filter((l) => /^[A-Za-z_]+=/.test(l))
+          .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+      );
       const top = env['NIX_BUILD_TOP']!;
       expect(top).toMatch(/\/nix-build-env-probe\.drv-0$/);
       // The name real Nix 2.8 gives it (nix-build of the same passAsFile derivation printed it).
@@ -77,7 +83,11 @@ describe.skipIf(!isRoot)('realise: builder environment', () => {
     ensureBuilt();
     const root = tempDir();
     const store = await openChroot(root);
-    const drv = await addShDrv(store, 'talk', 'echo hello-live; /bin/sleep 0.3; echo bye >&2; echo > $out');
+    const drv = await addShDrv(
+      store,
+      'talk',
+      'echo hello-live; /bin/sleep 0.3; echo bye >&2; echo > $out',
+    );
     await store.close();
     const quiet = await runStrata(['--store', root, 'realise', store.storeDir.print(drv)]);
     expect(quiet.stderr).not.toContain('hello-live');
@@ -94,10 +104,17 @@ describe.skipIf(!isRoot)('realise: builder environment', () => {
     const root = tempDir();
     const store = await openChroot(root);
     try {
-      const tool = await addShDrv(store, 'tool', '/bin/mkdir -p $out/bin; printf "#!/bin/sh\\necho from-tool\\n" > $out/bin/tool; /bin/chmod +x $out/bin/tool');
+      const tool = await addShDrv(
+        store,
+        'tool',
+        '/bin/mkdir -p $out/bin; printf "#!/bin/sh\\necho from-tool\\n" > $out/bin/tool; /bin/chmod +x $out/bin/tool',
+      );
       const [t] = await realiseOrThrow(store, [tool]);
       const toolOut = store.storeDir.print(t!.get('out')!);
-      const user = await addShDrv(store, 'user', `${toolOut}/bin/tool > $out`, { inputDrvs: new Map([[tool.baseName, ['out']]]), env: { tool: toolOut } });
+      const user = await addShDrv(store, 'user', `${toolOut}/bin/tool > $out`, {
+        inputDrvs: new Map([[tool.baseName, ['out']]]),
+        env: { tool: toolOut },
+      });
       const [u] = await realiseOrThrow(store, [user]);
       expect(readFileSync(store.realPath(u!.get('out')!), 'utf8')).toBe('from-tool\n');
       // Executable files are 0555, the rest 0444, directories 0555, mtime 1.

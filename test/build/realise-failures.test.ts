@@ -35,24 +35,48 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
     const [r] = await realise(store, [drv]);
     expect(r!.outputs).toBeUndefined();
     expect(await snapshot(store)).toEqual(before);
-    for (const o of (await store.queryDerivationOutputs(drv)).values()) expect(existsSync(store.realPath(o))).toBe(false);
+    for (const o of (await store.queryDerivationOutputs(drv)).values())
+      expect(existsSync(store.realPath(o))).toBe(false);
     return r!.error!;
   }
 
   it('a failing builder gives BUILD_FAILED with its exit code, the last 10 log lines and the log path', async () => {
-    const drv = await addShDrv(store, 'fails', 'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line$i; done; echo partial > $out; echo oops >&2; exit 3');
+    const drv = await addShDrv(
+      store,
+      'fails',
+      'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line$i; done; echo partial > $out; echo oops >&2; exit 3',
+    );
     const e = await failOf(drv);
     expect(e).toBeInstanceOf(BuildFailure);
     const f = e as BuildFailure;
     expect(f.code).toBe('BUILD_FAILED');
-    expect(f.message).toBe(`Cannot build '/nix/store/${drv.baseName}': builder failed with exit code 3`);
-    expect(f.logTail).toEqual(['line4', 'line5', 'line6', 'line7', 'line8', 'line9', 'line10', 'line11', 'line12', 'oops']);
-    expect(f.logPath).toBe(join(root, 'nix/var/log/nix/drvs', drv.baseName.slice(0, 2), `${drv.baseName.slice(2)}.bz2`));
+    expect(f.message).toBe(
+      `Cannot build '/nix/store/${drv.baseName}': builder failed with exit code 3`,
+    );
+    expect(f.logTail).toEqual([
+      'line4',
+      'line5',
+      'line6',
+      'line7',
+      'line8',
+      'line9',
+      'line10',
+      'line11',
+      'line12',
+      'oops',
+    ]);
+    expect(f.logPath).toBe(
+      join(root, 'nix/var/log/nix/drvs', drv.baseName.slice(0, 2), `${drv.baseName.slice(2)}.bz2`),
+    );
     expect(existsSync(f.logPath)).toBe(true);
   });
 
   it('a builder writing outside $out gives BUILD_WROTE_OUTSIDE and the file never reaches the store', async () => {
-    const drv = await addShDrv(store, 'escapes', 'echo ok > $out; echo evil > /nix/store/evil-file');
+    const drv = await addShDrv(
+      store,
+      'escapes',
+      'echo ok > $out; echo evil > /nix/store/evil-file',
+    );
     const e = await failOf(drv);
     expect(isStrataError(e, 'BUILD_WROTE_OUTSIDE')).toBe(true);
     expect(e.message).toMatch(/the builder wrote '\/nix\/store\/evil-file' outside its outputs$/);
@@ -61,7 +85,11 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
 
   it('a builder deleting or changing an existing store object is refused and the object is intact', async () => {
     const victim = await store.addText('victim', 'keep me', []);
-    const drv = await addShDrv(store, 'vandal', `echo ok > $out; /bin/rm -f /nix/store/${victim.path.baseName}`);
+    const drv = await addShDrv(
+      store,
+      'vandal',
+      `echo ok > $out; /bin/rm -f /nix/store/${victim.path.baseName}`,
+    );
     const e = await failOf(drv);
     expect(isStrataError(e, 'BUILD_WROTE_OUTSIDE')).toBe(true);
     expect(e.message).toContain(`deleted '/nix/store/${victim.path.baseName}'`);
@@ -72,7 +100,9 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
     const drv = await addShDrv(store, 'lazy', 'echo did nothing');
     const e = await failOf(drv);
     expect(isStrataError(e, 'OUTPUT_MISSING')).toBe(true);
-    expect(e.message).toMatch(/the builder failed to produce output path '\/nix\/store\/[a-z0-9]{32}-lazy'$/);
+    expect(e.message).toMatch(
+      /the builder failed to produce output path '\/nix\/store\/[a-z0-9]{32}-lazy'$/,
+    );
   });
 
   it('a multi-output builder that skips one output registers none of them', async () => {
@@ -85,14 +115,20 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
   it('a fixed-output hash mismatch gives HASH_MISMATCH with the specified and the got hash', async () => {
     const want = Hash.of('sha256', 'expected\n');
     const got = Hash.of('sha256', 'actual\n');
-    const drv = await addShDrv(store, 'fod-bad', "printf 'actual\\n' > $out", { fixed: { hashAlgo: 'sha256', hash: want.toBase16() } });
+    const drv = await addShDrv(store, 'fod-bad', "printf 'actual\\n' > $out", {
+      fixed: { hashAlgo: 'sha256', hash: want.toBase16() },
+    });
     const e = await failOf(drv);
     expect(isStrataError(e, 'HASH_MISMATCH')).toBe(true);
-    expect(e.message).toContain(`specified ${want.toSri()} (${want.toString('nix32')}), got ${got.toSri()} (${got.toString('nix32')})`);
+    expect(e.message).toContain(
+      `specified ${want.toSri()} (${want.toString('nix32')}), got ${got.toSri()} (${got.toString('nix32')})`,
+    );
   });
 
   it('a flat fixed output that is a directory is refused', async () => {
-    const drv = await addShDrv(store, 'fod-dir', '/bin/mkdir $out', { fixed: { hashAlgo: 'sha256', hash: Hash.of('sha256', '').toBase16() } });
+    const drv = await addShDrv(store, 'fod-dir', '/bin/mkdir $out', {
+      fixed: { hashAlgo: 'sha256', hash: Hash.of('sha256', '').toBase16() },
+    });
     const e = await failOf(drv);
     expect(isStrataError(e, 'OUTPUT_INVALID')).toBe(true);
     expect(e.message).toContain('should be a non-executable regular file');
@@ -107,7 +143,9 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
 
   it('a failed input stops its dependents; --keep-going still builds the independent ones', async () => {
     const bad = await addShDrv(store, 'bad', 'exit 1');
-    const dep = await addShDrv(store, 'needs-bad', 'echo > $out', { inputDrvs: new Map([[bad.baseName, ['out']]]) });
+    const dep = await addShDrv(store, 'needs-bad', 'echo > $out', {
+      inputDrvs: new Map([[bad.baseName, ['out']]]),
+    });
     const ok = await addShDrv(store, 'fine', '/bin/sleep 0.3; echo fine > $out');
     const results = await realise(store, [dep, ok], { keepGoing: true, jobs: 1 });
     expect(results[0]!.error).toBeDefined();
@@ -117,7 +155,9 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
 
   it('rebuilding a derivation whose other output is still valid registers only the missing one', async () => {
     const side = join(tempDir(), 'runs');
-    const drv = await addShDrv(store, 'pair', `echo run >> ${side}; echo o > $out; echo d > $dev`, { outputs: ['out', 'dev'] });
+    const drv = await addShDrv(store, 'pair', `echo run >> ${side}; echo o > $out; echo d > $dev`, {
+      outputs: ['out', 'dev'],
+    });
     const [first] = await realise(store, [drv]);
     const out = first!.outputs!.get('out')!;
     const dev = first!.outputs!.get('dev')!;
@@ -148,7 +188,9 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
     expect(r.stdout.toString()).toBe('');
     expect(r.stderr).toContain('> first\n> second\n');
     const errors = r.stderr.split('\n').filter((l) => l.startsWith('error: '));
-    expect(errors).toEqual([`error: Cannot build '/nix/store/${drv.baseName}': builder failed with exit code 7`]);
+    expect(errors).toEqual([
+      `error: Cannot build '/nix/store/${drv.baseName}': builder failed with exit code 7`,
+    ]);
     expect(r.stderr).toMatch(/hint: the full log is in '.*\.bz2'/);
   });
 });

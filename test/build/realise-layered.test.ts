@@ -22,12 +22,21 @@ describe.runIf(isRoot)('realise: layered store', () => {
     writeFileSync(runs, '');
     const lowerRoot = join(work, 'lower');
     const lower = await openChroot(lowerRoot);
-    const lowerDrv = await addShDrv(lower, 'in-lower', `echo lower >> ${runs}; echo built-below > $out`);
+    const lowerDrv = await addShDrv(
+      lower,
+      'in-lower',
+      `echo lower >> ${runs}; echo built-below > $out`,
+    );
     const [below] = await realiseOrThrow(lower, [lowerDrv]);
     const belowOut = below!.get('out')!;
-    const userDrv = await addShDrv(lower, 'in-upper', `echo upper >> ${runs}; read x < ${lower.storeDir.print(belowOut)}; echo "above on $x" > $out`, {
-      inputDrvs: new Map([[lowerDrv.baseName, ['out']]]),
-    });
+    const userDrv = await addShDrv(
+      lower,
+      'in-upper',
+      `echo upper >> ${runs}; read x < ${lower.storeDir.print(belowOut)}; echo "above on $x" > $out`,
+      {
+        inputDrvs: new Map([[lowerDrv.baseName, ['out']]]),
+      },
+    );
     await lower.close();
     expect(readFileSync(runs, 'utf8')).toBe('lower\n');
 

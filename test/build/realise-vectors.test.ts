@@ -43,11 +43,15 @@ describe.skipIf(!haveNix() || !isRoot)('realise: the derivation vectors', () => 
     const src = join(dir, 'src');
     mkdirSync(src);
     writeFileSync(join(src, 'default.nix'), V.nix_source);
-    for (const [f, text] of Object.entries<string>(V.extra_files)) writeFileSync(join(src, f), text);
+    for (const [f, text] of Object.entries<string>(V.extra_files))
+      writeFileSync(join(src, f), text);
     const root = join(dir, 'store');
     const inst = runNix('nix-instantiate', ['--store', root, join(src, 'default.nix')]);
     expect(inst.code, inst.stderr).toBe(0);
-    const drvs = inst.stdout.trim().split('\n').map((l) => l.replace(/!.*$/, ''));
+    const drvs = inst.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.replace(/!.*$/, ''));
     expect(drvs.length).toBe(cases.length);
 
     const store = await openChroot(root);
@@ -59,7 +63,9 @@ describe.skipIf(!haveNix() || !isRoot)('realise: the derivation vectors', () => 
       );
       for (const [i, d] of drvs.entries()) {
         const c = cases.find((x) => x.drv_path === d)!;
-        expect(Object.fromEntries([...outs[i]!].map(([k, p]) => [k, store.storeDir.print(p)]))).toEqual(c.outputs);
+        expect(
+          Object.fromEntries([...outs[i]!].map(([k, p]) => [k, store.storeDir.print(p)])),
+        ).toEqual(c.outputs);
       }
       await expectLikeNix(store);
     } finally {
@@ -81,16 +87,27 @@ describe.skipIf(!haveNix() || !isRoot)('realise: the derivation vectors', () => 
       writeFileSync(dataFile, V.extra_files['data.txt']);
       const data = await store0.addPath(dataFile, { name: 'data.txt' });
       const withSrcs = cases.find((c) => c.attr === 'withSrcs')!;
-      expect([store0.storeDir.print(bsh.path), store0.storeDir.print(data.path)].sort()).toEqual(withSrcs.show_derivation.inputSrcs);
+      expect([store0.storeDir.print(bsh.path), store0.storeDir.print(data.path)].sort()).toEqual(
+        withSrcs.show_derivation.inputSrcs,
+      );
     } finally {
       await store0.close();
     }
     for (const c of cases) {
-      const r = await runStrata(['--store', root, 'derivation', 'add'], { input: JSON.stringify(c.show_derivation) });
+      const r = await runStrata(['--store', root, 'derivation', 'add'], {
+        input: JSON.stringify(c.show_derivation),
+      });
       expect(r.stderr).toBe('');
       expect(r.stdout.toString().trim()).toBe(c.drv_path);
     }
-    const r = await runStrata(['--store', root, 'realise', '-j', '2', ...cases.map((c) => c.drv_path)]);
+    const r = await runStrata([
+      '--store',
+      root,
+      'realise',
+      '-j',
+      '2',
+      ...cases.map((c) => c.drv_path),
+    ]);
     expect(r.code, r.stderr).toBe(0);
     const printed = r.stdout.toString().trim().split('\n').sort();
     expect(printed).toEqual(cases.flatMap((c) => Object.values<string>(c.outputs)).sort());
