@@ -202,6 +202,9 @@ export async function publishOutputs(
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
         await copyAcross(store, staged, dest);
+        // A rename leaves nothing behind; the copy must not either: in a shared build upper the
+        // next build would find it there and be refused for writing outside its outputs.
+        removeTree(staged);
       }
       moved.push(dest);
     }
