@@ -71,4 +71,37 @@ describe.runIf(isRoot)('realise: layered store', () => {
       expect(v.code, v.stderr).toBe(0);
     }
   });
+
+  it('builds several derivations in one run into the upper layer (outputs copied out of the build overlay)', async () => {
+    const work = tempDir();
+    const lowerRoot = join(work, 'lower');
+    const lower = await openChroot(lowerRoot);
+    await lower.addText('unrelated', 'x', []);
+    await lower.close();
+    const dir = join(work, 'layered');
+    const store = await initLayered(dir, [lowerRoot]);
+    try {
+      const first = await addShDrv(store, 'first', 'echo one > $out');
+      const firstOut = (await store.queryDerivationOutputs(first)).get('out')!;
+      const second = await addShDrv(
+        store,
+        'second',
+        `read x < ${store.storeDir.print(firstOut)}; echo "$x two" > $out`,
+        {
+          inputDrvs: new Map([[first.baseName, ['out']]]),
+        },
+      );
+      const third = await addShDrv(store, 'third', 'echo three > $out');
+      const [s, t] = await realiseOrThrow(store, [second, third], { jobs: 2 });
+      expect(readFileSync(store.realPath(s!.get('out')!), 'utf8')).toBe('one two\n');
+      expect(readFileSync(store.realPath(t!.get('out')!), 'utf8')).toBe('three\n');
+      const upper = readdirSync(join(dir, 'upper'));
+      for (const p of [firstOut, s!.get('out')!, t!.get('out')!])
+        expect(upper).toContain(p.baseName);
+      expect(readdirSync(join(dir, 'nix/var/nix/builds'))).toEqual([]);
+    } finally {
+      await store.close();
+      unmountUnder(work);
+    }
+  });
 });
