@@ -10,7 +10,8 @@ export function register(program: Command): void {
     .description('check that every valid path exists and, optionally, is unmodified (nix-store --verify)')
     .option('--check-contents', 're-hash every path and compare with its recorded NAR hash')
     .option('--repair', 'repair broken paths where a substituter can provide them')
-    .action(async (opts: { checkContents?: boolean; repair?: boolean }, cmd: Command) => {
+    .option('--substituter <uri>', 'a store to repair from (repeatable; also $STRATA_SUBSTITUTERS)', (v: string, acc: string[] = []) => [...acc, v])
+    .action(async (opts: { checkContents?: boolean; repair?: boolean; substituter?: string[] }, cmd: Command) => {
       const { withStore } = await import('../with-store.js');
       const { globalOptions } = await import('../global.js');
       const { printJson } = await import('../output.js');
@@ -23,8 +24,11 @@ export function register(program: Command): void {
         let errors: string[] = [];
         if (store instanceof LocalStore) {
           const { verifyStore } = await import('../../store/local/verify.js');
+          const substituters = [...(opts.substituter ?? []), ...(process.env['STRATA_SUBSTITUTERS'] ?? '').split(/\s+/).filter(Boolean)];
+          const { repairFromSubstituters } = await import('../../store/repair.js');
           const r = await verifyStore(store, {
             ...options,
+            repairFrom: (p) => repairFromSubstituters(store, substituters, p),
             report: (level, message) => {
               if (level === 'error') process.stderr.write(`error: ${message}\n`);
               else if (level === 'warn') process.stderr.write(`warning: ${message}\n`);

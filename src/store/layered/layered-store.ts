@@ -342,22 +342,8 @@ export class LayeredStore implements LocalFsStore {
    * verified against it before the files appear.
    */
   async fetchFromSubstituters(path: StorePath): Promise<boolean> {
-    const info = await this.upper.queryPathInfo(path);
-    if (!info) return false;
-    const { openStore } = await import('../open.js');
-    for (const uri of this.options.substituters ?? []) {
-      const source = await openStore(uri);
-      try {
-        if (!(await source.isValidPath(path))) continue;
-        await this.upper.restoreFiles(info, await source.narFromPath(path));
-        return true;
-      } catch {
-        continue; // A broken substituter is not fatal: try the next one.
-      } finally {
-        await source.close();
-      }
-    }
-    return false;
+    const { repairFromSubstituters } = await import('../repair.js');
+    return repairFromSubstituters(this.upper, this.options.substituters ?? [], path);
   }
 
   /** Runs the remount when a deletion straight from the upper layer asked for one. */

@@ -8,8 +8,8 @@
  *   narSize (old stores) is filled in instead;
  * - with `checkContents`, every `.links` entry must still hash to its name; `repair` removes a
  *   corrupt one (the store objects sharing it are reported by the hash check);
- * - repairing needs a substituter, which local stores do not have yet, so `repair` only reports
- *   that the path cannot be repaired.
+ * - `repair` puts back broken paths through `repairFrom` (a substituter whose NAR matches the
+ *   recorded hash), and says which it cannot.
  * `gc.lock` is held shared so no collection runs meanwhile; a read-only store takes no lock and
  * changes nothing.
  */
@@ -25,6 +25,11 @@ import type { LocalStore } from './local-store.js';
 /** {@link VerifyOptions} plus a channel for the messages Nix prints. */
 export interface LocalVerifyOptions extends VerifyOptions {
   report?: (level: 'info' | 'warn' | 'error', message: string) => void;
+  /**
+   * With `repair`: puts back a broken path's files from a substituter (the NAR must match the
+   * recorded hash, so no signature is needed); true when it did.
+   */
+  repairFrom?: ((path: StorePath) => Promise<boolean>) | undefined;
 }
 
 /** {@link VerifyResult} plus what verification changed in the database. */
@@ -73,7 +78,14 @@ async function verifyLocked(store: LocalStore, options: LocalVerifyOptions, read
     result.ok = false;
     report?.('error', message);
   };
-  const cannotRepair = (p: StorePath): void => fail(`cannot repair path '${dir.print(p)}': no substituter can provide it`);
+  // As in Nix, a problem that --repair fixes is reported but does not fail the verification.
+  const toRepair: Array<{ path: StorePath; problem: string }> = [];
+  const problem = (p: StorePath, message: string): void => {
+    if (options.repair && !readOnly) {
+      toRepair.push({ path: p, problem: message });
+      report?.('error', message);
+    } else fail(message);
+  };
 
   report?.('info', 'reading the Nix store...');
   // Existence is judged from one listing, as Nix does: a consistent snapshot, one syscall.
@@ -108,8 +120,7 @@ async function verifyLocked(store: LocalStore, options: LocalVerifyOptions, read
       canGo.add(p.baseName);
       fail(`path '${dir.print(p)}' disappeared, but the store is read-only`);
     } else {
-      fail(`path '${dir.print(p)}' disappeared, but it still has valid referrers!`);
-      if (options.repair) cannotRepair(p);
+      problem(p, `path '${dir.print(p)}' disappeared, but it still has valid referrers!`);
     }
   };
   for (const p of store.db.queryAllValid()) verifyPath(p);
@@ -130,14 +141,12 @@ async function verifyLocked(store: LocalStore, options: LocalVerifyOptions, read
       const nullHash = info.narHash.bytes.every((b) => b === 0);
       if (!nullHash && !info.narHash.equals(current.hash)) {
         result.modified.push(p);
-        fail(`path '${dir.print(p)}' was modified! expected hash '${info.narHash.toString('nix32')}', got '${current.hash.toString('nix32')}'`);
-        if (options.repair) cannotRepair(p);
+        problem(p, `path '${dir.print(p)}' was modified! expected hash '${info.narHash.toString('nix32')}', got '${current.hash.toString('nix32')}'`);
         continue;
       }
       if (!nullHash && info.narSize !== 0 && info.narSize !== current.narSize) {
         result.modified.push(p);
-        fail(`path '${dir.print(p)}' was modified! expected size ${info.narSize}, got ${current.narSize}`);
-        if (options.repair) cannotRepair(p);
+        problem(p, `path '${dir.print(p)}' was modified! expected size ${info.narSize}, got ${current.narSize}`);
         continue;
       }
       if ((nullHash || info.narSize === 0) && !readOnly) {
@@ -148,6 +157,30 @@ async function verifyLocked(store: LocalStore, options: LocalVerifyOptions, read
         result.updated.push(p);
       }
     }
+  }
+  for (const { path } of toRepair) {
+    let repaired = false;
+    try {
+      repaired = (await options.repairFrom?.(path)) ?? false;
+    } catch (e) {
+      report?.('warn', `repairing '${dir.print(path)}' failed: ${(e as Error).message}`);
+    }
+    if (repaired) {
+      result.repaired.push(path);
+      report?.('info', `repaired path '${dir.print(path)}'`);
+    } else fail(`cannot repair path '${dir.print(path)}': no substituter can provide it`);
+  }
+  for (const { path } of toRepair) {
+    let repaired = false;
+    try {
+      repaired = (await options.repairFrom?.(path)) ?? false;
+    } catch (e) {
+      report?.('warn', `repairing '${dir.print(path)}' failed: ${(e as Error).message}`);
+    }
+    if (repaired) {
+      result.repaired.push(path);
+      report?.('info', `repaired path '${dir.print(path)}'`);
+    } else fail(`cannot repair path '${dir.print(path)}': no substituter can provide it`);
   }
   return result;
 }
