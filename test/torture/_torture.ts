@@ -40,3 +40,6 @@ export function rng(seed: number): () => number {
 
 /** The seed of this run: `STRATA_TORTURE_SEED`, else the time (printed on failure by the tests). */
 export const SEED = Number(process.env['STRATA_TORTURE_SEED'] ?? Date.now() % 2 ** 31);
+
+/** Per-test timeout: the CI slice must fit in minutes, the full run may take much longer. */
+export const TIMEOUT = FULL ? 4 * 60 * 60_000 : 5 * 60_000;

@@ -23,7 +23,7 @@ import { isRoot } from '../support/mounts.js';
 import { haveNix, runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 import { makeSource, validSet } from './_crash.js';
-import { count, record, rng, SEED } from './_torture.js';
+import { SEED, TIMEOUT, count, record, rng } from './_torture.js';
 
 const dir = new StoreDir();
 
@@ -139,14 +139,14 @@ async function storm(uri: string, root: string, stateDir: string, work: string, 
   return results.length + gcs.length;
 }
 
-describe.runIf(isRoot && haveNix())('torture: many clients at once', () => {
+describe.runIf(isRoot && haveNix())('torture: many clients at once', { timeout: TIMEOUT }, () => {
   it('8 processes realising and substituting overlapping closures into one local store, GC beside them', async () => {
     ensureBuilt();
     const root = tempDir();
     const work = tempDir();
     await (await openStore(root)).close();
     let processes = 0;
-    const rounds = count(1, 6);
+    const rounds = count(1, 4);
     for (let round = 0; round < rounds; round++) processes += await storm(root, root, join(root, 'nix', 'var', 'nix'), work, round);
     record('concurrency: local store', { trials: rounds, inputs: processes });
   });
@@ -159,7 +159,7 @@ describe.runIf(isRoot && haveNix())('torture: many clients at once', () => {
     const root = join(work, 'layered');
     await (await initLayered(root, [lower.root])).close();
     let processes = 0;
-    const rounds = count(1, 4);
+    const rounds = count(1, 3);
     for (let round = 0; round < rounds; round++) processes += await storm(`layered://${root}`, root, join(root, 'nix', 'var', 'nix'), work, round);
     expect(hashTree(lower.root)).toBe(before);
     record('concurrency: layered store', { trials: rounds, inputs: processes });

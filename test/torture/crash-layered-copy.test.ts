@@ -21,7 +21,7 @@ import { isRoot } from '../support/mounts.js';
 import { haveNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 import { checkStore, makeSource, runAndKill, strataArgv, validSet, workerArgv } from './_crash.js';
-import { count, record, rng, SEED } from './_torture.js';
+import { SEED, TIMEOUT, count, record, rng } from './_torture.js';
 
 const dir = new StoreDir();
 
@@ -31,7 +31,7 @@ async function textExpectation(work: string, name: string, text: string): Promis
   return (await hashPath(f)).hash;
 }
 
-describe.runIf(haveNix())('torture: kill -9 beyond the local store', () => {
+describe.runIf(haveNix())('torture: kill -9 beyond the local store', { timeout: TIMEOUT }, () => {
   it.runIf(isRoot)('layered store: killed adds that copy up lower closures leave upper and merged view consistent, the lower untouched', async () => {
     ensureBuilt();
     const work = tempDir();
@@ -54,7 +54,7 @@ describe.runIf(haveNix())('torture: kill -9 beyond the local store', () => {
     await (await initLayered(root, [lower.root])).close();
     const uri = `layered://${root}`;
     let trials = 0;
-    const n = count(3, 40);
+    const n = count(3, 35);
     for (let i = 0; i < n; i++) {
       const rand = rng(SEED + i * 104729);
       const items: Array<{ name: string; text: string; references: string[] }> = [];
@@ -110,7 +110,7 @@ describe.runIf(haveNix())('torture: kill -9 beyond the local store', () => {
       await store.close();
     }
     let trials = 0;
-    const n = count(2, 30);
+    const n = count(2, 25);
     for (let i = 0; i < n; i++) {
       const rand = rng(SEED + i * 15485863);
       const cache = join(work, `cache${i}`);

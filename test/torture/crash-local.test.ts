@@ -21,7 +21,7 @@ import { ensureBuilt, runStrata } from '../support/cli.js';
 import { haveNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 import { checkStore, leftovers, makeSource, runAndKill, strataArgv, validSet, workerArgv } from './_crash.js';
-import { count, record, rng, SEED } from './_torture.js';
+import { SEED, TIMEOUT, count, record, rng } from './_torture.js';
 
 const dir = new StoreDir();
 const isRoot = process.getuid?.() === 0;
@@ -46,13 +46,13 @@ async function crashTrials(name: string, trials: number, trial: (i: number, rand
   expect(killed).toBeGreaterThan(trials / 3);
 }
 
-describe.runIf(haveNix())('torture: kill -9 during local-store writes', () => {
+describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeout: TIMEOUT }, () => {
   it('add (strata add): a killed add leaves a consistent store and re-running it succeeds', async () => {
     ensureBuilt();
     const root = tempDir();
     const work = tempDir();
     await (await openLocal(root)).close();
-    await crashTrials('add', count(3, 40), async (i, rand) => {
+    await crashTrials('add', count(3, 35), async (i, rand) => {
       const src = await makeSource(join(work, `src${i}`), `add${i}`, rand, Math.floor(rand() * 8) * 1024 * 1024);
       const path = dir.makeFixedOutputPath(`src${i}`, src.narHash, true);
       const run = await runAndKill(strataArgv('--store', root, 'add', src.dir), 150 + rand() * 900);
@@ -69,7 +69,7 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', () => {
     const root = tempDir();
     const work = tempDir();
     await (await openLocal(root)).close();
-    await crashTrials('NAR import', count(3, 40), async (i, rand) => {
+    await crashTrials('NAR import', count(3, 35), async (i, rand) => {
       const items: Array<{ path: string; narHash: string; narSize: number; references: string[]; source: string }> = [];
       const complete = new Map();
       for (let k = 0; k < 6; k++) {
@@ -96,7 +96,7 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', () => {
     ensureBuilt();
     const root = tempDir();
     const work = tempDir();
-    await crashTrials('gc', count(2, 30), async (i, rand) => {
+    await crashTrials('gc', count(2, 25), async (i, rand) => {
       const store = await openLocal(root);
       const rooted: string[] = [];
       try {
@@ -127,7 +127,7 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', () => {
     ensureBuilt();
     const root = tempDir();
     const work = tempDir();
-    await crashTrials('optimise', count(2, 30), async (i, rand) => {
+    await crashTrials('optimise', count(2, 25), async (i, rand) => {
       const store = await openLocal(root);
       try {
         // Many paths sharing file contents, so optimise has links to make.
@@ -184,7 +184,7 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', () => {
       }
     };
     await clear();
-    await crashTrials('realise', count(2, 30), async (_i, rand) => {
+    await crashTrials('realise', count(2, 25), async (_i, rand) => {
       const run = await runAndKill(strataArgv('--store', root, 'realise', ...drvs), 200 + rand() * 1500);
       // An orphaned builder of the killed process may still be finishing in its scratch space.
       await new Promise((r) => setTimeout(r, 300));

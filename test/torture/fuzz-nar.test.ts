@@ -21,7 +21,7 @@ import { restoreNar } from '../../src/fs/nar-restore.js';
 import { tempDir } from '../support/tmp.js';
 import { loadVector } from '../support/vectors.js';
 import { mutated } from './_mutate.js';
-import { count, record, SEED } from './_torture.js';
+import { SEED, TIMEOUT, count, record } from './_torture.js';
 
 type Tree = { t: 'f'; x: boolean; c: Uint8Array } | { t: 'l'; target: Uint8Array } | { t: 'd'; e: Array<[Uint8Array, Tree]> };
 
@@ -85,7 +85,7 @@ function parseAndReencode(bytes: Buffer, step: number): Buffer {
   return Buffer.concat(out);
 }
 
-describe('torture: NAR fuzzing', () => {
+describe('torture: NAR fuzzing', { timeout: TIMEOUT }, () => {
   it('the NAR parser only succeeds on canonical archives and otherwise throws NAR_INVALID', () => {
     const runs = count(3_000, 500_000);
     let inputs = 0;

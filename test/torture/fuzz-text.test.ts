@@ -21,7 +21,7 @@ import { parseStoreUri } from '../../src/store/uri.js';
 import { ROOT } from '../support/cli.js';
 import { loadVector } from '../support/vectors.js';
 import { mutated } from './_mutate.js';
-import { count, record, SEED } from './_torture.js';
+import { SEED, TIMEOUT, count, record } from './_torture.js';
 
 const enc = (s: string): Buffer => Buffer.from(s, 'utf8');
 const storeDir = new StoreDir();
@@ -148,7 +148,7 @@ const targets: Target[] = [
   },
 ];
 
-describe('torture: text parser fuzzing', () => {
+describe('torture: text parser fuzzing', { timeout: TIMEOUT }, () => {
   for (const t of targets) {
     it(`the ${t.name} either succeeds or throws its typed error`, () => {
       const runs = count(t.ci, t.full);

@@ -22,7 +22,7 @@ import { openStore } from '../../src/store/open.js';
 import { ensureBuilt, ROOT, runStrata } from '../support/cli.js';
 import { hashTree } from '../support/layered.js';
 import { tempDir } from '../support/tmp.js';
-import { record } from './_torture.js';
+import { TIMEOUT, record } from './_torture.js';
 
 const MAGIC = str('nix-archive-1');
 const nar = (...parts: Buffer[]): Buffer => Buffer.concat([MAGIC, ...parts]);
@@ -116,7 +116,7 @@ function cacheWith(dir: string, bytes: Buffer, name: string, edit: (ni: string) 
   return path;
 }
 
-describe('torture: hostile input is refused with one line and nothing written', () => {
+describe('torture: hostile input is refused with one line and nothing written', { timeout: TIMEOUT }, () => {
   ensureBuilt();
 
   it('hostile NARs arriving through strata copy from a cache', async () => {
