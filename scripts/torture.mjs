@@ -6,7 +6,8 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 
-const report = '.cache/torture/report.jsonl';
+// A report of this run only (CI runs beside it write elsewhere); rows of the full counts only.
+const report = `.cache/torture/report-${process.pid}.jsonl`;
 const vitestReport = '.cache/torture/vitest.json';
 mkdirSync('.cache/torture', { recursive: true });
 rmSync(report, { force: true });
@@ -20,7 +21,12 @@ const run = spawnSync(
 );
 let rows = [];
 try {
-  rows = readFileSync(report, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  rows = readFileSync(report, 'utf8')
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .filter((r) => r.full);
 } catch {
   // No test reported anything: counted as a failure below.
 }

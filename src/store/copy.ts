@@ -91,12 +91,21 @@ export async function copyPaths(from: Store, to: Store, paths: StorePath[], opti
       infos.push(info);
     }
   }
+  // Paths found valid are relied on as references of what is added next: a GC running beside us
+  // must not take them in between, so they become temp roots before validity is asked.
+  await addTempRoots(to, infos.map((i) => i.path));
   const have = new Set((await to.queryValidPaths(infos.map((i) => i.path))).map((p) => p.baseName));
   const todo = infos.filter((i) => !have.has(i.path.baseName));
   const present = infos.filter((i) => have.has(i.path.baseName)).map((i) => i.path);
   checkTrust(to, todo.map((info) => ({ info, source: from })), options);
   const copied = await copyItems(to, todo.map((info) => ({ info, source: from })), options);
   return { copied, present };
+}
+
+/** Protects `paths` in `to` from a concurrent GC, when `to` is a store with GC roots. */
+export async function addTempRoots(to: Store, paths: StorePath[]): Promise<void> {
+  if (!isLocalFsStore(to)) return;
+  for (const p of paths) await to.addTempRoot(p);
 }
 
 /** Refuses the whole batch when one path fails the signature policy (nothing is copied). */

@@ -6,7 +6,7 @@
  * call {@link substitutePaths} for the paths no layer has.
  */
 import type { StorePath } from '../core/store-path.js';
-import { type CopyProgress, copyItems, type CopyItem } from './copy.js';
+import { addTempRoots, type CopyProgress, copyItems, type CopyItem } from './copy.js';
 import type { Store } from './store.js';
 import { acceptable, type TrustPolicy, trustedKeysOf } from './trust.js';
 
@@ -58,6 +58,7 @@ export async function substitutePaths(target: Store, substituters: Store[], path
   let frontier = paths;
   while (frontier.length > 0) {
     const fresh = frontier.filter((p) => !seen.has(p.baseName) && (seen.add(p.baseName), true));
+    await addTempRoots(target, fresh); // What is found valid must stay so while its referrers arrive.
     const valid = new Set((await target.queryValidPaths(fresh)).map((p) => p.baseName));
     const next: StorePath[] = [];
     await Promise.all(

@@ -18,7 +18,7 @@ export function count(ci: number, full: number): number {
 }
 
 /** Where the counts of a run go (one JSON object per line), read back by scripts/torture.mjs. */
-export const REPORT_FILE = process.env['STRATA_TORTURE_REPORT'] ?? join(ROOT, '.cache', 'torture', 'report.jsonl');
+export const REPORT_FILE = process.env['STRATA_TORTURE_REPORT'] ?? join(ROOT, '.cache', 'torture', `ci-report-${process.ppid}.jsonl`);
 
 /** Records what one torture test did. `failures` counts trials whose checks did not hold. */
 export function record(test: string, what: { trials?: number; inputs?: number; failures?: number }): void {

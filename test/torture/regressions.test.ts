@@ -105,4 +105,31 @@ describe('torture regressions', () => {
     const r = await runStrata(['--store', `layered://${root}`, 'realise', '-j', '2', `/nix/store/${top.baseName}`]);
     expect(r.code, r.stderr).toBe(0);
   });
+
+  // Found by concurrency.test.ts: copy -r relied on references already valid in the destination
+  // without protecting them, so a GC beside it could delete one before the referrer was registered.
+  it('copyPaths makes the paths it finds valid in the destination temp roots before relying on them', async () => {
+    const { copyPaths } = await import('../../src/store/copy.js');
+    const { readFileSync } = await import('node:fs');
+    const work = tempDir();
+    const src = (await openStore(join(work, 'src'))) as LocalStore;
+    const dst = (await openStore(join(work, 'dst'))) as LocalStore;
+    try {
+      const leaf = (await src.addText('leaf', 'leaf\n', [])).path;
+      const top = (await src.addText('top', `uses ${src.storeDir.print(leaf)}\n`, [leaf])).path;
+      await copyPaths(src, dst, [leaf]);
+      // A fresh process view of the destination: no temp roots yet.
+      await dst.close();
+      const dst2 = (await openStore(join(work, 'dst'))) as LocalStore;
+      try {
+        await copyPaths(src, dst2, [leaf, top], { recursive: true });
+        const roots = readFileSync(join(work, 'dst', 'nix', 'var', 'nix', 'temproots', String(process.pid)), 'utf8');
+        expect(roots.split('\0')).toContain(dst2.storeDir.print(leaf));
+      } finally {
+        await dst2.close();
+      }
+    } finally {
+      await src.close();
+    }
+  });
 });
