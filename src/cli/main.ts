@@ -6,7 +6,7 @@
  */
 import { Command, CommanderError } from 'commander';
 
-import { registerAll } from './commands/index.js';
+import { COMMAND_MODULES, commandNameOf } from './command-table.js';
 import { exitCodeFor, renderError } from './output.js';
 import { needsUserNamespace, runInUserNamespace } from './rootless.js';
 
@@ -32,7 +32,11 @@ program
   .exitOverride()
   .configureOutput({ outputError: (s, write) => write(s) });
 
-registerAll(program);
+// Only the module of the command being run is loaded (see command-table.ts for the numbers).
+const name = commandNameOf(process.argv);
+const load = name !== undefined && Object.hasOwn(COMMAND_MODULES, name) ? COMMAND_MODULES[name] : undefined;
+if (load) (await load()).register(program);
+else (await import('./commands/index.js')).registerAll(program);
 
 try {
   await program.parseAsync(process.argv);

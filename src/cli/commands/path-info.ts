@@ -14,11 +14,12 @@ export function register(program: Command): void {
       const json = globalOptions(cmd).json === true; // keys of nix path-info --json, plus "layer"
       await withStore(cmd, async (store) => {
         const { pathInfoJson, invalidPathJson } = await import('../path-info-json.js');
-        const { computeClosure } = await import('../../store/closure.js');
+        // The closure module only when -r or -S asks for it: one module less to read at start-up.
+        const computeClosure = opts.recursive || opts.closureSize ? (await import('../../store/closure.js')).computeClosure : undefined;
         const { StrataError } = await import('../../core/error.js');
         const dir = store.storeDir;
         const paths = opts.all ? await store.queryAllValidPaths() : args.map((a) => parsePathArg(store, a));
-        const targets = opts.recursive ? [...(await computeClosure(store, paths)).values()].map((i) => i.path) : paths;
+        const targets = opts.recursive ? [...(await computeClosure!(store, paths)).values()].map((i) => i.path) : paths;
         targets.sort((a, b) => (a.baseName < b.baseName ? -1 : 1));
         const out: Record<string, unknown>[] = [];
         const lines: string[] = [];
@@ -33,7 +34,7 @@ export function register(program: Command): void {
           let closureSize: number | undefined;
           if (opts.closureSize) {
             closureSize = 0;
-            for (const i of (await computeClosure(store, [p])).values()) closureSize += i.narSize;
+            for (const i of (await computeClosure!(store, [p])).values()) closureSize += i.narSize;
           }
           out.push(pathInfoJson(dir, info, closureSize !== undefined ? { closureSize } : {}));
           // Nix right-aligns sizes in 11 columns.

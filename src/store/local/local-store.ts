@@ -9,14 +9,22 @@ import type { Readable } from 'node:stream';
 import { StrataError } from '../../core/error.js';
 import { Hash } from '../../core/hash.js';
 import { StoreDir, type StorePath } from '../../core/store-path.js';
-import { dumpPath } from '../../fs/nar-dump.js';
-import { hashFile, hashPath } from '../../fs/hash-path.js';
-import { restoreNar } from '../../fs/nar-restore.js';
 import type { AddPathOptions, GcOptions, GcResult, LocalFsStore, OptimiseResult, PathInfo, Registration, VerifyOptions, VerifyResult } from '../store.js';
 import type { LocalStoreConfig } from './config.js';
 import { NixDatabase } from './database.js';
 import { acquirePathLocks, BigLock, PathLock, TempRoots } from './locks.js';
-import { removeTree, StagingDir } from './staging.js';
+
+/**
+ * The NAR and staging modules (with the NAR parser and writer, 8 ESM files) are loaded when a
+ * path is added or read, not when the store opens: a query such as `strata path-info` never
+ * needs them, and each module read costs Node 20 about a millisecond of start-up.
+ */
+let fsModules: Promise<typeof import('../../fs/nar-dump.js') & typeof import('../../fs/hash-path.js') & typeof import('../../fs/nar-restore.js') & typeof import('./staging.js')> | undefined;
+/** Loaded once and kept: an `import()` per call would resolve the specifiers again every time. */
+function loadFs() {
+  fsModules ??= Promise.all([import('../../fs/nar-dump.js'), import('../../fs/hash-path.js'), import('../../fs/nar-restore.js'), import('./staging.js')]).then(([a, b, c, d]) => ({ ...a, ...b, ...c, ...d }));
+  return fsModules;
+}
 
 export class LocalStore implements LocalFsStore {
   readonly uri: string;
@@ -114,6 +122,7 @@ export class LocalStore implements LocalFsStore {
     if (!this.db.isValid(path)) {
       throw new StrataError('PATH_NOT_VALID', `Cannot read '${this.storeDir.print(path)}': it is not valid in '${this.uri}'`, { value: this.storeDir.print(path) });
     }
+    const { dumpPath } = await loadFs();
     return dumpPath(this.realPath(path));
   }
 
@@ -143,6 +152,7 @@ export class LocalStore implements LocalFsStore {
       nar.resume();
       return;
     }
+    const { StagingDir, restoreNar } = await loadFs();
     const staging = StagingDir.create(this.config.realStoreDir);
     try {
       const tmp = join(staging.path, 'x');
@@ -171,6 +181,7 @@ export class LocalStore implements LocalFsStore {
    */
   async restoreFiles(info: PathInfo, nar: Readable): Promise<void> {
     this.requireWritable(`repair '${this.storeDir.print(info.path)}'`);
+    const { StagingDir, restoreNar, removeTree } = await loadFs();
     const staging = StagingDir.create(this.config.realStoreDir);
     try {
       const tmp = join(staging.path, 'x');
@@ -191,6 +202,7 @@ export class LocalStore implements LocalFsStore {
 
   /** Moves a complete, verified object into place under its lock and registers it. */
   private async publish(info: PathInfo, stagedPath: string, registration: Omit<Registration, 'info'> = {}): Promise<void> {
+    const { removeTree } = await loadFs();
     await this.withPathLocks([info.path], async () => {
       if (this.db.isValid(info.path)) return; // Someone else finished it while we waited.
       const dest = this.realPath(info.path);
@@ -222,6 +234,7 @@ export class LocalStore implements LocalFsStore {
     const algo = options.hashAlgo ?? 'sha256';
     const references = options.references ?? [];
     await this.checkReferencesValid({ path: this.storeDir.makeTextPath('x', Hash.of('sha256', '')), references } as PathInfo);
+    const { StagingDir, restoreNar, dumpPath, hashFile, hashPath } = await loadFs();
     const staging = StagingDir.create(this.config.realStoreDir);
     try {
       const tmp = join(staging.path, 'x');
@@ -259,6 +272,7 @@ export class LocalStore implements LocalFsStore {
     const existing = this.db.queryPathInfo(path);
     if (existing) return existing;
     await this.checkReferencesValid({ path, references } as PathInfo);
+    const { StagingDir, hashPath } = await loadFs();
     const staging = StagingDir.create(this.config.realStoreDir);
     try {
       const tmp = join(staging.path, 'x');

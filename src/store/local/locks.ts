@@ -23,7 +23,8 @@ export class PathLock {
   static async acquire(lockPath: string): Promise<PathLock> {
     for (;;) {
       const fd = openLockFile(lockPath);
-      await lockFd(fd, 'exclusive');
+      // Uncontended (the usual case) without a thread-pool round trip; wait in the pool only when held.
+      if (!tryLockFd(fd, 'exclusive')) await lockFd(fd, 'exclusive');
       if (fstatSync(fd).size === 0) return new PathLock(lockPath, fd);
       closeFd(fd); // A previous holder released and unlinked it: take a fresh file.
     }
