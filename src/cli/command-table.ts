@@ -34,7 +34,14 @@ export const COMMAND_MODULES: Readonly<Record<string, Loader>> = {
 
 /** Global options of `main` that take a value (the next argument unless given with `=`). */
 const VALUE_OPTIONS = new Set(['--store', '--trusted-public-keys']);
-const FLAG_OPTIONS = new Set(['--json', '-v', '--verbose', '--quiet', '--no-progress', '--no-require-sigs']);
+const FLAG_OPTIONS = new Set([
+  '--json',
+  '-v',
+  '--verbose',
+  '--quiet',
+  '--no-progress',
+  '--no-require-sigs',
+]);
 
 /**
  * The command named in `argv` (node, script, global options, command…) when the global options

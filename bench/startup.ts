@@ -1,0 +1,107 @@
+/**
+ * Start-up: `strata path-info P` on a small store against its floor, a bare `node -e 0`
+ * (target: within 1.3×), and against real Nix 2.8's `nix path-info P` (ratio reported).
+ * Whole processes, timed with hyperfine (`-N`) in interleaved rounds; the strata timed is a
+ * private build of this checkout's src/ run through a copy of bin/strata.
+ *
+ * Run: `npx tsx bench/startup.ts [--write] [--rounds N]` (`--write` updates BENCHMARKS.md).
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { CACHE, dataDir, machine, nixEnv, privateBuild } from './lib/env.js';
+import { median, haveHyperfine, timeProcesses, type Candidate } from './lib/timing.js';
+import { ms, ratio, say, table, writeSubsection } from './lib/report.js';
+
+const arg = (name: string, dflt: number): number => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const ROUNDS = arg('--rounds', 8);
+const PER_ROUND = 5;
+const TARGET = 1.3;
+
+privateBuild();
+const bin = join(CACHE, 'bin');
+mkdirSync(bin, { recursive: true });
+copyFileSync(join(CACHE, '..', '..', 'bin', 'strata'), join(bin, 'strata'));
+const strata = join(bin, 'strata');
+
+const DATA = dataDir('startup');
+const out: string[] = [];
+try {
+  // A small store: 20 text files, one of them the path asked about.
+  const store = join(DATA, 'store');
+  let p = '';
+  for (let i = 0; i < 20; i++) {
+    const f = join(DATA, `file-${i}.txt`);
+    writeFileSync(f, `file ${i}\n`);
+    p = execFileSync(process.execPath, [strata, '--store', store, 'add', f], {
+      encoding: 'utf8',
+    }).trim();
+  }
+  const nenv = nixEnv(DATA);
+  const want = execFileSync('nix', ['--store', store, 'path-info', p], {
+    env: nenv,
+    encoding: 'utf8',
+  }).trim();
+  const got = execFileSync(process.execPath, [strata, '--store', store, 'path-info', p], {
+    encoding: 'utf8',
+  }).trim();
+  if (want !== got) throw new Error(`answers differ: nix '${want}', strata '${got}'`);
+
+  const candidates: Candidate[] = [
+    { name: 'node -e 0', argv: [process.execPath, '-e', '0'] },
+    {
+      name: 'strata path-info P',
+      argv: [process.execPath, strata, '--store', store, 'path-info', p],
+    },
+    { name: 'nix path-info P', argv: ['nix', '--store', store, 'path-info', p], env: nenv },
+  ];
+  const res = timeProcesses(candidates, ROUNDS, PER_ROUND);
+  const med = (n: string) => median(res.get(n)!.wall);
+  const cpu = (n: string) => median(res.get(n)!.cpu);
+  const floor = med('node -e 0');
+  const s = med('strata path-info P');
+  const n = med('nix path-info P');
+  const runs = res.get('node -e 0')!.wall.length;
+  out.push(
+    `(a store of 20 paths; ${ROUNDS} interleaved rounds × ${PER_ROUND} runs = ${runs} runs each, ${haveHyperfine() ? 'hyperfine -N, 1 warm-up per round' : 'spawn + wall clock'}; answers equal: \`${p.slice(11, 23)}…\`)`,
+    '',
+    ...table(
+      ['command', 'median wall', 'min wall', 'median user+sys', 'vs `node -e 0`'],
+      candidates.map((c) => [
+        c.name === 'strata path-info P' ? '`strata path-info P`' : `\`${c.name}\``,
+        ms(med(c.name)),
+        ms(Math.min(...res.get(c.name)!.wall)),
+        ms(cpu(c.name)),
+        ratio(med(c.name) / floor),
+      ]),
+    ),
+    '',
+    `strata / \`node -e 0\`: **${ratio(s / floor)}** (target ≤ ${TARGET}×: ${s / floor <= TARGET ? 'met' : '**not met**'}); strata / \`nix path-info\`: **${ratio(s / n)}**; by CPU time: ${ratio(cpu('strata path-info P') / cpu('node -e 0'))} and ${ratio(cpu('strata path-info P') / cpu('nix path-info P'))}.`,
+  );
+  out.push(
+    '',
+    '`strata path-info` now loads only its own command module (src/cli/command-table.ts) and opens the store without the NAR and staging modules: 19 strata ESM modules, commander, better-sqlite3 and fs-ext (43 JavaScript files, from 80). What is left is mostly Node itself: an ESM entry point alone costs more than `node -e 0` (Node 20 reads each ESM file through the libuv thread pool), and better-sqlite3 plus commander are ~25 CommonJS files. `module.enableCompileCache` does not exist in Node 20.20 (it came in 22.1). Reaching 1.3× needs fewer files: a single bundled CLI file (esbuild is already installed, via tsx) or a V8 start-up snapshot.',
+  );
+  say(['', ...out]);
+} finally {
+  rmSync(DATA, { recursive: true, force: true });
+}
+
+if (process.argv.includes('--write')) {
+  writeSubsection(
+    'Local store',
+    [
+      `Machine: ${machine()}. Whole-process timings include start-up; in-process ones do not. Ratios are strata / the other.`,
+    ],
+    'Start-up: `strata path-info P`',
+    [
+      `Command: \`npx tsx bench/startup.ts --write\` (builds src/ privately into .cache/bench/dist first).`,
+      '',
+      ...out,
+    ],
+  );
+}
