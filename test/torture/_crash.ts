@@ -18,6 +18,8 @@ import { runNix } from '../support/nix.js';
 export interface KilledRun {
   /** True when the process was still running when the signal was sent. */
   killed: boolean;
+  /** Milliseconds from spawn to exit. */
+  elapsed: number;
   code: number | null;
   stderr: string;
 }
@@ -28,6 +30,7 @@ export interface KilledRun {
  */
 export function runAndKill(argv: string[], delayMs: number): Promise<KilledRun> {
   return new Promise((resolve, reject) => {
+    const started = Date.now();
     const child = spawn(process.execPath, argv, { cwd: ROOT, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
     const err: Buffer[] = [];
     child.stderr.on('data', (c: Buffer) => err.push(c));
@@ -46,9 +49,27 @@ export function runAndKill(argv: string[], delayMs: number): Promise<KilledRun> 
     child.on('exit', () => (exited = true));
     child.on('close', (code) => {
       clearTimeout(timer);
-      resolve({ killed, code, stderr: Buffer.concat(err).toString() });
+      resolve({ killed, code, stderr: Buffer.concat(err).toString(), elapsed: Date.now() - started });
     });
   });
+}
+
+/**
+ * Picks kill delays inside the command's real running time, learnt from the runs that were not
+ * killed (the machine and strata's speed vary; a fixed window would kill after the work is done).
+ */
+export class KillClock {
+  constructor(private ms: number) {}
+
+  /** A delay somewhere in the expected run, past the first few milliseconds of start-up. */
+  pick(rand: () => number): number {
+    return 30 + rand() * Math.max(50, this.ms - 30);
+  }
+
+  /** Learns from a run: one that finished tells how long the whole command takes. */
+  observe(run: KilledRun): void {
+    if (!run.killed) this.ms = Math.max(80, run.elapsed * 0.95);
+  }
 }
 
 /** `node bin/strata …` as argv for {@link runAndKill}. */

@@ -20,7 +20,7 @@ import { hashTree, makeLower } from '../support/layered.js';
 import { isRoot } from '../support/mounts.js';
 import { haveNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
-import { checkStore, makeSource, runAndKill, strataArgv, validSet, workerArgv } from './_crash.js';
+import { checkStore, KillClock, makeSource, runAndKill, strataArgv, validSet, workerArgv } from './_crash.js';
 import { SEED, TIMEOUT, count, record, rng } from './_torture.js';
 
 const dir = new StoreDir();
@@ -54,6 +54,7 @@ describe.runIf(haveNix())('torture: kill -9 beyond the local store', { timeout: 
     await (await initLayered(root, [lower.root])).close();
     const uri = `layered://${root}`;
     let trials = 0;
+    const clock = new KillClock(1000);
     const n = count(3, 35);
     for (let i = 0; i < n; i++) {
       const rand = rng(SEED + i * 104729);
@@ -73,7 +74,8 @@ describe.runIf(haveNix())('torture: kill -9 beyond the local store', { timeout: 
       const job = join(work, `job${i}.json`);
       writeFileSync(job, JSON.stringify({ items, paths: chain.slice(0, 1 + Math.floor(rand() * chain.length)) }));
       const op = i % 3 === 2 ? 'copy-up' : 'text';
-      const run = await runAndKill(workerArgv(op, uri, job), 150 + rand() * 900);
+      const run = await runAndKill(workerArgv(op, uri, job), clock.pick(rand));
+      clock.observe(run);
       const problems = await checkStore(root, { complete, lowerPaths }, { storeUri: uri });
       const again = await runAndKill(workerArgv(op, uri, job), 120_000);
       if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
@@ -110,6 +112,8 @@ describe.runIf(haveNix())('torture: kill -9 beyond the local store', { timeout: 
       await store.close();
     }
     let trials = 0;
+    const pushClock = new KillClock(1000);
+    const pullClock = new KillClock(1000);
     const n = count(2, 25);
     for (let i = 0; i < n; i++) {
       const rand = rng(SEED + i * 15485863);
@@ -117,7 +121,8 @@ describe.runIf(haveNix())('torture: kill -9 beyond the local store', { timeout: 
       const dest = join(work, `dest${i}`);
       const compression = ['xz', 'zstd', 'none', 'br'][i % 4]!;
       const problems: string[] = [];
-      const push = await runAndKill(strataArgv('copy', '--from', src, '--to', `file://${cache}?compression=${compression}`, ...paths), 150 + rand() * 800);
+      const push = await runAndKill(strataArgv('copy', '--from', src, '--to', `file://${cache}?compression=${compression}`, ...paths), pushClock.pick(rand));
+      pushClock.observe(push);
       // Every narinfo in the cache points at a complete NAR file.
       if (existsSync(cache)) {
         for (const f of readdirSync(cache).filter((x) => x.endsWith('.narinfo'))) {
@@ -129,7 +134,8 @@ describe.runIf(haveNix())('torture: kill -9 beyond the local store', { timeout: 
       }
       const pushAgain = await runStrata(['copy', '--from', src, '--to', `file://${cache}?compression=${compression}`, ...paths]);
       if (pushAgain.code !== 0) problems.push(`re-run push: ${pushAgain.stderr}`);
-      const pull = await runAndKill(strataArgv('--no-require-sigs', 'copy', '--from', `file://${cache}`, '--to', dest, ...paths), 150 + rand() * 800);
+      const pull = await runAndKill(strataArgv('--no-require-sigs', 'copy', '--from', `file://${cache}`, '--to', dest, ...paths), pullClock.pick(rand));
+      pullClock.observe(pull);
       if (existsSync(join(dest, 'nix', 'var', 'nix', 'db', 'db.sqlite'))) problems.push(...(await checkStore(dest, { complete })));
       const pullAgain = await runStrata(['--no-require-sigs', 'copy', '--from', `file://${cache}`, '--to', dest, ...paths]);
       if (pullAgain.code !== 0) problems.push(`re-run pull: ${pullAgain.stderr}`);

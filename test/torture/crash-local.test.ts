@@ -20,7 +20,7 @@ import { addShDrv } from '../build/helpers.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { haveNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
-import { checkStore, leftovers, makeSource, runAndKill, strataArgv, validSet, workerArgv } from './_crash.js';
+import { checkStore, KillClock, leftovers, makeSource, runAndKill, strataArgv, validSet, workerArgv } from './_crash.js';
 import { SEED, TIMEOUT, count, record, rng } from './_torture.js';
 
 const dir = new StoreDir();
@@ -52,10 +52,12 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeou
     const root = tempDir();
     const work = tempDir();
     await (await openLocal(root)).close();
+    const clock = new KillClock(1000);
     await crashTrials('add', count(3, 35), async (i, rand) => {
       const src = await makeSource(join(work, `src${i}`), `add${i}`, rand, Math.floor(rand() * 8) * 1024 * 1024);
       const path = dir.makeFixedOutputPath(`src${i}`, src.narHash, true);
-      const run = await runAndKill(strataArgv('--store', root, 'add', src.dir), 150 + rand() * 900);
+      const run = await runAndKill(strataArgv('--store', root, 'add', src.dir), clock.pick(rand));
+      clock.observe(run);
       const problems = await checkStore(root, { complete: new Map([[path.baseName, src.narHash]]) });
       const again = await runStrata(['--store', root, 'add', src.dir]);
       if (again.code !== 0 || again.stdout.toString() !== `${dir.print(path)}\n`) problems.push(`re-run: ${again.code} ${again.stderr}`);
@@ -69,6 +71,7 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeou
     const root = tempDir();
     const work = tempDir();
     await (await openLocal(root)).close();
+    const clock = new KillClock(1000);
     await crashTrials('NAR import', count(3, 35), async (i, rand) => {
       const items: Array<{ path: string; narHash: string; narSize: number; references: string[]; source: string }> = [];
       const complete = new Map();
@@ -80,7 +83,8 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeou
       }
       const job = join(work, `job${i}.json`);
       writeFileSync(job, JSON.stringify({ items }));
-      const run = await runAndKill(workerArgv('import', root, job), 150 + rand() * 700);
+      const run = await runAndKill(workerArgv('import', root, job), clock.pick(rand));
+      clock.observe(run);
       const problems = await checkStore(root, { complete });
       // A valid path's references are valid: the chain is registered in order.
       const valid = validSet(root);
@@ -96,6 +100,7 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeou
     ensureBuilt();
     const root = tempDir();
     const work = tempDir();
+    const clock = new KillClock(1000);
     await crashTrials('gc', count(2, 25), async (i, rand) => {
       const store = await openLocal(root);
       const rooted: string[] = [];
@@ -110,7 +115,8 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeou
       } finally {
         await store.close();
       }
-      const run = await runAndKill(strataArgv('--store', root, 'gc'), 200 + rand() * 1000);
+      const run = await runAndKill(strataArgv('--store', root, 'gc'), clock.pick(rand));
+      clock.observe(run);
       const problems = await checkStore(root, { complete: new Map(), mustStayValid: rooted, allowHalfDeleted: true });
       const again = await runStrata(['--store', root, 'gc']);
       if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
@@ -127,6 +133,7 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeou
     ensureBuilt();
     const root = tempDir();
     const work = tempDir();
+    const clock = new KillClock(600);
     await crashTrials('optimise', count(2, 25), async (i, rand) => {
       const store = await openLocal(root);
       try {
@@ -141,7 +148,8 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeou
       } finally {
         await store.close();
       }
-      const run = await runAndKill(strataArgv('--store', root, 'optimise'), 100 + rand() * 500);
+      const run = await runAndKill(strataArgv('--store', root, 'optimise'), clock.pick(rand));
+      clock.observe(run);
       const problems = await checkStore(root, { complete: new Map() });
       const again = await runStrata(['--store', root, 'optimise']);
       if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
@@ -184,8 +192,10 @@ describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeou
       }
     };
     await clear();
+    const clock = new KillClock(1500);
     await crashTrials('realise', count(2, 25), async (_i, rand) => {
-      const run = await runAndKill(strataArgv('--store', root, 'realise', ...drvs), 200 + rand() * 1500);
+      const run = await runAndKill(strataArgv('--store', root, 'realise', ...drvs), clock.pick(rand));
+      clock.observe(run);
       // An orphaned builder of the killed process may still be finishing in its scratch space.
       await new Promise((r) => setTimeout(r, 300));
       const problems = await checkStore(root, { complete });
