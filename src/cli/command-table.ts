@@ -30,6 +30,8 @@ export const COMMAND_MODULES: Readonly<Record<string, Loader>> = {
   fsck: () => import('./commands/fsck.js'),
   copy: () => import('./commands/copy.js'),
   serve: () => import('./commands/serve.js'),
+  env: () => import('./commands/env.js'),
+  shell: () => import('./commands/shell.js'),
 };
 
 /** Global options of `main` that take a value (the next argument unless given with `=`). */
