@@ -16,8 +16,24 @@ const seed = process.env.STRATA_TORTURE_SEED ?? String(Date.now() % 2 ** 31);
 const started = Date.now();
 const run = spawnSync(
   'npx',
-  ['vitest', 'run', 'test/torture', '--reporter=default', '--reporter=json', `--outputFile=${vitestReport}`, ...process.argv.slice(2)],
-  { stdio: 'inherit', env: { ...process.env, STRATA_TORTURE: 'full', STRATA_TORTURE_REPORT: report, STRATA_TORTURE_SEED: seed } },
+  [
+    'vitest',
+    'run',
+    'test/torture',
+    '--reporter=default',
+    '--reporter=json',
+    `--outputFile=${vitestReport}`,
+    ...process.argv.slice(2),
+  ],
+  {
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      STRATA_TORTURE: 'full',
+      STRATA_TORTURE_REPORT: report,
+      STRATA_TORTURE_SEED: seed,
+    },
+  },
 );
 let rows = [];
 try {
@@ -52,6 +68,11 @@ const summary = {
 };
 writeFileSync('.cache/torture/summary.json', `${JSON.stringify(summary, null, 2)}\n`);
 console.log('\ntorture summary');
-for (const p of summary.parts) console.log(`  ${p.test}: ${p.trials ? `${p.trials} trials` : ''}${p.trials && p.inputs ? ', ' : ''}${p.inputs ? `${p.inputs} inputs` : ''}, ${p.failures} failures`);
-console.log(`trials: ${summary.trials}, inputs: ${summary.inputs}, failures: ${summary.failures} (seed ${seed}, ${summary.minutes} min, ${passedTests} tests passed, ${failedTests} failed)`);
+for (const p of summary.parts)
+  console.log(
+    `  ${p.test}: ${p.trials ? `${p.trials} trials` : ''}${p.trials && p.inputs ? ', ' : ''}${p.inputs ? `${p.inputs} inputs` : ''}, ${p.failures} failures`,
+  );
+console.log(
+  `trials: ${summary.trials}, inputs: ${summary.inputs}, failures: ${summary.failures} (seed ${seed}, ${summary.minutes} min, ${passedTests} tests passed, ${failedTests} failed)`,
+);
 process.exit(run.status === 0 && summary.failures === 0 ? 0 : 1);

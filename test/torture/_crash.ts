@@ -4,7 +4,15 @@
  * only a test can (every row re-hashed; every entry of the store dir accounted for).
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 import Database from 'better-sqlite3';
@@ -31,7 +39,11 @@ export interface KilledRun {
 export function runAndKill(argv: string[], delayMs: number): Promise<KilledRun> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
-    const child = spawn(process.execPath, argv, { cwd: ROOT, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, argv, {
+      cwd: ROOT,
+      detached: true,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     const err: Buffer[] = [];
     child.stderr.on('data', (c: Buffer) => err.push(c));
     let exited = false;
@@ -49,7 +61,12 @@ export function runAndKill(argv: string[], delayMs: number): Promise<KilledRun> 
     child.on('exit', () => (exited = true));
     child.on('close', (code) => {
       clearTimeout(timer);
-      resolve({ killed, code, stderr: Buffer.concat(err).toString(), elapsed: Date.now() - started });
+      resolve({
+        killed,
+        code,
+        stderr: Buffer.concat(err).toString(),
+        elapsed: Date.now() - started,
+      });
     });
   });
 }
@@ -75,7 +92,10 @@ export class KillClock {
 /** `node bin/strata …` as argv for {@link runAndKill}. */
 export const strataArgv = (...args: string[]): string[] => [join(ROOT, 'bin', 'strata'), ...args];
 /** The crash worker as argv for {@link runAndKill}. */
-export const workerArgv = (...args: string[]): string[] => [join(ROOT, 'test', 'torture', 'fixtures', 'worker.mjs'), ...args];
+export const workerArgv = (...args: string[]): string[] => [
+  join(ROOT, 'test', 'torture', 'fixtures', 'worker.mjs'),
+  ...args,
+];
 
 /** A source tree for adding: small files, an executable, a symlink and one larger file. */
 export interface Source {
@@ -86,10 +106,19 @@ export interface Source {
 }
 
 /** Writes a source tree whose shape and bytes come from `rand`; `big` sets the large file's size. */
-export async function makeSource(dir: string, name: string, rand: () => number, big: number): Promise<Source> {
+export async function makeSource(
+  dir: string,
+  name: string,
+  rand: () => number,
+  big: number,
+): Promise<Source> {
   mkdirSync(join(dir, 'sub', 'deeper'), { recursive: true });
   const files = 3 + Math.floor(rand() * 20);
-  for (let i = 0; i < files; i++) writeFileSync(join(dir, i % 3 ? 'sub' : '.', `f${i}`), `${name} ${i} ${rand()}\n`.repeat(1 + Math.floor(rand() * 50)));
+  for (let i = 0; i < files; i++)
+    writeFileSync(
+      join(dir, i % 3 ? 'sub' : '.', `f${i}`),
+      `${name} ${i} ${rand()}\n`.repeat(1 + Math.floor(rand() * 50)),
+    );
   writeFileSync(join(dir, 'sub', 'deeper', 'run.sh'), `#!/bin/sh\necho ${name}\n`);
   chmodSync(join(dir, 'sub', 'deeper', 'run.sh'), 0o755);
   symlinkSync('sub/f1', join(dir, 'link'));
@@ -119,7 +148,11 @@ export interface Expectation {
 }
 
 /** The result of {@link checkStore}: a list of problems (empty when consistent). */
-export async function checkStore(root: string, exp: Expectation, options: { storeUri?: string; nix?: boolean } = {}): Promise<string[]> {
+export async function checkStore(
+  root: string,
+  exp: Expectation,
+  options: { storeUri?: string; nix?: boolean } = {},
+): Promise<string[]> {
   const problems: string[] = [];
   const uri = options.storeUri ?? root;
   const real = join(root, 'nix', 'store');
@@ -128,10 +161,14 @@ export async function checkStore(root: string, exp: Expectation, options: { stor
   if (/database is locked/i.test(v.stderr)) problems.push(`strata verify: ${v.stderr.trim()}`);
   if (options.nix !== false) {
     const n = runNix('nix-store', ['--store', root, '--verify', '--check-contents']);
-    if (n.code !== 0 || /error|modified|disappeared/.test(n.stderr)) problems.push(`nix-store --verify exited ${n.code}: ${n.stderr.trim()}`);
+    if (n.code !== 0 || /error|modified|disappeared/.test(n.stderr))
+      problems.push(`nix-store --verify exited ${n.code}: ${n.stderr.trim()}`);
   }
   // Every row, re-hashed here (not through strata's verify).
-  const db = new Database(join(root, 'nix', 'var', 'nix', 'db', 'db.sqlite'), { readonly: true, fileMustExist: true });
+  const db = new Database(join(root, 'nix', 'var', 'nix', 'db', 'db.sqlite'), {
+    readonly: true,
+    fileMustExist: true,
+  });
   let rows: Array<{ path: string; hash: string; narSize: number | null }>;
   try {
     rows = db.prepare('SELECT path, hash, narSize FROM ValidPaths').all() as typeof rows;
@@ -148,12 +185,22 @@ export async function checkStore(root: string, exp: Expectation, options: { stor
       continue;
     }
     const { hash, narSize } = await hashPath(p);
-    if (`sha256:${hash.toBase16()}` !== row.hash || narSize !== (row.narSize ?? 0)) problems.push(`valid path ${base} is partial or modified`);
+    if (`sha256:${hash.toBase16()}` !== row.hash || narSize !== (row.narSize ?? 0))
+      problems.push(`valid path ${base} is partial or modified`);
   }
-  for (const base of exp.mustStayValid ?? []) if (!valid.has(base)) problems.push(`${base} should have stayed valid`);
+  for (const base of exp.mustStayValid ?? [])
+    if (!valid.has(base)) problems.push(`${base} should have stayed valid`);
   // Every entry of the store dir: valid, a complete object the command was making, or scratch.
   for (const name of readdirSync(real)) {
-    if (name === '.links' || name.endsWith('.lock') || name.startsWith('tmp-') || name.startsWith('.tmp-link-') || valid.has(name) || exp.lowerPaths?.has(name)) continue;
+    if (
+      name === '.links' ||
+      name.endsWith('.lock') ||
+      name.startsWith('tmp-') ||
+      name.startsWith('.tmp-link-') ||
+      valid.has(name) ||
+      exp.lowerPaths?.has(name)
+    )
+      continue;
     let isStorePathName = true;
     try {
       StorePath.fromBaseName(name);
@@ -190,9 +237,16 @@ export function leftovers(real: string, valid: Set<string>): string[] {
 
 /** Valid base names, read from the DB directly. */
 export function validSet(root: string): Set<string> {
-  const db = new Database(join(root, 'nix', 'var', 'nix', 'db', 'db.sqlite'), { readonly: true, fileMustExist: true });
+  const db = new Database(join(root, 'nix', 'var', 'nix', 'db', 'db.sqlite'), {
+    readonly: true,
+    fileMustExist: true,
+  });
   try {
-    return new Set((db.prepare('SELECT path FROM ValidPaths').all() as Array<{ path: string }>).map((r) => r.path.slice('/nix/store/'.length)));
+    return new Set(
+      (db.prepare('SELECT path FROM ValidPaths').all() as Array<{ path: string }>).map((r) =>
+        r.path.slice('/nix/store/'.length),
+      ),
+    );
   } finally {
     db.close();
   }

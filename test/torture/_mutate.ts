@@ -17,27 +17,76 @@ export type Mutation =
   | { kind: 'splice'; other: number; from: number; n: number; to: number }
   | { kind: 'token'; at: number; token: number };
 
-const EDGE_U64 = [0n, 1n, 7n, 8n, 9n, 255n, 256n, 4095n, 4096n, 2n ** 31n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 63n, 2n ** 64n - 1n];
+const EDGE_U64 = [
+  0n,
+  1n,
+  7n,
+  8n,
+  9n,
+  255n,
+  256n,
+  4095n,
+  4096n,
+  2n ** 31n,
+  2n ** 32n - 1n,
+  2n ** 32n,
+  2n ** 53n - 1n,
+  2n ** 53n,
+  2n ** 63n,
+  2n ** 64n - 1n,
+];
 
 /** An arbitrary list of mutations; `tokens` is the format's dictionary. */
 export function mutations(tokens: readonly Uint8Array[], maxLength = 4): fc.Arbitrary<Mutation[]> {
   const at = fc.nat();
   const m: fc.Arbitrary<Mutation> = fc.oneof(
     fc.record({ kind: fc.constant('flip' as const), at, bit: fc.nat(7) }),
-    fc.record({ kind: fc.constant('set' as const), at, byte: fc.oneof(fc.constantFrom(0, 0x0a, 0x0d, 0x22, 0x2f, 0x2e, 0x5c, 0xff, 0x80, 0x3a, 0x20), fc.nat(255)) }),
-    fc.record({ kind: fc.constant('insert' as const), at, bytes: fc.uint8Array({ minLength: 1, maxLength: 16 }) }),
+    fc.record({
+      kind: fc.constant('set' as const),
+      at,
+      byte: fc.oneof(
+        fc.constantFrom(0, 0x0a, 0x0d, 0x22, 0x2f, 0x2e, 0x5c, 0xff, 0x80, 0x3a, 0x20),
+        fc.nat(255),
+      ),
+    }),
+    fc.record({
+      kind: fc.constant('insert' as const),
+      at,
+      bytes: fc.uint8Array({ minLength: 1, maxLength: 16 }),
+    }),
     fc.record({ kind: fc.constant('delete' as const), at, n: fc.integer({ min: 1, max: 64 }) }),
-    fc.record({ kind: fc.constant('dup' as const), at, n: fc.integer({ min: 1, max: 128 }), to: fc.nat() }),
+    fc.record({
+      kind: fc.constant('dup' as const),
+      at,
+      n: fc.integer({ min: 1, max: 128 }),
+      to: fc.nat(),
+    }),
     fc.record({ kind: fc.constant('u64' as const), at, value: fc.constantFrom(...EDGE_U64) }),
     fc.record({ kind: fc.constant('truncate' as const), at }),
-    fc.record({ kind: fc.constant('splice' as const), other: fc.nat(), from: fc.nat(), n: fc.integer({ min: 1, max: 256 }), to: fc.nat() }),
-    fc.record({ kind: fc.constant('token' as const), at, token: fc.nat(Math.max(0, tokens.length - 1)) }),
+    fc.record({
+      kind: fc.constant('splice' as const),
+      other: fc.nat(),
+      from: fc.nat(),
+      n: fc.integer({ min: 1, max: 256 }),
+      to: fc.nat(),
+    }),
+    fc.record({
+      kind: fc.constant('token' as const),
+      at,
+      token: fc.nat(Math.max(0, tokens.length - 1)),
+    }),
   );
   return fc.array(m, { minLength: 1, maxLength });
 }
 
 /** Applies mutations to a copy of `input`; `corpus` feeds splices, `tokens` token insertions. */
-export function mutate(input: Uint8Array, ms: readonly Mutation[], corpus: readonly Uint8Array[], tokens: readonly Uint8Array[], align = 1): Buffer {
+export function mutate(
+  input: Uint8Array,
+  ms: readonly Mutation[],
+  corpus: readonly Uint8Array[],
+  tokens: readonly Uint8Array[],
+  align = 1,
+): Buffer {
   let b = Buffer.from(input);
   const pos = (at: number, extra = 0): number => at % (b.length + extra || 1);
   for (const m of ms) {
@@ -97,7 +146,11 @@ export function mutate(input: Uint8Array, ms: readonly Mutation[], corpus: reado
 }
 
 /** Mutated inputs drawn from a corpus of valid ones (the first element is the corpus index). */
-export function mutated(corpus: readonly Uint8Array[], tokens: readonly Uint8Array[], align = 1): fc.Arbitrary<Buffer> {
+export function mutated(
+  corpus: readonly Uint8Array[],
+  tokens: readonly Uint8Array[],
+  align = 1,
+): fc.Arbitrary<Buffer> {
   return fc
     .tuple(fc.nat(corpus.length - 1), mutations(tokens))
     .map(([i, ms]) => mutate(corpus[i]!, ms, corpus, tokens, align));

@@ -14,16 +14,27 @@ export const FULL = process.env['STRATA_TORTURE'] === 'full';
 /** `ci` in CI, `full` in the full run; `STRATA_TORTURE_SCALE` multiplies either (for local soak runs). */
 export function count(ci: number, full: number): number {
   const scale = Number(process.env['STRATA_TORTURE_SCALE'] ?? '1');
-  return Math.max(1, Math.round((FULL ? full : ci) * (Number.isFinite(scale) && scale > 0 ? scale : 1)));
+  return Math.max(
+    1,
+    Math.round((FULL ? full : ci) * (Number.isFinite(scale) && scale > 0 ? scale : 1)),
+  );
 }
 
 /** Where the counts of a run go (one JSON object per line), read back by scripts/torture.mjs. */
-export const REPORT_FILE = process.env['STRATA_TORTURE_REPORT'] ?? join(ROOT, '.cache', 'torture', `ci-report-${process.ppid}.jsonl`);
+export const REPORT_FILE =
+  process.env['STRATA_TORTURE_REPORT'] ??
+  join(ROOT, '.cache', 'torture', `ci-report-${process.ppid}.jsonl`);
 
 /** Records what one torture test did. `failures` counts trials whose checks did not hold. */
-export function record(test: string, what: { trials?: number; inputs?: number; failures?: number }): void {
+export function record(
+  test: string,
+  what: { trials?: number; inputs?: number; failures?: number },
+): void {
   mkdirSync(dirname(REPORT_FILE), { recursive: true });
-  appendFileSync(REPORT_FILE, `${JSON.stringify({ test, trials: what.trials ?? 0, inputs: what.inputs ?? 0, failures: what.failures ?? 0, full: FULL, at: new Date().toISOString() })}\n`);
+  appendFileSync(
+    REPORT_FILE,
+    `${JSON.stringify({ test, trials: what.trials ?? 0, inputs: what.inputs ?? 0, failures: what.failures ?? 0, full: FULL, at: new Date().toISOString() })}\n`,
+  );
 }
 
 /** A small seeded PRNG (mulberry32) so a failing trial can be replayed from its seed. */

@@ -35,7 +35,12 @@ interface Fixture {
 }
 
 /** A diamond-ish graph of derivations whose builders count their runs in `side`, plus a cache of sources. */
-async function prepare(store: LocalFsStore, side: string, work: string, round: number): Promise<Fixture> {
+async function prepare(
+  store: LocalFsStore,
+  side: string,
+  work: string,
+  round: number,
+): Promise<Fixture> {
   const drvs = new Map<string, StorePath>();
   const graph: Array<[string, string[]]> = [
     ['base', []],
@@ -67,7 +72,13 @@ async function prepare(store: LocalFsStore, side: string, work: string, round: n
     for (let k = 0; k < 10; k++) {
       const s = await makeSource(join(work, `cs${round}-${k}`), `cs${k}`, rand, 0);
       const p = (await cs.addPath(s.dir)).path;
-      const t = (await cs.addText(`ct${round}-${k}`, `uses ${dir.print(p)} ${prev ? dir.print(prev) : ''}\n`, prev ? [p, prev] : [p])).path;
+      const t = (
+        await cs.addText(
+          `ct${round}-${k}`,
+          `uses ${dir.print(p)} ${prev ? dir.print(prev) : ''}\n`,
+          prev ? [p, prev] : [p],
+        )
+      ).path;
       cachePaths.push(dir.print(t));
       prev = t;
     }
@@ -75,12 +86,26 @@ async function prepare(store: LocalFsStore, side: string, work: string, round: n
     await cs.close();
   }
   const cache = join(work, `cache${round}`);
-  const push = await runStrata(['copy', '-r', '--from', src, '--to', `file://${cache}?compression=zstd`, ...cachePaths]);
+  const push = await runStrata([
+    'copy',
+    '-r',
+    '--from',
+    src,
+    '--to',
+    `file://${cache}?compression=zstd`,
+    ...cachePaths,
+  ]);
   expect(push.code, push.stderr).toBe(0);
   return { drvs, outputs, cachePaths, cache };
 }
 
-async function storm(uri: string, root: string, stateDir: string, work: string, round: number): Promise<number> {
+async function storm(
+  uri: string,
+  root: string,
+  stateDir: string,
+  work: string,
+  round: number,
+): Promise<number> {
   const side = tempDir();
   const store = await openStore(uri);
   if (!isLocalFsStore(store)) throw new Error('not a local fs store');
@@ -98,18 +123,51 @@ async function storm(uri: string, root: string, stateDir: string, work: string, 
   }
   const rand = rng(SEED + round * 31);
   const tops = ['c', 'd', 'e', 'f', 'a', 'b'];
-  const clients: Array<Promise<{ what: string; code: number; stderr: string; stdout: string }>> = [];
+  const clients: Array<Promise<{ what: string; code: number; stderr: string; stdout: string }>> =
+    [];
   for (let i = 0; i < 8; i++) {
     if (i % 4 === 3) {
       // Substituters: overlapping tails of the cache's chain (closures overlap).
       const from = Math.floor(rand() * fx.cachePaths.length);
-      const args = ['--no-require-sigs', '--store', uri, 'copy', '-r', '--from', `file://${fx.cache}`, '--to', uri, ...fx.cachePaths.slice(from, from + 3)];
-      clients.push(runStrata(args).then((r) => ({ what: `copy ${i}`, code: r.code, stderr: r.stderr, stdout: r.stdout.toString() })));
+      const args = [
+        '--no-require-sigs',
+        '--store',
+        uri,
+        'copy',
+        '-r',
+        '--from',
+        `file://${fx.cache}`,
+        '--to',
+        uri,
+        ...fx.cachePaths.slice(from, from + 3),
+      ];
+      clients.push(
+        runStrata(args).then((r) => ({
+          what: `copy ${i}`,
+          code: r.code,
+          stderr: r.stderr,
+          stdout: r.stdout.toString(),
+        })),
+      );
     } else {
       const picks = tops.filter(() => rand() < 0.5);
       if (picks.length === 0) picks.push('e');
-      const args = ['--store', uri, 'realise', '-j', '2', ...picks.map((p) => dir.print(fx.drvs.get(p)!))];
-      clients.push(runStrata(args).then((r) => ({ what: `realise ${picks.join(',')}`, code: r.code, stderr: r.stderr, stdout: r.stdout.toString() })));
+      const args = [
+        '--store',
+        uri,
+        'realise',
+        '-j',
+        '2',
+        ...picks.map((p) => dir.print(fx.drvs.get(p)!)),
+      ];
+      clients.push(
+        runStrata(args).then((r) => ({
+          what: `realise ${picks.join(',')}`,
+          code: r.code,
+          stderr: r.stderr,
+          stdout: r.stdout.toString(),
+        })),
+      );
     }
   }
   // Collections beside them, a few times while they run.
@@ -128,10 +186,13 @@ async function storm(uri: string, root: string, stateDir: string, work: string, 
     expect(g.stderr).not.toMatch(/database is locked|SQLITE_BUSY/i);
   }
   // Each builder that had to run ran once.
-  for (const f of readdirSync(side)) expect(readFileSync(join(side, f), 'utf8').trim().split('\n'), `builder ${f}`).toHaveLength(1);
+  for (const f of readdirSync(side))
+    expect(readFileSync(join(side, f), 'utf8').trim().split('\n'), `builder ${f}`).toHaveLength(1);
   // Every realised output is valid and intact; every substituted closure is valid.
   const valid = validSet(root);
-  for (const r of results) for (const line of r.stdout.split('\n').filter((l) => l.startsWith('/nix/store/'))) expect(valid.has(line.slice(11)), line).toBe(true);
+  for (const r of results)
+    for (const line of r.stdout.split('\n').filter((l) => l.startsWith('/nix/store/')))
+      expect(valid.has(line.slice(11)), line).toBe(true);
   const v = await runStrata(['--store', uri, 'verify', '--check-contents']);
   expect(v.code, v.stderr).toBe(0);
   const n = runNix('nix-store', ['--store', root, '--verify', '--check-contents']);
@@ -147,7 +208,8 @@ describe.runIf(isRoot && haveNix())('torture: many clients at once', { timeout: 
     await (await openStore(root)).close();
     let processes = 0;
     const rounds = count(1, 4);
-    for (let round = 0; round < rounds; round++) processes += await storm(root, root, join(root, 'nix', 'var', 'nix'), work, round);
+    for (let round = 0; round < rounds; round++)
+      processes += await storm(root, root, join(root, 'nix', 'var', 'nix'), work, round);
     record('concurrency: local store', { trials: rounds, inputs: processes });
   });
 
@@ -160,7 +222,14 @@ describe.runIf(isRoot && haveNix())('torture: many clients at once', { timeout: 
     await (await initLayered(root, [lower.root])).close();
     let processes = 0;
     const rounds = count(1, 3);
-    for (let round = 0; round < rounds; round++) processes += await storm(`layered://${root}`, root, join(root, 'nix', 'var', 'nix'), work, round);
+    for (let round = 0; round < rounds; round++)
+      processes += await storm(
+        `layered://${root}`,
+        root,
+        join(root, 'nix', 'var', 'nix'),
+        work,
+        round,
+      );
     expect(hashTree(lower.root)).toBe(before);
     record('concurrency: layered store', { trials: rounds, inputs: processes });
   });

@@ -20,7 +20,16 @@ import { addShDrv } from '../build/helpers.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { haveNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
-import { checkStore, KillClock, leftovers, makeSource, runAndKill, strataArgv, validSet, workerArgv } from './_crash.js';
+import {
+  checkStore,
+  KillClock,
+  leftovers,
+  makeSource,
+  runAndKill,
+  strataArgv,
+  validSet,
+  workerArgv,
+} from './_crash.js';
 import { SEED, TIMEOUT, count, record, rng } from './_torture.js';
 
 const dir = new StoreDir();
@@ -31,14 +40,20 @@ async function openLocal(root: string): Promise<LocalStore> {
 }
 
 /** Runs `trials` crash trials, failing with the seed and trial number on the first problem. */
-async function crashTrials(name: string, trials: number, trial: (i: number, rand: () => number) => Promise<{ problems: string[]; killed: boolean }>): Promise<void> {
+async function crashTrials(
+  name: string,
+  trials: number,
+  trial: (i: number, rand: () => number) => Promise<{ problems: string[]; killed: boolean }>,
+): Promise<void> {
   let killed = 0;
   for (let i = 0; i < trials; i++) {
     const r = await trial(i, rng(SEED + i * 7919));
     if (r.killed) killed++;
     if (r.problems.length > 0) {
       record(`crash: ${name}`, { trials: i + 1, failures: 1 });
-      expect.fail(`${name}: trial ${i} (STRATA_TORTURE_SEED=${SEED}) left: ${r.problems.join('; ')}`);
+      expect.fail(
+        `${name}: trial ${i} (STRATA_TORTURE_SEED=${SEED}) left: ${r.problems.join('; ')}`,
+      );
     }
   }
   record(`crash: ${name}`, { trials, failures: 0 });
@@ -46,167 +61,236 @@ async function crashTrials(name: string, trials: number, trial: (i: number, rand
   expect(killed).toBeGreaterThan(trials / 3);
 }
 
-describe.runIf(haveNix())('torture: kill -9 during local-store writes', { timeout: TIMEOUT }, () => {
-  it('add (strata add): a killed add leaves a consistent store and re-running it succeeds', async () => {
-    ensureBuilt();
-    const root = tempDir();
-    const work = tempDir();
-    await (await openLocal(root)).close();
-    const clock = new KillClock(1000);
-    await crashTrials('add', count(3, 35), async (i, rand) => {
-      const src = await makeSource(join(work, `src${i}`), `add${i}`, rand, Math.floor(rand() * 8) * 1024 * 1024);
-      const path = dir.makeFixedOutputPath(`src${i}`, src.narHash, true);
-      const run = await runAndKill(strataArgv('--store', root, 'add', src.dir), clock.pick(rand));
-      clock.observe(run);
-      const problems = await checkStore(root, { complete: new Map([[path.baseName, src.narHash]]) });
-      const again = await runStrata(['--store', root, 'add', src.dir]);
-      if (again.code !== 0 || again.stdout.toString() !== `${dir.print(path)}\n`) problems.push(`re-run: ${again.code} ${again.stderr}`);
-      if (!validSet(root).has(path.baseName)) problems.push('re-run did not make the path valid');
-      return { problems, killed: run.killed };
+describe.runIf(haveNix())(
+  'torture: kill -9 during local-store writes',
+  { timeout: TIMEOUT },
+  () => {
+    it('add (strata add): a killed add leaves a consistent store and re-running it succeeds', async () => {
+      ensureBuilt();
+      const root = tempDir();
+      const work = tempDir();
+      await (await openLocal(root)).close();
+      const clock = new KillClock(1000);
+      await crashTrials('add', count(3, 35), async (i, rand) => {
+        const src = await makeSource(
+          join(work, `src${i}`),
+          `add${i}`,
+          rand,
+          Math.floor(rand() * 8) * 1024 * 1024,
+        );
+        const path = dir.makeFixedOutputPath(`src${i}`, src.narHash, true);
+        const run = await runAndKill(strataArgv('--store', root, 'add', src.dir), clock.pick(rand));
+        clock.observe(run);
+        const problems = await checkStore(root, {
+          complete: new Map([[path.baseName, src.narHash]]),
+        });
+        const again = await runStrata(['--store', root, 'add', src.dir]);
+        if (again.code !== 0 || again.stdout.toString() !== `${dir.print(path)}\n`)
+          problems.push(`re-run: ${again.code} ${again.stderr}`);
+        if (!validSet(root).has(path.baseName)) problems.push('re-run did not make the path valid');
+        return { problems, killed: run.killed };
+      });
     });
-  });
 
-  it('NAR import (addFromNar): a killed import of a chain leaves a consistent store and re-running it succeeds', async () => {
-    ensureBuilt();
-    const root = tempDir();
-    const work = tempDir();
-    await (await openLocal(root)).close();
-    const clock = new KillClock(1000);
-    await crashTrials('NAR import', count(3, 35), async (i, rand) => {
-      const items: Array<{ path: string; narHash: string; narSize: number; references: string[]; source: string }> = [];
-      const complete = new Map();
-      for (let k = 0; k < 6; k++) {
-        const src = await makeSource(join(work, `t${i}-${k}`), `imp${i}-${k}`, rand, k === 3 ? 3 * 1024 * 1024 : 0);
-        const base = `${nix32Encode(randomBytes(20))}-imp${i}-${k}`;
-        items.push({ path: `/nix/store/${base}`, narHash: src.narHash.toString(), narSize: src.narSize, references: k ? [items[k - 1]!.path] : [], source: src.dir });
-        complete.set(base, src.narHash);
-      }
-      const job = join(work, `job${i}.json`);
-      writeFileSync(job, JSON.stringify({ items }));
-      const run = await runAndKill(workerArgv('import', root, job), clock.pick(rand));
-      clock.observe(run);
-      const problems = await checkStore(root, { complete });
-      // A valid path's references are valid: the chain is registered in order.
-      const valid = validSet(root);
-      for (const [k, it] of items.entries()) if (k && valid.has(it.path.slice(11)) && !valid.has(items[k - 1]!.path.slice(11))) problems.push(`${it.path} valid without its reference`);
-      const again = await runAndKill(workerArgv('import', root, job), 120_000);
-      if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
-      for (const it of items) if (!validSet(root).has(it.path.slice(11))) problems.push(`re-run did not make ${it.path} valid`);
-      return { problems, killed: run.killed };
-    });
-  });
-
-  it('gc (strata gc): a killed collection never loses a rooted path, and the next one removes every leftover', async () => {
-    ensureBuilt();
-    const root = tempDir();
-    const work = tempDir();
-    const clock = new KillClock(1000);
-    await crashTrials('gc', count(2, 25), async (i, rand) => {
-      const store = await openLocal(root);
-      const rooted: string[] = [];
-      try {
-        let prev = (await store.addText(`keep${i}-leaf`, `leaf ${i}\n`, [])).path;
-        rooted.push(prev.baseName);
-        const top = (await store.addText(`keep${i}-top`, `top ${dir.print(prev)}\n`, [prev])).path;
-        rooted.push(top.baseName);
-        symlinkSync(dir.print(top), join(store.stateDir, 'gcroots', `r${i}`));
-        for (let k = 0; k < 120; k++) prev = (await store.addText(`junk${i}-${k}`, `junk ${k} ${dir.print(prev)}\n`, k % 10 ? [prev] : [])).path;
-        for (let k = 0; k < 6; k++) await store.addPath((await makeSource(join(work, `g${i}-${k}`), `g${k}`, rand, 0)).dir);
-      } finally {
-        await store.close();
-      }
-      const run = await runAndKill(strataArgv('--store', root, 'gc'), clock.pick(rand));
-      clock.observe(run);
-      const problems = await checkStore(root, { complete: new Map(), mustStayValid: rooted, allowHalfDeleted: true });
-      const again = await runStrata(['--store', root, 'gc']);
-      if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
-      const valid = validSet(root);
-      for (const r of rooted) if (!valid.has(r)) problems.push(`rooted ${r} collected`);
-      const left = leftovers(join(root, 'nix', 'store'), valid);
-      if (left.length > 0) problems.push(`GC left ${left.join(', ')}`);
-      problems.push(...(await checkStore(root, { complete: new Map(), mustStayValid: rooted }, { nix: false })));
-      return { problems, killed: run.killed };
-    });
-  });
-
-  it('optimise (strata optimise): a killed optimise never changes a file and re-running it succeeds', async () => {
-    ensureBuilt();
-    const root = tempDir();
-    const work = tempDir();
-    const clock = new KillClock(600);
-    await crashTrials('optimise', count(2, 25), async (i, rand) => {
-      const store = await openLocal(root);
-      try {
-        // Many paths sharing file contents, so optimise has links to make.
-        for (let k = 0; k < 12; k++) {
-          const d = join(work, `o${i}-${k}`);
-          mkdirSync(d);
-          for (let f = 0; f < 12; f++) writeFileSync(join(d, `f${f}`), `shared ${i} ${f}\n`.repeat(200));
-          writeFileSync(join(d, 'own'), `own ${k} ${rand()}`);
-          await store.addPath(d);
+    it('NAR import (addFromNar): a killed import of a chain leaves a consistent store and re-running it succeeds', async () => {
+      ensureBuilt();
+      const root = tempDir();
+      const work = tempDir();
+      await (await openLocal(root)).close();
+      const clock = new KillClock(1000);
+      await crashTrials('NAR import', count(3, 35), async (i, rand) => {
+        const items: Array<{
+          path: string;
+          narHash: string;
+          narSize: number;
+          references: string[];
+          source: string;
+        }> = [];
+        const complete = new Map();
+        for (let k = 0; k < 6; k++) {
+          const src = await makeSource(
+            join(work, `t${i}-${k}`),
+            `imp${i}-${k}`,
+            rand,
+            k === 3 ? 3 * 1024 * 1024 : 0,
+          );
+          const base = `${nix32Encode(randomBytes(20))}-imp${i}-${k}`;
+          items.push({
+            path: `/nix/store/${base}`,
+            narHash: src.narHash.toString(),
+            narSize: src.narSize,
+            references: k ? [items[k - 1]!.path] : [],
+            source: src.dir,
+          });
+          complete.set(base, src.narHash);
         }
-      } finally {
-        await store.close();
-      }
-      const run = await runAndKill(strataArgv('--store', root, 'optimise'), clock.pick(rand));
-      clock.observe(run);
-      const problems = await checkStore(root, { complete: new Map() });
-      const again = await runStrata(['--store', root, 'optimise']);
-      if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
-      problems.push(...(await checkStore(root, { complete: new Map() }, { nix: false })));
-      return { problems, killed: run.killed };
-    });
-  });
-
-  it.runIf(isRoot)('realise (strata realise): a killed build leaves no output behind half-built, and re-running it builds', async () => {
-    ensureBuilt();
-    const root = tempDir();
-    const store = await openLocal(root);
-    const drvs: string[] = [];
-    try {
-      let prev: string | undefined;
-      for (let k = 0; k < 4; k++) {
-        const script = `/bin/mkdir $out; i=0; while [ $i -lt 40 ]; do echo ${k} $i > $out/f$i; i=$((i+1)); done; /bin/sleep 0.0${k}; /bin/dd if=/dev/zero of=$out/big bs=1M count=${1 + k} 2>/dev/null${prev ? `; echo ${prev} > $out/dep` : ''}`;
-        const extra = prev ? { inputDrvs: new Map([[prev, ['out']]]) } : {};
-        const drv = await addShDrv(store, `crash${k}`, script, extra);
-        drvs.push(dir.print(drv));
-        prev = drv.baseName;
-      }
-    } finally {
-      await store.close();
-    }
-    // One clean build tells us what every output must hash to; then they are deleted again.
-    const ref = await runStrata(['--store', root, 'realise', ...drvs]);
-    expect(ref.code, ref.stderr).toBe(0);
-    const outputs = ref.stdout.toString().trim().split('\n');
-    const { hashPath } = await import('../../src/fs/hash-path.js');
-    const complete = new Map();
-    for (const o of outputs) complete.set(o.slice(11), (await hashPath(join(root, o))).hash);
-    const clear = async (): Promise<void> => {
-      const s = await openLocal(root);
-      try {
+        const job = join(work, `job${i}.json`);
+        writeFileSync(job, JSON.stringify({ items }));
+        const run = await runAndKill(workerArgv('import', root, job), clock.pick(rand));
+        clock.observe(run);
+        const problems = await checkStore(root, { complete });
+        // A valid path's references are valid: the chain is registered in order.
         const valid = validSet(root);
-        await s.deletePaths(outputs.filter((o) => valid.has(o.slice(11))).map((o) => dir.parse(o)).reverse());
-      } finally {
-        await s.close();
-      }
-    };
-    await clear();
-    const clock = new KillClock(1500);
-    await crashTrials('realise', count(2, 25), async (_i, rand) => {
-      const run = await runAndKill(strataArgv('--store', root, 'realise', ...drvs), clock.pick(rand));
-      clock.observe(run);
-      // An orphaned builder of the killed process may still be finishing in its scratch space.
-      await new Promise((r) => setTimeout(r, 300));
-      const problems = await checkStore(root, { complete });
-      const again = await runStrata(['--store', root, 'realise', ...drvs]);
-      if (again.code !== 0 || again.stdout.toString().trim() !== outputs.join('\n')) problems.push(`re-run: ${again.code} ${again.stderr}`);
-      problems.push(...(await checkStore(root, { complete }, { nix: false })));
-      await clear();
-      return { problems, killed: run.killed };
+        for (const [k, it] of items.entries())
+          if (k && valid.has(it.path.slice(11)) && !valid.has(items[k - 1]!.path.slice(11)))
+            problems.push(`${it.path} valid without its reference`);
+        const again = await runAndKill(workerArgv('import', root, job), 120_000);
+        if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
+        for (const it of items)
+          if (!validSet(root).has(it.path.slice(11)))
+            problems.push(`re-run did not make ${it.path} valid`);
+        return { problems, killed: run.killed };
+      });
     });
-    const gc = await runStrata(['--store', root, 'gc']);
-    expect(gc.code, gc.stderr).toBe(0);
-    expect(readdirSync(join(root, 'nix', 'store')).filter((n) => n.startsWith('tmp-') || n.endsWith('.lock'))).toEqual([]);
-  });
-});
+
+    it('gc (strata gc): a killed collection never loses a rooted path, and the next one removes every leftover', async () => {
+      ensureBuilt();
+      const root = tempDir();
+      const work = tempDir();
+      const clock = new KillClock(1000);
+      await crashTrials('gc', count(2, 25), async (i, rand) => {
+        const store = await openLocal(root);
+        const rooted: string[] = [];
+        try {
+          let prev = (await store.addText(`keep${i}-leaf`, `leaf ${i}\n`, [])).path;
+          rooted.push(prev.baseName);
+          const top = (await store.addText(`keep${i}-top`, `top ${dir.print(prev)}\n`, [prev]))
+            .path;
+          rooted.push(top.baseName);
+          symlinkSync(dir.print(top), join(store.stateDir, 'gcroots', `r${i}`));
+          for (let k = 0; k < 120; k++)
+            prev = (
+              await store.addText(
+                `junk${i}-${k}`,
+                `junk ${k} ${dir.print(prev)}\n`,
+                k % 10 ? [prev] : [],
+              )
+            ).path;
+          for (let k = 0; k < 6; k++)
+            await store.addPath((await makeSource(join(work, `g${i}-${k}`), `g${k}`, rand, 0)).dir);
+        } finally {
+          await store.close();
+        }
+        const run = await runAndKill(strataArgv('--store', root, 'gc'), clock.pick(rand));
+        clock.observe(run);
+        const problems = await checkStore(root, {
+          complete: new Map(),
+          mustStayValid: rooted,
+          allowHalfDeleted: true,
+        });
+        const again = await runStrata(['--store', root, 'gc']);
+        if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
+        const valid = validSet(root);
+        for (const r of rooted) if (!valid.has(r)) problems.push(`rooted ${r} collected`);
+        const left = leftovers(join(root, 'nix', 'store'), valid);
+        if (left.length > 0) problems.push(`GC left ${left.join(', ')}`);
+        problems.push(
+          ...(await checkStore(
+            root,
+            { complete: new Map(), mustStayValid: rooted },
+            { nix: false },
+          )),
+        );
+        return { problems, killed: run.killed };
+      });
+    });
+
+    it('optimise (strata optimise): a killed optimise never changes a file and re-running it succeeds', async () => {
+      ensureBuilt();
+      const root = tempDir();
+      const work = tempDir();
+      const clock = new KillClock(600);
+      await crashTrials('optimise', count(2, 25), async (i, rand) => {
+        const store = await openLocal(root);
+        try {
+          // Many paths sharing file contents, so optimise has links to make.
+          for (let k = 0; k < 12; k++) {
+            const d = join(work, `o${i}-${k}`);
+            mkdirSync(d);
+            for (let f = 0; f < 12; f++)
+              writeFileSync(join(d, `f${f}`), `shared ${i} ${f}\n`.repeat(200));
+            writeFileSync(join(d, 'own'), `own ${k} ${rand()}`);
+            await store.addPath(d);
+          }
+        } finally {
+          await store.close();
+        }
+        const run = await runAndKill(strataArgv('--store', root, 'optimise'), clock.pick(rand));
+        clock.observe(run);
+        const problems = await checkStore(root, { complete: new Map() });
+        const again = await runStrata(['--store', root, 'optimise']);
+        if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
+        problems.push(...(await checkStore(root, { complete: new Map() }, { nix: false })));
+        return { problems, killed: run.killed };
+      });
+    });
+
+    it.runIf(isRoot)(
+      'realise (strata realise): a killed build leaves no output behind half-built, and re-running it builds',
+      async () => {
+        ensureBuilt();
+        const root = tempDir();
+        const store = await openLocal(root);
+        const drvs: string[] = [];
+        try {
+          let prev: string | undefined;
+          for (let k = 0; k < 4; k++) {
+            const script = `/bin/mkdir $out; i=0; while [ $i -lt 40 ]; do echo ${k} $i > $out/f$i; i=$((i+1)); done; /bin/sleep 0.0${k}; /bin/dd if=/dev/zero of=$out/big bs=1M count=${1 + k} 2>/dev/null${prev ? `; echo ${prev} > $out/dep` : ''}`;
+            const extra = prev ? { inputDrvs: new Map([[prev, ['out']]]) } : {};
+            const drv = await addShDrv(store, `crash${k}`, script, extra);
+            drvs.push(dir.print(drv));
+            prev = drv.baseName;
+          }
+        } finally {
+          await store.close();
+        }
+        // One clean build tells us what every output must hash to; then they are deleted again.
+        const ref = await runStrata(['--store', root, 'realise', ...drvs]);
+        expect(ref.code, ref.stderr).toBe(0);
+        const outputs = ref.stdout.toString().trim().split('\n');
+        const { hashPath } = await import('../../src/fs/hash-path.js');
+        const complete = new Map();
+        for (const o of outputs) complete.set(o.slice(11), (await hashPath(join(root, o))).hash);
+        const clear = async (): Promise<void> => {
+          const s = await openLocal(root);
+          try {
+            const valid = validSet(root);
+            await s.deletePaths(
+              outputs
+                .filter((o) => valid.has(o.slice(11)))
+                .map((o) => dir.parse(o))
+                .reverse(),
+            );
+          } finally {
+            await s.close();
+          }
+        };
+        await clear();
+        const clock = new KillClock(1500);
+        await crashTrials('realise', count(2, 25), async (_i, rand) => {
+          const run = await runAndKill(
+            strataArgv('--store', root, 'realise', ...drvs),
+            clock.pick(rand),
+          );
+          clock.observe(run);
+          // An orphaned builder of the killed process may still be finishing in its scratch space.
+          await new Promise((r) => setTimeout(r, 300));
+          const problems = await checkStore(root, { complete });
+          const again = await runStrata(['--store', root, 'realise', ...drvs]);
+          if (again.code !== 0 || again.stdout.toString().trim() !== outputs.join('\n'))
+            problems.push(`re-run: ${again.code} ${again.stderr}`);
+          problems.push(...(await checkStore(root, { complete }, { nix: false })));
+          await clear();
+          return { problems, killed: run.killed };
+        });
+        const gc = await runStrata(['--store', root, 'gc']);
+        expect(gc.code, gc.stderr).toBe(0);
+        expect(
+          readdirSync(join(root, 'nix', 'store')).filter(
+            (n) => n.startsWith('tmp-') || n.endsWith('.lock'),
+          ),
+        ).toEqual([]);
+      },
+    );
+  },
+);

@@ -23,20 +23,40 @@ import { loadVector } from '../support/vectors.js';
 import { mutated } from './_mutate.js';
 import { SEED, TIMEOUT, count, record } from './_torture.js';
 
-type Tree = { t: 'f'; x: boolean; c: Uint8Array } | { t: 'l'; target: Uint8Array } | { t: 'd'; e: Array<[Uint8Array, Tree]> };
+type Tree =
+  | { t: 'f'; x: boolean; c: Uint8Array }
+  | { t: 'l'; target: Uint8Array }
+  | { t: 'd'; e: Array<[Uint8Array, Tree]> };
 
 const nameArb = fc.oneof(
   fc.constantFrom('a', 'b', 'bin', 'lib', '.x', '...', 'A', 'z\u00e9', '-'),
-  fc.uint8Array({ minLength: 1, maxLength: 12 }).filter((n) => !n.includes(0) && !n.includes(0x2f) && !(n.every((b) => b === 0x2e) && n.length <= 2)),
+  fc
+    .uint8Array({ minLength: 1, maxLength: 12 })
+    .filter(
+      (n) => !n.includes(0) && !n.includes(0x2f) && !(n.every((b) => b === 0x2e) && n.length <= 2),
+    ),
 );
 const treeArb: fc.Arbitrary<Tree> = fc.letrec<{ node: Tree }>((tie) => ({
   node: fc.oneof(
     { depthSize: 'small', withCrossShrink: true },
-    fc.record({ t: fc.constant('f' as const), x: fc.boolean(), c: fc.uint8Array({ maxLength: 40 }) }),
-    fc.record({ t: fc.constant('l' as const), target: fc.uint8Array({ minLength: 1, maxLength: 20 }).filter((t) => !t.includes(0)) }),
+    fc.record({
+      t: fc.constant('f' as const),
+      x: fc.boolean(),
+      c: fc.uint8Array({ maxLength: 40 }),
+    }),
+    fc.record({
+      t: fc.constant('l' as const),
+      target: fc.uint8Array({ minLength: 1, maxLength: 20 }).filter((t) => !t.includes(0)),
+    }),
     fc.record({
       t: fc.constant('d' as const),
-      e: fc.uniqueArray(fc.tuple(nameArb.map((n) => Buffer.from(typeof n === 'string' ? n : n)), tie('node')), { maxLength: 4, selector: ([n]) => Buffer.from(n).toString('latin1') }),
+      e: fc.uniqueArray(
+        fc.tuple(
+          nameArb.map((n) => Buffer.from(typeof n === 'string' ? n : n)),
+          tie('node'),
+        ),
+        { maxLength: 4, selector: ([n]) => Buffer.from(n).toString('latin1') },
+      ),
     }),
   ),
 })).node;
@@ -53,7 +73,9 @@ function encode(tree: Tree): Buffer {
     } else if (n.t === 'l') w.symlink(n.target);
     else {
       w.directory();
-      for (const [name, child] of [...n.e].sort((a, b) => Buffer.compare(Buffer.from(a[0]), Buffer.from(b[0])))) {
+      for (const [name, child] of [...n.e].sort((a, b) =>
+        Buffer.compare(Buffer.from(a[0]), Buffer.from(b[0])),
+      )) {
         w.entry(name);
         walk(child);
       }
@@ -67,19 +89,45 @@ function encode(tree: Tree): Buffer {
 
 const corpus: Buffer[] = [
   ...loadVector('nar.json').cases.map((c: { nar_b64: string }) => Buffer.from(c.nar_b64, 'base64')),
-  ...loadVector('nar-restore.json').cases.map((c: { nar_b64: string }) => Buffer.from(c.nar_b64, 'base64')),
+  ...loadVector('nar-restore.json').cases.map((c: { nar_b64: string }) =>
+    Buffer.from(c.nar_b64, 'base64'),
+  ),
 ];
-const tokens = ['(', ')', 'type', 'regular', 'directory', 'symlink', 'entry', 'name', 'node', 'contents', 'executable', 'target', '..', '.', 'a/b', 'a\0b', '', 'nix-archive-1'].map((t) => str(t));
+const tokens = [
+  '(',
+  ')',
+  'type',
+  'regular',
+  'directory',
+  'symlink',
+  'entry',
+  'name',
+  'node',
+  'contents',
+  'executable',
+  'target',
+  '..',
+  '.',
+  'a/b',
+  'a\0b',
+  '',
+  'nix-archive-1',
+].map((t) => str(t));
 tokens.push(Buffer.alloc(8), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]));
 
-const inputArb = fc.oneof(mutated(corpus, tokens, 8), fc.tuple(treeArb, fc.array(fc.nat(), { maxLength: 0 })).map(([t]) => encode(t)), fc.tuple(treeArb, fc.nat()).chain(([t]) => mutated([encode(t)], tokens, 8)));
+const inputArb = fc.oneof(
+  mutated(corpus, tokens, 8),
+  fc.tuple(treeArb, fc.array(fc.nat(), { maxLength: 0 })).map(([t]) => encode(t)),
+  fc.tuple(treeArb, fc.nat()).chain(([t]) => mutated([encode(t)], tokens, 8)),
+);
 
 /** Parses `bytes` fed in `step`-byte chunks and re-encodes the events. Throws what the parser throws. */
 function parseAndReencode(bytes: Buffer, step: number): Buffer {
   const p = new NarParser();
   const out: Buffer[] = [];
   const w = new NarWriter((c) => out.push(Buffer.from(c)));
-  for (let i = 0; i < bytes.length; i += step) for (const ev of p.feed(bytes.subarray(i, i + step))) w.write(ev);
+  for (let i = 0; i < bytes.length; i += step)
+    for (const ev of p.feed(bytes.subarray(i, i + step))) w.write(ev);
   p.end();
   w.end();
   return Buffer.concat(out);
@@ -97,7 +145,8 @@ describe('torture: NAR fuzzing', { timeout: TIMEOUT }, () => {
         try {
           back = parseAndReencode(bytes, step);
         } catch (e) {
-          if (!(e instanceof StrataError) || e.code !== 'NAR_INVALID') throw new Error(`unexpected ${String(e)}`, { cause: e });
+          if (!(e instanceof StrataError) || e.code !== 'NAR_INVALID')
+            throw new Error(`unexpected ${String(e)}`, { cause: e });
           expect(e.message).not.toContain('\n');
           return;
         }
@@ -122,7 +171,8 @@ describe('torture: NAR fuzzing', { timeout: TIMEOUT }, () => {
           await restoreNar(Readable.from([bytes]), target, { canonicalise: n % 2 === 0 });
         } catch (e) {
           ok = false;
-          if (!(e instanceof StrataError) || e.code !== 'NAR_INVALID') throw new Error(`unexpected ${String(e)}`, { cause: e });
+          if (!(e instanceof StrataError) || e.code !== 'NAR_INVALID')
+            throw new Error(`unexpected ${String(e)}`, { cause: e });
         }
         if (!ok) {
           expect(existsSync(target)).toBe(false);

@@ -32,9 +32,12 @@ function outcome(codes: readonly string[], fn: () => void): boolean {
     fn();
     return true;
   } catch (e) {
-    if (!(e instanceof StrataError)) throw new Error(`not a StrataError: ${String(e)}`, { cause: e });
-    if (!codes.includes(e.code)) throw new Error(`unexpected code ${e.code}: ${e.message}`, { cause: e });
-    if (e.message.includes('\n')) throw new Error(`multi-line message: ${JSON.stringify(e.message)}`);
+    if (!(e instanceof StrataError))
+      throw new Error(`not a StrataError: ${String(e)}`, { cause: e });
+    if (!codes.includes(e.code))
+      throw new Error(`unexpected code ${e.code}: ${e.message}`, { cause: e });
+    if (e.message.includes('\n'))
+      throw new Error(`multi-line message: ${JSON.stringify(e.message)}`);
     return false;
   }
 }
@@ -49,10 +52,16 @@ interface Target {
 }
 
 const narinfoCorpus = [
-  ...Object.values(loadVector('binary-cache.json').caches as Record<string, { narinfos: Array<{ text: string }> }>).flatMap((c) => c.narinfos.map((n) => enc(n.text))),
-  enc('StorePath: /nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple\nURL: nar/x.nar\nCompression: none\nNarHash: sha256-VJD0ujzcxv1jk0TtJzMWOM4GOagiVd0+IGxpNlpEkUw=\nNarSize: 120\nReferences: 94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple\nSystem: x86_64-linux\nCA: fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s\n'),
+  ...Object.values(
+    loadVector('binary-cache.json').caches as Record<string, { narinfos: Array<{ text: string }> }>,
+  ).flatMap((c) => c.narinfos.map((n) => enc(n.text))),
+  enc(
+    'StorePath: /nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple\nURL: nar/x.nar\nCompression: none\nNarHash: sha256-VJD0ujzcxv1jk0TtJzMWOM4GOagiVd0+IGxpNlpEkUw=\nNarSize: 120\nReferences: 94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple\nSystem: x86_64-linux\nCA: fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s\n',
+  ),
 ];
-const drvCorpus = (loadVector('derivations.json').cases as Array<{ drv_aterm: string }>).map((c) => enc(c.drv_aterm));
+const drvCorpus = (loadVector('derivations.json').cases as Array<{ drv_aterm: string }>).map((c) =>
+  enc(c.drv_aterm),
+);
 const uriCorpus = [
   'local',
   'auto',
@@ -65,9 +74,21 @@ const uriCorpus = [
   'local-overlay://?root=/m&lower-store=/l%3Fread-only%3Dtrue&upper-layer=/u&check-mount=false',
   'layered:///srv/layers?read-only=1',
 ].map(enc);
-const pathCorpus = ['/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple', '/nix/store/3ghsl9sd83mc26i81adpa2fzf3yw4f68-simple.drv', '/nix/store/10d3jkw88mfhh2nhls90r05szdgxckyp-.hidden'].map(enc);
-const caCorpus = ['fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s', 'text:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s', 'fixed:md5:d41d8cd98f00b204e9800998ecf8427e', 'fixed:sha1:2jmj7l5rSw0yVb/vlWAYkK/YBwk='].map(enc);
-const keyCorpus = [loadVector('binary-cache.json').public_key as string, 'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='].map(enc);
+const pathCorpus = [
+  '/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple',
+  '/nix/store/3ghsl9sd83mc26i81adpa2fzf3yw4f68-simple.drv',
+  '/nix/store/10d3jkw88mfhh2nhls90r05szdgxckyp-.hidden',
+].map(enc);
+const caCorpus = [
+  'fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s',
+  'text:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s',
+  'fixed:md5:d41d8cd98f00b204e9800998ecf8427e',
+  'fixed:sha1:2jmj7l5rSw0yVb/vlWAYkK/YBwk=',
+].map(enc);
+const keyCorpus = [
+  loadVector('binary-cache.json').public_key as string,
+  'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=',
+].map(enc);
 
 const targets: Target[] = [
   {
@@ -75,7 +96,32 @@ const targets: Target[] = [
     ci: 1_500,
     full: 200_000,
     corpus: narinfoCorpus,
-    tokens: ['StorePath: ', 'URL: ', 'Compression: ', 'FileHash: sha256:', 'FileSize: ', 'NarHash: sha256:', 'NarSize: ', 'References: ', 'Deriver: ', 'Sig: ', 'CA: ', 'System: ', '\n', '\r\n', ': ', '/nix/store/', '../', 'sha256-', 'fixed:r:sha256:', 'text:sha256:', 'unknown-deriver', '18446744073709551616', '0', 'x'.repeat(70_000)],
+    tokens: [
+      'StorePath: ',
+      'URL: ',
+      'Compression: ',
+      'FileHash: sha256:',
+      'FileSize: ',
+      'NarHash: sha256:',
+      'NarSize: ',
+      'References: ',
+      'Deriver: ',
+      'Sig: ',
+      'CA: ',
+      'System: ',
+      '\n',
+      '\r\n',
+      ': ',
+      '/nix/store/',
+      '../',
+      'sha256-',
+      'fixed:r:sha256:',
+      'text:sha256:',
+      'unknown-deriver',
+      '18446744073709551616',
+      '0',
+      'x'.repeat(70_000),
+    ],
     run: (b) =>
       void outcome(['NARINFO_INVALID'], () => {
         const info = parseNarInfo(b.length % 2 ? b : b.toString('utf8'));
@@ -88,10 +134,37 @@ const targets: Target[] = [
     ci: 1_500,
     full: 250_000,
     corpus: drvCorpus,
-    tokens: ['"', '\\', '\\n', '\\x', '\\"', '(', ')', '[', ']', ',', '","', 'Derive(', 'Derive([', '/nix/store/', '.drv', 'r:sha256', 'sha256', 'out', '("out","","","")', '\0', '\u{1F600}', '\uFFFD'],
+    tokens: [
+      '"',
+      '\\',
+      '\\n',
+      '\\x',
+      '\\"',
+      '(',
+      ')',
+      '[',
+      ']',
+      ',',
+      '","',
+      'Derive(',
+      'Derive([',
+      '/nix/store/',
+      '.drv',
+      'r:sha256',
+      'sha256',
+      'out',
+      '("out","","","")',
+      '\0',
+      '\u{1F600}',
+      '\uFFFD',
+    ],
     run: (b) =>
       void outcome(['DRV_INVALID', 'NAME_INVALID', 'PATH_INVALID'], () => {
-        const drv = parseDerivation(storeDir, b.length % 2 ? b : b.toString('utf8'), b.length % 3 ? undefined : 'fuzz');
+        const drv = parseDerivation(
+          storeDir,
+          b.length % 2 ? b : b.toString('utf8'),
+          b.length % 3 ? undefined : 'fuzz',
+        );
         const text = printDerivation(storeDir, drv);
         expect(printDerivation(storeDir, parseDerivation(storeDir, text, drv.name))).toBe(text);
       }),
@@ -101,7 +174,33 @@ const targets: Target[] = [
     ci: 1_500,
     full: 150_000,
     corpus: uriCorpus,
-    tokens: ['?', '&', '=', '%', '%2F', '%00', '%zz', '://', '/', '..', 'local', 'file', 'http', 'https', 's3', 'layered', 'local-overlay', 'root=', 'lower-store=', 'upper-layer=', 'read-only=', '\0', ' ', '__proto__', 'constructor'],
+    tokens: [
+      '?',
+      '&',
+      '=',
+      '%',
+      '%2F',
+      '%00',
+      '%zz',
+      '://',
+      '/',
+      '..',
+      'local',
+      'file',
+      'http',
+      'https',
+      's3',
+      'layered',
+      'local-overlay',
+      'root=',
+      'lower-store=',
+      'upper-layer=',
+      'read-only=',
+      '\0',
+      ' ',
+      '__proto__',
+      'constructor',
+    ],
     run: (b) =>
       void outcome(['URI_INVALID'], () => {
         const u = parseStoreUri(b.toString('utf8'));
@@ -166,31 +265,87 @@ describe('torture: text parser fuzzing', { timeout: TIMEOUT }, () => {
 
   // Environment specs are being added by another engineer; fuzz them once the module exists.
   const specModule = join(ROOT, 'src', 'env', 'spec.ts');
-  it.skipIf(!existsSync(specModule))('the env spec parser (Nix, JSON and TOML forms) either succeeds or throws SPEC_INVALID', async () => {
-    const { parseSpec } = (await import(specModule)) as { parseSpec: (text: string, file: string, format?: 'nix' | 'json' | 'toml') => Promise<unknown> };
-    const store = '/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple';
-    const corpus = {
-      nix: [`{ pkgs }: {\n  deps = [ pkgs.hello pkgs.python3Packages.requests "${store}" "${store}.drv!out,dev" ];\n}\n`, '{ pkgs, ... }: { deps = [ /* c */ pkgs.a # x\n ]; }'],
-      json: [`{"deps": ["hello", "pkgs.gnumake", "${store}"]}`, '["a", "b.c"]'],
-      toml: [`deps = ["hello", "${store}"]\n`, '# c\ndeps = [\n  "a",\n  "pkgs.b",\n]\n'],
-    };
-    const tokens = ['{', '}', '[', ']', '(', ')', '"', "'", '\\', '${', '#', '/*', '*/', '\n', ',', ';', ':', '=', 'pkgs.', 'deps', 'with', 'let', 'rec', 'inherit', '...', '/nix/store/', '!', '\u00e9', '\uFFFD', '[[', ']]', 'true', 'null', '1e999', '\\u0000'];
-    const runs = count(1_200, 150_000);
-    let inputs = 0;
-    const formats = ['nix', 'json', 'toml'] as const;
-    await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...formats).chain((f) => fc.tuple(fc.constant(f), mutated(corpus[f].map(enc), tokens.map(enc)))), async ([format, b]) => {
-        inputs++;
-        try {
-          await parseSpec(b.toString('utf8'), `fuzz.${format}`, format);
-        } catch (e) {
-          if (!(e instanceof StrataError)) throw new Error(`not a StrataError: ${String(e)}`, { cause: e });
-          if (e.code !== 'SPEC_INVALID') throw new Error(`unexpected code ${e.code}: ${e.message}`);
-          if (e.message.includes('\n')) throw new Error(`multi-line message: ${JSON.stringify(e.message)}`);
-        }
-      }),
-      { numRuns: runs, seed: SEED },
-    );
-    record('fuzz: env spec parser', { inputs });
-  });
+  it.skipIf(!existsSync(specModule))(
+    'the env spec parser (Nix, JSON and TOML forms) either succeeds or throws SPEC_INVALID',
+    async () => {
+      const { parseSpec } = (await import(specModule)) as {
+        parseSpec: (
+          text: string,
+          file: string,
+          format?: 'nix' | 'json' | 'toml',
+        ) => Promise<unknown>;
+      };
+      const store = '/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple';
+      const corpus = {
+        nix: [
+          `{ pkgs }: {\n  deps = [ pkgs.hello pkgs.python3Packages.requests "${store}" "${store}.drv!out,dev" ];\n}\n`,
+          '{ pkgs, ... }: { deps = [ /* c */ pkgs.a # x\n ]; }',
+        ],
+        json: [`{"deps": ["hello", "pkgs.gnumake", "${store}"]}`, '["a", "b.c"]'],
+        toml: [`deps = ["hello", "${store}"]\n`, '# c\ndeps = [\n  "a",\n  "pkgs.b",\n]\n'],
+      };
+      const tokens = [
+        '{',
+        '}',
+        '[',
+        ']',
+        '(',
+        ')',
+        '"',
+        "'",
+        '\\',
+        '${',
+        '#',
+        '/*',
+        '*/',
+        '\n',
+        ',',
+        ';',
+        ':',
+        '=',
+        'pkgs.',
+        'deps',
+        'with',
+        'let',
+        'rec',
+        'inherit',
+        '...',
+        '/nix/store/',
+        '!',
+        '\u00e9',
+        '\uFFFD',
+        '[[',
+        ']]',
+        'true',
+        'null',
+        '1e999',
+        '\\u0000',
+      ];
+      const runs = count(1_200, 150_000);
+      let inputs = 0;
+      const formats = ['nix', 'json', 'toml'] as const;
+      await fc.assert(
+        fc.asyncProperty(
+          fc
+            .constantFrom(...formats)
+            .chain((f) => fc.tuple(fc.constant(f), mutated(corpus[f].map(enc), tokens.map(enc)))),
+          async ([format, b]) => {
+            inputs++;
+            try {
+              await parseSpec(b.toString('utf8'), `fuzz.${format}`, format);
+            } catch (e) {
+              if (!(e instanceof StrataError))
+                throw new Error(`not a StrataError: ${String(e)}`, { cause: e });
+              if (e.code !== 'SPEC_INVALID')
+                throw new Error(`unexpected code ${e.code}: ${e.message}`);
+              if (e.message.includes('\n'))
+                throw new Error(`multi-line message: ${JSON.stringify(e.message)}`);
+            }
+          },
+        ),
+        { numRuns: runs, seed: SEED },
+      );
+      record('fuzz: env spec parser', { inputs });
+    },
+  );
 });

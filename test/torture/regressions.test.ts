@@ -34,8 +34,12 @@ describe('torture regressions', () => {
   it('StrataError messages stay on one line when the quoted input holds newlines or control characters', () => {
     const e = thrown(() => parseStoreUri('\n\0local'));
     expect(e.code).toBe('URI_INVALID');
-    expect(e.message).toBe("Cannot use store URI '\\n\\x00local': unknown form (expected /abs/dir, local, file://, http(s)://, s3://, local-overlay:// or layered://)");
-    const d = thrown(() => parseDerivation(new StoreDir(), 'Derive([("out","","\n","")],[],[],"","",[],[])'));
+    expect(e.message).toBe(
+      "Cannot use store URI '\\n\\x00local': unknown form (expected /abs/dir, local, file://, http(s)://, s3://, local-overlay:// or layered://)",
+    );
+    const d = thrown(() =>
+      parseDerivation(new StoreDir(), 'Derive([("out","","\n","")],[],[],"","",[],[])'),
+    );
     expect(d.code).toBe('DRV_INVALID');
     expect(d.message).not.toMatch(/[\n\r]/);
     expect(new StrataError('X', 'a\r\nb', { hint: 'c\nd' }).hint).toBe('c\\nd');
@@ -58,7 +62,13 @@ describe('torture regressions', () => {
 
   // Found by hostile.test.ts: `local?root=relative` opened (and created) a store under the cwd.
   it('parseStoreUri refuses relative directories in local-store parameters', () => {
-    for (const u of ['local?root=relative', 'local?state=x', '/tmp/s?real=.', 'local-overlay://?root=/m&upper-layer=u', 'local?log='])
+    for (const u of [
+      'local?root=relative',
+      'local?state=x',
+      '/tmp/s?real=.',
+      'local-overlay://?root=/m&upper-layer=u',
+      'local?log=',
+    ])
       expect(thrown(() => parseStoreUri(u)).code, u).toBe('URI_INVALID');
     expect(parseStoreUri('local?root=/tmp/x&state=/tmp/y')).toMatchObject({ scheme: 'local' });
   });
@@ -69,13 +79,29 @@ describe('torture regressions', () => {
     const root = tempDir();
     const store = (await openStore(root)) as LocalStore;
     try {
-      const text = 'Derive([("out","/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo hi > $out"],[("builder","/bin/sh"),("name","simple"),("out","/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple"),("system","x86_64-linux")])';
+      const text =
+        'Derive([("out","/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo hi > $out"],[("builder","/bin/sh"),("name","simple"),("out","/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple"),("system","x86_64-linux")])';
       const chunks: Buffer[] = [];
-      for await (const c of encodeNar({ type: 'regular', executable: false, size: text.length, contents: [Buffer.from(text)] })) chunks.push(Buffer.from(c));
+      for await (const c of encodeNar({
+        type: 'regular',
+        executable: false,
+        size: text.length,
+        contents: [Buffer.from(text)],
+      }))
+        chunks.push(Buffer.from(c));
       const nar = Buffer.concat(chunks);
       const path = store.storeDir.parse('/nix/store/3ghsl9sd83mc26i81adpa2fzf3yw4f68-simple.drv');
-      const info = { path, narHash: Hash.of('sha256', nar), narSize: nar.length, references: [], ultimate: false, sigs: [] };
-      await expect(store.addFromNar(info, Readable.from([nar]))).rejects.toMatchObject({ code: 'DRV_OUTPUT_MISMATCH' });
+      const info = {
+        path,
+        narHash: Hash.of('sha256', nar),
+        narSize: nar.length,
+        references: [],
+        ultimate: false,
+        sigs: [],
+      };
+      await expect(store.addFromNar(info, Readable.from([nar]))).rejects.toMatchObject({
+        code: 'DRV_OUTPUT_MISMATCH',
+      });
       expect(await store.isValidPath(path)).toBe(false);
       expect(readdirSync(join(root, 'nix', 'store'))).toEqual([]);
     } finally {
@@ -85,26 +111,40 @@ describe('torture regressions', () => {
 
   // Found by concurrency.test.ts: in a layered store outputs are copied (EXDEV) out of the shared
   // build upper, and the copy was left there, so the next build of the same run was refused.
-  it.runIf(process.getuid?.() === 0)('a layered store builds a dependent chain in one realise run', async () => {
-    ensureBuilt();
-    const work = tempDir();
-    const { makeLower } = await import('../support/layered.js');
-    const { initLayered } = await import('../../src/store/layered/open-layered.js');
-    const { addShDrv } = await import('../build/helpers.js');
-    const lower = await makeLower(join(work, 'lower'));
-    const root = join(work, 'layered');
-    const store = await initLayered(root, [lower.root]);
-    let top;
-    try {
-      const a = await addShDrv(store, 'chain-a', 'echo a > $out');
-      const b = await addShDrv(store, 'chain-b', 'echo b > $out', { inputDrvs: new Map([[a.baseName, ['out']]]) });
-      top = await addShDrv(store, 'chain-c', 'echo c > $out', { inputDrvs: new Map([[b.baseName, ['out']]]) });
-    } finally {
-      await store.close();
-    }
-    const r = await runStrata(['--store', `layered://${root}`, 'realise', '-j', '2', `/nix/store/${top.baseName}`]);
-    expect(r.code, r.stderr).toBe(0);
-  });
+  it.runIf(process.getuid?.() === 0)(
+    'a layered store builds a dependent chain in one realise run',
+    async () => {
+      ensureBuilt();
+      const work = tempDir();
+      const { makeLower } = await import('../support/layered.js');
+      const { initLayered } = await import('../../src/store/layered/open-layered.js');
+      const { addShDrv } = await import('../build/helpers.js');
+      const lower = await makeLower(join(work, 'lower'));
+      const root = join(work, 'layered');
+      const store = await initLayered(root, [lower.root]);
+      let top;
+      try {
+        const a = await addShDrv(store, 'chain-a', 'echo a > $out');
+        const b = await addShDrv(store, 'chain-b', 'echo b > $out', {
+          inputDrvs: new Map([[a.baseName, ['out']]]),
+        });
+        top = await addShDrv(store, 'chain-c', 'echo c > $out', {
+          inputDrvs: new Map([[b.baseName, ['out']]]),
+        });
+      } finally {
+        await store.close();
+      }
+      const r = await runStrata([
+        '--store',
+        `layered://${root}`,
+        'realise',
+        '-j',
+        '2',
+        `/nix/store/${top.baseName}`,
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+    },
+  );
 
   // Found by concurrency.test.ts: copy -r relied on references already valid in the destination
   // without protecting them, so a GC beside it could delete one before the referrer was registered.
@@ -123,7 +163,10 @@ describe('torture regressions', () => {
       const dst2 = (await openStore(join(work, 'dst'))) as LocalStore;
       try {
         await copyPaths(src, dst2, [leaf, top], { recursive: true });
-        const roots = readFileSync(join(work, 'dst', 'nix', 'var', 'nix', 'temproots', String(process.pid)), 'utf8');
+        const roots = readFileSync(
+          join(work, 'dst', 'nix', 'var', 'nix', 'temproots', String(process.pid)),
+          'utf8',
+        );
         expect(roots.split('\0')).toContain(dst2.storeDir.print(leaf));
       } finally {
         await dst2.close();

@@ -37,8 +37,20 @@ describe('torture: signatures and trust', { timeout: TIMEOUT }, () => {
     let ca: string;
     try {
       const source = await makeSource(join(work, 'tree'), 'tree', rng(SEED), 0);
-      const path = dir.parse(`/nix/store/${nix32Encode(Hash.of('sha256', String(SEED)).bytes.subarray(0, 20))}-signed-thing`);
-      await s.addFromNar({ path, narHash: source.narHash, narSize: source.narSize, references: [], ultimate: false, sigs: [] }, dumpPath(source.dir) as Readable);
+      const path = dir.parse(
+        `/nix/store/${nix32Encode(Hash.of('sha256', String(SEED)).bytes.subarray(0, 20))}-signed-thing`,
+      );
+      await s.addFromNar(
+        {
+          path,
+          narHash: source.narHash,
+          narSize: source.narSize,
+          references: [],
+          ultimate: false,
+          sigs: [],
+        },
+        dumpPath(source.dir) as Readable,
+      );
       ia = dir.print(path);
       ca = dir.print((await s.addText('by-content', 'verifies by content\n', [])).path);
     } finally {
@@ -49,28 +61,63 @@ describe('torture: signatures and trust', { timeout: TIMEOUT }, () => {
     writeFileSync(join(work, 'a.sec'), formatSecretKey(keyA.secretKey));
     writeFileSync(join(work, 'b.sec'), formatSecretKey(keyB.secretKey));
     const trusted = formatPublicKey(keyA.publicKey);
-    const caches = { unsigned: join(work, 'c-unsigned'), a: join(work, 'c-a'), b: join(work, 'c-b') };
-    for (const [c, key] of [[caches.unsigned, ''], [caches.a, `&secret-key=${join(work, 'a.sec')}`], [caches.b, `&secret-key=${join(work, 'b.sec')}`]] as const) {
-      const r = await runStrata(['copy', '--from', src, '--to', `file://${c}?compression=none${key}`, ia, ca]);
+    const caches = {
+      unsigned: join(work, 'c-unsigned'),
+      a: join(work, 'c-a'),
+      b: join(work, 'c-b'),
+    };
+    for (const [c, key] of [
+      [caches.unsigned, ''],
+      [caches.a, `&secret-key=${join(work, 'a.sec')}`],
+      [caches.b, `&secret-key=${join(work, 'b.sec')}`],
+    ] as const) {
+      const r = await runStrata([
+        'copy',
+        '--from',
+        src,
+        '--to',
+        `file://${c}?compression=none${key}`,
+        ia,
+        ca,
+      ]);
       expect(r.code, r.stderr).toBe(0);
     }
     // A false CA claim on the input-addressed path, in a copy of the unsigned cache.
     const liar = join(work, 'c-liar');
     await runStrata(['copy', '--from', src, '--to', `file://${liar}?compression=none`, ia]);
     const niFile = readdirSync(liar).find((f) => f.endsWith('.narinfo'))!;
-    writeFileSync(join(liar, niFile), `${readFileSync(join(liar, niFile), 'utf8')}CA: fixed:r:sha256:${nix32Encode(Hash.of('sha256', 'lie').bytes)}\n`);
+    writeFileSync(
+      join(liar, niFile),
+      `${readFileSync(join(liar, niFile), 'utf8')}CA: fixed:r:sha256:${nix32Encode(Hash.of('sha256', 'lie').bytes)}\n`,
+    );
 
     let refused = 0;
     const refuse = async (from: string, path: string, why: string): Promise<void> => {
       const dest = join(work, `dest-${refused}`);
-      const r = await runStrata(['--trusted-public-keys', trusted, 'copy', '--from', `file://${from}`, '--to', dest, path]);
+      const r = await runStrata([
+        '--trusted-public-keys',
+        trusted,
+        'copy',
+        '--from',
+        `file://${from}`,
+        '--to',
+        dest,
+        path,
+      ]);
       expect(r.code, `${why}: ${r.stderr}`).toBe(1);
       // One error line (the CLI may add its 'hint:' line, which says what to do).
-      expect(r.stderr.trim().split('\n').filter((l) => !l.startsWith('hint: ')), why).toHaveLength(1);
+      expect(
+        r.stderr
+          .trim()
+          .split('\n')
+          .filter((l) => !l.startsWith('hint: ')),
+        why,
+      ).toHaveLength(1);
       try {
         expect(validSet(dest).size, why).toBe(0);
       } catch (e) {
-        if (!String(e).includes('unable to open') && !String(e).includes('SQLITE_CANTOPEN')) throw e;
+        if (!String(e).includes('unable to open') && !String(e).includes('SQLITE_CANTOPEN'))
+          throw e;
       }
       refused++;
     };
@@ -79,8 +126,20 @@ describe('torture: signatures and trust', { timeout: TIMEOUT }, () => {
     await refuse(liar, ia, 'a false CA claim');
     // Trusted signature: accepted. CA path without a signature: accepted, by content.
     const ok = join(work, 'dest-ok');
-    for (const [from, path] of [[caches.a, ia], [caches.unsigned, ca]] as const) {
-      const r = await runStrata(['--trusted-public-keys', trusted, 'copy', '--from', `file://${from}`, '--to', ok, path]);
+    for (const [from, path] of [
+      [caches.a, ia],
+      [caches.unsigned, ca],
+    ] as const) {
+      const r = await runStrata([
+        '--trusted-public-keys',
+        trusted,
+        'copy',
+        '--from',
+        `file://${from}`,
+        '--to',
+        ok,
+        path,
+      ]);
       expect(r.code, r.stderr).toBe(0);
     }
     expect(validSet(ok)).toEqual(new Set([ia.slice(11), ca.slice(11)]));
@@ -91,7 +150,9 @@ describe('torture: signatures and trust', { timeout: TIMEOUT }, () => {
         const lower = await makeLower(join(work, `lower-${refused}`));
         const before = hashTree(lower.root);
         const root = join(work, `layered-${refused}`);
-        await (await initLayered(root, [lower.root, `file://${c}`], { trustedPublicKeys: [trusted] })).close();
+        await (
+          await initLayered(root, [lower.root, `file://${c}`], { trustedPublicKeys: [trusted] })
+        ).close();
         const r = await runStrata(['--store', `layered://${root}`, 'path-info', ia]);
         const store = await openStore(`layered://${root}`);
         try {
