@@ -33,7 +33,8 @@ describe('verify --repair', () => {
 
     const withSub = await runStrata(['--store', root, 'verify', '--check-contents', '--repair', '--substituter', `${join(work, 'backup')}?read-only=true`]);
     expect(withSub.code, withSub.stderr).toBe(0);
-    expect(withSub.stderr).toContain(`repaired path '/nix/store/${a.path.baseName}'`);
+    expect(withSub.stderr.split(`repaired path '/nix/store/${a.path.baseName}'`).length).toBe(2); // once
+    expect(without.stderr.split('cannot repair path').length).toBe(2);
     expect(readFileSync(file, 'utf8')).toBe('original\n');
     expect(readFileSync(join(root, 'nix/store', b.path.baseName), 'utf8')).toContain('uses');
     expect((await runStrata(['--store', root, 'verify', '--check-contents'])).code).toBe(0);

@@ -170,18 +170,6 @@ async function verifyLocked(store: LocalStore, options: LocalVerifyOptions, read
       report?.('info', `repaired path '${dir.print(path)}'`);
     } else fail(`cannot repair path '${dir.print(path)}': no substituter can provide it`);
   }
-  for (const { path } of toRepair) {
-    let repaired = false;
-    try {
-      repaired = (await options.repairFrom?.(path)) ?? false;
-    } catch (e) {
-      report?.('warn', `repairing '${dir.print(path)}' failed: ${(e as Error).message}`);
-    }
-    if (repaired) {
-      result.repaired.push(path);
-      report?.('info', `repaired path '${dir.print(path)}'`);
-    } else fail(`cannot repair path '${dir.print(path)}': no substituter can provide it`);
-  }
   return result;
 }
 
