@@ -6,24 +6,16 @@
  * SDK's usual chain: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, then `profile=` or
  * `AWS_PROFILE` in `~/.aws/credentials` and `~/.aws/config`.
  */
-import { readFileSync } from 'node:fs';
-
 import { StrataError } from '../../core/error.js';
-import { parseSecretKey } from '../../core/signature.js';
 import { boolParam, type StoreUri } from '../uri.js';
 import { BinaryCacheStore, type BinaryCacheOptions } from './binary-cache-store.js';
+import { cacheOptions, intParam } from './cache-params.js';
 import { S3Transport } from './s3-transport.js';
 
 function invalid(uri: string, why: string): StrataError {
   return new StrataError('URI_INVALID', `Cannot use store URI '${uri}': ${why}`, { value: uri });
 }
 
-function intParam(uri: string, params: Map<string, string>, key: string, min: number): number | undefined {
-  const v = params.get(key);
-  if (v === undefined) return undefined;
-  if (!/^-?[0-9]{1,12}$/.test(v) || Number(v) < min) throw invalid(uri, `parameter '${key}' must be an integer of at least ${min}, not '${v}'`);
-  return Number(v);
-}
 
 /**
  * Opens an S3 binary cache. Reading `nix-cache-info` is the first request, so wrong credentials
@@ -42,24 +34,7 @@ export async function openS3Cache(uri: string, parsed: Extract<StoreUri, { schem
     if (v !== undefined && v !== '' && v !== 'none') throw invalid(uri, `parameter '${key}=${v}' is not supported (strata writes these files uncompressed)`);
   }
   const bufferSize = intParam(uri, p, 'buffer-size', 5 * 1024 * 1024);
-  const options: BinaryCacheOptions = {
-    compression: p.get('compression'),
-    compressionLevel: intParam(uri, p, 'compression-level', 0),
-    ttlPositive: intParam(uri, p, 'ttl-positive', 0),
-    ttlNegative: intParam(uri, p, 'ttl-negative', 0),
-    priority: intParam(uri, p, 'priority', -1_000_000),
-    wantMassQuery: p.has('want-mass-query') ? boolParam(uri, p, 'want-mass-query', false) : undefined,
-  };
-  const keyFile = p.get('secret-key');
-  if (keyFile !== undefined && keyFile !== '') {
-    let text: string;
-    try {
-      text = readFileSync(keyFile, 'utf8');
-    } catch (e) {
-      throw new StrataError('KEY_INVALID', `Cannot read secret key '${keyFile}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { value: keyFile });
-    }
-    options.secretKey = parseSecretKey(text);
-  }
+  const options: BinaryCacheOptions = cacheOptions(uri, p);
   const transport = new S3Transport({
     bucket: parsed.bucket,
     endpoint: p.get('endpoint'),
