@@ -47,13 +47,21 @@ async function crashTrials(
 ): Promise<void> {
   let killed = 0;
   for (let i = 0; i < trials; i++) {
-    const r = await trial(i, rng(SEED + i * 7919));
-    if (r.killed) killed++;
-    if (r.problems.length > 0) {
-      record(`crash: ${name}`, { trials: i + 1, failures: 1 });
-      expect.fail(
-        `${name}: trial ${i} (STRATA_TORTURE_SEED=${SEED}) left: ${r.problems.join('; ')}`,
-      );
+    // A run that finished before its kill proves little: try again (the kill clock has learnt
+    // the run's length by then), up to 4 attempts, checking the store after every one.
+    for (let attempt = 0; attempt < 4; attempt++) {
+      // Each attempt is a trial of its own (fresh names), so its leftovers do not collide.
+      const r = await trial(i + attempt * 10_000, rng(SEED + i * 7919 + attempt * 104_729));
+      if (r.problems.length > 0) {
+        record(`crash: ${name}`, { trials: i + 1, failures: 1 });
+        expect.fail(
+          `${name}: trial ${i} attempt ${attempt} (STRATA_TORTURE_SEED=${SEED}) left: ${r.problems.join('; ')}`,
+        );
+      }
+      if (r.killed) {
+        killed++;
+        break;
+      }
     }
   }
   record(`crash: ${name}`, { trials, failures: 0 });
