@@ -112,6 +112,37 @@ describe('LocalStore basics', () => {
     }
   });
 
+  it('checks self-referencing content addresses modulo their own hash (make-content-addressed vector)', async () => {
+    const mca = loadVector('make-content-addressed.json').cases[0];
+    const work = tempDir();
+    const store = await openLocal(join(work, 's'));
+    const dir = store.storeDir;
+    const infoOf = (full: string, narB64: string) => {
+      const pi = mca.new[full].path_info;
+      return { path: dir.parse(full), narHash: parseHash(pi.narHash), narSize: pi.narSize, references: (pi.references as string[]).map((r) => dir.parse(r)), ultimate: false, sigs: [], ca: pi.ca as string, nar: Buffer.from(narB64, 'base64') };
+    };
+    try {
+      const items = Object.keys(mca.new).map((full) => infoOf(full, mca.new[full].nar_b64));
+      // References first: the one without references, then its referrers.
+      items.sort((a, b) => a.references.filter((r) => !r.equals(a.path)).length - b.references.filter((r) => !r.equals(b.path)).length);
+      const self = items.find((i) => i.references.some((r) => r.equals(i.path)))!;
+      expect(self).toBeDefined();
+      for (const { nar: bytes, ...info } of items) if (!info.path.equals(self.path)) await store.addFromNar(info, Readable.from([bytes]));
+      // A NAR that keeps the claim but not the content (hash and size declared honestly) is refused.
+      const tampered = Buffer.from(self.nar);
+      const at = tampered.indexOf('echo') >= 0 ? tampered.indexOf('echo') : tampered.length - 40;
+      tampered[at] ^= 0x20;
+      const { nar: _n, ...selfInfo } = self;
+      const err = await store.addFromNar({ ...selfInfo, narHash: Hash.of('sha256', tampered) }, Readable.from([tampered])).catch((e: unknown) => e);
+      expect(err, String(err)).toMatchObject({ code: 'CA_MISMATCH' });
+      expect(await store.isValidPath(self.path)).toBe(false);
+      await store.addFromNar(selfInfo, Readable.from([self.nar]));
+      expect(await store.isValidPath(self.path)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('opens read-only without writing or locking, and refuses writes', async () => {
     const work = tempDir();
     const root = join(work, 's');
