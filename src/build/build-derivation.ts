@@ -2,7 +2,7 @@
  * One build: prepare the build dir and the scratch overlay, run the builder, check and register
  * its outputs, clean up. The caller holds the outputs' path locks and has realised the inputs.
  */
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ import { builderEnvironment } from './environment.js';
 import { BuildLog } from './logs.js';
 import type { BuildNamespace } from './namespace.js';
 import { checkOutputs, publishOutputs } from './register-outputs.js';
+import { lexists } from '../fs/exists.js';
 
 /** Lines of log shown when a build fails (as Nix's default `log-lines`). */
 export const LOG_TAIL_LINES = 10;
@@ -68,14 +69,6 @@ export interface BuildRequest {
   inputClosure: StorePath[];
 }
 
-function exists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Builds a derivation and registers its new outputs; returns their path infos. On any failure
@@ -112,7 +105,7 @@ export async function buildDerivation(
     if (options.isolation === 'namespace' && req.alreadyValid.size === 0 && options.namespace) {
       const ns = await options.namespace();
       // Invalid leftovers of an interrupted build would show through the overlay: we hold the locks.
-      for (const p of fresh) if (exists(store.realPath(p))) removeTree(store.realPath(p));
+      for (const p of fresh) if (lexists(store.realPath(p))) removeTree(store.realPath(p));
       stagedDir = ns.upperDir;
       for (const p of fresh) inUpper.push(join(stagedDir, p.baseName));
       isolation = { kind: 'session', namespace: ns };
@@ -125,7 +118,7 @@ export async function buildDerivation(
       stagedDir = join(scratch, 'upper');
       const whiteouts = [...req.outputs.values()]
         .map((p) => p.baseName)
-        .filter((b) => exists(join(store.realStoreDir, b)));
+        .filter((b) => lexists(join(store.realStoreDir, b)));
       isolation = {
         kind: 'overlay',
         realStoreDir: store.realStoreDir,
@@ -151,7 +144,7 @@ export async function buildDerivation(
       // first (we hold the locks) and remember what we created, to remove it on failure.
       stagedDir = store.realStoreDir;
       for (const p of fresh) {
-        if (exists(store.realPath(p))) removeTree(store.realPath(p));
+        if (lexists(store.realPath(p))) removeTree(store.realPath(p));
         inUpper.push(store.realPath(p));
       }
       isolation = { kind: 'none' };
@@ -222,7 +215,7 @@ export async function buildDerivation(
     inUpper.length = 0;
     return infos;
   } finally {
-    for (const p of inUpper) if (exists(p)) removeTree(p);
+    for (const p of inUpper) if (lexists(p)) removeTree(p);
     if (options.defer)
       options.defer(rm(top, { recursive: true, force: true }).catch(() => removeTree(top)));
     else removeTree(top);

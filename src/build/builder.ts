@@ -26,7 +26,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { StrataError } from '../core/error.js';
-import { type BuildNamespace, overlaySetupArgs } from './namespace.js';
+import { type BuildNamespace, OVERLAY_MOUNT_SH, overlaySetupArgs } from './namespace.js';
 
 /** How the builder is isolated. */
 export type Isolation =
@@ -80,15 +80,7 @@ mode=$1; shift
 if [ "$mode" = overlay ]; then
   real=$1 logical=$2 upper=$3 work=$4 scratch=$5 parent=$6 n=$7; shift 7
   while [ "$n" -gt 0 ]; do mknod "$upper/$1" c 0 0; shift; n=$((n - 1)); done
-  if [ "$parent" != - ]; then
-    mount -t tmpfs strata-build "$scratch"
-    mkdir "$scratch/u" "$scratch/w"
-    mount -t overlay strata-build -o "lowerdir=$parent,upperdir=$scratch/u,workdir=$scratch/w" "$parent"
-    mkdir -p "$logical"
-  fi
-  mount -t overlay strata-build -o "lowerdir=$real,upperdir=$upper,workdir=$work" "$logical"
-  if [ "$real" != "$logical" ]; then mount --bind -o ro "$real" "$real"; fi
-fi
+${OVERLAY_MOUNT_SH}fi
 shift
 exec 2>&1
 exec env -i "$@"

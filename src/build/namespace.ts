@@ -82,9 +82,12 @@ while (1) {
 `;
 
 // $1 real $2 logical $3 upper $4 work $5 tmpfs scratch $6 parent to overlay or "-", $7 spawner.
-const SETUP = `set -e
-real=$1 logical=$2 upper=$3 work=$4 scratch=$5 parent=$6
-if [ "$parent" != - ]; then
+/**
+ * The mounts of a build namespace, as shell lines over the variables real, logical, upper, work,
+ * scratch and parent: the store at its logical path as an overlay whose upper catches every
+ * write, the real store dir read-only. Shared by the per-run namespace and the one-off wrapper.
+ */
+export const OVERLAY_MOUNT_SH = `if [ "$parent" != - ]; then
   mount -t tmpfs strata-build "$scratch"
   mkdir "$scratch/u" "$scratch/w"
   mount -t overlay strata-build -o "lowerdir=$parent,upperdir=$scratch/u,workdir=$scratch/w" "$parent"
@@ -92,7 +95,11 @@ if [ "$parent" != - ]; then
 fi
 mount -t overlay strata-build -o "lowerdir=$real,upperdir=$upper,workdir=$work" "$logical"
 if [ "$real" != "$logical" ]; then mount --bind -o ro "$real" "$real"; fi
-if [ -x /usr/bin/perl ]; then exec /usr/bin/perl -e "$7"; fi
+`;
+
+const SETUP = `set -e
+real=$1 logical=$2 upper=$3 work=$4 scratch=$5 parent=$6
+${OVERLAY_MOUNT_SH}if [ -x /usr/bin/perl ]; then exec /usr/bin/perl -e "$7"; fi
 echo ready cat
 exec cat > /dev/null
 `;

@@ -17,6 +17,7 @@ import { restoreNar } from '../fs/nar-restore.js';
 import { removeTree, StagingDir } from '../store/local/staging.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import { canonicaliseOutput } from './canonicalise.js';
+import { lexists } from '../fs/exists.js';
 
 /** One build's outputs, as found after the builder ran. */
 export interface BuiltOutputs {
@@ -46,14 +47,6 @@ function isWhiteout(path: string): boolean {
   }
 }
 
-function exists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** NAR hash, size and references of a staged output in one pass over its NAR. */
 async function scanOutput(
@@ -94,7 +87,7 @@ export async function checkOutputs(store: LocalFsStore, b: BuiltOutputs): Promis
   const fresh = [...b.outputs].filter(([name]) => !b.alreadyValid.has(name));
   for (const [, path] of fresh) {
     const staged = join(b.stagedDir, path.baseName);
-    if (!exists(staged) || isWhiteout(staged)) {
+    if (!lexists(staged) || isWhiteout(staged)) {
       throw new StrataError(
         'OUTPUT_MISSING',
         `Cannot register the outputs of '${drvName}': the builder failed to produce output path '${dir.print(path)}'`,
@@ -196,7 +189,7 @@ export async function publishOutputs(
       const staged = join(stagedDir, info.path.baseName);
       const dest = store.realPath(info.path);
       if (staged === dest) continue; // Built in place (no isolation).
-      if (exists(dest)) removeTree(dest); // Invalid leftovers: we hold the lock and it is not valid.
+      if (lexists(dest)) removeTree(dest); // Invalid leftovers: we hold the lock and it is not valid.
       try {
         renameSync(staged, dest);
       } catch (e) {

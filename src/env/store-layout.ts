@@ -54,17 +54,11 @@ export function indexFileOfRoot(root: string): string {
 export async function storeLayout(uri: string): Promise<StoreLayout> {
   const parsed = parseStoreUri(uri);
   // Loaded only for the schemes that need it: a layered store's fresh cache is checked without it.
-  const localStoreConfig = async () => (await import('../store/local/config.js')).localStoreConfig;
+  const configModule = () => import('../store/local/config.js');
   const p = parsed.params;
   switch (parsed.scheme) {
     case 'local': {
-      const config = (await localStoreConfig())({
-        root: p.get('root') ?? parsed.root,
-        store: p.get('store'),
-        state: p.get('state'),
-        real: p.get('real'),
-        log: p.get('log'),
-      });
+      const config = (await configModule()).localStoreConfigOf(uri, parsed);
       return {
         uri,
         realStoreDir: config.realStoreDir,
@@ -103,23 +97,14 @@ export async function storeLayout(uri: string): Promise<StoreLayout> {
       };
     }
     case 'local-overlay': {
-      const config = (await localStoreConfig())({
-        root: p.get('root') ?? parsed.root,
-        store: p.get('store'),
-        state: p.get('state'),
-        real: p.get('real'),
-        log: p.get('log'),
-      });
+      const config = (await configModule()).localStoreConfigOf(uri, parsed);
       const lowers: LayerLocation[] = [];
       const indexes: IndexLocation[] = [
         { layer: 'upper', file: join(config.stateDir, PACKAGE_INDEX_FILE) },
       ];
       const lowerUri = parseStoreUri(p.get('lower-store') || 'local');
       if (lowerUri.scheme === 'local') {
-        const lower = (await localStoreConfig())({
-          root: lowerUri.params.get('root') ?? lowerUri.root,
-          state: lowerUri.params.get('state'),
-        });
+        const lower = (await configModule()).localStoreConfigOf(p.get('lower-store') || 'local', lowerUri);
         if (lower.root !== undefined) lowers.push({ name: 'lower', root: lower.root });
         indexes.push({ layer: 'lower', file: join(lower.stateDir, PACKAGE_INDEX_FILE) });
       }

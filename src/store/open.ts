@@ -4,7 +4,7 @@
  */
 import { StrataError } from '../core/error.js';
 import type { Store } from './store.js';
-import { boolParam, parseStoreUri } from './uri.js';
+import { parseStoreUri } from './uri.js';
 
 export interface OpenOptions {
   /** Trusted public keys (`name:base64`) for stores that check signatures. */
@@ -20,16 +20,8 @@ export async function openStore(uri: string, options: OpenOptions = {}): Promise
   switch (parsed.scheme) {
     case 'local': {
       const { LocalStore } = await import('./local/local-store.js');
-      const { localStoreConfig } = await import('./local/config.js');
-      const config = localStoreConfig({
-        root: p.get('root') ?? parsed.root,
-        store: p.get('store'),
-        state: p.get('state'),
-        real: p.get('real'),
-        log: p.get('log'),
-        readOnly: boolParam(uri, p, 'read-only', false),
-      });
-      return LocalStore.open(uri, config);
+      const { localStoreConfigOf } = await import('./local/config.js');
+      return LocalStore.open(uri, localStoreConfigOf(uri, parsed));
     }
     default: {
       const { openOtherStore } = await import('./open-other.js');

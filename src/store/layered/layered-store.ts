@@ -34,6 +34,7 @@ import type {
   VerifyOptions,
   VerifyResult,
 } from '../store.js';
+import { lexists } from '../../fs/exists.js';
 
 /** One lower layer: a store and the name answers carry in `layer`. */
 export interface Lower {
@@ -305,7 +306,7 @@ export class LayeredStore implements LocalFsStore {
    */
   deleteObjectFiles(path: StorePath): number {
     const inUpper = join(this.options.upperLayer, path.baseName);
-    if (!lstatExists(inUpper)) return 0;
+    if (!lexists(inUpper)) return 0;
     const freed = treeSize(inUpper);
     if (this.localLowerHas(path)) {
       removeTree(inUpper);
@@ -416,14 +417,6 @@ async function lowerClosure(store: Store, paths: StorePath[]): Promise<Map<strin
   return computeClosure(store, paths);
 }
 
-function lstatExists(p: string): boolean {
-  try {
-    lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Bytes that deleting a tree frees: regular files with no other links, and symlinks. */
 export function treeSize(p: string): number {

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path';
 
 import { StrataError } from '../../core/error.js';
-import { localStoreConfig } from '../local/config.js';
+import { localStoreConfig, localStoreConfigOf } from '../local/config.js';
 import { LocalStore } from '../local/local-store.js';
 import type { Store } from '../store.js';
 import { boolParam, parseStoreUri } from '../uri.js';
@@ -180,7 +180,7 @@ export async function openLocalOverlay(uri: string): Promise<LayeredStore> {
     throw new StrataError('URI_INVALID', `Cannot open '${uri}': lower store '${lowerUri}' has no store dir on this machine`, { value: lowerUri });
   }
   try {
-    const config = localStoreConfig({ root, store: params.get('store'), state: params.get('state'), real: params.get('real'), log: params.get('log'), readOnly: boolParam(uri, params, 'read-only', false) });
+    const config = localStoreConfigOf(uri, { root, params });
     if (boolParam(uri, params, 'check-mount', true)) nixMountCheck(config.realStoreDir, lowerStore.realStoreDir, upperLayer);
     const upper = await LocalStore.open(uri, config);
     const hook = params.get('remount-hook');

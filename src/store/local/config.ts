@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 
 import { DEFAULT_STORE_DIR } from '../../core/store-path.js';
+import { boolParam } from '../uri.js';
 
 export interface LocalStoreConfig {
   /** Logical store dir, the one hashed into paths. */
@@ -41,4 +42,17 @@ export function localStoreConfig(params: {
     readOnly: params.readOnly ?? false,
     root,
   };
+}
+
+/** The configuration a local-store URI gives (`/abs/dir`, `local?…`, and `local-overlay://?…` for its upper). */
+export function localStoreConfigOf(uri: string, parsed: { root?: string | undefined; params: Map<string, string> }): LocalStoreConfig {
+  const p = parsed.params;
+  return localStoreConfig({
+    root: p.get('root') ?? parsed.root,
+    store: p.get('store'),
+    state: p.get('state'),
+    real: p.get('real'),
+    log: p.get('log'),
+    readOnly: boolParam(uri, p, 'read-only', false),
+  });
 }

@@ -14,6 +14,7 @@ import { dirname, join, resolve } from 'node:path';
 import { StorePath } from '../../core/store-path.js';
 import type { LocalStore } from './local-store.js';
 import { closeFd, tryLockFd } from './flock.js';
+import { lexists } from '../../fs/exists.js';
 
 /** Store path base name → the places that root it (link paths, `/proc/<pid>/exe`, `{temp:<pid>}`). */
 export type RootMap = Map<string, { path: StorePath; links: Set<string> }>;
@@ -81,7 +82,7 @@ export function findPermanentRoots(store: LocalStore, options: FindRootsOptions 
         const target = readlinkSync(p);
         if (storeBaseNameOf(store, target) !== undefined) return found(p, target);
         const abs = resolve(dirname(p), target);
-        if (!existsOrIsLink(abs)) {
+        if (!lexists(abs)) {
           if (removeStale && abs !== autoDir && p.startsWith(`${autoDir}/`)) {
             options.report?.(`removing stale link from '${p}' to '${abs}'`);
             unlinkSync(p);
@@ -107,14 +108,6 @@ export function findPermanentRoots(store: LocalStore, options: FindRootsOptions 
   return roots;
 }
 
-function existsOrIsLink(p: string): boolean {
-  try {
-    lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 // The same shape Nix 2.8 matches: a maps line's sixth field is the mapped file.
 const MAPS_LINE = /^\s*\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+(\/\S+)\s*$/;
