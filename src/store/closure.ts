@@ -2,6 +2,7 @@
  * Closures over the Store contract: written once here, so every backend (local, cache, layered)
  * answers `-r`, `--requisites` and `--closure-size` the same way.
  */
+import { StrataError } from '../core/error.js';
 import type { StorePath } from '../core/store-path.js';
 import type { PathInfo, Store } from './store.js';
 
@@ -15,7 +16,6 @@ export async function computeClosure(store: Store, paths: StorePath[]): Promise<
     const infos = await Promise.all(frontier.map(async (p) => [p, await store.queryPathInfo(p)] as const));
     for (const [p, info] of infos) {
       if (!info) {
-        const { StrataError } = await import('../core/error.js');
         throw new StrataError('PATH_NOT_VALID', `Cannot compute the closure of '${store.storeDir.print(p)}': it is not valid in '${store.uri}'`, { value: store.storeDir.print(p) });
       }
       if (seen.has(p.baseName)) continue;

@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import { StrataError } from '../../core/error.js';
 import { localStoreConfig, localStoreConfigOf } from '../local/config.js';
 import { LocalStore } from '../local/local-store.js';
-import type { Store } from '../store.js';
 import { boolParam, parseStoreUri } from '../uri.js';
 import { layeredPaths, lowerGeneration, type LowerConfig, readLayeredConfig, writeLayeredConfig } from './config.js';
 import { LayeredStore, type Lower } from './layered-store.js';
@@ -204,4 +203,3 @@ export function isMounted(dir: string): boolean {
   return findOverlayMount(layeredPaths(dir).merged) !== undefined;
 }
 
-export type { Store };

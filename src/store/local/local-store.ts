@@ -146,7 +146,7 @@ export class LocalStore implements LocalFsStore {
 
   async addFromNar(info: PathInfo, nar: Readable): Promise<void> {
     this.requireWritable(`add '${this.storeDir.print(info.path)}'`);
-    await this.checkReferencesValid(info);
+    this.checkReferencesValid(this.storeDir.print(info.path), info.references, info.path);
     await this.addTempRoot(info.path);
     if (this.db.isValid(info.path)) {
       nar.resume();
@@ -212,12 +212,13 @@ export class LocalStore implements LocalFsStore {
     });
   }
 
-  private async checkReferencesValid(info: PathInfo): Promise<void> {
-    const others = info.references.filter((r) => !r.equals(info.path));
-    const valid = this.db.queryValid(others);
-    if (valid.length !== others.length) {
-      const missing = others.find((r) => !valid.some((v) => v.equals(r)))!;
-      throw new StrataError('REFERENCE_INVALID', `Cannot add '${this.storeDir.print(info.path)}': its reference '${this.storeDir.print(missing)}' is not valid`, { value: this.storeDir.print(missing) });
+  /** Every reference other than `subject` itself must be valid already; `what` names it in the error. */
+  private checkReferencesValid(what: string, references: StorePath[], subject?: StorePath): void {
+    const others = subject ? references.filter((r) => !r.equals(subject)) : references;
+    const valid = new Set(this.db.queryValid(others).map((p) => p.baseName));
+    const missing = others.find((r) => !valid.has(r.baseName));
+    if (missing) {
+      throw new StrataError('REFERENCE_INVALID', `Cannot add '${what}': its reference '${this.storeDir.print(missing)}' is not valid`, { value: this.storeDir.print(missing) });
     }
   }
 
@@ -233,7 +234,7 @@ export class LocalStore implements LocalFsStore {
     const method = options.method ?? 'recursive';
     const algo = options.hashAlgo ?? 'sha256';
     const references = options.references ?? [];
-    await this.checkReferencesValid({ path: this.storeDir.makeTextPath('x', Hash.of('sha256', '')), references } as PathInfo);
+    this.checkReferencesValid(fsPath, references);
     const { StagingDir, restoreNar, dumpPath, hashFile, hashPath } = await loadFs();
     const staging = StagingDir.create(this.config.realStoreDir);
     try {
@@ -271,7 +272,7 @@ export class LocalStore implements LocalFsStore {
     await this.addTempRoot(path);
     const existing = this.db.queryPathInfo(path);
     if (existing) return existing;
-    await this.checkReferencesValid({ path, references } as PathInfo);
+    this.checkReferencesValid(this.storeDir.print(path), references, path);
     const { StagingDir, hashPath } = await loadFs();
     const staging = StagingDir.create(this.config.realStoreDir);
     try {
