@@ -22,6 +22,7 @@ import type { StorePath } from '../src/core/store-path.js';
 import { indexFileOfRoot } from '../src/env/store-layout.js';
 import { initLayered } from '../src/store/layered/open-layered.js';
 import { openStore } from '../src/store/open.js';
+import { nixEnv } from './lib/env.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SMALL = process.argv.includes('--small');
@@ -42,21 +43,6 @@ interface LowerInfo {
   paths: string[];
 }
 
-function nixEnv(): NodeJS.ProcessEnv {
-  const conf = join(DATA, 'nixconf');
-  mkdirSync(conf, { recursive: true });
-  writeFileSync(
-    join(conf, 'nix.conf'),
-    'build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = false\n',
-  );
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    NIX_CONF_DIR: conf,
-    XDG_CACHE_HOME: join(DATA, 'xdg'),
-  };
-  delete env['NIX_REMOTE'];
-  return env;
-}
 
 /** Builds the lower once (kept in .cache/bench for later runs). */
 async function makeLower(root: string): Promise<LowerInfo> {
@@ -243,7 +229,7 @@ async function main(): Promise<void> {
   // Real Nix 2.8 copying the same closure into a fresh plain store.
   const copy: number[] = [];
   const copyCpu: number[] = [];
-  const env = nixEnv();
+  const env = nixEnv(DATA, { requireSigs: false });
   const dest = join(DATA, 'nix-copy-dest');
   for (let i = 0; i < COPY_RUNS; i++) {
     rmSync(dest, { recursive: true, force: true });

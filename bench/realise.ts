@@ -19,27 +19,13 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { nixEnv } from './lib/env.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DATA = join(ROOT, '.cache', 'bench', 'realise');
 const RUNS = 3;
 const N = 100;
 
-function nixEnv(): NodeJS.ProcessEnv {
-  const conf = join(DATA, 'nixconf');
-  mkdirSync(conf, { recursive: true });
-  writeFileSync(
-    join(conf, 'nix.conf'),
-    'build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = true\n',
-  );
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    NIX_CONF_DIR: conf,
-    XDG_CACHE_HOME: join(DATA, 'xdg'),
-  };
-  delete env['NIX_REMOTE'];
-  return env;
-}
 
 /** The expression: `chain` (top of a chain of N) and `fan` (a list of N independent ones). */
 function expression(): string {
@@ -58,7 +44,7 @@ function instantiate(dir: string, attr: string): string[] {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const r = spawnSync('nix-instantiate', ['--store', dir, join(DATA, 'default.nix'), '-A', attr], {
-    env: nixEnv(),
+    env: nixEnv(DATA),
     encoding: 'utf8',
   });
   if (r.status !== 0) throw new Error(`nix-instantiate failed: ${r.stderr}`);
@@ -105,7 +91,7 @@ function nixRun(attr: string, jobs: number, i: number): { seconds: number; out: 
   return timed(
     'unshare',
     ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', dir, '-j', String(jobs), ...drvs],
-    nixEnv(),
+    nixEnv(DATA),
   );
 }
 

@@ -51,12 +51,12 @@ export function privateBuild(): string {
 }
 
 /** Environment for real Nix 2.8: private config and narinfo cache under `dir`. */
-export function nixEnv(dir: string): NodeJS.ProcessEnv {
+export function nixEnv(dir: string, options: { requireSigs?: boolean } = {}): NodeJS.ProcessEnv {
   const conf = join(dir, 'nixconf');
   mkdirSync(conf, { recursive: true });
   writeFileSync(
     join(conf, 'nix.conf'),
-    'build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = true\n',
+    `build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = ${options.requireSigs ?? true}\n`,
   );
   const env: NodeJS.ProcessEnv = {
     ...process.env,

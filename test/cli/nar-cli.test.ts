@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { loadVector } from '../support/vectors.js';
+import { buildTree } from '../support/tree.js';
 
 const nar = loadVector('nar.json');
 let tmp: string;
@@ -16,23 +17,12 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function build(path: string, r: any): void {
-  if (r.type === 'symlink') symlinkSync(r.target, path);
-  else if (r.type === 'regular') {
-    writeFileSync(path, Buffer.from(r.contents_b64, 'base64'));
-    chmodSync(path, r.executable ? 0o755 : 0o644);
-  } else {
-    mkdirSync(path, 0o755);
-    for (const [n, e] of Object.entries(r.entries)) build(join(path, n), e);
-  }
-}
 
 describe('strata dump / restore / hash', () => {
   const tree = nar.cases[0];
   const file = nar.cases[1];
   it('strata dump PATH writes nix-store --dump bytes', async () => {
-    build(join(tmp, 'tree1'), tree.root);
+    buildTree(join(tmp, 'tree1'), tree.root);
     const r = await runStrata(['dump', join(tmp, 'tree1')]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
@@ -64,7 +54,7 @@ describe('strata dump / restore / hash', () => {
     expect((await runStrata(['hash', 'path', '--base16', '--sri', p])).stdout.toString()).toBe(`${tree.nix_hash_path.sha256_sri}\n`);
   });
   it('strata hash file hashes plain contents', async () => {
-    build(join(tmp, 'hello.txt'), file.root);
+    buildTree(join(tmp, 'hello.txt'), file.root);
     const r = await runStrata(['hash', 'file', '--type', 'sha512', '--base16', join(tmp, 'hello.txt'), join(tmp, 'hello.txt')]);
     expect(r.stdout.toString()).toBe(`${file.flat_hashes_hex.sha512}\n${file.flat_hashes_hex.sha512}\n`);
   });

@@ -16,6 +16,7 @@ import { hashFile, hashPath } from '../../src/fs/hash-path.js';
 import { dumpPath } from '../../src/fs/nar-dump.js';
 import { restoreNar } from '../../src/fs/nar-restore.js';
 import { loadVector } from '../support/vectors.js';
+import { buildTree } from '../support/tree.js';
 
 const nar = loadVector('nar.json');
 const restoreCases = loadVector('nar-restore.json');
@@ -30,18 +31,6 @@ afterEach(() => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** Builds a nar.json recipe on disk with modes 0644 / 0755. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function build(path: string, r: any): void {
-  if (r.type === 'symlink') symlinkSync(r.target, path);
-  else if (r.type === 'regular') {
-    writeFileSync(path, Buffer.from(r.contents_b64, 'base64'));
-    chmodSync(path, r.executable ? 0o755 : 0o644);
-  } else {
-    mkdirSync(path, 0o755);
-    for (const [n, e] of Object.entries(r.entries)) build(join(path, n), e);
-  }
-}
 
 async function collect(src: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const out: Uint8Array[] = [];
@@ -76,7 +65,7 @@ describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)',
   for (const c of nar.cases) {
     it(`${c.name}: dump, hash in 4 algorithms, flat hash`, async () => {
       const p = join(tmp, c.name);
-      build(p, c.root);
+      buildTree(p, c.root);
       const ours = await collect(dumpPath(p));
       expect(ours.toString('base64')).toBe(c.nar_b64);
       for (const algo of ALGOS) {

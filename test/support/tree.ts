@@ -12,7 +12,7 @@ export interface Recipe {
 
 export function buildTree(path: string, r: Recipe): void {
   if (r.type === 'directory') {
-    mkdirSync(path);
+    mkdirSync(path, 0o755);
     for (const [name, child] of Object.entries(r.entries ?? {})) buildTree(join(path, name), child);
   } else if (r.type === 'regular') {
     writeFileSync(path, Buffer.from(r.contents_b64 ?? '', 'base64'));
