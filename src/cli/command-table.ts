@@ -2,10 +2,12 @@
  * Which module declares each top-level command, so `main` loads only the one being run. Node 20
  * reads every ESM module through its thread pool (open, stat, read, close): each costs about a
  * millisecond of start-up here, and the 20-odd command modules were a third of
- * `strata path-info`'s own start-up (bench/startup.ts). A command missing from this table still
- * works: `main` then registers every module, as before.
+ * `strata path-info`'s own start-up (bench/startup.ts). This table is the one list of commands:
+ * help and unknown names register every module from it.
  */
-type Loader = () => Promise<{ register(program: import('commander').Command): void }>;
+import type { Command } from 'commander';
+
+type Loader = () => Promise<{ register(program: Command): void }>;
 
 export const COMMAND_MODULES: Readonly<Record<string, Loader>> = {
   add: () => import('./commands/add.js'),
@@ -34,28 +36,30 @@ export const COMMAND_MODULES: Readonly<Record<string, Loader>> = {
   shell: () => import('./commands/shell.js'),
 };
 
-/** Global options of `main` that take a value (the next argument unless given with `=`). */
-const VALUE_OPTIONS = new Set(['--store', '--trusted-public-keys']);
-const FLAG_OPTIONS = new Set([
-  '--json',
-  '-v',
-  '--verbose',
-  '--quiet',
-  '--no-progress',
-  '--no-require-sigs',
-]);
-
-/**
- * The command named in `argv` (node, script, global options, command…) when the global options
- * before it are all ones we know; undefined otherwise (help, version, anything unusual), and then
- * every command is declared so commander answers exactly as it always did.
- */
-export function commandNameOf(argv: string[]): string | undefined {
+export function commandNameOf(argv: string[], program: Command): string | undefined {
+  // The global options as `main` declared them: those that take a value skip the next argument.
+  const takesValue = new Map<string, boolean>();
+  for (const o of program.options) {
+    for (const flag of [o.long, o.short]) if (flag) takesValue.set(flag, o.required || o.optional);
+  }
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i]!;
-    if (VALUE_OPTIONS.has(a)) i++;
-    else if (FLAG_OPTIONS.has(a) || [...VALUE_OPTIONS].some((o) => a.startsWith(`${o}=`))) continue;
-    else return a.startsWith('-') ? undefined : a;
+    const eq = a.indexOf('=');
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    const value = takesValue.get(flag);
+    if (value === undefined) return a.startsWith('-') ? undefined : a;
+    if (value && eq < 0) i++;
   }
   return undefined;
+}
+
+/** Declares every command (for help and anything the table does not name), each module once, in table order. */
+export async function registerAllCommands(program: Command): Promise<void> {
+  const seen = new Set<unknown>();
+  for (const load of Object.values(COMMAND_MODULES)) {
+    const m = await load();
+    if (seen.has(m)) continue;
+    seen.add(m);
+    m.register(program);
+  }
 }

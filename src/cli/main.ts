@@ -6,7 +6,7 @@
  */
 import { Command, CommanderError } from 'commander';
 
-import { COMMAND_MODULES, commandNameOf } from './command-table.js';
+import { COMMAND_MODULES, commandNameOf, registerAllCommands } from './command-table.js';
 import { exitCodeFor, renderError } from './output.js';
 import { needsUserNamespace, runInUserNamespace } from './rootless.js';
 
@@ -33,10 +33,10 @@ program
   .configureOutput({ outputError: (s, write) => write(s) });
 
 // Only the module of the command being run is loaded (see command-table.ts for the numbers).
-const name = commandNameOf(process.argv);
+const name = commandNameOf(process.argv, program);
 const load = name !== undefined && Object.hasOwn(COMMAND_MODULES, name) ? COMMAND_MODULES[name] : undefined;
 if (load) (await load()).register(program);
-else (await import('./commands/index.js')).registerAll(program);
+else await registerAllCommands(program);
 
 try {
   await program.parseAsync(process.argv);
