@@ -67,7 +67,7 @@ while (1) {
     if (!defined $pid) { print "exit $id 1 0\\n"; next; }
     if ($pid == 0) {
       setsid(); umask(022);
-      open(STDIN, '<', '/dev/null'); open(STDOUT, '>>', $log) or _exit(1); open(STDERR, '>&', \*STDOUT);
+      open(STDIN, '<', '/dev/null'); open(STDOUT, '>>', $log) or _exit(1); open(STDERR, '>&', *STDOUT);
       chdir($cwd) or do { print STDERR "error: cannot change to '$cwd': $!\\n"; _exit(1) };
       %ENV = ();
       for (@f) { my $i = index($_, '='); $ENV{substr($_, 0, $i)} = substr($_, $i + 1); }

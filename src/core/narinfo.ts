@@ -78,6 +78,7 @@ const DECIMAL_RE = /^(0|[1-9][0-9]*)$/;
 // `text:sha256:<hash>` or `fixed:[r:]<algo>:<hash>` (Nix 2.8's renderContentAddress forms).
 const CA_RE = /^(text:sha256|fixed:(?:r:)?(?:md5|sha1|sha256|sha512)):(.+)$/;
 // Any C0 control character but \n, and DEL: none can appear in anything Nix writes.
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const CONTROL_RE = /[\u0000-\u0009\u000b-\u001f\u007f]/;
 
 /** The value quoted for an error message: one line, at most 80 characters. */

@@ -104,7 +104,7 @@ export function formatExports(vars: readonly EnvVariable[]): string {
     .map((v) => {
       if (v.mode === 'set') return `export ${v.name}=${shellQuote(v.value)}\n`;
       if (v.fallback === undefined)
-        return `export ${v.name}=${shellQuote(v.value)}"\${${v.name}:+:\$${v.name}}"\n`;
+        return `export ${v.name}=${shellQuote(v.value)}"\${${v.name}:+:$${v.name}}"\n`;
       return `export ${v.name}=${shellQuote(v.value)}:"\${${v.name}:-${v.fallback}}"\n`;
     })
     .join('');

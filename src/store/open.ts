@@ -16,7 +16,6 @@ export interface OpenOptions {
 /** Opens the store a URI names; see the table of URIs in the spec. */
 export async function openStore(uri: string, options: OpenOptions = {}): Promise<Store> {
   const parsed = parseStoreUri(uri);
-  const p = parsed.params;
   switch (parsed.scheme) {
     case 'local': {
       const { LocalStore } = await import('./local/local-store.js');

@@ -78,6 +78,7 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
       const key = `${'0'.repeat(32)}.narinfo`;
       expect(await t.getFile(key)).toBeUndefined();
       expect(await t.exists('nar/forbidden')).toBe(false);
+      expect(hits, '404 and 403 are answers, not failures: never retried').toBe(2);
     } finally {
       await t.close();
       await new Promise<void>((r) => srv.close(() => r()));

@@ -17,6 +17,15 @@ import { loadVector } from '../support/vectors.js';
 import { openChroot } from './helpers.js';
 
 const V = loadVector('derivations.json');
+/** One built output as real Nix 2.8 registered it (derivations.json). */
+interface BuiltOutput {
+  path: string;
+  nar_sha256_hex: string;
+  nar_size: number;
+  references: string[];
+  db_row: { ca: string | null };
+  path_info: Record<string, unknown>;
+}
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const cases: any[] = V.cases;
 const isRoot = process.getuid?.() === 0;
@@ -24,7 +33,7 @@ const isRoot = process.getuid?.() === 0;
 /** Checks every built output of every case against what real Nix registered. */
 async function expectLikeNix(store: LocalFsStore): Promise<void> {
   for (const c of cases) {
-    for (const [name, b] of Object.entries<any>(c.built)) {
+    for (const [name, b] of Object.entries<BuiltOutput>(c.built)) {
       const info = await store.queryPathInfo(store.storeDir.parse(b.path));
       expect(info, `${c.attr}.${name}`).toBeDefined();
       expect(info!.narHash.toBase16(), `${c.attr}.${name} NAR hash`).toBe(b.nar_sha256_hex);
@@ -121,7 +130,7 @@ describe.skipIf(!haveNix() || !isRoot)('realise: the derivation vectors', () => 
     const verify = runNix('nix-store', ['--store', root, '--verify', '--check-contents']);
     expect(verify.code, verify.stderr).toBe(0);
     expect(verify.stderr).not.toMatch(/modified|corrupt|error/i);
-    const all = cases.flatMap((c) => Object.values<any>(c.built));
+    const all = cases.flatMap((c) => Object.values<BuiltOutput>(c.built));
     const pi = runNix('nix', ['path-info', '--store', root, '--json', ...all.map((b) => b.path)]);
     expect(pi.code, pi.stderr).toBe(0);
     const got = JSON.parse(pi.stdout) as Array<Record<string, unknown>>;

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import type { LayeredStore } from '../../src/store/layered/layered-store.js';
 import { initLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
 import { hashTree, makeLower } from '../support/layered.js';

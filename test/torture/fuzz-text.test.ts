@@ -37,7 +37,7 @@ function outcome(codes: readonly string[], fn: () => void): boolean {
     if (!codes.includes(e.code))
       throw new Error(`unexpected code ${e.code}: ${e.message}`, { cause: e });
     if (e.message.includes('\n'))
-      throw new Error(`multi-line message: ${JSON.stringify(e.message)}`);
+      throw new Error(`multi-line message: ${JSON.stringify(e.message)}`, { cause: e });
     return false;
   }
 }
@@ -337,9 +337,9 @@ describe('torture: text parser fuzzing', { timeout: TIMEOUT }, () => {
               if (!(e instanceof StrataError))
                 throw new Error(`not a StrataError: ${String(e)}`, { cause: e });
               if (e.code !== 'SPEC_INVALID')
-                throw new Error(`unexpected code ${e.code}: ${e.message}`);
+                throw new Error(`unexpected code ${e.code}: ${e.message}`, { cause: e });
               if (e.message.includes('\n'))
-                throw new Error(`multi-line message: ${JSON.stringify(e.message)}`);
+                throw new Error(`multi-line message: ${JSON.stringify(e.message)}`, { cause: e });
             }
           },
         ),

@@ -83,7 +83,7 @@ export class HttpTransport implements CacheTransport {
   async #request(method: Dispatcher.HttpMethod, key: string, body?: () => Buffer | Readable, headers: Record<string, string> = {}): Promise<Dispatcher.ResponseData | undefined> {
     this.#check(key);
     const action = method === 'PUT' ? 'upload' : 'fetch';
-    let last = '';
+    let last: string;
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0) await sleep(this.#backoff * 2 ** (attempt - 1) * (0.75 + Math.random() / 2));
       let res: Dispatcher.ResponseData;
