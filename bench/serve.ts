@@ -1,10 +1,22 @@
 /**
  * `strata serve` vs nginx serving the same closure as a static cache (compression none):
  * narinfo latency over one keep-alive connection, NAR throughput on one connection, and peak
- * memory of strata serve while it streams a 4 GiB path. Run: `npx tsx bench/serve.ts [GiB]`.
+ * memory of strata serve while it streams a 4 GiB path.
+ *
+ * Run: `npx tsx bench/serve.ts [GiB] [--rounds N] [--latency-only]` (GiB of the memory test,
+ * default 4, 0 skips it; --latency-only skips the NAR download and the memory test).
+ *
+ * Latency is measured against four servers, each its own process, in interleaved rounds (the
+ * order rotated every round; this 2-core VM is shared, so back-to-back blocks would compare
+ * different machines): nginx, strata serve, and two floors that say what is left to strata at
+ * all: a bare node:http server and a bare `net` server answering every request with the same
+ * fixed narinfo response. Two clients: undici (one keep-alive connection) and a minimal raw
+ * socket client (less client time in each round trip, so server differences show more).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { connect, type Socket } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { Client } from 'undici';
@@ -14,28 +26,109 @@ import type { LocalStore } from '../src/store/local/local-store.js';
 import { openStore } from '../src/store/open.js';
 import { addChain, startNginx, startStrata, writeStaticCache } from './_fixture.js';
 
-const bigGiB = Number(process.argv[2] ?? 4);
+const args = process.argv.slice(2);
+const flag = (name: string): string | undefined => {
+  const i = args.indexOf(name);
+  return i < 0 ? undefined : args.splice(i, 2)[1];
+};
+const latencyOnly = args.includes('--latency-only');
+if (latencyOnly) args.splice(args.indexOf('--latency-only'), 1);
+// 16 rounds × 500 requests per server and client: 8,000 timed GETs each, ~1 minute in all.
+const ROUNDS = Number(flag('--rounds') ?? 16);
+const PER_ROUND = 500;
+const WARM = 50;
+const bigGiB = latencyOnly ? 0 : Number(args[0] ?? 4);
+
 const work = mkdtempSync(join(tmpdir(), 'strata-bench-serve-'));
 const storeRoot = join(work, 'store');
 const cacheDir = join(work, 'static');
+const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
 
-async function narinfoLatency(base: string, hashes: string[], rounds: number): Promise<{ median: number; p99: number; mean: number }> {
-  const client = new Client(base, { pipelining: 1, connections: 1 } as never);
-  const times: number[] = [];
-  try {
-    for (let i = 0; i < rounds; i++) {
-      const t = process.hrtime.bigint();
-      const r = await client.request({ path: `/${hashes[i % hashes.length]}.narinfo`, method: 'GET' });
-      await r.body.text();
-      if (r.statusCode !== 200) throw new Error(`narinfo ${r.statusCode}`);
-      times.push(Number(process.hrtime.bigint() - t) / 1e3);
-    }
-  } finally {
-    await client.close();
-  }
-  const warm = times.slice(200).sort((a, b) => a - b);
-  return { median: warm[Math.floor(warm.length / 2)]!, p99: warm[Math.floor(warm.length * 0.99)]!, mean: warm.reduce((a, b) => a + b, 0) / warm.length };
+/** Sends GETs over one connection and times each round trip (µs). */
+interface LatencyClient {
+  get(path: string): Promise<number>;
+  close(): Promise<void>;
 }
+
+function undiciClient(base: string): LatencyClient {
+  const client = new Client(base, { pipelining: 1 });
+  return {
+    async get(path) {
+      const t = process.hrtime.bigint();
+      const r = await client.request({ path, method: 'GET' });
+      await r.body.text();
+      if (r.statusCode !== 200) throw new Error(`${base}${path}: ${r.statusCode}`);
+      return Number(process.hrtime.bigint() - t) / 1e3;
+    },
+    close: () => client.close(),
+  };
+}
+
+/** A minimal keep-alive client: one request in flight, the response complete at Content-Length. */
+async function rawClient(port: number): Promise<LatencyClient> {
+  const sock: Socket = connect(port, '127.0.0.1');
+  sock.setNoDelay(true);
+  await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+  let buf = Buffer.alloc(0);
+  let done: (() => void) | undefined;
+  sock.on('data', (c: Buffer) => {
+    buf = buf.length === 0 ? c : Buffer.concat([buf, c]);
+    const end = buf.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    const head = buf.subarray(0, end).toString('latin1');
+    const m = /\r\ncontent-length: *(\d+)/i.exec(head);
+    if (!m || !head.startsWith('HTTP/1.1 200')) throw new Error(`unexpected response: ${head.slice(0, 200)}`);
+    if (buf.length >= end + 4 + Number(m[1])) {
+      buf = Buffer.alloc(0);
+      done!();
+    }
+  });
+  return {
+    get(path) {
+      const t = process.hrtime.bigint();
+      return new Promise<number>((resolve) => {
+        done = () => resolve(Number(process.hrtime.bigint() - t) / 1e3);
+        sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+      });
+    },
+    close: async () => void sock.destroy(),
+  };
+}
+
+/** A floor server as its own process, answering every request with one fixed response. */
+function startBare(kind: 'http' | 'net', port: number, body: Buffer): Promise<ChildProcess> {
+  const code =
+    kind === 'http'
+      ? `const body = Buffer.from(process.env.BODY, 'base64');
+         require('node:http').createServer((req, res) => {
+           res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': body.length });
+           res.end(body);
+         }).listen(${port}, '127.0.0.1', () => console.log('up'));`
+      : `const body = Buffer.from(process.env.BODY, 'base64');
+         const res = Buffer.concat([Buffer.from('HTTP/1.1 200 OK\\r\\ncontent-type: text/x-nix-narinfo\\r\\ncontent-length: ' + body.length + '\\r\\n\\r\\n'), body]);
+         require('node:net').createServer((s) => {
+           s.setNoDelay(true);
+           let tail = '';
+           s.on('data', (c) => {
+             const t = tail + c.toString('latin1');
+             let n = 0, i = -1;
+             while ((i = t.indexOf('\\r\\n\\r\\n', i + 1)) >= 0) n++;
+             tail = t.slice(Math.max(0, t.lastIndexOf('\\r\\n\\r\\n') + 4, t.length - 3));
+             for (let k = 0; k < n; k++) s.write(res);
+           });
+         }).listen(${port}, '127.0.0.1', () => console.log('up'));`;
+  const child = spawn(process.execPath, ['-e', code], { env: { ...process.env, BODY: body.toString('base64') }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    child.stdout!.once('data', () => resolve(child));
+    child.once('exit', (c) => reject(new Error(`bare ${kind} server exited ${c}`)));
+  });
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+};
+const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * p)]!;
 
 async function download(base: string, path: string): Promise<{ seconds: number; bytes: number }> {
   const client = new Client(base);
@@ -53,40 +146,92 @@ async function download(base: string, path: string): Promise<{ seconds: number; 
 const store = (await openStore(storeRoot)) as LocalStore;
 const chain = await addChain(store, 300);
 // A 256 MiB file of random-ish data (incompressible) for throughput.
-const blobFile = join(work, 'blob');
-const chunk = Buffer.alloc(1 << 20);
-for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0, i);
-writeFileSync(blobFile, Buffer.concat(Array.from({ length: 256 }, (_, i) => (chunk.fill(i & 0xff, 0, 8), Buffer.from(chunk)))));
-const blob = (await store.addPath(blobFile, { name: 'blob-256m' })).path;
-rmSync(blobFile);
-await writeStaticCache(store, [chain.at(-1)!, blob], cacheDir);
+let blob: (typeof chain)[number] | undefined;
+if (!latencyOnly) {
+  const blobFile = join(work, 'blob');
+  const chunk = Buffer.alloc(1 << 20);
+  for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0, i);
+  writeFileSync(blobFile, Buffer.concat(Array.from({ length: 256 }, (_, i) => (chunk.fill(i & 0xff, 0, 8), Buffer.from(chunk)))));
+  blob = (await store.addPath(blobFile, { name: 'blob-256m' })).path;
+  rmSync(blobFile);
+}
+await writeStaticCache(store, blob ? [chain.at(-1)!, blob] : [chain.at(-1)!], cacheDir);
 await store.close();
 
 const stopNginx = await startNginx(work, cacheDir, 18481);
 const strata = await startStrata(storeRoot, 18482, ['--compression', 'none']);
 const nginxUrl = 'http://127.0.0.1:18481';
+const fixed = Buffer.from(await (await fetch(`${strata.url}/${chain[150]!.hashPart}.narinfo`)).arrayBuffer());
+const bareHttp = await startBare('http', 18484, fixed);
+const bareNet = await startBare('net', 18485, fixed);
+const servers = [
+  { name: 'nginx', port: 18481 },
+  { name: 'strata serve', port: 18482 },
+  { name: 'bare node:http', port: 18484 },
+  { name: 'bare net', port: 18485 },
+];
 try {
+  const loadBefore = load();
   const hashes = chain.map((p) => p.hashPart);
-  const results: Record<string, unknown> = {};
-  for (const round of [1, 2]) {
-    const n = await narinfoLatency(nginxUrl, hashes, 3000);
-    const s = await narinfoLatency(strata.url, hashes, 3000);
-    results[`narinfo round ${round}`] = { nginx: n, strata: s, ratioMedian: s.median / n.median, ratioMean: s.mean / n.mean };
+  const times = new Map<string, number[]>();
+  const roundMedians = new Map<string, number[]>();
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const clientKind of ['undici', 'raw'] as const) {
+      for (let k = 0; k < servers.length; k++) {
+        const s = servers[(k + r) % servers.length]!;
+        const key = `${clientKind}\t${s.name}`;
+        const c = clientKind === 'undici' ? undiciClient(`http://127.0.0.1:${s.port}`) : await rawClient(s.port);
+        const got: number[] = [];
+        try {
+          for (let i = 0; i < WARM + PER_ROUND; i++) {
+            const us = await c.get(`/${hashes[(i * 7 + r) % hashes.length]}.narinfo`);
+            if (i >= WARM) got.push(us);
+          }
+        } finally {
+          await c.close();
+        }
+        (times.get(key) ?? times.set(key, []).get(key)!).push(...got);
+        (roundMedians.get(key) ?? roundMedians.set(key, []).get(key)!).push(median(got));
+      }
+    }
   }
-  const nginxNi = parseNarInfo(readFileSync(join(cacheDir, `${blob.hashPart}.narinfo`)));
-  const strataNi = parseNarInfo(await (await fetch(`${strata.url}/${blob.hashPart}.narinfo`)).text());
-  const nd: number[] = [];
-  const sd: number[] = [];
-  for (let i = 0; i < 3; i++) {
-    nd.push((await download(nginxUrl, `/${nginxNi.url}`)).seconds);
-    sd.push((await download(strata.url, `/${strataNi.url}`)).seconds);
+  const loadAfter = load();
+  console.log(`narinfo latency: ${ROUNDS} interleaved rounds × ${PER_ROUND} GETs per server and client (after ${WARM} warm-up GETs), one keep-alive connection`);
+  console.log(`load average before: ${loadBefore}; after: ${loadAfter}`);
+  for (const clientKind of ['undici', 'raw']) {
+    const ref = median(times.get(`${clientKind}\tnginx`)!);
+    const refRounds = median(roundMedians.get(`${clientKind}\tnginx`)!);
+    console.log(`\nclient: ${clientKind}`);
+    console.log('| server | median | median of round medians | p90 | mean | median / nginx | round medians / nginx |');
+    console.log('|---|---|---|---|---|---|---|');
+    for (const s of servers) {
+      const t = times.get(`${clientKind}\t${s.name}`)!;
+      const m = median(t);
+      const rm = median(roundMedians.get(`${clientKind}\t${s.name}`)!);
+      const mean = t.reduce((a, b) => a + b, 0) / t.length;
+      console.log(`| ${s.name} | ${m.toFixed(1)} µs | ${rm.toFixed(1)} µs | ${pct(t, 0.9).toFixed(1)} µs | ${mean.toFixed(1)} µs | ${(m / ref).toFixed(2)}× | ${(rm / refRounds).toFixed(2)}× |`);
+    }
   }
-  const size = nginxNi.fileSize!;
-  results['NAR 256 MiB, one connection'] = { nginxBestS: Math.min(...nd), strataBestS: Math.min(...sd), nginxMBps: size / 1e6 / Math.min(...nd), strataMBps: size / 1e6 / Math.min(...sd), ratio: Math.min(...sd) / Math.min(...nd) };
-  console.log(JSON.stringify(results, null, 2));
+
+  if (blob) {
+    const nginxNi = parseNarInfo(readFileSync(join(cacheDir, `${blob.hashPart}.narinfo`)));
+    const strataNi = parseNarInfo(await (await fetch(`${strata.url}/${blob.hashPart}.narinfo`)).text());
+    const nd: number[] = [];
+    const sd: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      nd.push((await download(nginxUrl, `/${nginxNi.url}`)).seconds);
+      sd.push((await download(strata.url, `/${strataNi.url}`)).seconds);
+    }
+    const size = nginxNi.fileSize!;
+    const n = Math.min(...nd);
+    const s = Math.min(...sd);
+    console.log(`\nNAR ${(size / 2 ** 20).toFixed(0)} MiB, one connection, best of 3: nginx ${n.toFixed(2)} s (${(size / 1e6 / n).toFixed(0)} MB/s), strata ${s.toFixed(2)} s (${(size / 1e6 / s).toFixed(0)} MB/s), strata / nginx time ${(s / n).toFixed(2)}×; runs (s): nginx ${nd.map((x) => x.toFixed(2)).join(', ')}; strata ${sd.map((x) => x.toFixed(2)).join(', ')}; load ${load()}`);
+  }
 } finally {
   strata.stop();
   stopNginx();
+  bareHttp.kill('SIGTERM');
+  bareNet.kill('SIGTERM');
 }
 
 // Peak memory: a sparse file of `bigGiB` GiB added to a fresh store, streamed by strata serve.
@@ -107,7 +252,7 @@ if (bigGiB > 0) {
       const d = await download(s.url, url);
       const status = readFileSync(`/proc/${s.child.pid}/status`, 'utf8');
       const hwm = /VmHWM:\s+(\d+) kB/.exec(status)![1];
-      console.log(JSON.stringify({ [`serve ${bigGiB} GiB NAR, compression ${compression}`]: { seconds: d.seconds, bytesSent: d.bytes, peakRssMiB: Number(hwm) / 1024 } }));
+      console.log(`serve ${bigGiB} GiB NAR, compression ${compression}: ${d.seconds.toFixed(1)} s, ${d.bytes} bytes sent, peak RSS of strata serve ${(Number(hwm) / 1024).toFixed(0)} MiB`);
     } finally {
       s.stop();
     }
