@@ -14,7 +14,7 @@
  * socket client (less client time in each round trip, so server differences show more).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -69,7 +69,7 @@ async function rawClient(port: number): Promise<LatencyClient> {
   const sock: Socket = connect(port, '127.0.0.1');
   sock.setNoDelay(true);
   await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
-  let buf = Buffer.alloc(0);
+  let buf: Buffer = Buffer.alloc(0);
   let done: (() => void) | undefined;
   sock.on('data', (c: Buffer) => {
     buf = buf.length === 0 ? c : Buffer.concat([buf, c]);
@@ -124,6 +124,17 @@ function startBare(kind: 'http' | 'net', port: number, body: Buffer): Promise<Ch
   });
 }
 
+/**
+ * Nanoseconds a process has run on a CPU (all its threads; /proc/PID/task/TID/schedstat). Server
+ * CPU per request is far steadier than wall latency on a loaded machine: waiting for a core
+ * does not count.
+ */
+function cpuNs(pid: number): number {
+  let ns = 0;
+  for (const t of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+  return ns;
+}
+
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -164,17 +175,21 @@ const nginxUrl = 'http://127.0.0.1:18481';
 const fixed = Buffer.from(await (await fetch(`${strata.url}/${chain[150]!.hashPart}.narinfo`)).arrayBuffer());
 const bareHttp = await startBare('http', 18484, fixed);
 const bareNet = await startBare('net', 18485, fixed);
+// nginx answers from its one worker process, the master's child.
+const nginxMaster = Number(readFileSync(join(work, 'nginx', 'nginx.pid'), 'utf8'));
+const nginxWorker = Number(readFileSync(`/proc/${nginxMaster}/task/${nginxMaster}/children`, 'utf8').trim().split(' ')[0]);
 const servers = [
-  { name: 'nginx', port: 18481 },
-  { name: 'strata serve', port: 18482 },
-  { name: 'bare node:http', port: 18484 },
-  { name: 'bare net', port: 18485 },
+  { name: 'nginx', port: 18481, pid: nginxWorker },
+  { name: 'strata serve', port: 18482, pid: strata.child.pid! },
+  { name: 'bare node:http', port: 18484, pid: bareHttp.pid! },
+  { name: 'bare net', port: 18485, pid: bareNet.pid! },
 ];
 try {
   const loadBefore = load();
   const hashes = chain.map((p) => p.hashPart);
   const times = new Map<string, number[]>();
   const roundMedians = new Map<string, number[]>();
+  const cpu = new Map<string, { ns: number; n: number }>();
   for (let r = 0; r < ROUNDS; r++) {
     for (const clientKind of ['undici', 'raw'] as const) {
       for (let k = 0; k < servers.length; k++) {
@@ -182,6 +197,7 @@ try {
         const key = `${clientKind}\t${s.name}`;
         const c = clientKind === 'undici' ? undiciClient(`http://127.0.0.1:${s.port}`) : await rawClient(s.port);
         const got: number[] = [];
+        const cpu0 = cpuNs(s.pid);
         try {
           for (let i = 0; i < WARM + PER_ROUND; i++) {
             const us = await c.get(`/${hashes[(i * 7 + r) % hashes.length]}.narinfo`);
@@ -190,6 +206,9 @@ try {
         } finally {
           await c.close();
         }
+        const used = cpu.get(s.name) ?? cpu.set(s.name, { ns: 0, n: 0 }).get(s.name)!;
+        used.ns += cpuNs(s.pid) - cpu0;
+        used.n += WARM + PER_ROUND;
         (times.get(key) ?? times.set(key, []).get(key)!).push(...got);
         (roundMedians.get(key) ?? roundMedians.set(key, []).get(key)!).push(median(got));
       }
@@ -198,6 +217,9 @@ try {
   const loadAfter = load();
   console.log(`narinfo latency: ${ROUNDS} interleaved rounds × ${PER_ROUND} GETs per server and client (after ${WARM} warm-up GETs), one keep-alive connection`);
   console.log(`load average before: ${loadBefore}; after: ${loadAfter}`);
+  const cpuPer = (name: string): number => cpu.get(name)!.ns / cpu.get(name)!.n / 1e3;
+  console.log('\nserver CPU time per request (user + system, all threads, both clients; /proc/PID/task/*/schedstat):');
+  for (const s of servers) console.log(`  ${s.name}: ${cpuPer(s.name).toFixed(1)} µs (${(cpuPer(s.name) / cpuPer('nginx')).toFixed(2)}× nginx)`);
   for (const clientKind of ['undici', 'raw']) {
     const ref = median(times.get(`${clientKind}\tnginx`)!);
     const refRounds = median(roundMedians.get(`${clientKind}\tnginx`)!);

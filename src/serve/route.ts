@@ -59,6 +59,15 @@ export function parseRoute(target: string): Route | undefined {
   return undefined;
 }
 
+/**
+ * The hash part of a plain `/<hash>.narinfo` target, without validating it: a cheap key for
+ * looking up answers memoised under hash parts that {@link parseRoute} did validate (anything
+ * else misses and takes the strict route).
+ */
+export function narinfoHashPart(target: string): string | undefined {
+  return target.length === 41 && target.charCodeAt(0) === 0x2f && target.endsWith('.narinfo') ? target.slice(1, 33) : undefined;
+}
+
 /** The URL a served narinfo points at. */
 export function servedNarUrl(hashPart: string, narHashNix32: string, compression: ServedCompression): string {
   const ext = compression === 'none' ? '' : compression === 'xz' ? '.xz' : '.zst';

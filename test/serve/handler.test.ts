@@ -1,3 +1,4 @@
+import { Agent, get as httpGet } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -8,6 +9,7 @@ import { parseNarInfo } from '../../src/core/narinfo.js';
 import { StoreDir } from '../../src/core/store-path.js';
 import { CacheServer } from '../../src/serve/cache-server.js';
 import { listen } from '../../src/serve/listen.js';
+import { ServeMetrics } from '../../src/serve/metrics.js';
 import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../support/tmp.js';
 import { DEPENDENT, narinfosOf } from '../binary-cache/_cache.js';
@@ -119,6 +121,111 @@ describe('CacheServer.handle (no socket)', () => {
       await rw.close();
       await target.close();
     }
+  });
+});
+
+describe('memoised narinfos', () => {
+  it('a hit re-reads no path info, HEAD leaves the memoised GET answer whole, and a deleted path is 404 at once', async () => {
+    const work = tempDir();
+    // Reopened: the handle that filled the store holds temp roots that would keep its paths alive.
+    await (await filledStore(work)).close();
+    const store = await openStore(join(work, 'local'));
+    // A path nothing refers to, so it can be deleted.
+    const leaf = (await store.queryAllValidPaths()).find((p) => p.name === 'tree1')!;
+    let infoReads = 0;
+    const counted = new Proxy(store, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (prop === 'queryPathInfo') return (p: Parameters<typeof store.queryPathInfo>[0]) => (infoReads++, target.queryPathInfo(p));
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const server = new CacheServer(counted, { compression: 'none' });
+    try {
+      const url = `/${leaf.hashPart}.narinfo`;
+      const first = await body((await server.handle({ method: 'GET', url })).body);
+      expect(infoReads).toBe(1);
+      const head = await server.handle({ method: 'HEAD', url });
+      expect(head.status).toBe(200);
+      expect(head.body).toBeUndefined();
+      expect(Number(head.headers['content-length'])).toBe(Buffer.byteLength(first));
+      const again = await server.handle({ method: 'GET', url });
+      expect(await body(again.body)).toBe(first);
+      expect(infoReads).toBe(1);
+      // Another handle on the same store deletes the path, as `strata delete` in another process would.
+      const other = await openStore(join(work, 'local'));
+      try {
+        expect((await other.deletePaths([leaf])).deleted.map((p) => p.name)).toEqual(['tree1']);
+      } finally {
+        await other.close();
+      }
+      expect((await server.handle({ method: 'GET', url })).status).toBe(404);
+      expect((await server.handle({ method: 'HEAD', url })).status).toBe(404);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('over HTTP: a memoised narinfo deleted from the store is 404 on the same keep-alive connection', async () => {
+    const work = tempDir();
+    await (await filledStore(work)).close();
+    const store = await openStore(join(work, 'local'));
+    // A path nothing refers to, so it can be deleted.
+    const leaf = (await store.queryAllValidPaths()).find((p) => p.name === 'tree1')!;
+    const server = new CacheServer(store, { compression: 'none' });
+    const l = await listen(server, { host: '127.0.0.1', port: 0 });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (path: string) =>
+      new Promise<{ status: number; text: string; socket: unknown }>((resolve, reject) => {
+        httpGet(`${l.url}${path}`, { agent }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode!, text, socket: res.socket }));
+        }).on('error', reject);
+      });
+    try {
+      const url = `/${leaf.hashPart}.narinfo`;
+      const a = await get(url);
+      const b = await get(url);
+      expect(a.status).toBe(200);
+      expect(b.text).toBe(a.text);
+      expect(parseNarInfo(b.text).path.equals(leaf)).toBe(true);
+      const other = await openStore(join(work, 'local'));
+      try {
+        await other.deletePaths([leaf]);
+      } finally {
+        await other.close();
+      }
+      const c = await get(url);
+      expect(c.status).toBe(404);
+      expect(c.socket).toBe(a.socket);
+      expect(server.metrics.render()).toContain('strata_serve_requests_total{route="narinfo",status="404"} 1');
+    } finally {
+      agent.destroy();
+      await l.close();
+      await store.close();
+    }
+  });
+});
+
+describe('metrics', () => {
+  it('counts requests by route and status and renders a cumulative latency histogram', () => {
+    const m = new ServeMetrics();
+    m.observe('narinfo', 200, 500, 0.0001);
+    m.observe('narinfo', 200, 500, 0.002);
+    m.observe('narinfo', 404, 10, 0.0003);
+    m.observe('nar', 200, 1 << 20, 120);
+    const text = m.render();
+    expect(text).toContain('strata_serve_requests_total{route="narinfo",status="200"} 2');
+    expect(text).toContain('strata_serve_requests_total{route="narinfo",status="404"} 1');
+    expect(text).toContain('strata_serve_requests_total{route="nar",status="200"} 1');
+    expect(text).toContain('strata_serve_response_bytes_total{route="narinfo"} 1010');
+    expect(text).toContain('strata_serve_request_duration_seconds_bucket{le="0.0005"} 2\n');
+    expect(text).toContain('strata_serve_request_duration_seconds_bucket{le="0.001"} 2\n');
+    expect(text).toContain('strata_serve_request_duration_seconds_bucket{le="0.0025"} 3\n');
+    expect(text).toContain('strata_serve_request_duration_seconds_bucket{le="60"} 3\n');
+    expect(text).toContain('strata_serve_request_duration_seconds_bucket{le="+Inf"} 4\n');
+    expect(text).toContain('strata_serve_request_duration_seconds_count 4\n');
   });
 });
 
