@@ -4,13 +4,11 @@
  *
  * Reads are verified while they stream: the compressed file against FileHash/FileSize, the NAR
  * against NarHash/NarSize, and a narinfo's StorePath against the path asked for. Writes compress
- * and hash in one pass into a staging file, upload the NAR first and the narinfo last (so a
- * reader never sees a narinfo whose NAR is missing), and sign with the cache's secret key.
+ * and hash in one pass into a spool (memory, or a staging file when large), upload the NAR first
+ * and the narinfo last (so a reader never sees a narinfo whose NAR is missing), and sign with the
+ * cache's secret key.
  * Signature *policy* is the destination's business (see `copy.ts`), as in Nix.
  */
-import { createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -32,6 +30,7 @@ import { DEFAULT_STORE_DIR, StoreDir, type StorePath } from '../../core/store-pa
 import type { AddPathOptions, GcResult, OptimiseResult, PathInfo, Store, VerifyResult } from '../store.js';
 import { HashingStream } from './hashing-stream.js';
 import { DEFAULT_TTL_NEGATIVE, DEFAULT_TTL_POSITIVE, type NarInfoDiskCache } from './narinfo-disk-cache.js';
+import { Spool } from './spool.js';
 import type { CacheTransport } from './transport.js';
 
 /** Options for {@link BinaryCacheStore.open}. */
@@ -52,7 +51,14 @@ export interface BinaryCacheOptions {
   wantMassQuery?: boolean | undefined;
 }
 
+// Loaded on first use (codecs are native addons), then kept: a dynamic import per NAR is a
+// module-loader round trip each time (under a loader hook, a message to its worker thread).
+let compressionModuleP: Promise<typeof import('../../compression/index.js')> | undefined;
+const compressionModule = () => (compressionModuleP ??= import('../../compression/index.js'));
+
 const WRITABLE_COMPRESSIONS = new Set(['none', 'xz', 'zstd', 'br']);
+// Below this many unknown paths, narinfo lookups (in parallel) are cheaper than a listing.
+const LIST_MIN_PATHS = 8;
 // Closure requests name at most this many hash parts (33 bytes each, ~8 KiB of URL).
 const CLOSURE_BATCH = 240;
 
@@ -74,6 +80,8 @@ export class BinaryCacheStore implements Store {
   /** hashPart → narinfo, or null for "not there"; one lookup per path per process. */
   readonly #narInfos = new Map<string, NarInfo | null>();
   readonly #inFlight = new Map<string, Promise<NarInfo | null>>();
+  /** Hash parts whose narinfo a listing showed, not fetched yet. */
+  readonly #listed = new Set<string>();
   #cacheInfoWritten: boolean;
 
   private constructor(uri: string, transport: CacheTransport, info: CacheInfo, written: boolean, closure: boolean, options: BinaryCacheOptions) {
@@ -204,12 +212,34 @@ export class BinaryCacheStore implements Store {
   async isValidPath(path: StorePath): Promise<boolean> {
     const known = this.#narInfos.get(path.hashPart);
     if (known !== undefined) return known !== null && known.path.baseName === path.baseName;
+    if (this.#listed.has(path.hashPart)) return true;
     return (await this.queryNarInfo(path)) !== undefined;
   }
 
   async queryValidPaths(paths: StorePath[]): Promise<StorePath[]> {
+    await this.#listNarInfos(paths);
     const valid = await Promise.all(paths.map((p) => this.isValidPath(p)));
     return paths.filter((_, i) => valid[i]);
+  }
+
+  /**
+   * Many unknown paths at once (a push asking what the bucket already has), on a transport that
+   * can list: one listing request answers up to 1,000 of them where a narinfo lookup costs one
+   * request each. Validity is then the narinfo file's existence, as Nix's fileExists check. The
+   * listing reads at most one page per 100 paths asked, so a bucket far larger than the question
+   * costs at most 1 % more requests; what the listing did not reach is looked up as before.
+   */
+  async #listNarInfos(paths: StorePath[]): Promise<void> {
+    if (!this.transport.listSome) return;
+    const unknown = paths.filter((p) => !this.#narInfos.has(p.hashPart) && !this.#listed.has(p.hashPart));
+    if (unknown.length < LIST_MIN_PATHS) return;
+    const { keys, through } = await this.transport.listSome('.narinfo', Math.ceil(unknown.length / 100));
+    const present = new Set(keys.map((k) => k.slice(0, -'.narinfo'.length)));
+    for (const p of unknown) {
+      if (through !== undefined && `${p.hashPart}.narinfo` > through) continue;
+      if (present.has(p.hashPart)) this.#listed.add(p.hashPart);
+      else this.#narInfos.set(p.hashPart, null);
+    }
   }
 
   async queryAllValidPaths(): Promise<StorePath[]> {
@@ -253,7 +283,7 @@ export class BinaryCacheStore implements Store {
 
   /** As {@link narFromPath}, for a narinfo already in hand. */
   async narFromNarInfo(ni: NarInfo): Promise<Readable> {
-    const { decompressor } = await import('../../compression/index.js');
+    const { decompressor } = await compressionModule();
     const full = this.storeDir.print(ni.path);
     const url = ni.url.replace(/^\.\//, '');
     const file = await this.transport.getStream(url).catch((e: unknown) => {
@@ -269,8 +299,13 @@ export class BinaryCacheStore implements Store {
       new StrataError(what === 'hash' ? 'HASH_MISMATCH' : 'SIZE_MISMATCH', `Cannot read '${full}' from '${this.uri}': ${field}${what === 'hash' ? 'Hash' : 'Size'} mismatch, got ${got}`, { value: full });
     const stages: NodeJS.ReadWriteStream[] = [];
     if (ni.fileHash !== undefined || ni.fileSize !== undefined) stages.push(new HashingStream({ hash: ni.fileHash, size: ni.fileSize, fail: mismatch('File') }));
-    stages.push(decompressor(ni.compression));
-    stages.push(new HashingStream({ hash: ni.narHash, size: ni.narSize, fail: mismatch('Nar') }));
+    // Uncompressed, with FileHash/FileSize equal to NarHash/NarSize (what Nix and strata write):
+    // the file check already is the NAR check, so the bytes are hashed once, not twice.
+    const fileIsNar = ni.compression === 'none' && ni.fileHash !== undefined && ni.fileHash.equals(ni.narHash) && ni.fileSize === ni.narSize;
+    if (!fileIsNar) {
+      stages.push(decompressor(ni.compression));
+      stages.push(new HashingStream({ hash: ni.narHash, size: ni.narSize, fail: mismatch('Nar') }));
+    }
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     // pipeline() destroys every stage with the first error, `out` included, so the consumer sees it.
     pipeline([file, ...stages, out]).catch(() => {});
@@ -307,27 +342,34 @@ export class BinaryCacheStore implements Store {
     }
     await this.#ensureCacheInfo();
     const compression = this.#options.compression ?? 'xz';
-    const { compressor } = await import('../../compression/index.js');
-    const staging = await this.transport.stagingDir();
-    const tmp = join(staging, `.strata-upload-${process.pid}-${Math.random().toString(36).slice(2)}`);
+    const { compressor } = await compressionModule();
+    // Uncompressed, the file is the NAR: FileHash/FileSize are NarHash/NarSize (checked while the
+    // NAR streams; no second hash), and its key is known before the first byte, so whether the
+    // file is already there (another writer's NAR whose narinfo is not up yet) is asked while
+    // the NAR is read rather than after it: one round trip fewer per path.
+    const plain = compression === 'none';
+    const plainUrl = plain ? narFileUrl(info.narHash, compression) : undefined;
+    const present = plainUrl === undefined ? undefined : this.transport.exists(plainUrl);
+    present?.catch(() => {}); // awaited below, or dropped when the NAR turns out bad
     const narStage = new HashingStream({
       size: info.narSize,
       hash: info.narHash,
       fail: (what, got) =>
         new StrataError(what === 'hash' ? 'HASH_MISMATCH' : 'SIZE_MISMATCH', `Cannot add '${full}' to '${this.uri}': NAR ${what} mismatch, declared ${what === 'hash' ? info.narHash.toNix32() : info.narSize}, got ${got}`, { value: full }),
     });
-    const fileStage = new HashingStream();
+    const fileStage = plain ? undefined : new HashingStream();
+    const spool = new Spool(await this.transport.stagingDir());
     try {
-      await pipeline(nar, narStage, compressor(compression, { level: this.#options.compressionLevel, nix: true }), fileStage, createWriteStream(tmp, { flags: 'wx' }));
-      const fileHash: Hash = fileStage.hash;
-      const url = narFileUrl(fileHash, compression);
-      if (await this.transport.exists(url)) await rm(tmp, { force: true });
-      else await this.transport.putLocalFile(url, tmp, 'application/x-nix-nar');
-      let ni = pathInfoToNarInfo(info, { url, compression, fileHash, fileSize: fileStage.size });
+      if (fileStage) await pipeline(nar, narStage, compressor(compression, { level: this.#options.compressionLevel, nix: true }), fileStage, spool);
+      else await pipeline(nar, narStage, spool);
+      const fileHash: Hash = fileStage ? fileStage.hash : info.narHash;
+      const url = plainUrl ?? narFileUrl(fileHash, compression);
+      if (!(await (present ?? this.transport.exists(url)))) await spool.upload(this.transport, url, 'application/x-nix-nar');
+      let ni = pathInfoToNarInfo(info, { url, compression, fileHash, fileSize: spool.size });
       if (this.#options.secretKey) ni = signPathInfo(this.storeDir, ni, this.#options.secretKey);
       await this.#writeNarInfo(ni);
     } finally {
-      await rm(tmp, { force: true });
+      await spool.dispose();
     }
   }
 

@@ -255,14 +255,29 @@ export class S3Transport implements CacheTransport {
 
   /** Top-level keys ending in `suffix`, over every page of the listing. */
   async list(suffix: string): Promise<string[]> {
+    return (await this.listSome(suffix, Infinity)).keys;
+  }
+
+  /**
+   * Top-level keys ending in `suffix` from at most `maxPages` pages (1,000 keys each) of the
+   * listing. S3 lists in key order, so when it stops early every key up to `through` was seen.
+   */
+  async listSome(suffix: string, maxPages: number): Promise<{ keys: string[]; through?: string | undefined }> {
     const out: string[] = [];
     let token: string | undefined;
-    do {
-      const page = await this.#retry('list', '', () => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Delimiter: '/', ContinuationToken: token })));
-      for (const o of page.Contents ?? []) if (o.Key?.endsWith(suffix)) out.push(o.Key);
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token !== undefined);
-    return out;
+    let last: string | undefined;
+    for (let page = 0; page < maxPages; page++) {
+      const res = await this.#retry('list', '', () => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Delimiter: '/', ContinuationToken: token })));
+      for (const o of res.Contents ?? []) {
+        if (o.Key === undefined) continue;
+        last = o.Key;
+        if (o.Key.endsWith(suffix)) out.push(o.Key);
+      }
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+      if (token === undefined) return { keys: out };
+    }
+    // Stopped early: nothing is known past the last key seen (or at all, if none was).
+    return { keys: out, through: last ?? '' };
   }
 
   async close(): Promise<void> {

@@ -29,6 +29,12 @@ export interface CacheTransport {
   stagingDir(): Promise<string>;
   /** Top-level keys ending in `suffix` (file caches only; HTTP throws `UNSUPPORTED`). */
   list(suffix: string): Promise<string[]>;
+  /**
+   * Optional (S3): the keys of {@link list} from at most `maxPages` requests, for answering many
+   * "is it there?" questions at once. `through` is set when the listing stopped early: keys
+   * after it (in byte order) were not seen.
+   */
+  listSome?(suffix: string, maxPages: number): Promise<{ keys: string[]; through?: string | undefined }>;
   close(): Promise<void>;
 }
 
