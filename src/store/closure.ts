@@ -8,6 +8,12 @@ import type { PathInfo, Store } from './store.js';
 
 /** The closure of `paths` under references, as path infos; invalid start paths throw. */
 export async function computeClosure(store: Store, paths: StorePath[]): Promise<Map<string, PathInfo>> {
+  if (store.queryClosure) {
+    const closure = new Map((await store.queryClosure(paths)).map((i) => [i.path.baseName, i]));
+    const missing = paths.find((p) => !closure.has(p.baseName));
+    if (missing) throw notValid(store, missing);
+    return closure;
+  }
   const seen = new Map<string, PathInfo>();
   let frontier = paths;
   while (frontier.length > 0) {
@@ -15,9 +21,7 @@ export async function computeClosure(store: Store, paths: StorePath[]): Promise<
     // Ask for one level at a time; backends with latency (HTTP) get many requests in flight.
     const infos = await Promise.all(frontier.map(async (p) => [p, await store.queryPathInfo(p)] as const));
     for (const [p, info] of infos) {
-      if (!info) {
-        throw new StrataError('PATH_NOT_VALID', `Cannot compute the closure of '${store.storeDir.print(p)}': it is not valid in '${store.uri}'`, { value: store.storeDir.print(p) });
-      }
+      if (!info) throw notValid(store, p);
       if (seen.has(p.baseName)) continue;
       seen.set(p.baseName, info);
       for (const r of info.references) if (!seen.has(r.baseName)) next.push(r);
@@ -25,6 +29,10 @@ export async function computeClosure(store: Store, paths: StorePath[]): Promise<
     frontier = [...new Map(next.map((p) => [p.baseName, p])).values()].filter((p) => !seen.has(p.baseName));
   }
   return seen;
+}
+
+function notValid(store: Store, p: StorePath): StrataError {
+  return new StrataError('PATH_NOT_VALID', `Cannot compute the closure of '${store.storeDir.print(p)}': it is not valid in '${store.uri}'`, { value: store.storeDir.print(p) });
 }
 
 /** Orders path infos so that references come before their referrers (self-references ignored). */

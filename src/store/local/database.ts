@@ -17,7 +17,7 @@ import type { StoreDir, StorePath } from '../../core/store-path.js';
 import type { PathInfo, Registration } from '../store.js';
 import { SCHEMA_SQL, SCHEMA_VERSION } from './schema.js';
 
-interface ValidPathRow {
+export interface ValidPathRow {
   id: number;
   path: string;
   hash: string;
@@ -29,6 +29,11 @@ interface ValidPathRow {
   ca: string | null;
 }
 
+
+/** A `ValidPaths` row with its references' ids (`group_concat`, or null when it has none). */
+export interface ClosureRow extends ValidPathRow {
+  refs: string | null;
+}
 
 // Nix waits an hour for a busy database rather than failing; so do we ("database is locked" must
 // never reach a user while another process holds a write transaction).
@@ -101,12 +106,13 @@ export class NixDatabase {
     if (this.db.open) this.db.close();
   }
 
-  private rowToInfo(row: ValidPathRow, path: StorePath, refs: string[]): PathInfo {
+  /** A row as a `PathInfo`; `refs` are full paths, or store paths already sorted by base name. */
+  private rowToInfo(row: ValidPathRow, path: StorePath, refs: string[] | StorePath[]): PathInfo {
     return {
       path,
       narHash: parseHash(row.hash),
       narSize: row.narSize ?? 0,
-      references: refs.map((r) => this.storeDir.parse(r)).sort((a, b) => (a.baseName < b.baseName ? -1 : 1)),
+      references: refs.length > 0 && typeof refs[0] !== 'string' ? (refs as StorePath[]) : (refs as string[]).map((r) => this.storeDir.parse(r)).sort((a, b) => (a.baseName < b.baseName ? -1 : 1)),
       deriver: row.deriver ? this.storeDir.parse(row.deriver) : undefined,
       registrationTime: row.registrationTime,
       ultimate: row.ultimate === 1,
@@ -188,6 +194,50 @@ export class NixDatabase {
     if (paths.length === 0) return [];
     const full = JSON.stringify(paths.map((p) => this.storeDir.print(p)));
     return (this.stmts.queryClosure.all(full) as { path: string }[]).map((r) => this.storeDir.parse(r.path));
+  }
+
+  /**
+   * The closure of `paths` (the valid ones and all they reach) as path infos, order not kept:
+   * one recursive query for the ids, then one read of their rows, each with its reference ids
+   * (`group_concat`). A reference of a member is a member, so references resolve to paths
+   * parsed once from these rows: no lookup by path again (a text-index walk, ~25 µs in a
+   * million-path DB), no join and no JavaScript object per reference. For bench/layered.ts (a)
+   * (71,000 members, 237,000 references) this is about half the CPU of rows plus reference
+   * pairs (1.1 s against 1.9 s).
+   */
+  queryClosureInfos(paths: StorePath[]): PathInfo[] {
+    const rows = this.queryClosureRows(paths);
+    const pathOf = new Map<number, StorePath>();
+    for (const row of rows) pathOf.set(row.id, this.storeDir.parse(row.path));
+    return rows.map((row) => {
+      const refs: StorePath[] = [];
+      if (row.refs) for (const id of row.refs.split(',')) refs.push(pathOf.get(Number(id))!);
+      return this.rowToInfo(row, pathOf.get(row.id)!, refs.sort(byBaseName));
+    });
+  }
+
+  /**
+   * The closure's rows exactly as stored, each with `refs`, its references' ids joined by commas
+   * (all of them are ids of rows in the result), in id order: what a copy-up writes elsewhere
+   * unchanged, and what {@link queryClosureInfos} builds path infos from.
+   */
+  queryClosureRows(paths: StorePath[]): ClosureRow[] {
+    if (paths.length === 0) return [];
+    const ids = this.stmts.queryClosureIds.all(JSON.stringify(paths.map((p) => this.storeDir.print(p)))) as number[];
+    if (ids.length === 0) return [];
+    return this.stmts.queryRowsWithRefIds.all(JSON.stringify(ids)) as ClosureRow[];
+  }
+
+  /** The `DerivationOutputs` rows of the derivations with these row ids. */
+  queryDerivationOutputRows(drvIds: number[]): { drv: number; id: string; path: string }[] {
+    if (drvIds.length === 0) return [];
+    return this.stmts.queryDerivationOutputsById.all(JSON.stringify(drvIds)) as { drv: number; id: string; path: string }[];
+  }
+
+  /** Row id by full path, for the given full paths that are valid. */
+  queryIds(fullPaths: string[]): Map<string, number> {
+    if (fullPaths.length === 0) return new Map();
+    return new Map((this.stmts.queryIdMany.all(JSON.stringify(fullPaths)) as { id: number; path: string }[]).map((r) => [r.path, r.id]));
   }
 
   /**
@@ -280,6 +330,17 @@ function prepare(db: Database.Database) {
         SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))
         UNION SELECT reference FROM Refs JOIN closure ON referrer = closure.id)
       SELECT path FROM ValidPaths JOIN closure USING (id)`),
+    queryClosureIds: db
+      .prepare(`WITH RECURSIVE closure(id) AS (
+        SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))
+        UNION SELECT reference FROM Refs JOIN closure ON referrer = closure.id)
+      SELECT id FROM closure`)
+      .pluck(),
+    queryRowsWithRefIds: db.prepare(`SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca,
+        (SELECT group_concat(reference) FROM Refs WHERE referrer = v.id) AS refs
+      FROM ValidPaths v WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id`),
+    queryDerivationOutputsById: db.prepare('SELECT drv, id, path FROM DerivationOutputs WHERE drv IN (SELECT value FROM json_each(?))'),
+    queryIdMany: db.prepare('SELECT id, path FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))'),
     insertPath: db.prepare('INSERT INTO ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) VALUES (@path, @hash, @registrationTime, @deriver, @narSize, @ultimate, @sigs, @ca)'),
     updatePath: db.prepare('UPDATE ValidPaths SET narSize = @narSize, hash = @hash, ultimate = @ultimate, sigs = @sigs, ca = @ca WHERE id = @id'),
     updateSigs: db.prepare('UPDATE ValidPaths SET sigs = ? WHERE path = ?'),
@@ -287,6 +348,12 @@ function prepare(db: Database.Database) {
     insertDrvOutput: db.prepare('INSERT OR REPLACE INTO DerivationOutputs (drv, id, path) VALUES (?, ?, ?)'),
     deletePath: db.prepare('DELETE FROM ValidPaths WHERE path = ?'),
   };
+}
+
+/** Base-name order without building base names: hash parts first (they differ but for a clash), then names. */
+function byBaseName(a: StorePath, b: StorePath): number {
+  if (a.hashPart !== b.hashPart) return a.hashPart < b.hashPart ? -1 : 1;
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 
 /** Nix refuses a batch whose references form a cycle (other than self-references). */

@@ -99,6 +99,10 @@ export class LocalStore implements LocalFsStore {
     return this.db.queryAllValid();
   }
 
+  async queryClosure(paths: StorePath[]): Promise<PathInfo[]> {
+    return this.db.queryClosureInfos(paths);
+  }
+
   async queryReferrers(path: StorePath): Promise<StorePath[]> {
     return this.db.queryReferrers(path);
   }
