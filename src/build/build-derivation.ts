@@ -2,7 +2,7 @@
  * One build: prepare the build dir and the scratch overlay, run the builder, check and register
  * its outputs, clean up. The caller holds the outputs' path locks and has realised the inputs.
  */
-import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +71,25 @@ export interface BuildRequest {
 
 
 /**
+ * Removes a build's temp dir when it holds only what strata put there (the raw log, the files it
+ * wrote) and an empty build dir, the case of most builds: five synchronous calls. A recursive
+ * `fs.rm` walks it through the thread pool and cost ~2 ms of CPU per build here (100 builds:
+ * 300 ms against 90 ms), CPU the builders of a `-j 2` run need. False when anything else is
+ * left: the caller removes the tree the long way.
+ */
+function removeLeanTop(top: string, buildDir: string, written: string[]): boolean {
+  try {
+    for (const f of written) unlinkSync(join(buildDir, f));
+    rmdirSync(buildDir);
+    if (lexists(join(top, 'log'))) unlinkSync(join(top, 'log'));
+    rmdirSync(top);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Builds a derivation and registers its new outputs; returns their path infos. On any failure
  * nothing is registered and no output is left in the store.
  *
@@ -89,13 +108,18 @@ export async function buildDerivation(
   let scratch: string | undefined;
   /** What this build may have left in a shared upper (or in the store, without isolation). */
   const inUpper: string[] = [];
+  /** Files strata itself wrote into the build dir (`passAsFile`, structured attrs). */
+  const written: string[] = [];
   try {
     const { env, files } = builderEnvironment(req.drv, {
       storeDir: store.storeDir.path,
       buildDir,
       cores: options.cores,
     });
-    for (const f of files) writeFileSync(join(buildDir, f.name), f.contents, { mode: 0o600 });
+    for (const f of files) {
+      writeFileSync(join(buildDir, f.name), f.contents, { mode: 0o600 });
+      written.push(f.name);
+    }
 
     let isolation: Isolation;
     let stagedDir: string;
@@ -216,7 +240,9 @@ export async function buildDerivation(
     return infos;
   } finally {
     for (const p of inUpper) if (lexists(p)) removeTree(p);
-    if (options.defer)
+    if (removeLeanTop(top, buildDir, written)) {
+      // Removed: the usual case.
+    } else if (options.defer)
       options.defer(rm(top, { recursive: true, force: true }).catch(() => removeTree(top)));
     else removeTree(top);
     if (scratch !== undefined) removeTree(scratch);

@@ -169,6 +169,16 @@ class Realiser {
     );
   }
 
+  /** The run's shared build namespace, opened once on first use; errors reach its users. */
+  private openNamespace(): Promise<BuildNamespace> {
+    this.namespace ??= BuildNamespace.open(
+      this.store.realStoreDir,
+      this.store.storeDir.path,
+      join(this.store.stateDir, 'builds'),
+    );
+    return this.namespace;
+  }
+
   /** Derivations already known to have no cycle below them. */
   private readonly acyclic = new Set<string>();
 
@@ -276,6 +286,10 @@ class Realiser {
       missing = await this.missingOutputs(outputs, wanted);
     }
     if (missing.length === 0) return outputs;
+    // Something will be built: set the namespace up now, while inputs and the other goals are
+    // still being read (unshare, two mounts and the spawner's start cost ~100-250 ms here, all of
+    // which used to wait in front of the first build).
+    if (this.isolation === 'namespace') void this.openNamespace().catch(() => {});
 
     // Inputs: every wanted output of every input derivation, and the sources. Checked for a
     // cycle first (only now: derivations whose outputs are valid never need their inputs read).
@@ -332,12 +346,7 @@ class Realiser {
             { drvPath, drv, outputs, alreadyValid, inputClosure },
             {
               isolation: this.isolation,
-              namespace: () =>
-                (this.namespace ??= BuildNamespace.open(
-                  store.realStoreDir,
-                  store.storeDir.path,
-                  join(store.stateDir, 'builds'),
-                )),
+              namespace: () => this.openNamespace(),
               // Live: builds that start while this one runs put their outputs in the upper too.
               othersOutputs: this.running,
               cores: this.options.cores,
