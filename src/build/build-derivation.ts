@@ -69,7 +69,6 @@ export interface BuildRequest {
   inputClosure: StorePath[];
 }
 
-
 /**
  * Removes a build's temp dir when it holds only what strata put there (the raw log, the files it
  * wrote) and an empty build dir, the case of most builds: five synchronous calls. A recursive

@@ -9,9 +9,8 @@
  *
  * Why a spawner process inside it: Node's spawn() forks the whole Node process, ~45 ms here
  * (measured with --cpu-prof: 4.5 s of 100 builds in ChildProcess.spawn). The namespace's holder
- * is a small Perl loop (perl-base is part of every Debian system) that forks the builders for
- * us: one small fork and one exec per build, as in Nix. Without Perl the holder is `cat` and
- * builders enter with `nsenter` from Node instead.
+ * is a small loop that starts the builders for us (spawner.ts: Python's posix_spawn, else Perl's
+ * fork + exec). Without either the holder is `cat` and builders enter with `nsenter` from Node.
  *
  * Outputs are renamed out of the upper into the real store after each build; dentries the
  * overlay cached for them keep pointing at the same inodes, so later builds read them as before,
@@ -25,63 +24,11 @@ import { constants as osConstants } from 'node:os';
 
 import { StrataError } from '../core/error.js';
 import { removeTree } from '../store/local/staging.js';
+import { SPAWNER_PERL, SPAWNER_PYTHON } from './spawner.js';
 
 /** Characters overlayfs would read as option syntax in a lowerdir/upperdir value. */
 const OVERLAY_UNSAFE = /[,:\\]/;
 
-/**
- * The spawner. Requests on stdin: a 4-byte big-endian length, then NUL-separated fields
- * `id, cwd, log file, argc, argv…, env…` (`NAME=value`; NUL cannot occur in either). Answers on
- * stdout: `started <id> <pid>` and `exit <id> <code> <signal>`. Each builder gets its own
- * session, umask 0022, stdin /dev/null, stdout and stderr appended to the log, exactly the given
- * environment and argv[0] = the builder. On end of input it kills what still runs and exits.
- */
-const SPAWNER = `
-use strict; use POSIX qw(setsid WNOHANG _exit);
-$| = 1;
-my %kids; my $buf = ''; my $eof = 0;
-$SIG{CHLD} = sub {};
-print "ready perl\\n";
-while (1) {
-  while ((my $pid = waitpid(-1, WNOHANG)) > 0) {
-    my $st = $?;
-    next unless exists $kids{$pid};
-    my $id = delete $kids{$pid};
-    my $sig = $st & 127;
-    print "exit $id " . ($sig ? -1 : $st >> 8) . " $sig\\n";
-  }
-  if ($eof) { kill 'KILL', map { -$_ } keys %kids; _exit(0); }
-  my $rin = ''; vec($rin, fileno(STDIN), 1) = 1;
-  # The timeout covers a child exiting between waitpid and select.
-  next if select($rin, undef, undef, 0.05) <= 0;
-  my $r = sysread(STDIN, $buf, 65536, length $buf);
-  if (!$r) { $eof = 1; next; }
-  while (length($buf) >= 4) {
-    my $len = unpack('N', $buf);
-    last if length($buf) < 4 + $len;
-    my @f = split(/\\0/, substr($buf, 4, $len), -1);
-    substr($buf, 0, 4 + $len) = '';
-    my ($id, $cwd, $log, $argc) = splice(@f, 0, 4);
-    my @argv = splice(@f, 0, $argc);
-    my $pid = fork();
-    if (!defined $pid) { print "exit $id 1 0\\n"; next; }
-    if ($pid == 0) {
-      setsid(); umask(022);
-      open(STDIN, '<', '/dev/null'); open(STDOUT, '>>', $log) or _exit(1); open(STDERR, '>&', *STDOUT);
-      chdir($cwd) or do { print STDERR "error: cannot change to '$cwd': $!\\n"; _exit(1) };
-      %ENV = ();
-      for (@f) { my $i = index($_, '='); $ENV{substr($_, 0, $i)} = substr($_, $i + 1); }
-      exec { $argv[0] } @argv;
-      print STDERR "error: executing '$argv[0]': $!\\n";
-      _exit(1);
-    }
-    $kids{$pid} = $id;
-    print "started $id $pid\\n";
-  }
-}
-`;
-
-// $1 real $2 logical $3 upper $4 work $5 tmpfs scratch $6 parent to overlay or "-", $7 spawner.
 /**
  * The mounts of a build namespace, as shell lines over the variables real, logical, upper, work,
  * scratch and parent: the store at its logical path as an overlay whose upper catches every
@@ -103,12 +50,21 @@ mount -t overlay strata-build -o "$o,volatile" "$logical" 2>/dev/null || mount -
 if [ "$real" != "$logical" ]; then mount --bind -o ro "$real" "$real"; fi
 `;
 
+// $1 real $2 logical $3 upper $4 work $5 tmpfs scratch $6 parent to overlay or "-", $7 and $8
+// the Perl and Python spawners, $9 which to try first (see SpawnerChoice).
 const SETUP = `set -e
 real=$1 logical=$2 upper=$3 work=$4 scratch=$5 parent=$6
-${OVERLAY_MOUNT_SH}if [ -x /usr/bin/perl ]; then exec /usr/bin/perl -e "$7"; fi
+${OVERLAY_MOUNT_SH}if [ "$9" = auto ] && [ -x /usr/bin/python3 ]; then exec /usr/bin/python3 -I -S -c "$8" "$7"; fi
+if [ "$9" != none ] && [ -x /usr/bin/perl ]; then exec /usr/bin/perl -e "$7"; fi
 echo ready cat
 exec cat > /dev/null
 `;
+
+/**
+ * Which spawner a namespace runs: `auto` (Python's posix_spawn, else Perl, else none), `perl`
+ * (Perl, else none) or `none` (builders enter with `nsenter`). Only tests choose.
+ */
+export type SpawnerChoice = 'auto' | 'perl' | 'none';
 
 /** How a builder started through the spawner ended. */
 export interface SpawnedExit {
@@ -194,8 +150,8 @@ export class BuildNamespace {
     private readonly holder: ChildProcess,
     /** The scratch dir: `upper/` (what builders wrote), `work/`, `tmp/`. */
     readonly scratch: string,
-    /** True when builders are forked by the Perl spawner; false: use `nsenter`. */
-    readonly hasSpawner: boolean,
+    /** What starts builders: a spawner (src/build/spawner.ts), or none (use `nsenter`). */
+    readonly spawner: 'python' | 'perl' | 'none',
   ) {
     holder.stdout!.on('data', (c: Buffer) => this.onAnswer(c));
     // A holder that dies (killed from outside) must not leave builds waiting forever.
@@ -270,6 +226,11 @@ export class BuildNamespace {
     return { pid, exit };
   }
 
+  /** True when builders are started by a spawner; false: use `nsenter`. */
+  get hasSpawner(): boolean {
+    return this.spawner !== 'none';
+  }
+
   /** Where builders' writes land: `<upper>/<base name>` for `/nix/store/<base name>`. */
   get upperDir(): string {
     return join(this.scratch, 'upper');
@@ -285,6 +246,7 @@ export class BuildNamespace {
     realStoreDir: string,
     logicalStoreDir: string,
     buildsDir: string,
+    spawner: SpawnerChoice = 'auto',
   ): Promise<BuildNamespace> {
     mkdirSync(buildsDir, { recursive: true });
     const scratch = mkdtempSync(join(buildsDir, 'session-'));
@@ -308,7 +270,9 @@ export class BuildNamespace {
           SETUP,
           'strata-build-ns',
           ...args,
-          SPAWNER,
+          SPAWNER_PERL,
+          SPAWNER_PYTHON,
+          spawner,
         ],
         {
           env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
@@ -317,14 +281,15 @@ export class BuildNamespace {
       );
       const err: Buffer[] = [];
       holder.stderr!.on('data', (c: Buffer) => err.push(c));
-      const perl = await new Promise<boolean>((resolve, reject) => {
+      const kind = await new Promise<'python' | 'perl' | 'none'>((resolve, reject) => {
         let out = '';
         holder.on('error', reject);
         const onData = (c: Buffer): void => {
           out += c.toString();
           if (!out.includes('\n')) return;
           holder.stdout!.off('data', onData);
-          resolve(out.startsWith('ready perl'));
+          const m = /^ready (python|perl)\n/.exec(out);
+          resolve(m ? (m[1] as 'python' | 'perl') : 'none');
         };
         holder.stdout!.on('data', onData);
         holder.on('exit', () => {
@@ -344,7 +309,7 @@ export class BuildNamespace {
       for (const s of [holder.stdin, holder.stdout, holder.stderr])
         (s as unknown as { unref?: () => void }).unref?.();
       holder.unref();
-      return new BuildNamespace(holder, scratch, perl);
+      return new BuildNamespace(holder, scratch, kind);
     } catch (e) {
       removeTree(scratch);
       throw e;
