@@ -3,11 +3,12 @@
  * (`nix hash path`, the NAR hash of a store object), `hashFile` the plain bytes of a file
  * (`nix hash file`, flat content addresses).
  */
-import { close, open, read, constants as C } from 'node:fs';
+import { close, constants as C, lstatSync, open, read } from 'node:fs';
 
 import { type Hash, type HashAlgo, newHasher } from '../core/hash.js';
 import { NarWriter } from '../core/nar/writer.js';
-import { CHUNK_SIZE, walkNar } from './_nar-walk.js';
+import { hashWalkDirectory } from './_nar-hash-walk.js';
+import { CHUNK_SIZE, newWalk, walkAt } from './_nar-walk.js';
 
 /**
  * Hashes the NAR of `fsPath` without materialising it, returning the hash and the NAR size.
@@ -26,7 +27,12 @@ export async function hashPath(fsPath: string, algo: HashAlgo = 'sha256'): Promi
     hasher.update(chunk);
     narSize += chunk.length;
   });
-  await walkNar(fsPath, writer, { reuseBuffers: true });
+  const path = Buffer.from(fsPath);
+  const stats = lstatSync(path);
+  // A directory's small files are read in batches, on a helper thread when a core is spare.
+  if (stats.isDirectory()) await hashWalkDirectory(path, writer);
+  else await walkAt(newWalk(writer, { reuseBuffers: true }), path, stats);
+  writer.end();
   return { hash: hasher.digest(), narSize };
 }
 

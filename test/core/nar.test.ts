@@ -254,6 +254,43 @@ describe('NarWriter refuses to write a non-canonical NAR', () => {
     d.symlink(Buffer.from('x'));
     expect(() => d.directory()).toThrow(/unexpected directory/);
   });
+  it('framedEntries() passes framed entries through, checking their place and order', () => {
+    // The entries a/ b as NarWriter frames them, cut out of its own output.
+    const full: Uint8Array[] = [];
+    const ref = new NarWriter((c) => void full.push(Buffer.from(c)));
+    ref.directory();
+    for (const n of ['a', 'b']) {
+      ref.entry(Buffer.from(n));
+      ref.regular(n === 'b', 3);
+      ref.contents(Buffer.from('xyz'));
+      ref.regularEnd();
+    }
+    ref.directoryEnd();
+    ref.end();
+    const bytes = Buffer.concat(full);
+    const head = ['nix-archive-1', '(', 'type', 'directory'].reduce((n, t) => n + str(t).length, 0);
+    const framed = bytes.subarray(head, bytes.length - 16);
+    const out: Uint8Array[] = [];
+    const a = new NarWriter((c) => void out.push(Buffer.from(c)));
+    a.directory();
+    a.framedEntries(framed, Buffer.from('a'), Buffer.from('b'));
+    expect(() => a.entry(Buffer.from('b'))).toThrow(/duplicate/);
+    a.entry(Buffer.from('c'));
+    a.symlink(Buffer.from('t'));
+    expect(() => a.framedEntries(framed, Buffer.from('a'), Buffer.from('b'))).toThrow(/not sorted/);
+    expect(() => a.framedEntries(framed.subarray(4), Buffer.from('d'), Buffer.from('e'))).toThrow(/multiple of 8/);
+    expect(() => w().framedEntries(framed, Buffer.from('a'), Buffer.from('b'))).toThrow(/entry outside a directory/);
+    const b = new NarWriter((c) => void out.push(Buffer.from(c)));
+    b.directory();
+    expect(() => b.framedEntries(framed, Buffer.from('b'), Buffer.from('a'))).toThrow(/not sorted/);
+    const c: Uint8Array[] = [];
+    const d = new NarWriter((x) => void c.push(Buffer.from(x)));
+    d.directory();
+    d.framedEntries(framed, Buffer.from('a'), Buffer.from('b'));
+    d.directoryEnd();
+    d.end();
+    expect(Buffer.concat(c).equals(bytes)).toBe(true);
+  });
   it('encodeNar() sorts entries given in any order and rejects duplicates', async () => {
     const e = (n: string): [Uint8Array, NarEntry] => [Buffer.from(n), { type: 'symlink', target: Buffer.from('t') }];
     const sorted = await collect(encodeNar({ type: 'directory', entries: [e('a'), e('B'), e('_')] }));

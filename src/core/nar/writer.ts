@@ -169,6 +169,24 @@ export class NarWriter {
     this.#expectNode = true;
   }
 
+  /**
+   * Appends complete entries of the open directory that the caller has already framed (the
+   * hashing fast path: a helper thread frames whole runs of small files). `first` and `last`
+   * are the run's first and last names, checked against the entry order; `bytes` must be whole
+   * 8-byte units, as every framed entry is.
+   */
+  framedEntries(bytes: Uint8Array, first: Uint8Array, last: Uint8Array): void {
+    const top = this.#stack.at(-1);
+    if (!top || this.#expectNode || this.#remaining >= 0 || top.entryOpen) this.#fail('entry outside a directory');
+    if (bytes.length % 8 !== 0) this.#fail(`framed entries of ${bytes.length} bytes, not a multiple of 8`);
+    if (top.last !== undefined && compareNames(top.last, first) >= 0) this.#fail(`entry ${quoteBytes(first)} is not sorted after ${quoteBytes(top.last)}`);
+    if (compareNames(first, last) > 0) this.#fail(`entry ${quoteBytes(last)} is not sorted after ${quoteBytes(first)}`);
+    top.last = Buffer.from(last);
+    this.flush();
+    this.#written += bytes.length;
+    this.#out(bytes);
+  }
+
   /** Ends the open directory. */
   directoryEnd(): void {
     const top = this.#stack.at(-1);
