@@ -55,7 +55,7 @@ export interface CacheServerOptions {
 }
 
 // Rendered narinfos kept per hash part, as ready answers (body bytes and headers made once): store
-// paths are immutable while valid, so a hit costs one validity query instead of two queries, a
+// paths are immutable while valid, so a hit costs one validity check instead of two queries, a
 // signing and a rendering. 20,000 entries of ~0.6 KiB: ~12 MiB at most.
 const NARINFO_MEMO = 20_000;
 
@@ -65,6 +65,11 @@ interface Memo {
   layer: string;
   get: ServeResponse;
   head: ServeResponse;
+  /**
+   * The store's change token read just before the path was last found valid: while the store
+   * still shows this token nothing was committed since, so the path is still valid.
+   */
+  validAt: Buffer | undefined;
 }
 
 // Bodies read whole: a narinfo (1 MiB cap in the parser) and nix-cache-info.
@@ -116,13 +121,17 @@ export class CacheServer {
    */
   async handle(req: ServeRequest): Promise<ServeResponse> {
     if (req.url.length > MAX_TARGET) return text(414, 'URI too long\n', 'unknown');
-    // The hot path (Nix asks for one narinfo per path): a memo hit, re-checked for validity so
-    // a deleted path is never served, and answered with the shared ready response.
+    const quick = this.answerFromMemo(req.method, req.url);
+    if (quick !== undefined) return quick;
+    // A memo hit the change token cannot vouch for: re-checked with a query, so a deleted path
+    // is never served.
     if (req.method === 'GET' || req.method === 'HEAD') {
       const hit = this.#memo.get(narinfoHashPart(req.url) ?? '');
       if (hit !== undefined) {
         try {
+          const token = this.store.changeToken?.();
           if (await this.store.isValidPath(hit.path)) {
+            hit.validAt = token;
             this.metrics.layerHit(hit.layer);
             return req.method === 'GET' ? hit.get : hit.head;
           }
@@ -154,6 +163,21 @@ export class CacheServer {
     }
   }
 
+  /**
+   * The hot path (Nix asks for one narinfo per path), synchronous: the shared ready answer to a
+   * GET or HEAD of a memoised narinfo when the store's change token shows no commit since the
+   * path was last found valid; `undefined` otherwise ({@link handle} answers then).
+   */
+  answerFromMemo(method: string | undefined, url: string | undefined): ServeResponse | undefined {
+    if (url === undefined || (method !== 'GET' && method !== 'HEAD')) return undefined;
+    const hit = this.#memo.get(narinfoHashPart(url) ?? '');
+    if (hit?.validAt === undefined) return undefined;
+    const token = this.store.changeToken?.();
+    if (token === undefined || !token.equals(hit.validAt)) return undefined;
+    this.metrics.layerHit(hit.layer);
+    return method === 'GET' ? hit.get : hit.head;
+  }
+
   async #get(route: Route, label: string): Promise<ServeResponse> {
     switch (route.kind) {
       case 'root':
@@ -164,6 +188,7 @@ export class CacheServer {
         return text(200, this.metrics.render(), label, 'text/plain; version=0.0.4');
       case 'narinfo': {
         this.#memo.delete(route.hashPart);
+        const token = this.store.changeToken?.();
         const info = await this.#info(route.hashPart);
         if (!info) return text(404, 'not found\n', label);
         const layer = info.layer ?? 'store';
@@ -172,7 +197,7 @@ export class CacheServer {
         // Only paths that are the upper's own (or a plain store's) are memoised: a lower's answer may change.
         if (layer === 'store' || layer === 'upper') {
           if (this.#memo.size >= NARINFO_MEMO) this.#memo.delete(this.#memo.keys().next().value!);
-          this.#memo.set(route.hashPart, { path: info.path, layer, get: res, head: { status: 200, headers: res.headers, route: label } });
+          this.#memo.set(route.hashPart, { path: info.path, layer, get: res, head: { status: 200, headers: res.headers, route: label }, validAt: token });
         }
         return res;
       }

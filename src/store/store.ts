@@ -101,6 +101,13 @@ export interface Store {
    * 5,000-path set in a million-path store (bench/layered.ts (a)).
    */
   queryClosure?(paths: StorePath[]): Promise<PathInfo[]>;
+  /**
+   * Optional: a value that differs after any change to the store's valid paths (by any
+   * process), read without a query, or `undefined` when the backend cannot tell cheaply. While
+   * it stays equal, answers derived from the store still hold (`strata serve` skips re-checking
+   * memoised narinfos).
+   */
+  changeToken?(): Buffer | undefined;
 
   /** Streams the NAR serialisation of a valid path. */
   narFromPath(path: StorePath): Promise<Readable>;

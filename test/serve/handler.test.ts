@@ -166,6 +166,48 @@ describe('memoised narinfos', () => {
     }
   });
 
+  for (const withToken of [true, false]) {
+    it(`${withToken ? 'with' : 'without'} the store's change token: ${withToken ? 'a hit makes no query until something is committed' : 'every hit is re-checked with a query'}; a deleted path is 404`, async () => {
+      const work = tempDir();
+      await (await filledStore(work)).close();
+      const store = await openStore(join(work, 'local'));
+      const leaf = (await store.queryAllValidPaths()).find((p) => p.name === 'tree1')!;
+      let checks = 0;
+      const counted = new Proxy(store, {
+        get(target, prop, receiver) {
+          const v = Reflect.get(target, prop, receiver);
+          if (prop === 'isValidPath') return (p: Parameters<typeof store.isValidPath>[0]) => (checks++, target.isValidPath(p));
+          // A store that cannot tell cheaply (the layered store, a proxy) has no token.
+          if (prop === 'changeToken' && !withToken) return undefined;
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+      const server = new CacheServer(counted, { compression: 'none' });
+      const other = await openStore(join(work, 'local'));
+      try {
+        const url = `/${leaf.hashPart}.narinfo`;
+        expect((await server.handle({ method: 'GET', url })).status).toBe(200);
+        checks = 0;
+        for (let i = 0; i < 3; i++) expect((await server.handle({ method: i === 1 ? 'HEAD' : 'GET', url })).status).toBe(200);
+        expect(server.answerFromMemo('GET', url)?.status).toBe(withToken ? 200 : undefined);
+        expect(checks).toBe(withToken ? 0 : 3);
+        // Any commit (here an unrelated path) costs the next hit one query, then none again.
+        await other.addText('unrelated', 'u', []);
+        checks = 0;
+        expect(server.answerFromMemo('GET', url)).toBeUndefined();
+        expect((await server.handle({ method: 'GET', url })).status).toBe(200);
+        expect((await server.handle({ method: 'GET', url })).status).toBe(200);
+        expect(checks).toBe(withToken ? 1 : 2);
+        await other.deletePaths([leaf]);
+        expect(server.answerFromMemo('GET', url)).toBeUndefined();
+        expect((await server.handle({ method: 'GET', url })).status).toBe(404);
+      } finally {
+        await other.close();
+        await store.close();
+      }
+    });
+  }
+
   it('over HTTP: a memoised narinfo deleted from the store is 404 on the same keep-alive connection', async () => {
     const work = tempDir();
     await (await filledStore(work)).close();

@@ -91,6 +91,10 @@ export class LocalStore implements LocalFsStore {
     return this.db.isValid(path);
   }
 
+  changeToken(): Buffer | undefined {
+    return this.db.changeToken();
+  }
+
   async queryValidPaths(paths: StorePath[]): Promise<StorePath[]> {
     return this.db.queryValid(paths);
   }
