@@ -107,9 +107,11 @@ export class BuildLog {
   readonly path: string;
   /** False when no bzip2 binary was found and the log is plain text. */
   readonly compressed: boolean;
-  /** The raw log, opened for appending: give it to the builder as stdout and stderr. */
+  /**
+   * The raw log, opened for appending and reading (one descriptor, not two: an open and a close
+   * less per build): give it to the builder as stdout and stderr.
+   */
   readonly fd: number;
-  private readonly readFd: number;
   private readonly onChunk: ((chunk: Buffer) => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private followed = 0;
@@ -126,8 +128,7 @@ export class BuildLog {
     this.compressed = findBzip2() !== null;
     this.path = buildLogPath(logDir, drvPath, this.compressed);
     this.onChunk = onChunk;
-    this.fd = openSync(rawPath, C.O_WRONLY | C.O_CREAT | C.O_APPEND | C.O_TRUNC, 0o600);
-    this.readFd = openSync(rawPath, 'r');
+    this.fd = openSync(rawPath, C.O_RDWR | C.O_CREAT | C.O_APPEND | C.O_TRUNC, 0o600);
     if (onChunk) this.timer = setInterval(() => this.pump(), FOLLOW_MS);
   }
 
@@ -135,7 +136,7 @@ export class BuildLog {
   private pump(): void {
     const buf = Buffer.allocUnsafe(64 * 1024);
     for (;;) {
-      const n = readSync(this.readFd, buf, 0, buf.length, this.followed);
+      const n = readSync(this.fd, buf, 0, buf.length, this.followed);
       if (n <= 0) return;
       this.followed += n;
       this.onChunk?.(Buffer.from(buf.subarray(0, n)));
@@ -154,11 +155,10 @@ export class BuildLog {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     if (this.onChunk) this.pump();
-    closeSync(this.fd);
-    const size = fstatSync(this.readFd).size;
+    const size = fstatSync(this.fd).size;
     const start = Math.max(0, size - TAIL_BYTES);
     const buf = Buffer.alloc(size - start);
-    readSync(this.readFd, buf, 0, buf.length, start);
+    readSync(this.fd, buf, 0, buf.length, start);
     this.tail = buf.toString('utf8');
     try {
       // The empty log of most trivial builds is written synchronously: three syscalls, where
@@ -168,10 +168,10 @@ export class BuildLog {
       else {
         mkdirSync(join(this.path, '..'), { recursive: true });
         if (!this.compressed) await copyFile(this.rawPath, this.path);
-        else await compress(findBzip2()!, this.readFd, this.path);
+        else await compress(findBzip2()!, this.fd, this.path);
       }
     } finally {
-      closeSync(this.readFd);
+      closeSync(this.fd);
     }
   }
 }

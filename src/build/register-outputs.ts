@@ -47,7 +47,6 @@ function isWhiteout(path: string): boolean {
   }
 }
 
-
 /** NAR hash, size and references of a staged output in one pass over its NAR. */
 async function scanOutput(
   staged: string,

@@ -3,7 +3,8 @@
  * 0022 and stdin from /dev/null, and its output goes to a bzip2 log that real Nix reads.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
@@ -126,6 +127,42 @@ describe.skipIf(!isRoot)('realise: builder environment', () => {
       expect(bin.mtimeMs).toBe(1000);
       expect(statSync(store.realPath(u!.get('out')!)).mode & 0o7777).toBe(0o444);
     } finally {
+      await store.close();
+    }
+  });
+});
+
+describe.skipIf(!isRoot)('realise: build dirs', () => {
+  it('gives builds of one run their own nix-build-<name>-<n> in one temp dir, and leaves no temp file behind', async () => {
+    const root = tempDir();
+    const tmp = tempDir();
+    const store = await openChroot(root);
+    const oldTmp = process.env['TMPDIR'];
+    process.env['TMPDIR'] = tmp;
+    try {
+      // Same name, different scripts: two derivations whose build dirs would both be
+      // `nix-build-same.drv-0`; both run at once (each waits for the other's mark).
+      const wait =
+        'echo > "$NIX_BUILD_TOP/../$1"; i=0; while [ ! -e "$NIX_BUILD_TOP/../$2" ] && [ $i -lt 100 ]; do /bin/sleep 0.05; i=$((i + 1)); done';
+      const a = await addShDrv(store, 'same', `set -- a b; ${wait}; echo "$NIX_BUILD_TOP" > $out`);
+      // This one leaves a file in its build dir: removed the long way.
+      const b = await addShDrv(
+        store,
+        'same',
+        `set -- b a; ${wait}; echo "$NIX_BUILD_TOP" > $out; echo left > "$NIX_BUILD_TOP/leftover"`,
+      );
+      const outs = await realiseOrThrow(store, [a, b], { jobs: 2 });
+      const tops = outs.map((o) => readFileSync(store.realPath(o.get('out')!), 'utf8').trim());
+      expect(tops.map((t) => t.replace(/^.*\//, '')).sort()).toEqual([
+        'nix-build-same.drv-0',
+        'nix-build-same.drv-1',
+      ]);
+      expect(dirname(tops[0]!)).toBe(dirname(tops[1]!));
+      expect(dirname(dirname(tops[0]!))).toBe(tmp);
+      expect(readdirSync(tmp)).toEqual([]);
+    } finally {
+      if (oldTmp === undefined) delete process.env['TMPDIR'];
+      else process.env['TMPDIR'] = oldTmp;
       await store.close();
     }
   });
