@@ -4,7 +4,7 @@
  * the NAR still streams, nothing published when the NAR is not the declared one).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -14,11 +14,47 @@ import { describe, expect, it } from 'vitest';
 import { Hash } from '../../src/core/hash.js';
 import { narInfoToPathInfo, parseNarInfo } from '../../src/core/narinfo.js';
 import { BinaryCacheStore } from '../../src/store/binary-cache/binary-cache-store.js';
+import { copyPaths } from '../../src/store/copy.js';
 import { FileTransport } from '../../src/store/binary-cache/file-transport.js';
 import { Spool } from '../../src/store/binary-cache/spool.js';
 import type { CacheTransport } from '../../src/store/binary-cache/transport.js';
+import type { StorePath } from '../../src/core/store-path.js';
+import type { PathInfo } from '../../src/store/store.js';
 import { tempDir } from '../support/tmp.js';
 import { narinfosOf, narOf } from './_cache.js';
+
+/**
+ * A file cache that can also list (as S3 does), its top level optionally `pageKeys` keys per
+ * page; every narinfo lookup, existence check and listing is recorded.
+ */
+function listingTransport(dir: string, pageKeys = Infinity) {
+  const inner = new FileTransport(dir);
+  const calls: string[] = [];
+  const transport: CacheTransport = {
+    uri: inner.uri,
+    getFile: (k) => {
+      if (k.endsWith('.narinfo')) calls.push(`get ${k}`);
+      return inner.getFile(k);
+    },
+    getStream: (k) => inner.getStream(k),
+    exists: async (k) => {
+      calls.push(`exists ${k}`);
+      return inner.exists(k);
+    },
+    putFile: (k, b, c) => inner.putFile(k, b, c),
+    putLocalFile: (k, f, c) => inner.putLocalFile(k, f, c),
+    stagingDir: () => inner.stagingDir(),
+    list: (x) => inner.list(x),
+    listSome: async (prefix, maxPages) => {
+      calls.push(`list '${prefix}' ${maxPages}`);
+      const all = existsSync(join(dir, prefix)) ? readdirSync(join(dir, prefix)).filter((f) => !f.startsWith('.') && f !== 'nar').map((f) => `${prefix}${f}`).sort() : [];
+      const room = prefix === '' ? pageKeys * maxPages : Infinity;
+      return all.length <= room ? { keys: all } : { keys: all.slice(0, room), through: all[room - 1] };
+    },
+    close: () => inner.close(),
+  };
+  return { transport, calls };
+}
 
 /** A transport that records what it is asked to store, and keeps the bytes. */
 function recordingTransport(staging: string) {
@@ -140,5 +176,65 @@ describe('compression=none uploads', () => {
     await cache.close();
     expect(existsSync(join(dir, `${ni.path.hashPart}.narinfo`))).toBe(false);
     expect(readdirSync(join(dir, 'nar'))).toEqual([]);
+  });
+});
+
+describe('pushing many paths to a cache that can list (S3)', () => {
+  /** A source cache of 12 unrelated text paths, and the NAR key of each. */
+  async function source() {
+    const dir = tempDir();
+    const src = await BinaryCacheStore.open(`file://${dir}`, new FileTransport(dir), { compression: 'none' });
+    const infos: PathInfo[] = [];
+    for (let i = 0; i < 12; i++) infos.push(await src.addText(`listed-${i}`, `contents ${i}\n`, []));
+    return { src, paths: infos.map((i) => i.path), narKey: (i: number) => `nar/${infos[i]!.narHash.toNix32()}.nar` };
+  }
+
+  it('asks with one listing of narinfos and one of NAR files, and writes a NAR file the listing showed only once', async () => {
+    const { src, paths, narKey } = await source();
+    const dir = tempDir();
+    // A NAR file already there without its narinfo (another writer's, mid-push): not written again.
+    mkdirSync(join(dir, 'nar'), { recursive: true });
+    writeFileSync(join(dir, narKey(0)), 'not rewritten');
+    const { transport, calls } = listingTransport(dir);
+    const dst = await BinaryCacheStore.open(`file://${dir}`, transport, { compression: 'none' });
+    const r = await copyPaths(src, dst, paths);
+    expect(r.copied).toHaveLength(12);
+    expect(calls).toEqual([`list '' 1`, `list 'nar/' 1`]);
+    expect(readFileSync(join(dir, narKey(0)), 'utf8')).toBe('not rewritten');
+    expect(readFileSync(join(dir, narKey(1))).length).toBeGreaterThan(0);
+    await dst.close();
+
+    // Again, with everything there: one listing answers, nothing is fetched or written.
+    const again = listingTransport(dir);
+    const dst2 = await BinaryCacheStore.open(`file://${dir}`, again.transport, { compression: 'none' });
+    expect((await copyPaths(src, dst2, paths)).present).toHaveLength(12);
+    expect(again.calls).toEqual([`list '' 1`]);
+    await dst2.close();
+    await src.close();
+  });
+
+  it('past where a listing stopped, falls back to a narinfo lookup and a HEAD per path', async () => {
+    const { src, paths } = await source();
+    const dir = tempDir();
+    // Two keys per page: the narinfo listing sees two of nix-cache-info and the two narinfos.
+    await copyPaths(src, await BinaryCacheStore.open(`file://${dir}`, new FileTransport(dir), { compression: 'none' }), paths.slice(0, 2));
+    const { transport, calls } = listingTransport(dir, 2);
+    const dst = await BinaryCacheStore.open(`file://${dir}`, transport, { compression: 'none' });
+    const r = await copyPaths(src, dst, paths);
+    await dst.close();
+    await src.close();
+    expect(r.copied).toHaveLength(10);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.narinfo'))).toHaveLength(12);
+    // Every path past the listing's end was looked up; those before it were not.
+    const through = ['nix-cache-info', ...paths.slice(0, 2).map((p) => `${p.hashPart}.narinfo`)].sort()[1]!;
+    const key = (p: StorePath) => `${p.hashPart}.narinfo`;
+    const reached = paths.slice(2).filter((p) => key(p) <= through);
+    const notReached = paths.filter((p) => key(p) > through);
+    expect(notReached.length).toBeGreaterThan(0);
+    expect(calls.filter((c) => c.startsWith('get ')).sort()).toEqual(notReached.map((p) => `get ${key(p)}`).sort());
+    // NAR files: one listing when the narinfo listing found at least 8 absent, else a HEAD each.
+    const many = reached.length >= 8;
+    expect(calls.filter((c) => c.startsWith('list '))).toEqual(many ? [`list '' 1`, `list 'nar/' 1`] : [`list '' 1`]);
+    expect(calls.filter((c) => c.startsWith('exists '))).toHaveLength(many ? 0 : 10);
   });
 });

@@ -81,15 +81,17 @@ describe.skipIf(unavailable !== undefined)('s3:// binary caches on a real S3 ser
   it('strata copy --to s3:// pushes a closure (multipart for the big NAR, narinfos signed); --from s3:// pulls it into a fresh store', async () => {
     const bucket = await makeBucket(s3, 'push');
     const uri = s3Uri(s3, bucket, `${PARAMS}&secret-key=${sk}`);
-    // Through a logging proxy: what the bucket already has is asked with one listing, not one
-    // narinfo lookup per path.
+    // Through a logging proxy: what the bucket already has is asked with two listings (narinfos,
+    // then NAR files), not a narinfo lookup and a HEAD per path.
     const logged = await startProxy(s3.port);
     try {
       const push = await strata(['copy', '--from', src, '--to', s3Uri(s3, bucket, `${PARAMS}&secret-key=${sk}`, logged.hostPort), '-r', topPrinted]);
       expect(push.stderr).toBe(`copied ${closureSize} paths (0 already present)\n`);
       expect(push.code).toBe(0);
       expect(logged.log.filter((e) => e.method === 'GET' && e.url.includes('.narinfo'))).toEqual([]);
-      expect(logged.log.filter((e) => e.method === 'GET' && e.url.includes('list-type=2'))).toHaveLength(1);
+      const listings = logged.log.filter((e) => e.method === 'GET' && e.url.includes('list-type=2')).map((e) => /[?&]prefix=([^&]*)/.exec(e.url)?.[1] ?? '');
+      expect(listings.sort()).toEqual(['', 'nar%2F']);
+      expect(logged.log.filter((e) => e.method === 'HEAD')).toEqual([]);
     } finally {
       await logged.close();
     }

@@ -82,6 +82,12 @@ export class BinaryCacheStore implements Store {
   readonly #inFlight = new Map<string, Promise<NarInfo | null>>();
   /** Hash parts whose narinfo a listing showed, not fetched yet. */
   readonly #listed = new Set<string>();
+  /** How many paths listings found absent: NAR files this process may be about to write. */
+  #listedAbsent = 0;
+  /** The NAR files one bounded listing of `nar/` showed, and how far it reached. */
+  #narListing: Promise<{ keys: Set<string>; through?: string | undefined }> | undefined;
+  /** NAR files this process wrote. */
+  readonly #narsWritten = new Set<string>();
   #cacheInfoWritten: boolean;
 
   private constructor(uri: string, transport: CacheTransport, info: CacheInfo, written: boolean, closure: boolean, options: BinaryCacheOptions) {
@@ -233,12 +239,15 @@ export class BinaryCacheStore implements Store {
     if (!this.transport.listSome) return;
     const unknown = paths.filter((p) => !this.#narInfos.has(p.hashPart) && !this.#listed.has(p.hashPart));
     if (unknown.length < LIST_MIN_PATHS) return;
-    const { keys, through } = await this.transport.listSome('.narinfo', Math.ceil(unknown.length / 100));
-    const present = new Set(keys.map((k) => k.slice(0, -'.narinfo'.length)));
+    const { keys, through } = await this.transport.listSome('', Math.ceil(unknown.length / 100));
+    const present = new Set(keys.filter((k) => k.endsWith('.narinfo')).map((k) => k.slice(0, -'.narinfo'.length)));
     for (const p of unknown) {
       if (through !== undefined && `${p.hashPart}.narinfo` > through) continue;
       if (present.has(p.hashPart)) this.#listed.add(p.hashPart);
-      else this.#narInfos.set(p.hashPart, null);
+      else {
+        this.#narInfos.set(p.hashPart, null);
+        this.#listedAbsent++;
+      }
     }
   }
 
@@ -349,7 +358,7 @@ export class BinaryCacheStore implements Store {
     // the NAR is read rather than after it: one round trip fewer per path.
     const plain = compression === 'none';
     const plainUrl = plain ? narFileUrl(info.narHash, compression) : undefined;
-    const present = plainUrl === undefined ? undefined : this.transport.exists(plainUrl);
+    const present = plainUrl === undefined ? undefined : this.#narFileExists(plainUrl);
     present?.catch(() => {}); // awaited below, or dropped when the NAR turns out bad
     const narStage = new HashingStream({
       size: info.narSize,
@@ -364,13 +373,29 @@ export class BinaryCacheStore implements Store {
       else await pipeline(nar, narStage, spool);
       const fileHash: Hash = fileStage ? fileStage.hash : info.narHash;
       const url = plainUrl ?? narFileUrl(fileHash, compression);
-      if (!(await (present ?? this.transport.exists(url)))) await spool.upload(this.transport, url, 'application/x-nix-nar');
+      if (!(await (present ?? this.#narFileExists(url)))) {
+        await spool.upload(this.transport, url, 'application/x-nix-nar');
+        this.#narsWritten.add(url);
+      }
       let ni = pathInfoToNarInfo(info, { url, compression, fileHash, fileSize: spool.size });
       if (this.#options.secretKey) ni = signPathInfo(this.storeDir, ni, this.#options.secretKey);
       await this.#writeNarInfo(ni);
     } finally {
       await spool.dispose();
     }
+  }
+
+  /**
+   * Whether a NAR file is in the cache. Once a listing found many paths absent (a push of a
+   * closure), one bounded listing of `nar/` answers for all of their NAR files where a HEAD
+   * costs a request each; a file past what it reached gets its HEAD. A NAR file written since
+   * the listing by another writer may be written again: same key, same bytes.
+   */
+  #narFileExists(url: string): Promise<boolean> {
+    if (this.#narsWritten.has(url)) return Promise.resolve(true);
+    if (!this.transport.listSome || this.#listedAbsent < LIST_MIN_PATHS) return this.transport.exists(url);
+    this.#narListing ??= this.transport.listSome('nar/', Math.ceil(this.#listedAbsent / 100)).then(({ keys, through }) => ({ keys: new Set(keys), through }));
+    return this.#narListing.then((l) => (l.through === undefined || url <= l.through ? l.keys.has(url) : this.transport.exists(url)));
   }
 
   async #writeNarInfo(ni: NarInfo): Promise<void> {

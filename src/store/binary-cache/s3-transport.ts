@@ -255,29 +255,26 @@ export class S3Transport implements CacheTransport {
 
   /** Top-level keys ending in `suffix`, over every page of the listing. */
   async list(suffix: string): Promise<string[]> {
-    return (await this.listSome(suffix, Infinity)).keys;
+    return (await this.listSome('', Infinity)).keys.filter((k) => k.endsWith(suffix));
   }
 
   /**
-   * Top-level keys ending in `suffix` from at most `maxPages` pages (1,000 keys each) of the
+   * The keys directly under `prefix` from at most `maxPages` pages (1,000 keys each) of the
    * listing. S3 lists in key order, so when it stops early every key up to `through` was seen.
    */
-  async listSome(suffix: string, maxPages: number): Promise<{ keys: string[]; through?: string | undefined }> {
+  async listSome(prefix: string, maxPages: number): Promise<{ keys: string[]; through?: string | undefined }> {
     const out: string[] = [];
     let token: string | undefined;
-    let last: string | undefined;
     for (let page = 0; page < maxPages; page++) {
-      const res = await this.#retry('list', '', () => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Delimiter: '/', ContinuationToken: token })));
-      for (const o of res.Contents ?? []) {
-        if (o.Key === undefined) continue;
-        last = o.Key;
-        if (o.Key.endsWith(suffix)) out.push(o.Key);
-      }
+      const res = await this.#retry('list', prefix, () =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Delimiter: '/', Prefix: prefix === '' ? undefined : prefix, ContinuationToken: token })),
+      );
+      for (const o of res.Contents ?? []) if (o.Key !== undefined) out.push(o.Key);
       token = res.IsTruncated ? res.NextContinuationToken : undefined;
       if (token === undefined) return { keys: out };
     }
     // Stopped early: nothing is known past the last key seen (or at all, if none was).
-    return { keys: out, through: last ?? '' };
+    return { keys: out, through: out.at(-1) ?? '' };
   }
 
   async close(): Promise<void> {

@@ -30,11 +30,11 @@ export interface CacheTransport {
   /** Top-level keys ending in `suffix` (file caches only; HTTP throws `UNSUPPORTED`). */
   list(suffix: string): Promise<string[]>;
   /**
-   * Optional (S3): the keys of {@link list} from at most `maxPages` requests, for answering many
-   * "is it there?" questions at once. `through` is set when the listing stopped early: keys
-   * after it (in byte order) were not seen.
+   * Optional (S3): the keys directly under `prefix` (`''` or `nar/`) from at most `maxPages`
+   * requests, for answering many "is it there?" questions at once. `through` is set when the
+   * listing stopped early: keys after it (in byte order) were not seen.
    */
-  listSome?(suffix: string, maxPages: number): Promise<{ keys: string[]; through?: string | undefined }>;
+  listSome?(prefix: string, maxPages: number): Promise<{ keys: string[]; through?: string | undefined }>;
   close(): Promise<void>;
 }
 
