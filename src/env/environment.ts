@@ -324,24 +324,22 @@ function upperDatabase(store: Store): { countValid(): number } | undefined {
   return typeof db?.countValid === 'function' ? (db as { countValid(): number }) : undefined;
 }
 
-/** Size of the profile's closure: one recursive query where the store has a DB, else a walk. */
+/**
+ * Size of the profile's closure: counted by one SQL query where the store has a DB (a layered
+ * store's upper has the whole closure once it is copied up: its rows only refer to its own),
+ * else summed over a walk.
+ */
 async function closureOf(
   store: Store,
   path: StorePath,
 ): Promise<{ closurePaths: number; closureBytes: number }> {
   const s = store as Store & { upper?: unknown; db?: unknown };
-  const local = (s.upper ?? s) as {
-    db?: {
-      queryClosure?: (p: unknown[]) => unknown[];
-      queryPathInfos?: (p: unknown[]) => Array<{ narSize: number }>;
-    };
-  };
-  if (
-    typeof local.db?.queryClosure === 'function' &&
-    typeof local.db.queryPathInfos === 'function'
-  ) {
-    const infos = local.db.queryPathInfos(local.db.queryClosure([path]));
-    return { closurePaths: infos.length, closureBytes: infos.reduce((n, i) => n + i.narSize, 0) };
+  const db = ((s.upper ?? s) as { db?: { queryClosureSize?: unknown } }).db;
+  if (typeof db?.queryClosureSize === 'function') {
+    const size = (
+      db as { queryClosureSize(p: StorePath[]): { paths: number; bytes: number } }
+    ).queryClosureSize([path]);
+    return { closurePaths: size.paths, closureBytes: size.bytes };
   }
   const { computeClosure } = await import('../store/closure.js');
   const infos = [...(await computeClosure(store, [path])).values()];

@@ -149,9 +149,11 @@ describe('layered copy-up', () => {
       expect(id(p.mid)).toBeLessThan(id(p.top));
       // References in the upper are the lower's.
       expect((await store.upper.queryPathInfo(p.mid))!.references.map((r) => r.baseName).sort()).toEqual([p.leaf, p.shared].map((r) => r.baseName).sort());
-      // Asking again writes nothing and still finds them.
+      // Asking again writes nothing, takes no write lock, and still finds them.
       const before = store.upper.db.countValid();
+      const tx = vi.spyOn(store.upper.db, 'transaction');
       expect(await store.copyUp([p.top])).toEqual([p.top]);
+      expect(tx).not.toHaveBeenCalled();
       expect(store.upper.db.countValid()).toBe(before);
     } finally {
       await store.close();
@@ -165,6 +167,36 @@ describe('layered copy-up', () => {
       expect(await store.copyUp([ghost, p.shared])).toEqual([p.shared]);
       expect((await store.upper.queryPathInfo(p.shared))!.sigs).toEqual(['a:1']);
       expect(await store.upper.isValidPath(ghost)).toBe(false);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('adding a path whose references the upper has reads no lower for them', async () => {
+    const { store, p } = await fixture();
+    try {
+      await store.copyUp([p.top]);
+      const reads = store.lowers.map((l) => vi.spyOn((l.store as LocalStore).db, 'queryClosureRows'));
+      const added = await store.addText('user', `uses ${store.storeDir.print(p.top)}\n`, [p.top]);
+      // The lowers are asked for the new path itself (a lower may have it: then nothing is written), not for its references.
+      const asked = reads.flatMap((r) => r.mock.calls.flatMap(([paths]) => paths.map((q) => q.baseName)));
+      expect(asked).toEqual([added.path.baseName, added.path.baseName]);
+      expect((await store.queryPathInfo(added.path))!.references).toEqual([p.top]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('closure sizes', () => {
+  it('are counted in SQL, equal to the sum over the closure', async () => {
+    const { store, p } = await fixture();
+    try {
+      const lower1 = store.lowers[1]!.store as LocalStore;
+      const infos = [...(await walk(lower1, [p.top, p.drv])).values()];
+      expect(lower1.db.queryClosureSize([p.top, p.drv])).toEqual({ paths: infos.length, bytes: infos.reduce((n, i) => n + i.narSize, 0) });
+      expect(infos.length).toBe(5);
+      expect(lower1.db.queryClosureSize([])).toEqual({ paths: 0, bytes: 0 });
     } finally {
       await store.close();
     }

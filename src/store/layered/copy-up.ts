@@ -53,10 +53,12 @@ export async function copyUpRows(
     const elsewhere = await outputsElsewhere(lowerPath.get(id)!);
     if (elsewhere && elsewhere.size > 0) outputs.set(id, [...elsewhere]);
   }
+  // Nothing to write (all copied up before): no write transaction, no lock taken.
+  if (upper.queryIds(ordered.map((r) => r.path)).size === rows.length) return { found, written: 0 };
   const s = statements(upper.db);
   let written = 0;
   upper.transaction(() => {
-    // Read inside the write transaction: another process may have copied some up meanwhile.
+    // Read again inside the write transaction: another process may have copied some up meanwhile.
     const upperId = upper.queryIds(ordered.map((r) => r.path));
     const added: ClosureRow[] = [];
     for (const r of ordered) {

@@ -239,6 +239,18 @@ export class LayeredStore implements LocalFsStore {
   }
 
   /**
+   * Copies up those of `paths` the upper lacks: references of something about to be added are
+   * usually there already (a profile's 30 packages, copied up a moment before), and then no
+   * lower is read at all.
+   */
+  private async copyUpMissing(paths: StorePath[]): Promise<void> {
+    if (paths.length === 0) return;
+    const have = new Set(this.upper.db.queryValid(paths).map((p) => p.baseName));
+    const missing = paths.filter((p) => !have.has(p.baseName));
+    if (missing.length > 0) await this.copyUp(missing);
+  }
+
+  /**
    * Copy-up from a lower that is a binary cache: its NARs are fetched into the upper, closure
    * references first, each checked against the trusted keys and verified before it becomes
    * valid. Closure members a local lower has get the metadata copy-up instead (no bytes).
@@ -316,7 +328,7 @@ export class LayeredStore implements LocalFsStore {
       nar.resume(); // A lower has it: a copy-up, no bytes.
       return;
     }
-    await this.copyUp(info.references.filter((r) => !r.equals(info.path)));
+    await this.copyUpMissing(info.references.filter((r) => !r.equals(info.path)));
     await this.upper.addFromNar(info, nar);
   }
 
@@ -330,7 +342,7 @@ export class LayeredStore implements LocalFsStore {
     const hash = method === 'flat' ? await hashFile(fsPath, algo) : (await hashPath(fsPath, algo)).hash;
     const path = this.storeDir.makeFixedOutputPath(name, hash, method === 'recursive', references);
     if (await this.isValidPath(path)) return (await this.queryPathInfo(path))!;
-    await this.copyUp(references);
+    await this.copyUpMissing(references);
     return this.upper.addPath(fsPath, options);
   }
 
@@ -339,7 +351,7 @@ export class LayeredStore implements LocalFsStore {
     const bytes = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
     const path = this.storeDir.makeTextPath(name, Hash.of('sha256', bytes), references);
     if (await this.isValidPath(path)) return (await this.queryPathInfo(path))!;
-    await this.copyUp(references);
+    await this.copyUpMissing(references);
     return this.upper.addText(name, bytes, references);
   }
 
@@ -359,7 +371,7 @@ export class LayeredStore implements LocalFsStore {
   async registerValidPaths(batch: Registration[]): Promise<void> {
     const inBatch = new Set(batch.map((r) => r.info.path.baseName));
     const refs = batch.flatMap((r) => r.info.references).filter((r) => !inBatch.has(r.baseName));
-    await this.copyUp([...refs, ...batch.map((r) => r.info.path)]);
+    await this.copyUpMissing([...refs, ...batch.map((r) => r.info.path)]);
     await this.upper.registerValidPaths(batch);
   }
 

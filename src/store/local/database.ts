@@ -262,6 +262,13 @@ export class NixDatabase {
     return this.stmts.queryRowsWithRefIds.all(JSON.stringify(ids)) as ClosureRow[];
   }
 
+  /** How many paths and NAR bytes the closure of `paths` holds, counted inside SQLite (no row is read out). */
+  queryClosureSize(paths: StorePath[]): { paths: number; bytes: number } {
+    if (paths.length === 0) return { paths: 0, bytes: 0 };
+    const r = this.stmts.queryClosureSize.get(JSON.stringify(paths.map((p) => this.storeDir.print(p)))) as { n: number; bytes: number };
+    return { paths: r.n, bytes: r.bytes };
+  }
+
   /** The `DerivationOutputs` rows of the derivations with these row ids. */
   queryDerivationOutputRows(drvIds: number[]): { drv: number; id: string; path: string }[] {
     if (drvIds.length === 0) return [];
@@ -373,6 +380,10 @@ function prepare(db: Database.Database) {
     queryRowsWithRefIds: db.prepare(`SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca,
         (SELECT group_concat(reference) FROM Refs WHERE referrer = v.id) AS refs
       FROM ValidPaths v WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id`),
+    queryClosureSize: db.prepare(`WITH RECURSIVE closure(id) AS (
+        SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))
+        UNION SELECT reference FROM Refs JOIN closure ON referrer = closure.id)
+      SELECT count(*) AS n, coalesce(sum(narSize), 0) AS bytes FROM ValidPaths JOIN closure USING (id)`),
     queryDerivationOutputsById: db.prepare('SELECT drv, id, path FROM DerivationOutputs WHERE drv IN (SELECT value FROM json_each(?))'),
     queryIdMany: db.prepare('SELECT id, path FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))'),
     insertPath: db.prepare('INSERT INTO ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) VALUES (@path, @hash, @registrationTime, @deriver, @narSize, @ultimate, @sigs, @ca)'),
