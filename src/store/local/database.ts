@@ -49,6 +49,8 @@ export class NixDatabase {
   private readonly stmts: ReturnType<typeof prepare>;
   /** `db.sqlite-shm`, opened on the first {@link changeToken}. */
   private shmFd = -1;
+  private readonly shmScratch = Buffer.alloc(WAL_INDEX_HEADERS);
+  private lastToken: Buffer | undefined;
 
   private constructor(db: Database.Database, storeDir: StoreDir, readOnly: boolean) {
     this.db = db;
@@ -133,11 +135,13 @@ export class NixDatabase {
         return undefined;
       }
     }
-    const hdr = Buffer.allocUnsafe(WAL_INDEX_HEADERS);
+    const hdr = this.shmScratch;
     if (readSync(this.shmFd, hdr, 0, WAL_INDEX_HEADERS, 0) !== WAL_INDEX_HEADERS) return undefined;
     // Writers fill the second copy, then the first: copies that differ are a write under way.
     if (hdr.compare(hdr, 0, WAL_INDEX_HEADERS / 2, WAL_INDEX_HEADERS / 2, WAL_INDEX_HEADERS) !== 0) return undefined;
-    return hdr;
+    // The same token object while nothing changes: no allocation on a hot path that polls.
+    if (this.lastToken?.equals(hdr) !== true) this.lastToken = Buffer.from(hdr);
+    return this.lastToken;
   }
 
   /** A row as a `PathInfo`; `refs` are full paths, or store paths already sorted by base name. */
