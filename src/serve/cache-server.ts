@@ -62,6 +62,8 @@ const NARINFO_MEMO = 20_000;
 /** A memoised narinfo: the answers to GET and HEAD, shared by every hit (never mutated). */
 interface Memo {
   path: StorePath;
+  /** What the answer was rendered from (compared after a commit). */
+  info: PathInfo;
   layer: string;
   get: ServeResponse;
   head: ServeResponse;
@@ -78,6 +80,19 @@ const MAX_SMALL_BODY = 1024 * 1024;
 function text(status: number, body: string, route: string, type = 'text/plain; charset=utf-8'): ServeResponse {
   const buf = Buffer.from(body);
   return { status, headers: { 'content-type': type, 'content-length': String(buf.length) }, body: buf, route };
+}
+
+/** Whether a fresh row still renders the memoised narinfo (every field a narinfo shows). */
+function sameRow(now: PathInfo | undefined, then: PathInfo): boolean {
+  return (
+    now !== undefined &&
+    now.narHash.equals(then.narHash) &&
+    now.narSize === then.narSize &&
+    now.deriver?.baseName === then.deriver?.baseName &&
+    now.ca === then.ca &&
+    now.sigs.join(' ') === then.sigs.join(' ') &&
+    now.references.map((r) => r.baseName).join(' ') === then.references.map((r) => r.baseName).join(' ')
+  );
 }
 
 async function readSmall(body: Readable | undefined, limit: number): Promise<Buffer | undefined> {
@@ -124,13 +139,16 @@ export class CacheServer {
     const quick = this.answerFromMemo(req.method, req.url);
     if (quick !== undefined) return quick;
     // A memo hit the change token cannot vouch for: re-checked with a query, so a deleted path
-    // is never served.
+    // is never served. After a commit the token shows, the row itself is compared, so added
+    // signatures or a path deleted and registered again are not served stale either (rare: the
+    // first hit per path after a commit). Without a token, one validity query per hit.
     if (req.method === 'GET' || req.method === 'HEAD') {
       const hit = this.#memo.get(narinfoHashPart(req.url) ?? '');
       if (hit !== undefined) {
         try {
           const token = this.store.changeToken?.();
-          if (await this.store.isValidPath(hit.path)) {
+          const same = token === undefined ? await this.store.isValidPath(hit.path) : sameRow(await this.store.queryPathInfo(hit.path), hit.info);
+          if (same) {
             hit.validAt = token;
             this.metrics.layerHit(hit.layer);
             return req.method === 'GET' ? hit.get : hit.head;
@@ -197,7 +215,7 @@ export class CacheServer {
         // Only paths that are the upper's own (or a plain store's) are memoised: a lower's answer may change.
         if (layer === 'store' || layer === 'upper') {
           if (this.#memo.size >= NARINFO_MEMO) this.#memo.delete(this.#memo.keys().next().value!);
-          this.#memo.set(route.hashPart, { path: info.path, layer, get: res, head: { status: 200, headers: res.headers, route: label }, validAt: token });
+          this.#memo.set(route.hashPart, { path: info.path, info, layer, get: res, head: { status: 200, headers: res.headers, route: label }, validAt: token });
         }
         return res;
       }

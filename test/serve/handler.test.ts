@@ -177,6 +177,7 @@ describe('memoised narinfos', () => {
         get(target, prop, receiver) {
           const v = Reflect.get(target, prop, receiver);
           if (prop === 'isValidPath') return (p: Parameters<typeof store.isValidPath>[0]) => (checks++, target.isValidPath(p));
+          if (prop === 'queryPathInfo') return (p: Parameters<typeof store.queryPathInfo>[0]) => (checks++, target.queryPathInfo(p));
           // A store that cannot tell cheaply (the layered store, a proxy) has no token.
           if (prop === 'changeToken' && !withToken) return undefined;
           return typeof v === 'function' ? v.bind(target) : v;
@@ -207,6 +208,28 @@ describe('memoised narinfos', () => {
       }
     });
   }
+
+  it('a signature added by another process shows in the next answer (the memo is not served stale)', async () => {
+    const work = tempDir();
+    await (await filledStore(work)).close();
+    const store = await openStore(join(work, 'local'));
+    const leaf = (await store.queryAllValidPaths()).find((p) => p.name === 'tree1')!;
+    const server = new CacheServer(store, { compression: 'none' });
+    const other = await openStore(join(work, 'local'));
+    try {
+      const url = `/${leaf.hashPart}.narinfo`;
+      const before = parseNarInfo(await body((await server.handle({ method: 'GET', url })).body));
+      expect(server.answerFromMemo('GET', url)?.status).toBe(200);
+      const sig = `late-key-1:${Buffer.alloc(64, 7).toString('base64')}`;
+      await other.addSignatures(leaf, [sig]);
+      const after = parseNarInfo(await body((await server.handle({ method: 'GET', url })).body));
+      expect(after.sigs).toEqual([...before.sigs, sig].sort());
+      expect(server.answerFromMemo('GET', url)?.status).toBe(200);
+    } finally {
+      await other.close();
+      await store.close();
+    }
+  });
 
   it('over HTTP: a memoised narinfo deleted from the store is 404 on the same keep-alive connection', async () => {
     const work = tempDir();
