@@ -2,7 +2,10 @@
  * Start-up: `strata path-info P` on a small store against its floor, a bare `node -e 0`
  * (target: within 1.3×), and against real Nix 2.8's `nix path-info P` (ratio reported).
  * Whole processes, timed with hyperfine (`-N`) in interleaved rounds; the strata timed is a
- * private build of this checkout's src/ run through a copy of bin/strata.
+ * private build of this checkout's src/ (tsc, then scripts/bundle.mjs, as `npm run build`) run
+ * through a copy of bin/strata, which loads the bundle through its V8 code cache (written by the
+ * first of the `add` runs that make the store). For comparison, the same build's compiled
+ * modules run directly (`node dist/cli/main.js`, what bin/strata ran before the bundle).
  *
  * Run: `npx tsx bench/startup.ts [--write] [--rounds N]` (`--write` updates BENCHMARKS.md).
  */
@@ -10,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { CACHE, dataDir, machine, nixEnv, privateBuild } from './lib/env.js';
+import { CACHE, dataDir, machine, nixEnv, privateBuild, ROOT } from './lib/env.js';
 import { median, haveHyperfine, timeProcesses, type Candidate } from './lib/timing.js';
 import { ms, ratio, say, table, writeSubsection } from './lib/report.js';
 
@@ -22,10 +25,11 @@ const ROUNDS = arg('--rounds', 8);
 const PER_ROUND = 5;
 const TARGET = 1.3;
 
-privateBuild();
+const modules = privateBuild();
+execFileSync(process.execPath, [join(ROOT, 'scripts', 'bundle.mjs'), join(CACHE, 'dist')]);
 const bin = join(CACHE, 'bin');
 mkdirSync(bin, { recursive: true });
-copyFileSync(join(CACHE, '..', '..', 'bin', 'strata'), join(bin, 'strata'));
+for (const f of ['strata', 'package.json']) copyFileSync(join(ROOT, 'bin', f), join(bin, f));
 const strata = join(bin, 'strata');
 
 const DATA = dataDir('startup');
@@ -49,13 +53,21 @@ try {
   const got = execFileSync(process.execPath, [strata, '--store', store, 'path-info', p], {
     encoding: 'utf8',
   }).trim();
-  if (want !== got) throw new Error(`answers differ: nix '${want}', strata '${got}'`);
+  const gotModules = execFileSync(process.execPath, [modules, '--store', store, 'path-info', p], {
+    encoding: 'utf8',
+  }).trim();
+  if (want !== got || want !== gotModules)
+    throw new Error(`answers differ: nix '${want}', strata '${got}', unbundled '${gotModules}'`);
 
   const candidates: Candidate[] = [
     { name: 'node -e 0', argv: [process.execPath, '-e', '0'] },
     {
       name: 'strata path-info P',
       argv: [process.execPath, strata, '--store', store, 'path-info', p],
+    },
+    {
+      name: 'unbundled',
+      argv: [process.execPath, modules, '--store', store, 'path-info', p],
     },
     { name: 'nix path-info P', argv: ['nix', '--store', store, 'path-info', p], env: nenv },
   ];
@@ -72,7 +84,11 @@ try {
     ...table(
       ['command', 'median wall', 'min wall', 'median user+sys', 'vs `node -e 0`'],
       candidates.map((c) => [
-        c.name === 'strata path-info P' ? '`strata path-info P`' : `\`${c.name}\``,
+        c.name === 'strata path-info P'
+          ? '`strata path-info P`'
+          : c.name === 'unbundled'
+            ? '`node dist/cli/main.js path-info P` (no bundle)'
+            : `\`${c.name}\``,
         ms(med(c.name)),
         ms(Math.min(...res.get(c.name)!.wall)),
         ms(cpu(c.name)),

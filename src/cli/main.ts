@@ -32,15 +32,17 @@ program
   .exitOverride()
   .configureOutput({ outputError: (s, write) => write(s) });
 
-// Only the module of the command being run is loaded (see command-table.ts for the numbers).
-const name = commandNameOf(process.argv, program);
-const load = name !== undefined && Object.hasOwn(COMMAND_MODULES, name) ? COMMAND_MODULES[name] : undefined;
-if (load) (await load()).register(program);
-else await registerAllCommands(program);
-
-try {
+// No top-level await: scripts/bundle.mjs makes this file part of a CommonJS bundle.
+async function run(): Promise<void> {
+  // Only the module of the command being run is loaded (see command-table.ts for the numbers).
+  const name = commandNameOf(process.argv, program);
+  const load = name !== undefined && Object.hasOwn(COMMAND_MODULES, name) ? COMMAND_MODULES[name] : undefined;
+  if (load) (await load()).register(program);
+  else await registerAllCommands(program);
   await program.parseAsync(process.argv);
-} catch (e) {
+}
+
+run().catch((e: unknown) => {
   if (e instanceof CommanderError) {
     // Help and version exit 0; usage errors have been printed by commander and exit 2.
     process.exitCode = e.exitCode === 0 ? 0 : 2;
@@ -48,4 +50,4 @@ try {
     process.stderr.write(renderError(e));
     process.exitCode = exitCodeFor(e);
   }
-}
+});
