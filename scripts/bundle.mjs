@@ -23,7 +23,7 @@
  *
  * Usage: `node scripts/bundle.mjs [DIST_DIR]` (default dist/ of this checkout).
  */
-import { rmSync, statSync } from 'node:fs';
+import { renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -105,9 +105,11 @@ const LAZY = [
   'zlib',
 ];
 
-await build({
+const outfile = join(dist, 'strata.cjs');
+const result = await build({
   entryPoints: [entry],
-  outfile: join(dist, 'strata.cjs'),
+  outfile,
+  write: false,
   bundle: true,
   platform: 'node',
   format: 'cjs',
@@ -123,5 +125,8 @@ await build({
   supported: { 'dynamic-import': false },
   logLevel: 'warning',
 });
+// Replaced in one rename: a strata started during a build reads the old bundle or the new one.
+writeFileSync(`${outfile}.tmp-${process.pid}`, result.outputFiles[0].contents, { mode: 0o755 });
+renameSync(`${outfile}.tmp-${process.pid}`, outfile);
 // bin/strata's V8 code caches belong to the previous bundle.
 rmSync(join(dist, '.v8-cache'), { recursive: true, force: true });
