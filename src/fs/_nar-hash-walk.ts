@@ -19,6 +19,8 @@ import { childPath, listedSymlink, newWalk, readSortedDir, streamFile, type Walk
 const MAX_STEPS = 64 * 1024;
 /** Batches published before helpers are started: a tree under ~512 files is done before a worker (~50 ms) is up. */
 const START_AFTER = 2;
+/** Steps between two turns of the event loop, whatever they are: 4096 steps of listing are a few ms. */
+const YIELD_STEPS = 4096;
 
 const enum Op {
   Dir,
@@ -52,6 +54,7 @@ class Session {
   readonly #stack: Frame[] = [];
   #queue: Step[] = [];
   #head = 0;
+  #steps = 0;
   readonly #base: number;
   /** The batch being filled with paths, how many it has, and where the next path goes. */
   #fill: number;
@@ -91,6 +94,8 @@ class Session {
         this.#plan();
       }
       const step = this.#queue[this.#head++]!;
+      // Directories and symlinks need no batch, so a stretch of them yields here (files yield per batch).
+      if (++this.#steps % YIELD_STEPS === 0) await new Promise<void>((res) => setImmediate(res));
       if (step.op === Op.File) {
         await this.#file(step);
         continue;

@@ -262,14 +262,17 @@ export class ReadPool {
    * Meanwhile the caller's `idle` work runs (reading later batches) as long as it finds some.
    */
   async waitDone(s: number, idle: () => boolean): Promise<void> {
-    while (!this.isDone(s)) {
+    const cell = DONE + (s % SLOTS);
+    for (;;) {
+      // Wait on the value seen *before* deciding to wait: a `done` stored since makes waitAsync return at once.
+      const seen = Atomics.load(this.ctl, cell);
+      if (seen === s + 1) return;
       if (idle()) continue;
       if (!this.#alive) {
         this.readHere(s);
         return;
       }
-      const cell = DONE + (s % SLOTS);
-      const r = waitAsync(this.ctl, cell, Atomics.load(this.ctl, cell));
+      const r = waitAsync(this.ctl, cell, seen);
       if (r.async) await Promise.race([r.value, this.#dead]);
     }
   }

@@ -13,7 +13,7 @@ import { Hash, type HashAlgo } from '../../src/core/hash.js';
 import { type NarEntry, str } from '../../src/core/nar/format.js';
 import { encodeNar } from '../../src/core/nar/writer.js';
 import { hashFile, hashPath } from '../../src/fs/hash-path.js';
-import { helperStats } from '../../src/fs/_nar-read-pool.js';
+import { CLAIMED, helperStats, PUBLISHED, ReadPool } from '../../src/fs/_nar-read-pool.js';
 import { dumpPath } from '../../src/fs/nar-dump.js';
 import { restoreNar } from '../../src/fs/nar-restore.js';
 import { loadVector } from '../support/vectors.js';
@@ -356,6 +356,18 @@ describe('hashPath on big trees (batched reads on a helper thread)', () => {
     // The helper claims batches as they are published; on a loaded machine it may lose a few races.
     for (let i = 0; i < 10 && helperStats().batches === before; i++) expect((await hashPath(root)).hash.equals(want)).toBe(true);
     expect(helperStats().batches).toBeGreaterThan(before);
+  });
+
+  it('waiting for a batch a helper claimed returns when it is marked done while the main thread was busy', async () => {
+    const pool = new ReadPool(true);
+    pool.publish(0, 0);
+    Atomics.store(pool.ctl, CLAIMED, 1); // batch 0 claimed by a (pretend) helper
+    expect(Atomics.load(pool.ctl, PUBLISHED)).toBe(1);
+    // The helper finishes while the main thread does other work, before it starts waiting.
+    const idle = (): boolean => (pool.markDone(0), false);
+    const waited = pool.waitDone(0, idle).then(() => 'done');
+    const timeout = new Promise((res) => setTimeout(() => res('hung'), 2000).unref());
+    expect(await Promise.race([waited, timeout])).toBe('done');
   });
 
   it('hashes concurrently (the second hash gets its own batches) and after a failure', async () => {
