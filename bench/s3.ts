@@ -29,7 +29,7 @@ import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteBucketCommand, DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 
 import type { StorePath } from '../src/core/store-path.js';
 import { S3Transport } from '../src/store/binary-cache/s3-transport.js';
@@ -37,7 +37,7 @@ import { computeClosure } from '../src/store/closure.js';
 import { copyPaths } from '../src/store/copy.js';
 import type { LocalStore } from '../src/store/local/local-store.js';
 import { openStore } from '../src/store/open.js';
-import { makeBucket, type S3Server, s3Uri, startS3, stopS3 } from '../test/s3/_s3.js';
+import { listObjects, makeBucket, type S3Server, s3Uri, startS3, stopS3 } from '../test/s3/_s3.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const args = process.argv.slice(2);
@@ -168,6 +168,13 @@ async function measure(rgwPid: number | undefined, fn: () => Promise<void>): Pro
   return { wall, cpu: (c.user + c.system) / 1e6, rgw: procCpu(rgwPid) - r0 };
 }
 
+/** Empties and removes a bucket: the test server's memstore holds 1.5 GiB, a round uses 0.3. */
+async function dropBucket(server: S3Server, client: S3Client, bucket: string): Promise<void> {
+  const keys = [...(await listObjects(server, bucket)).keys()];
+  await pool(keys, 16, async (Key) => void (await client.send(new DeleteObjectCommand({ Bucket: bucket, Key }))));
+  await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+}
+
 type Phase = 'floorPush' | 'strataPush' | 'floorPull' | 'strataPull' | 'strataRead';
 
 async function main(): Promise<void> {
@@ -257,6 +264,8 @@ async function main(): Promise<void> {
       for (const [name, fn] of order<[Phase, () => Promise<void>]>(['floorPush', floorPush], ['strataPush', strataPush])) results[name].push(await measure(rgwPid, fn));
       for (const [name, fn] of order<[Phase, () => Promise<void>]>(['floorPull', floorPull], ['strataPull', strataPull])) results[name].push(await measure(rgwPid, fn));
       results.strataRead.push(await measure(rgwPid, strataRead));
+      await dropBucket(server, client, fb);
+      await dropBucket(server, client, sb);
       rmSync(join(work, `xdg-${run}-pull`), { recursive: true, force: true });
       rmSync(join(work, `xdg-${run}-read`), { recursive: true, force: true });
       const w = (p: Phase) => results[p].at(-1)!.wall.toFixed(2);
