@@ -6,11 +6,11 @@
  * Run: `npx tsx bench/serve.ts [GiB] [--rounds N] [--latency-only]` (GiB of the memory test,
  * default 4, 0 skips it; --latency-only skips the NAR download and the memory test).
  *
- * Latency is measured against four servers, each its own process, in interleaved rounds (the
+ * Latency is measured against five servers, each its own process, in interleaved rounds (the
  * order rotated every round; this 2-core VM is shared, so back-to-back blocks would compare
- * different machines): nginx, strata serve, and two floors that say what is left to strata at
- * all: a bare node:http server and a bare `net` server answering every request with the same
- * fixed narinfo response. Two clients: undici (one keep-alive connection) and a minimal raw
+ * different machines): nginx, strata serve, and three floors that say what is left to strata at
+ * all: a bare node:http server, the same plus the one pread strata's hot path needs, and a bare
+ * `net` server, each answering every request with the same fixed narinfo response. Two clients: undici (one keep-alive connection) and a minimal raw
  * socket client (less client time in each round trip, so server differences show more).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -95,12 +95,20 @@ async function rawClient(port: number): Promise<LatencyClient> {
   };
 }
 
-/** A floor server as its own process, answering every request with one fixed response. */
-function startBare(kind: 'http' | 'net', port: number, body: Buffer): Promise<ChildProcess> {
+/**
+ * A floor server as its own process, answering every request with one fixed response. `pread`:
+ * node:http plus what strata's hot path must do at least, one 96-byte pread of the store
+ * database's -shm file per request (the change token that proves the path still valid).
+ */
+function startBare(kind: 'http' | 'pread' | 'net', port: number, body: Buffer, shm = ''): Promise<ChildProcess> {
   const code =
-    kind === 'http'
+    kind !== 'net'
       ? `const body = Buffer.from(process.env.BODY, 'base64');
+         const fs = require('node:fs');
+         const fd = ${kind === 'pread' ? `fs.openSync(${JSON.stringify(shm)}, 'r')` : '-1'};
+         const token = Buffer.alloc(96);
          require('node:http').createServer((req, res) => {
+           if (fd >= 0 && fs.readSync(fd, token, 0, 96, 0) !== 96) throw new Error('short read');
            res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': body.length });
            res.end(body);
          }).listen(${port}, '127.0.0.1', () => console.log('up'));`
@@ -175,6 +183,7 @@ const nginxUrl = 'http://127.0.0.1:18481';
 const fixed = Buffer.from(await (await fetch(`${strata.url}/${chain[150]!.hashPart}.narinfo`)).arrayBuffer());
 const bareHttp = await startBare('http', 18484, fixed);
 const bareNet = await startBare('net', 18485, fixed);
+const barePread = await startBare('pread', 18486, fixed, join(storeRoot, 'nix/var/nix/db/db.sqlite-shm'));
 // nginx answers from its one worker process, the master's child.
 const nginxMaster = Number(readFileSync(join(work, 'nginx', 'nginx.pid'), 'utf8'));
 const nginxWorker = Number(readFileSync(`/proc/${nginxMaster}/task/${nginxMaster}/children`, 'utf8').trim().split(' ')[0]);
@@ -182,6 +191,7 @@ const servers = [
   { name: 'nginx', port: 18481, pid: nginxWorker },
   { name: 'strata serve', port: 18482, pid: strata.child.pid! },
   { name: 'bare node:http', port: 18484, pid: bareHttp.pid! },
+  { name: 'bare node:http + pread', port: 18486, pid: barePread.pid! },
   { name: 'bare net', port: 18485, pid: bareNet.pid! },
 ];
 try {
@@ -234,6 +244,13 @@ try {
       console.log(`| ${s.name} | ${m.toFixed(1)} µs | ${rm.toFixed(1)} µs | ${pct(t, 0.9).toFixed(1)} µs | ${mean.toFixed(1)} µs | ${(m / ref).toFixed(2)}× | ${(rm / refRounds).toFixed(2)}× |`);
     }
   }
+  const ratioOf = (clientKind: string, name: string): number => median(times.get(`${clientKind}\t${name}`)!) / median(times.get(`${clientKind}\tnginx`)!);
+  console.log('\nsummary, median latency / nginx (undici client, raw client); target for strata serve 1.1×:');
+  for (const s of servers.slice(1)) {
+    const u = ratioOf('undici', s.name);
+    const r = ratioOf('raw', s.name);
+    console.log(`  ${s.name}: ${u.toFixed(2)}×, ${r.toFixed(2)}×${s.name === 'strata serve' ? (Math.max(u, r) <= 1.1 ? ' (met)' : ' (not met)') : ''}`);
+  }
 
   if (blob) {
     const nginxNi = parseNarInfo(readFileSync(join(cacheDir, `${blob.hashPart}.narinfo`)));
@@ -254,6 +271,7 @@ try {
   stopNginx();
   bareHttp.kill('SIGTERM');
   bareNet.kill('SIGTERM');
+  barePread.kill('SIGTERM');
 }
 
 // Peak memory: a sparse file of `bigGiB` GiB added to a fresh store, streamed by strata serve.
