@@ -2,17 +2,8 @@
  * One build: prepare the build dir and the scratch overlay, run the builder, check and register
  * its outputs, clean up. The caller holds the outputs' path locks and has realised the inputs.
  */
-import {
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  rmdirSync,
-  rmSync,
-  unlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { StrataError } from '../core/error.js';
@@ -26,6 +17,7 @@ import { BuildLog } from './logs.js';
 import type { BuildNamespace } from './namespace.js';
 import { checkOutputs, publishOutputs } from './register-outputs.js';
 import { lexists } from '../fs/exists.js';
+import { BuildDirs } from './build-dirs.js';
 
 /** Lines of log shown when a build fails (as Nix's default `log-lines`). */
 export const LOG_TAIL_LINES = 10;
@@ -59,12 +51,10 @@ export interface BuildOptions {
    */
   defer?: ((cleanup: Promise<void>) => void) | undefined;
   /**
-   * A directory the run's builds share (made on first use; the caller removes it): each build
-   * makes `nix-build-<drv name>-<n>` and its raw log there, n the smallest free number, as Nix
-   * numbers its build dirs. One mkdir and one rmdir less per build than a temp dir each (the
-   * default without it).
+   * The run's build dirs (build-dirs.ts), reused from build to build; the caller closes it.
+   * Without it the build makes and removes a temp dir of its own.
    */
-  tempRoot?: (() => string) | undefined;
+  buildDirs?: BuildDirs | undefined;
   /** `NIX_BUILD_CORES`. */
   cores?: number | undefined;
   /** Receives the builder's output as it comes (`-v`). */
@@ -85,30 +75,6 @@ export interface BuildRequest {
 }
 
 /**
- * Removes a build's dir and raw log (and its own temp dir, `top`) when the build dir holds only
- * what strata put there, the case of most builds: a few synchronous calls. A recursive `fs.rm`
- * walks it through the thread pool and cost ~2 ms of CPU per build here (100 builds: 300 ms
- * against 90 ms), CPU the builders of a `-j 2` run need. False when anything else is left: the
- * caller removes the tree the long way.
- */
-function removeLean(
-  buildDir: string,
-  rawLog: string,
-  written: string[],
-  top: string | undefined,
-): boolean {
-  try {
-    for (const f of written) unlinkSync(join(buildDir, f));
-    rmdirSync(buildDir);
-    if (lexists(rawLog)) unlinkSync(rawLog);
-    if (top !== undefined) rmdirSync(top);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
  * Builds a derivation and registers its new outputs; returns their path infos. On any failure
  * nothing is registered and no output is left in the store.
  *
@@ -120,20 +86,9 @@ export async function buildDerivation(
   options: BuildOptions,
 ): Promise<PathInfo[]> {
   const drvName = req.drvPath.name; // `simple.drv`
-  /** This build's own temp dir, when the run has no shared one. */
-  const top = options.tempRoot ? undefined : mkdtempSync(join(tmpdir(), 'strata-build-'));
-  const parent = top ?? options.tempRoot!();
-  // Nix's build dir name: `nix-build-<drv name>-<n>`, n the smallest free number in the parent.
-  let buildDir: string;
-  for (let n = 0; ; n++) {
-    buildDir = join(parent, `nix-build-${drvName}-${n}`);
-    try {
-      mkdirSync(buildDir, { mode: 0o700 });
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-  }
+  const ownDirs = options.buildDirs ? undefined : new BuildDirs();
+  const dirs = options.buildDirs ?? ownDirs!;
+  const buildDir = dirs.acquire(drvName);
   const rawLog = `${buildDir}.log`;
   let scratch: string | undefined;
   /** What this build may have left in a shared upper (or in the store, without isolation). */
@@ -270,20 +225,18 @@ export async function buildDerivation(
     return infos;
   } finally {
     for (const p of inUpper) if (lexists(p)) removeTree(p);
-    if (!removeLean(buildDir, rawLog, written, top)) {
-      const leftover = top ?? buildDir;
-      if (options.defer) {
-        const rmLog = top ? Promise.resolve() : rm(rawLog, { force: true });
+    // What strata put there goes; an empty build dir is kept for the next build (build-dirs.ts).
+    for (const f of written) rmSync(join(buildDir, f), { force: true });
+    rmSync(rawLog, { force: true });
+    const leftover = dirs.release(buildDir);
+    if (leftover !== undefined) {
+      if (options.defer)
         options.defer(
-          Promise.all([rm(leftover, { recursive: true, force: true }), rmLog])
-            .then(() => {})
-            .catch(() => removeTree(leftover)),
+          rm(leftover, { recursive: true, force: true }).catch(() => removeTree(leftover)),
         );
-      } else {
-        removeTree(leftover);
-        if (!top) rmSync(rawLog, { force: true });
-      }
+      else removeTree(leftover);
     }
+    ownDirs?.close();
     if (scratch !== undefined) removeTree(scratch);
   }
 }

@@ -8,18 +8,16 @@
  * Inputs are only looked at when a derivation has to be built (as in Nix): a derivation whose
  * outputs are valid never needs its inputs.
  */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { StrataError } from '../core/error.js';
 import type { Derivation } from '../core/derivation/index.js';
 import type { StorePath } from '../core/store-path.js';
 import { readDerivation } from '../store/derivation-add.js';
-import { removeTree } from '../store/local/staging.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import { canIsolate } from './builder.js';
 import { buildDerivation } from './build-derivation.js';
+import { BuildDirs } from './build-dirs.js';
 import { BuildNamespace } from './namespace.js';
 
 /** Options of {@link realise}. */
@@ -127,8 +125,8 @@ class Realiser {
   private readonly running = new Set<string>();
   private readonly cleanups: Array<Promise<void>> = [];
   private readonly infos = new Map<string, PathInfo>();
-  /** The temp dir the run's build dirs are made in, once one is needed. */
-  private tempRoot: string | undefined;
+  /** The run's build dirs, reused from build to build. */
+  private readonly buildDirs = new BuildDirs();
 
   constructor(
     private readonly store: LocalFsStore,
@@ -166,7 +164,7 @@ class Realiser {
     } finally {
       if (this.namespace) await (await this.namespace.catch(() => undefined))?.close();
       await Promise.all(this.cleanups);
-      if (this.tempRoot !== undefined) removeTree(this.tempRoot);
+      this.buildDirs.close();
     }
     return settled.map((s, i) =>
       s.status === 'fulfilled'
@@ -353,7 +351,7 @@ class Realiser {
             {
               isolation: this.isolation,
               namespace: () => this.openNamespace(),
-              tempRoot: () => (this.tempRoot ??= mkdtempSync(join(tmpdir(), 'strata-build-'))),
+              buildDirs: this.buildDirs,
               // Live: builds that start while this one runs put their outputs in the upper too.
               othersOutputs: this.running,
               cores: this.options.cores,
