@@ -75,7 +75,7 @@ export class S3Transport implements CacheTransport {
   readonly #partConcurrency: number;
   readonly #retries: number;
   readonly #backoff: number;
-  #staging: string | undefined;
+  #staging: Promise<string> | undefined;
 
   constructor(options: S3TransportOptions) {
     this.bucket = options.bucket;
@@ -249,7 +249,9 @@ export class S3Transport implements CacheTransport {
   }
 
   async stagingDir(): Promise<string> {
-    this.#staging ??= await mkdtemp(join(tmpdir(), 'strata-s3-'));
+    // The promise is kept, not its result: 8 uploads start at once, and each must get the one
+    // directory that close() removes, not a mkdtemp of its own.
+    this.#staging ??= mkdtemp(join(tmpdir(), 'strata-s3-'));
     return this.#staging;
   }
 
@@ -279,6 +281,7 @@ export class S3Transport implements CacheTransport {
 
   async close(): Promise<void> {
     this.client.destroy();
-    if (this.#staging !== undefined) await rm(this.#staging, { recursive: true, force: true });
+    const staging = await this.#staging?.catch(() => undefined);
+    if (staging !== undefined) await rm(staging, { recursive: true, force: true });
   }
 }
