@@ -3,12 +3,12 @@
  * NARs in flight, every NAR verified by the destination before it becomes valid, and Nix's
  * signature policy when the destination is a store on this machine.
  */
-import { Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 
 import { StrataError } from '../core/error.js';
 import type { StorePath } from '../core/store-path.js';
 import { computeClosure, topoSortInfos } from './closure.js';
-import { isLocalFsStore, type PathInfo, type Store } from './store.js';
+import { isLocalFsStore, type AddNarsOptions, type NarSource, type PathInfo, type Store } from './store.js';
 import { acceptable, type TrustPolicy, trustedKeysOf, untrustedError } from './trust.js';
 
 /** Progress of a copy, reported after each chunk and each finished path. */
@@ -105,7 +105,24 @@ export async function copyPaths(from: Store, to: Store, paths: StorePath[], opti
 /** Protects `paths` in `to` from a concurrent GC, when `to` is a store with GC roots. */
 export async function addTempRoots(to: Store, paths: StorePath[]): Promise<void> {
   if (!isLocalFsStore(to)) return;
+  // The local store writes many roots at once (one gc.lock round); others take them one by one.
+  const many = (to as Partial<{ addTempRoots(p: StorePath[]): Promise<void> }>).addTempRoots;
+  if (many) return many.call(to, paths);
   for (const p of paths) await to.addTempRoot(p);
+}
+
+/**
+ * Adds a batch of NARs through `to.addFromNars` when the store has it (one registration for the
+ * batch), else one `addFromNar` at a time, references first.
+ */
+export async function addNars(to: Store, items: NarSource[], options: AddNarsOptions = {}): Promise<void> {
+  if (to.addFromNars) return to.addFromNars(items, options);
+  const byBase = new Map(items.map((i) => [i.info.path.baseName, i]));
+  for (const info of topoSortInfos(items.map((i) => i.info))) {
+    const nar = await byBase.get(info.path.baseName)!.nar();
+    await to.addFromNar(info, nar instanceof Uint8Array ? Readable.from([nar]) : nar);
+    options.onRestored?.(info);
+  }
 }
 
 /** Refuses the whole batch when one path fails the signature policy (nothing is copied). */
@@ -116,9 +133,22 @@ export function checkTrust(to: Store, items: CopyItem[], policy: TrustPolicy): v
 }
 
 /**
- * Adds `items` to `to`, each once all of its references in the batch are in: up to
- * `concurrency` NARs in flight. The first failure stops paths not yet started and is thrown
- * after the running ones settle; paths already added stay (each is complete and verified).
+ * Paths registered per transaction when copying into a store with `addFromNars`, and the NAR
+ * bytes they may add up to: a closure is registered in a few large transactions, as Nix's
+ * `registerValidPaths` does, while a failure late in a huge copy loses at most one batch of work
+ * (a batch is all or nothing) and the paths locked at once stay well below the 20,000
+ * descriptors a process may open here.
+ */
+const BATCH_PATHS = 1000;
+const BATCH_BYTES = 1 << 30;
+
+/**
+ * Adds `items` to `to`, references first: up to `concurrency` NARs in flight. Into a store with
+ * `addFromNars` (the local store) the NARs of a whole batch are fetched and verified in
+ * parallel, even along a chain of references, and the batch registered in one transaction; into
+ * others each path is added once its references are in. The first failure stops what has not
+ * started and is thrown once the running transfers settle; batches (or paths) already added
+ * stay, each complete and verified.
  */
 export async function copyItems(to: Store, items: CopyItem[], options: Pick<CopyOptions, 'concurrency' | 'onProgress'> = {}): Promise<StorePath[]> {
   const ordered = topoSortInfos(items.map((i) => i.info));
@@ -126,6 +156,20 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
   const progress: CopyProgress = { pathsDone: 0, pathsTotal: ordered.length, bytesDone: 0, bytesTotal: ordered.reduce((s, i) => s + i.narSize, 0) };
   const report = (finished?: StorePath) => options.onProgress?.({ ...progress, finished });
   const limit = Math.max(1, options.concurrency ?? 8);
+  /** The NAR of `info` from its source, counted for the progress report. */
+  const openNar = async (info: PathInfo): Promise<Readable> => {
+    const nar = await sourceOf.get(info.path.baseName)!.narFromPath(info.path);
+    const counted = new Counter((n) => ((progress.bytesDone += n), report()));
+    // pipe() does not forward errors: a failed verification must reach the destination.
+    nar.on('error', (e) => counted.destroy(e));
+    // The destination may stop reading early (it found the NAR bad itself); a verification
+    // error the source raises after that has no reader left and must not crash the process.
+    // While the destination reads, its own listener still receives the error.
+    counted.on('error', () => {});
+    return nar.pipe(counted);
+  };
+  if (to.addFromNars) return copyInBatches(to, ordered, openNar, limit, progress, report);
+
   let running = 0;
   const waiting: Array<() => void> = [];
   const slot = async () => {
@@ -148,16 +192,7 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
         await slot();
         try {
           if (failure !== undefined) throw failure;
-          const source = sourceOf.get(info.path.baseName)!;
-          const nar = await source.narFromPath(info.path);
-          const counted = new Counter((n) => ((progress.bytesDone += n), report()));
-          // pipe() does not forward errors: a failed verification must reach the destination.
-          nar.on('error', (e) => counted.destroy(e));
-          // The destination may stop reading early (it found the NAR bad itself); a verification
-          // error the source raises after that has no reader left and must not crash the process.
-          // While the destination reads, its own listener still receives the error.
-          counted.on('error', () => {});
-          await to.addFromNar(transferableInfo(info), nar.pipe(counted));
+          await to.addFromNar(transferableInfo(info), await openNar(info));
           copied.push(info.path);
           progress.pathsDone++;
           report(info.path);
@@ -172,5 +207,35 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
   }
   await Promise.allSettled(done.values());
   if (failure !== undefined) throw failure;
+  return copied;
+}
+
+/** {@link copyItems} into a store with `addFromNars`: `ordered` (references first) in batches. */
+async function copyInBatches(
+  to: Store,
+  ordered: PathInfo[],
+  openNar: (info: PathInfo) => Promise<Readable>,
+  concurrency: number,
+  progress: CopyProgress,
+  report: (finished?: StorePath) => void,
+): Promise<StorePath[]> {
+  const copied: StorePath[] = [];
+  for (let start = 0; start < ordered.length; ) {
+    let end = start;
+    let bytes = 0;
+    while (end < ordered.length && end - start < BATCH_PATHS && (end === start || bytes + ordered[end]!.narSize <= BATCH_BYTES)) bytes += ordered[end++]!.narSize;
+    const batch = ordered.slice(start, end);
+    await addNars(
+      to,
+      batch.map((info) => ({ info: transferableInfo(info), nar: () => openNar(info) })),
+      { concurrency },
+    );
+    for (const info of batch) {
+      copied.push(info.path);
+      progress.pathsDone++;
+      report(info.path);
+    }
+    start = end;
+  }
   return copied;
 }

@@ -117,6 +117,15 @@ export interface Store {
    * `info` before the path becomes valid; nothing is left behind when they differ.
    */
   addFromNar(info: PathInfo, nar: Readable): Promise<void>;
+  /**
+   * Optional: adds many paths from their NARs at once, each verified as by {@link addFromNar},
+   * all registered in one transaction (as Nix's `registerValidPaths`), so a batch may hold a
+   * path and its references in any order; references outside the batch must be valid already.
+   * All or nothing: if one NAR fails, no path of the batch becomes valid. Paths already valid
+   * are skipped without opening their NARs. Callers go through `addNars` (src/store/copy.ts),
+   * which falls back to `addFromNar` per path for stores without it.
+   */
+  addFromNars?(items: NarSource[], options?: AddNarsOptions): Promise<void>;
   /** Adds a file system object (like `nix-store --add`/`--add-fixed`). */
   addPath(fsPath: string, options?: AddPathOptions): Promise<PathInfo>;
   /** Adds a text file (like `builtins.toFile`, and `.drv` files). */
@@ -131,6 +140,24 @@ export interface Store {
   optimise(): Promise<OptimiseResult>;
 
   close(): Promise<void>;
+}
+
+/** One path for {@link Store.addFromNars}: its declared info and a way to open its NAR. */
+export interface NarSource {
+  info: PathInfo;
+  /**
+   * Opens the NAR when the store is ready to read it (so a batch of thousands holds a few open
+   * at a time). Called at most once. A NAR already in memory may be given as bytes.
+   */
+  nar: () => Readable | Uint8Array | Promise<Readable | Uint8Array>;
+}
+
+/** Options for {@link Store.addFromNars}. */
+export interface AddNarsOptions {
+  /** NARs read and restored at once (default 1; more overlaps the latency of remote sources). */
+  concurrency?: number | undefined;
+  /** Called as each NAR is restored and verified (before the batch is registered). */
+  onRestored?: ((info: PathInfo) => void) | undefined;
 }
 
 /** One path to register, with the `.drv` outputs to record when it is a derivation. */

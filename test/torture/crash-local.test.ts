@@ -100,56 +100,68 @@ describe.runIf(haveNix())(
       });
     });
 
-    it('NAR import (addFromNar): a killed import of a chain leaves a consistent store and re-running it succeeds', async () => {
-      ensureBuilt();
-      const root = tempDir();
-      const work = tempDir();
-      await (await openLocal(root)).close();
-      const clock = new KillClock(1000);
-      await crashTrials('NAR import', count(3, 35), async (i, rand) => {
-        const items: Array<{
-          path: string;
-          narHash: string;
-          narSize: number;
-          references: string[];
-          source: string;
-        }> = [];
-        const complete = new Map();
-        for (let k = 0; k < 6; k++) {
-          const src = await makeSource(
-            join(work, `t${i}-${k}`),
-            `imp${i}-${k}`,
-            rand,
-            k === 3 ? 3 * 1024 * 1024 : 0,
-          );
-          const base = `${nix32Encode(randomBytes(20))}-imp${i}-${k}`;
-          items.push({
-            path: `/nix/store/${base}`,
-            narHash: src.narHash.toString(),
-            narSize: src.narSize,
-            references: k ? [items[k - 1]!.path] : [],
-            source: src.dir,
-          });
-          complete.set(base, src.narHash);
-        }
-        const job = join(work, `job${i}.json`);
-        writeFileSync(job, JSON.stringify({ items }));
-        const run = await runAndKill(workerArgv('import', root, job), clock.pick(rand));
-        clock.observe(run);
-        const problems = await checkStore(root, { complete });
-        // A valid path's references are valid: the chain is registered in order.
-        const valid = validSet(root);
-        for (const [k, it] of items.entries())
-          if (k && valid.has(it.path.slice(11)) && !valid.has(items[k - 1]!.path.slice(11)))
-            problems.push(`${it.path} valid without its reference`);
-        const again = await runAndKill(workerArgv('import', root, job), 120_000);
-        if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
-        for (const it of items)
-          if (!validSet(root).has(it.path.slice(11)))
-            problems.push(`re-run did not make ${it.path} valid`);
-        return { problems, killed: run.killed };
+    for (const [op, title] of [
+      ['import', 'NAR import (addFromNar): a killed import of a chain'],
+      ['import-batch', 'batched NAR import (addFromNars): a killed batch import of a chain'],
+    ] as const)
+      it(`${title} leaves a consistent store and re-running it succeeds`, async () => {
+        ensureBuilt();
+        const root = tempDir();
+        const work = tempDir();
+        await (await openLocal(root)).close();
+        const clock = new KillClock(1000);
+        await crashTrials(
+          op === 'import' ? 'NAR import' : 'batched NAR import',
+          count(3, 35),
+          async (i, rand) => {
+            const items: Array<{
+              path: string;
+              narHash: string;
+              narSize: number;
+              references: string[];
+              source: string;
+            }> = [];
+            const complete = new Map();
+            for (let k = 0; k < 6; k++) {
+              const src = await makeSource(
+                join(work, `t${i}-${k}`),
+                `imp${i}-${k}`,
+                rand,
+                k === 3 ? 3 * 1024 * 1024 : 0,
+              );
+              const base = `${nix32Encode(randomBytes(20))}-imp${i}-${k}`;
+              items.push({
+                path: `/nix/store/${base}`,
+                narHash: src.narHash.toString(),
+                narSize: src.narSize,
+                references: k ? [items[k - 1]!.path] : [],
+                source: src.dir,
+              });
+              complete.set(base, src.narHash);
+            }
+            const job = join(work, `job${i}.json`);
+            writeFileSync(job, JSON.stringify({ items }));
+            const run = await runAndKill(workerArgv(op, root, job), clock.pick(rand));
+            clock.observe(run);
+            const problems = await checkStore(root, { complete });
+            // A valid path's references are valid: the chain is registered in order.
+            const valid = validSet(root);
+            for (const [k, it] of items.entries())
+              if (k && valid.has(it.path.slice(11)) && !valid.has(items[k - 1]!.path.slice(11)))
+                problems.push(`${it.path} valid without its reference`);
+            // A batch is one registration: all of it valid, or none.
+            const batchValid = items.filter((it) => valid.has(it.path.slice(11))).length;
+            if (op === 'import-batch' && batchValid !== 0 && batchValid !== items.length)
+              problems.push(`${batchValid} of the ${items.length} paths of one batch valid`);
+            const again = await runAndKill(workerArgv(op, root, job), 120_000);
+            if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
+            for (const it of items)
+              if (!validSet(root).has(it.path.slice(11)))
+                problems.push(`re-run did not make ${it.path} valid`);
+            return { problems, killed: run.killed };
+          },
+        );
       });
-    });
 
     it('gc (strata gc): a killed collection never loses a rooted path, and the next one removes every leftover', async () => {
       ensureBuilt();

@@ -23,10 +23,12 @@ import { computeClosure, topoSortInfos } from '../closure.js';
 import type { LocalStore } from '../local/local-store.js';
 import { removeTree } from '../local/staging.js';
 import type {
+  AddNarsOptions,
   AddPathOptions,
   GcOptions,
   GcResult,
   LocalFsStore,
+  NarSource,
   OptimiseResult,
   PathInfo,
   Registration,
@@ -330,6 +332,15 @@ export class LayeredStore implements LocalFsStore {
     }
     await this.copyUpMissing(info.references.filter((r) => !r.equals(info.path)));
     await this.upper.addFromNar(info, nar);
+  }
+
+  /** {@link addFromNar} for a batch: one registration in the upper for what no layer has. */
+  async addFromNars(items: NarSource[], options?: AddNarsOptions): Promise<void> {
+    const inBatch = new Set(items.map((i) => i.info.path.baseName));
+    const fresh: NarSource[] = [];
+    for (const item of items) if (!(await this.isValidPath(item.info.path))) fresh.push(item); // A lower's: copied up, no bytes.
+    await this.copyUp(fresh.flatMap((i) => i.info.references).filter((r) => !inBatch.has(r.baseName)));
+    await this.upper.addFromNars(fresh, options);
   }
 
   async addPath(fsPath: string, options: AddPathOptions = {}): Promise<PathInfo> {

@@ -10,11 +10,12 @@ import { computeOutputPaths, parseDerivation } from '../../core/derivation/index
 import type { StorePath } from '../../core/store-path.js';
 import type { LocalStore } from './local-store.js';
 
-export function derivationOutputRows(store: LocalStore, aterm: string, drvPath: StorePath): Map<string, string> {
+/** `where` says where an input derivation's file is: a batch being added has them staged. */
+export function derivationOutputRows(store: LocalStore, aterm: string, drvPath: StorePath, where: (p: StorePath) => string = (p) => store.realPath(p)): Map<string, string> {
   const dir = store.storeDir;
   const drv = parseDerivation(dir, aterm, drvPath.name.slice(0, -'.drv'.length));
-  // Input derivations are valid already (they are references), so read them from the store.
-  const readDrv = (p: StorePath) => parseDerivation(dir, readFileSync(store.realPath(p), 'utf8'), p.name.slice(0, -'.drv'.length));
+  // Input derivations are references: valid already, or staged in the same batch.
+  const readDrv = (p: StorePath) => parseDerivation(dir, readFileSync(where(p), 'utf8'), p.name.slice(0, -'.drv'.length));
   const expected = computeOutputPaths(dir, drv, readDrv);
   const rows = new Map<string, string>();
   for (const [name, out] of drv.outputs) {

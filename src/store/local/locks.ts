@@ -74,6 +74,8 @@ export class TempRoots {
   private fd = -1;
   private readonly file: string;
   private readonly added = new Set<string>();
+  private gcLock: number | undefined;
+  private queue: Promise<void> = Promise.resolve();
 
   constructor(private readonly stateDir: string) {
     this.file = join(stateDir, 'temproots', String(process.pid));
@@ -97,20 +99,41 @@ export class TempRoots {
 
   /** Records `fullPath` as a temporary root, waiting for a running GC to finish first. */
   async add(fullPath: string): Promise<void> {
-    if (this.added.has(fullPath)) return;
+    await this.addMany([fullPath]);
+  }
+
+  /**
+   * Records several temporary roots with one `gc.lock` round and one write: a GC that starts
+   * after this returns sees them all. The `gc.lock` descriptor is opened once and kept, not
+   * opened and closed per root.
+   */
+  addMany(fullPaths: string[]): Promise<void> {
+    if (fullPaths.every((p) => this.added.has(p))) return Promise.resolve();
+    // One at a time: two callers sharing the one gc.lock descriptor would share its lock too, and
+    // the first to finish would unlock it under the second.
+    const run = this.queue.then(() => this.addNow(fullPaths));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async addNow(fullPaths: string[]): Promise<void> {
+    const fresh = [...new Set(fullPaths)].filter((p) => !this.added.has(p));
+    if (fresh.length === 0) return;
     await this.open();
-    const gcLock = openLockFile(join(this.stateDir, 'gc.lock'));
+    this.gcLock ??= openLockFile(join(this.stateDir, 'gc.lock'));
+    const gcLock = this.gcLock;
+    if (!tryLockFd(gcLock, 'shared')) await lockFd(gcLock, 'shared');
     try {
-      if (!tryLockFd(gcLock, 'shared')) await lockFd(gcLock, 'shared');
-      writeSync(this.fd, `${fullPath}\0`);
-      this.added.add(fullPath);
+      writeAll(this.fd, Buffer.from(fresh.map((p) => `${p}\0`).join('')));
+      for (const p of fresh) this.added.add(p);
     } finally {
       unlockFd(gcLock);
-      closeFd(gcLock);
     }
   }
 
   close(): void {
+    if (this.gcLock !== undefined) closeFd(this.gcLock);
+    this.gcLock = undefined;
     if (this.fd < 0) return;
     try {
       unlinkSync(this.file);
@@ -120,6 +143,11 @@ export class TempRoots {
     closeSync(this.fd);
     this.fd = -1;
   }
+}
+
+/** Writes all of `bytes` (a temp-roots record must not be cut short by a partial write). */
+function writeAll(fd: number, bytes: Buffer): void {
+  for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
 }
 
 /** The shared big-lock every read-write store holds while open (`<state>/db/big-lock`). */

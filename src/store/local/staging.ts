@@ -12,6 +12,8 @@ import { closeFd, tryLockFd } from './flock.js';
 let counter = 0;
 
 export class StagingDir {
+  private entries = 0;
+
   private constructor(
     readonly path: string,
     private fd: number,
@@ -30,6 +32,15 @@ export class StagingDir {
       tryLockFd(fd, 'exclusive');
       return new StagingDir(path, fd);
     }
+  }
+
+  /**
+   * A fresh name inside this directory, for one object. A store keeps one staging directory for
+   * its whole life and stages every new object in it (not an mkdir, open, flock, removal and close in
+   * the store dir per object), so entries must not collide.
+   */
+  entry(): string {
+    return join(this.path, String(this.entries++));
   }
 
   /** Removes the directory and whatever is left in it, then releases the lock. */

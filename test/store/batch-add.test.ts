@@ -1,0 +1,271 @@
+/**
+ * The batched add (`LocalStore.addFromNars`) and the copies that use it: one registration
+ * transaction per batch, references in any order inside a batch, all or nothing, NARs opened
+ * only for paths still to add, fetched in parallel along a chain, durable before registration.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
+import { afterEach, describe, expect, it, vi } from 'vitest';
+
+import { Hash, nix32Encode } from '../../src/core/hash.js';
+import { StorePath } from '../../src/core/store-path.js';
+import { dumpPath } from '../../src/fs/nar-dump.js';
+import { copyPaths } from '../../src/store/copy.js';
+import { FSYNC_LIMIT } from '../../src/store/local/durable.js';
+import type { LocalStore } from '../../src/store/local/local-store.js';
+import { openStore } from '../../src/store/open.js';
+import type { NarSource, PathInfo, Store } from '../../src/store/store.js';
+import { addShDrv } from '../build/helpers.js';
+import { haveNix, runNix } from '../support/nix.js';
+import { tempDir } from '../support/tmp.js';
+
+async function openLocal(root: string): Promise<LocalStore> {
+  return (await openStore(root)) as LocalStore;
+}
+
+interface Item {
+  info: PathInfo;
+  nar: Buffer;
+}
+
+/**
+ * A chain of `n` input-addressed paths, each a directory of `files` files whose contents name
+ * the previous path (a real reference), references first.
+ */
+async function chain(work: string, n: number, files = 2): Promise<Item[]> {
+  const items: Item[] = [];
+  for (let i = 0; i < n; i++) {
+    const path = StorePath.fromBaseName(`${nix32Encode(randomBytes(20))}-link-${i}`);
+    const prev = items[i - 1]?.info.path;
+    const dir = join(work, `src-${i}`);
+    mkdirSync(dir);
+    for (let f = 0; f < files; f++)
+      writeFileSync(
+        join(dir, `f${f}`),
+        `link ${i} file ${f} ${prev ? `/nix/store/${prev.baseName}` : ''}\n`,
+      );
+    const chunks: Buffer[] = [];
+    for await (const c of dumpPath(dir)) chunks.push(c as Buffer);
+    const nar = Buffer.concat(chunks);
+    items.push({
+      info: {
+        path,
+        narHash: Hash.of('sha256', nar),
+        narSize: nar.length,
+        references: prev ? [prev] : [],
+        ultimate: false,
+        sigs: [],
+      },
+      nar,
+    });
+  }
+  return items;
+}
+
+const asSources = (items: Item[], opened: string[] = []): NarSource[] =>
+  items.map(({ info, nar }, i) => ({
+    info,
+    // Bytes for some, a stream for the others: both kinds of source.
+    nar: () => (opened.push(info.path.baseName), i % 2 === 0 ? nar : Readable.from([nar])),
+  }));
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe('LocalStore.addFromNars', () => {
+  it('registers a batch given referrers first in one transaction, and real Nix accepts the store', async () => {
+    const work = tempDir();
+    const root = join(work, 's');
+    const store = await openLocal(root);
+    try {
+      const items = await chain(work, 6);
+      const register = vi.spyOn(store.db, 'register');
+      await store.addFromNars(asSources([...items].reverse()), { concurrency: 3 });
+      expect(register).toHaveBeenCalledTimes(1);
+      expect(register.mock.calls[0]![0].length).toBe(6);
+      for (const { info } of items) {
+        const got = await store.queryPathInfo(info.path);
+        expect(got?.narHash.equals(info.narHash)).toBe(true);
+        expect(got?.references.map(String)).toEqual(info.references.map(String));
+      }
+      // One temp-roots record for the batch, every path in it.
+      const roots = readFileSync(
+        join(root, 'nix/var/nix/temproots', String(process.pid)),
+        'utf8',
+      ).split('\0');
+      for (const { info } of items) expect(roots).toContain(store.storeDir.print(info.path));
+      // Nothing but the objects (and no staging dir) is left in the store dir.
+      expect(readdirSync(store.realStoreDir).sort()).toEqual(
+        items.map((i) => i.info.path.baseName).sort(),
+      );
+      if (haveNix())
+        expect(runNix('nix-store', ['--store', root, '--verify', '--check-contents']).code).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('opens no NAR for a path that is valid already', async () => {
+    const work = tempDir();
+    const store = await openLocal(join(work, 's'));
+    try {
+      const items = await chain(work, 4);
+      await store.addFromNars(asSources(items.slice(0, 2)));
+      const opened: string[] = [];
+      await store.addFromNars(asSources(items, opened));
+      expect(opened.sort()).toEqual(
+        items
+          .slice(2)
+          .map((i) => i.info.path.baseName)
+          .sort(),
+      );
+      expect((await store.queryAllValidPaths()).length).toBe(4);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('is all or nothing: one bad NAR leaves no path of the batch valid and nothing in the store dir', async () => {
+    const work = tempDir();
+    const store = await openLocal(join(work, 's'));
+    try {
+      const items = await chain(work, 6);
+      const bad = items.map((it, i) =>
+        i === 3 ? { ...it, info: { ...it.info, narHash: Hash.of('sha256', 'other') } } : it,
+      );
+      await expect(store.addFromNars(asSources(bad), { concurrency: 2 })).rejects.toMatchObject({
+        code: 'HASH_MISMATCH',
+      });
+      expect(await store.queryAllValidPaths()).toEqual([]);
+      expect(readdirSync(store.realStoreDir)).toEqual([]);
+      // The same batch, honest, goes in afterwards.
+      await store.addFromNars(asSources(items));
+      expect((await store.queryAllValidPaths()).length).toBe(6);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses a reference that is neither valid nor in the batch before opening any NAR', async () => {
+    const work = tempDir();
+    const store = await openLocal(join(work, 's'));
+    try {
+      const items = await chain(work, 3);
+      const opened: string[] = [];
+      await expect(store.addFromNars(asSources(items.slice(1), opened))).rejects.toMatchObject({
+        code: 'REFERENCE_INVALID',
+        value: store.storeDir.print(items[0]!.info.path),
+      });
+      expect(opened).toEqual([]);
+      expect(await store.queryAllValidPaths()).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('syncs the file system once for a large batch (sync -f) and registers nothing when that fails', async () => {
+    const work = tempDir();
+    const store = await openLocal(join(work, 's'));
+    const bin = join(work, 'bin');
+    mkdirSync(bin);
+    const log = join(work, 'sync.log');
+    // A stand-in for coreutils' sync: records its arguments, fails when told to.
+    writeFileSync(
+      join(bin, 'sync'),
+      `#!/bin/sh\necho "$@" >> ${log}\n[ -e ${join(work, 'fail')} ] && exit 1\nexec /bin/sync "$@"\n`,
+    );
+    chmodSync(join(bin, 'sync'), 0o755);
+    vi.stubEnv('PATH', `${bin}:${process.env['PATH']}`);
+    try {
+      const items = await chain(work, 8, 4); // 8 × 5 objects: above FSYNC_LIMIT
+      expect(8 * 5).toBeGreaterThan(FSYNC_LIMIT);
+      writeFileSync(join(work, 'fail'), '');
+      await expect(store.addFromNars(asSources(items))).rejects.toMatchObject({
+        code: 'SYNC_FAILED',
+      });
+      expect(await store.queryAllValidPaths()).toEqual([]);
+      expect(readdirSync(store.realStoreDir).filter((n) => !n.endsWith('.lock'))).toEqual([]);
+      writeFileSync(log, '');
+      rmSync(join(work, 'fail'));
+      await store.addFromNars(asSources(items));
+      expect(readFileSync(log, 'utf8')).toBe(`-f ${store.realStoreDir}\n`);
+      expect((await store.queryAllValidPaths()).length).toBe(8);
+      // A small add is fsynced object by object instead: no sync -f.
+      writeFileSync(log, '');
+      mkdirSync(join(work, 'small'));
+      const [one] = await chain(join(work, 'small'), 1, 1);
+      await store.addFromNars(asSources([one!]));
+      expect(readFileSync(log, 'utf8')).toBe('');
+      expect(await store.isValidPath(one!.info.path)).toBe(true);
+    } finally {
+      vi.unstubAllEnvs();
+      await store.close();
+    }
+  });
+});
+
+describe('copyPaths into a local store, batched', () => {
+  it('fetches the NARs of a chain in parallel and registers the closure in one transaction', async () => {
+    const work = tempDir();
+    const src = await openLocal(join(work, 'src'));
+    const dst = await openLocal(join(work, 'dst'));
+    try {
+      const items = await chain(work, 12);
+      await src.addFromNars(asSources(items));
+      const top = items.at(-1)!.info.path;
+      // A slow source: each NAR takes 30 ms to start, as over a network.
+      let inFlight = 0;
+      let most = 0;
+      const slow: Store = Object.create(src, {
+        narFromPath: {
+          value: async (p: StorePath) => {
+            inFlight++;
+            most = Math.max(most, inFlight);
+            await new Promise((r) => setTimeout(r, 30));
+            inFlight--;
+            return src.narFromPath(p);
+          },
+        },
+      });
+      const register = vi.spyOn(dst.db, 'register');
+      const r = await copyPaths(slow, dst, [top], {
+        recursive: true,
+        requireSigs: false,
+        concurrency: 4,
+      });
+      expect(r.copied.map(String)).toEqual(items.map((i) => i.info.path.baseName));
+      expect(most).toBe(4);
+      expect(register).toHaveBeenCalledTimes(1);
+      expect((await dst.queryAllValidPaths()).length).toBe(12);
+    } finally {
+      await src.close();
+      await dst.close();
+    }
+  });
+
+  it('registers a .drv whose input .drv is in the same batch, with its DerivationOutputs rows', async () => {
+    const work = tempDir();
+    const src = await openLocal(join(work, 'src'));
+    const dst = await openLocal(join(work, 'dst'));
+    try {
+      const dep = await addShDrv(src, 'dep', 'echo dep > $out');
+      const top = await addShDrv(src, 'top', 'echo top > $out', {
+        inputDrvs: new Map([[dep.baseName, ['out']]]),
+      });
+      const register = vi.spyOn(dst.db, 'register');
+      await copyPaths(src, dst, [top], { recursive: true, requireSigs: false });
+      expect(register).toHaveBeenCalledTimes(1);
+      for (const drv of [dep, top])
+        expect(
+          [...(await dst.queryDerivationOutputs(drv))].map(([k, v]) => [k, String(v)]),
+        ).toEqual([...(await src.queryDerivationOutputs(drv))].map(([k, v]) => [k, String(v)]));
+    } finally {
+      await src.close();
+      await dst.close();
+    }
+  });
+});
