@@ -69,21 +69,29 @@ function lazyBuiltins(realRequire, lazy) {
     if (!proxies.has(id)) {
       let real;
       const load = () => (real ??= realRequire(id));
-      proxies.set(
-        id,
-        new Proxy(
-          {},
-          {
-            get: (_, key) => load()[key],
-            has: (_, key) => key in load(),
-            ownKeys: () => Reflect.ownKeys(load()),
-            getOwnPropertyDescriptor: (_, key) => {
-              const d = Reflect.getOwnPropertyDescriptor(load(), key);
-              return d && { ...d, configurable: true };
-            },
-          },
-        ),
-      );
+      // A function target, so that a module whose export is itself a function stays callable
+      // and constructible through the proxy: `stream` is the Stream constructor, and
+      // unbzip2-stream's `through` does `new Stream()`.
+      const target = function () {};
+      const fixed = (key) => {
+        const t = Reflect.getOwnPropertyDescriptor(target, key);
+        return t && !t.configurable ? t : undefined;
+      };
+      const proxy = new Proxy(target, {
+        get: (_, key) => load()[key],
+        has: (_, key) => key in load(),
+        // A proxy must report its target's non-configurable keys (a function's `prototype`).
+        ownKeys: () => [...new Set([...Reflect.ownKeys(load()), ...Reflect.ownKeys(target).filter(fixed)])],
+        getOwnPropertyDescriptor: (_, key) => {
+          const d = Reflect.getOwnPropertyDescriptor(load(), key);
+          const t = fixed(key);
+          if (t) return d ? { ...d, configurable: false, writable: true } : t;
+          return d && { ...d, configurable: true };
+        },
+        apply: (_, self, args) => Reflect.apply(load(), self, args),
+        construct: (_, args, newTarget) => Reflect.construct(load(), args, newTarget === proxy ? load() : newTarget),
+      });
+      proxies.set(id, proxy);
     }
     return proxies.get(id);
   }, realRequire);
