@@ -25,9 +25,9 @@ import { narinfosOf, narOf } from './_cache.js';
 
 /**
  * A file cache that can also list (as S3 does), its top level optionally `pageKeys` keys per
- * page; every narinfo lookup, existence check and listing is recorded.
+ * page, refusing to list `refuse`; every narinfo lookup, existence check and listing is recorded.
  */
-function listingTransport(dir: string, pageKeys = Infinity) {
+function listingTransport(dir: string, pageKeys = Infinity, refuse?: string) {
   const inner = new FileTransport(dir);
   const calls: string[] = [];
   const transport: CacheTransport = {
@@ -47,6 +47,7 @@ function listingTransport(dir: string, pageKeys = Infinity) {
     list: (x) => inner.list(x),
     listSome: async (prefix, maxPages) => {
       calls.push(`list '${prefix}' ${maxPages}`);
+      if (prefix === refuse) throw new Error('AccessDenied');
       const all = existsSync(join(dir, prefix)) ? readdirSync(join(dir, prefix)).filter((f) => !f.startsWith('.') && f !== 'nar').map((f) => `${prefix}${f}`).sort() : [];
       const room = prefix === '' ? pageKeys * maxPages : Infinity;
       return all.length <= room ? { keys: all } : { keys: all.slice(0, room), through: all[room - 1] };
@@ -236,5 +237,20 @@ describe('pushing many paths to a cache that can list (S3)', () => {
     const many = reached.length >= 8;
     expect(calls.filter((c) => c.startsWith('list '))).toEqual(many ? [`list '' 1`, `list 'nar/' 1`] : [`list '' 1`]);
     expect(calls.filter((c) => c.startsWith('exists '))).toHaveLength(many ? 0 : 10);
+  });
+
+  it('when listing is refused (no s3:ListBucket), falls back to a lookup and a HEAD per path', async () => {
+    const { src, paths } = await source();
+    for (const refused of ['', 'nar/']) {
+      const dir = tempDir();
+      const { transport, calls } = listingTransport(dir, Infinity, refused);
+      const dst = await BinaryCacheStore.open(`file://${dir}`, transport, { compression: 'none' });
+      expect((await copyPaths(src, dst, paths)).copied).toHaveLength(12);
+      await dst.close();
+      expect(calls.filter((c) => c.startsWith('list '))).toEqual(refused === '' ? [`list '' 1`] : [`list '' 1`, `list 'nar/' 1`]);
+      expect(calls.filter((c) => c.startsWith('get '))).toHaveLength(refused === '' ? 12 : 0);
+      expect(calls.filter((c) => c.startsWith('exists '))).toHaveLength(12);
+    }
+    await src.close();
   });
 });

@@ -239,7 +239,11 @@ export class BinaryCacheStore implements Store {
     if (!this.transport.listSome) return;
     const unknown = paths.filter((p) => !this.#narInfos.has(p.hashPart) && !this.#listed.has(p.hashPart));
     if (unknown.length < LIST_MIN_PATHS) return;
-    const { keys, through } = await this.transport.listSome('', Math.ceil(unknown.length / 100));
+    // A listing refused (an S3 key without s3:ListBucket) or failed costs nothing but itself:
+    // the paths are then looked up one by one, as without a listing.
+    const listing = await this.transport.listSome('', Math.ceil(unknown.length / 100)).catch(() => undefined);
+    if (!listing) return;
+    const { keys, through } = listing;
     const present = new Set(keys.filter((k) => k.endsWith('.narinfo')).map((k) => k.slice(0, -'.narinfo'.length)));
     for (const p of unknown) {
       if (through !== undefined && `${p.hashPart}.narinfo` > through) continue;
@@ -394,7 +398,11 @@ export class BinaryCacheStore implements Store {
   #narFileExists(url: string): Promise<boolean> {
     if (this.#narsWritten.has(url)) return Promise.resolve(true);
     if (!this.transport.listSome || this.#listedAbsent < LIST_MIN_PATHS) return this.transport.exists(url);
-    this.#narListing ??= this.transport.listSome('nar/', Math.ceil(this.#listedAbsent / 100)).then(({ keys, through }) => ({ keys: new Set(keys), through }));
+    // A failed listing reached nothing (`through: ''`): every file then gets its HEAD.
+    this.#narListing ??= this.transport.listSome('nar/', Math.ceil(this.#listedAbsent / 100)).then(
+      ({ keys, through }) => ({ keys: new Set(keys), through }),
+      () => ({ keys: new Set<string>(), through: '' }),
+    );
     return this.#narListing.then((l) => (l.through === undefined || url <= l.through ? l.keys.has(url) : this.transport.exists(url)));
   }
 
