@@ -7,7 +7,8 @@
  * occur in either). Answers on stdout: `ready python|perl` once, then `started <id> <pid>` and
  * `exit <id> <code> <signal>` (code -1 when killed). Each builder gets its own session, umask
  * 0022, stdin /dev/null, stdout and stderr appended to the log, exactly the given environment,
- * every signal at its default disposition and argv[0] = the builder. On end of input the spawner
+ * every signal at its default disposition; the program run is argv[0], and the argv[0] it
+ * sees is its base name, as Nix 2.8 gives builders (`sh -c 'echo $0'` prints `sh`). On end of input the spawner
  * kills what still runs and exits.
  *
  * Why Python first: `os.posix_spawn` starts a builder with glibc's vfork-style clone, sharing
@@ -62,7 +63,8 @@ while (1) {
       chdir($cwd) or do { print STDERR "error: cannot change to '$cwd': $!\\n"; _exit(1) };
       %ENV = ();
       for (@f) { my $i = index($_, '='); $ENV{substr($_, 0, $i)} = substr($_, $i + 1); }
-      exec { $argv[0] } @argv;
+      (my $name = $argv[0]) =~ s{.*/}{}s;
+      exec { $argv[0] } $name, @argv[1 .. $#argv];
       print STDERR "error: executing '$argv[0]': $!\\n";
       _exit(1);
     }
@@ -116,7 +118,7 @@ def start(f):
     except OSError as e:
         return fail(log, rid, "error: cannot change to '%s': %s\\n" % (os.fsdecode(cwd), e.strerror))
     try:
-        pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+        pid = os.posix_spawn(argv[0], [os.path.basename(argv[0])] + argv[1:], env, file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, '/dev/null', os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
             (os.POSIX_SPAWN_DUP2, 1, 2),

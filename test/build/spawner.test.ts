@@ -85,6 +85,12 @@ describe.runIf(isRoot && choices.length > 0).each(choices)(
       expect(r.log).toBe(`SigBlk:\t0000000000000000\nSigIgn:\t${ignored}\n`);
     });
 
+    it('gives the builder its base name as argv[0], as Nix 2.8 does', async () => {
+      const r = await run('', {}, ['/bin/sh', '-c', 'echo "$0"; /usr/bin/tr "\\0" " " < /proc/$$/cmdline', 'x']);
+      expect(r.code).toBe(0);
+      expect(r.log).toBe('x\nsh -c echo "$0"; /usr/bin/tr "\\0" " " < /proc/$$/cmdline x ');
+    });
+
     it('reports a builder killed by a signal', async () => {
       const r = await run('kill -TERM $$');
       expect(r.code).toBeNull();
