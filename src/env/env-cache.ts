@@ -5,12 +5,26 @@
  * each lower's generation, one `lstat` per package), so `strata env` costs little more than
  * Node's start-up; a stale one says why.
  *
+ * The spec and the package indexes are compared by sha256, except that a file whose `stat` is
+ * exactly as recorded (see {@link FileStat}) is taken as unchanged without reading it: hashing
+ * needs node:crypto, whose loading was the largest cost left on the fresh path (a tenth of its
+ * CPU profile, bench/env.ts).
+ *
  * Stale when: the store URI differs; the spec's bytes changed; the set of local lowers or any
  * lower's generation changed (a new big disk); any package index file changed, appeared or
  * went; the profile or a package is no longer in the store's directory (collected, or the
  * layered store is not mounted).
  */
-import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { readIndexFile, type IndexStamp } from './package-index.js';
@@ -43,6 +57,67 @@ export interface EnvCacheFile {
   variables: EnvVariable[];
   /** ISO time of creation. */
   createdAt: string;
+  /** `stat` of the spec and of the index files whose hashes are recorded (absent: hash them). */
+  stats?: FileStat[];
+}
+
+/**
+ * What `stat` said of a file whose bytes hashed to the recorded hash. An equal stat later means
+ * equal bytes because the kernel sets ctime to the current time on every change to a file
+ * (write, truncate, rename over it, utimes, chmod) and nothing can set it back; and a replaced
+ * file has another inode. The one gap is a change within the same clock tick as the recorded
+ * ctime, so a file is only stamped when its ctime is at least {@link STAMP_MARGIN_MS} old.
+ */
+export interface FileStat {
+  file: string;
+  dev: string;
+  ino: string;
+  size: string;
+  mtimeNs: string;
+  ctimeNs: string;
+}
+
+/** 1 s: far above a file-system clock tick (a jiffy, 1-10 ms). */
+const STAMP_MARGIN_MS = 1000;
+
+function statOf(file: string): FileStat | undefined {
+  try {
+    const s = statSync(file, { bigint: true });
+    const [dev, ino, size, mtimeNs, ctimeNs] = [s.dev, s.ino, s.size, s.mtimeNs, s.ctimeNs].map(
+      String,
+    ) as [string, string, string, string, string];
+    return { file, dev, ino, size, mtimeNs, ctimeNs };
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `file`'s stat is exactly as `stats` recorded it. */
+function unchanged(stats: FileStat[] | undefined, file: string): boolean {
+  const was = stats?.find((s) => s.file === file);
+  const now = was ? statOf(file) : undefined;
+  if (!was || !now) return false;
+  return (Object.keys(now) as Array<keyof FileStat>).every((k) => was[k] === now[k]);
+}
+
+/**
+ * Stats of files whose bytes hash (sha256, hex) to `hash` now, for {@link EnvCacheFile.stats}.
+ * Each is taken before the bytes are read again and checked against the hash, so a stat never
+ * vouches for bytes other than the hashed ones; a file changed less than a second ago is left
+ * out (hashed at every check).
+ */
+export function statFiles(files: Array<{ file: string; hash: string }>): FileStat[] {
+  const out: FileStat[] = [];
+  for (const { file, hash } of files) {
+    const st = statOf(file);
+    if (!st || BigInt(st.ctimeNs) > BigInt(Date.now() - STAMP_MARGIN_MS) * 1_000_000n) continue;
+    try {
+      if (createHash('sha256').update(readFileSync(file)).digest('hex') === hash) out.push(st);
+    } catch {
+      // unreadable now: no stat, so the next check reads it
+    }
+  }
+  return out;
 }
 
 /** Where the cache of `specFile` lives. */
@@ -97,14 +172,17 @@ export type CacheCheck = { fresh: true } | { fresh: false; reason: string };
  */
 export async function checkEnvCache(
   cache: EnvCacheFile,
-  current: { specFile: string; specHash: string; storeUri: string },
+  current: { specFile: string; specHash: string | (() => string); storeUri: string },
 ): Promise<CacheCheck> {
   const stale = (reason: string): CacheCheck => ({ fresh: false, reason });
   if (cache.storeUri !== current.storeUri)
     return stale(`the store changed ('${cache.storeUri}' → '${current.storeUri}')`);
   if (cache.spec !== resolve(current.specFile))
     return stale(`the spec file changed ('${cache.spec}' → '${resolve(current.specFile)}')`);
-  if (cache.specHash !== current.specHash) return stale(`${basename(current.specFile)} changed`);
+  const hashNow = () =>
+    typeof current.specHash === 'string' ? current.specHash : current.specHash();
+  if (!unchanged(cache.stats, cache.spec) && cache.specHash !== hashNow())
+    return stale(`${basename(current.specFile)} changed`);
   let layout;
   try {
     layout = await storeLayout(current.storeUri);
@@ -124,6 +202,7 @@ export async function checkEnvCache(
   if (files.length !== cache.indexes.length || files.some((f, i) => cache.indexes[i]!.file !== f))
     return stale('the package indexes changed');
   for (const stamp of cache.indexes) {
+    if (stamp.hash !== null && unchanged(cache.stats, stamp.file)) continue;
     let now: IndexStamp;
     try {
       now = readIndexFile(stamp.file).stamp;

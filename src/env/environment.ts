@@ -20,6 +20,7 @@ import {
   envCachePath,
   type EnvCacheFile,
   readEnvCache,
+  statFiles,
   writeEnvCache,
 } from './env-cache.js';
 import type { Collision } from './profile.js';
@@ -112,7 +113,9 @@ export async function loadEnvironment(
 ): Promise<Environment> {
   const specFile = findSpecFile(spec);
   const bytes = readFileSync(specFile);
-  const hash = specHash(bytes);
+  // Hashed only when needed: a spec whose stat the cache recorded is not (see env-cache.ts).
+  let hashed: string | undefined;
+  const hash = () => (hashed ??= specHash(bytes));
   const useCache = options.useCache ?? true;
   let staleReason: string | undefined;
   if (useCache) {
@@ -147,7 +150,13 @@ export async function loadEnvironment(
     await store.close();
   }
   if (useCache) {
-    const failed = writeEnvCache(specFile, built.cache);
+    const stats = statFiles([
+      { file: resolve(specFile), hash: hash() },
+      ...built.cache.indexes.flatMap((i) =>
+        i.hash === null ? [] : [{ file: i.file, hash: i.hash }],
+      ),
+    ]);
+    const failed = writeEnvCache(specFile, { ...built.cache, stats });
     if (failed)
       options.onEvent?.({
         type: 'warning',
