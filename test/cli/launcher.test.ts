@@ -24,7 +24,7 @@ import { tempDir } from '../support/tmp.js';
 /** A checkout with bin/strata and a dist/ whose bundle and modules say who they are. */
 function fakeCheckout(): {
   root: string;
-  run: () => string;
+  run: (...args: string[]) => string;
   setBundle: (text: string, mtime: number) => void;
 } {
   const root = tempDir();
@@ -38,8 +38,10 @@ function fakeCheckout(): {
   const bundle = join(root, 'dist', 'strata.cjs');
   return {
     root,
-    run: () => {
-      const r = spawnSync(process.execPath, [join(root, 'bin', 'strata')], { encoding: 'utf8' });
+    run: (...args) => {
+      const r = spawnSync(process.execPath, [join(root, 'bin', 'strata'), ...args], {
+        encoding: 'utf8',
+      });
       expect(r.stderr).toBe('');
       return r.stdout;
     },
@@ -62,6 +64,11 @@ describe('bin/strata', () => {
     expect(caches).toHaveLength(1);
     expect(statSync(join(c.root, 'dist', '.v8-cache', caches[0]!)).size).toBeGreaterThan(0);
     expect(c.run()).toBe('bundle object');
+    // One cache per command (guessed from argv): each holds what its own first run compiled.
+    expect(c.run('--store', '/some/store', 'path-info', '/nix/store/x')).toBe('bundle object');
+    expect(readdirSync(join(c.root, 'dist', '.v8-cache')).sort()).toEqual(
+      [caches[0]!, caches[0]!.replace(/-other$/, '-path-info')].sort(),
+    );
   });
 
   it('never runs a new bundle with the code cache of an old one of the same length', () => {
