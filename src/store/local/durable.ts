@@ -4,10 +4,12 @@
  * outlives it. Real Nix 2.8 does not sync store objects at all.)
  *
  * Two ways, chosen by how many file system objects a registration made. A few are fsynced one by
- * one, files and directories, then the store dir for the renames: about 10 ms per fsync on this
- * shared VM, so a handful is cheaper than a process. Beyond {@link FSYNC_LIMIT} the whole file
- * system is synced once with syncfs(2) (`sync -f`, as Node has no syncfs): about 75-100 ms here
- * however many objects, where fsyncing the ~6,000 files of bench/import.ts one by one took 37 s.
+ * one, files and directories, then the store dir for the renames; beyond {@link FSYNC_LIMIT} the
+ * whole file system is synced once with syncfs(2) (`sync -f`, as Node has no syncfs). Measured on
+ * this shared VM with a throw-away script writing 9 KiB files: at load 3 an fsync cost ~0.35 ms
+ * and a `sync -f` ~11 ms (crossover ~30 objects); at load 10-15 an fsync ~10 ms and a `sync -f`
+ * 75-100 ms (crossover ~10). Fsyncing the 5,000 files of a 1,000-path import one by one took
+ * 37 s there, against 0.1-0.8 s for one `sync -f`.
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, constants as C, fsyncSync, lstatSync, openSync, readdirSync } from 'node:fs';
@@ -15,7 +17,7 @@ import { closeSync, constants as C, fsyncSync, lstatSync, openSync, readdirSync 
 import { StrataError } from '../../core/error.js';
 
 /** Above this many objects, one syncfs of the file system beats an fsync of each (see above). */
-export const FSYNC_LIMIT = 16;
+export const FSYNC_LIMIT = 24;
 
 /**
  * Makes `objects` (complete trees in `dir`, `nodes` file system objects in all) and their names
