@@ -55,7 +55,10 @@ async function strataImport(
   mode: 'batch' | 'each',
 ): Promise<{ seconds: number; cpu: number }> {
   const store = await openLocal(root);
-  const open = (i: number) => createReadStream(narFiles[i]!, { highWaterMark: 1 << 20 });
+  // Node's default 64 KiB reads: a 1 MiB highWaterMark (used before) makes fs.ReadStream allocate
+  // 1 MiB per read and copy out the ~20 KiB it got, which the profile showed as ~6 % of the
+  // batch's CPU in allocation and copying, plus garbage collection: none of it the store's work.
+  const open = (i: number) => createReadStream(narFiles[i]!);
   try {
     return await timeCpu(async () => {
       if (mode === 'batch')
@@ -212,7 +215,7 @@ try {
     '',
     `strata batch / nix wall time: **${ratio(sMed / nMed)}** (target ≤ 1.00×: ${sMed <= nMed ? 'met' : '**not met**'}); CPU time: ${ratio(median(strataCpu) / median(nixCpu))}. One path at a time / nix: ${ratio(eMed / nMed)} wall, ${ratio(median(eachCpu) / median(nixCpu))} CPU. Nix peak RSS ${(median(nixRss) / 1024).toFixed(0)} MiB. Load average (1 min) after each round: ${loads.join(', ')}.`,
     '',
-    "What changed: `addFromNars` adds a batch with one staging directory (not a locked `tmp-<pid>-<n>` per object), one temp-root write under one `gc.lock` round (the descriptor kept), the path locks taken together (sorted), validity checked again under them, leftovers deleted, every object renamed into place, one durability step, and one registration transaction, as Nix's `registerValidPaths`. Objects are still restored into the staging directory and renamed, not restored in place as Nix 2.8 does: the crash suite requires that nothing half-written ever sits under a store path name, and in-place restore would break that. New in both rows: durability. Before registering, strata now makes the objects durable (Nix 2.8 syncs none): up to 24 objects are fsynced one by one, more get one `syncfs` of the file system (`sync -f`, as Node has no syncfs). Measured on this VM at load 10-15: fsyncing 5,000 new 9 KiB files one by one took 37 s; one `sync -f` after this import took 0.1-0.8 s. The batch pays that once. The one-path-at-a-time row pays it 1,000 times, which is why it is now far slower than before this work (7.1 s then, 6.1 s of CPU, at load 4-8; the batch now takes 3.5 s of CPU). Callers that add many paths (copies, substitution, copy-up from a cache) use the batch; `addFromNar` stays for single uploads. Where the batch's CPU goes (`--cpu-prof`, 1,000 paths): mostly system calls restoring files (open, write, fchmod, futimes, close per file; mkdir, lstat, open, fchmod, futimes, close per directory; the parent check before each node) and the path locks (open, flock, fstat, unlink, write, close per path). NAR parsing and SQLite are a few percent each.",
+    "What changed: `addFromNars` adds a batch with one staging directory (not a locked `tmp-<pid>-<n>` per object), one temp-root write under one `gc.lock` round (the descriptor kept), the path locks taken together (sorted), validity checked again under them, leftovers deleted, every object renamed into place, one durability step, and one registration transaction, as Nix's `registerValidPaths`. Objects are still restored into the staging directory and renamed, not restored in place as Nix 2.8 does: the crash suite requires that nothing half-written ever sits under a store path name, and in-place restore would break that. New in both rows: durability. Before registering, strata now makes the objects durable (Nix 2.8 syncs none): up to 24 objects are fsynced one by one, more get one `syncfs` of the file system (`sync -f`, as Node has no syncfs). Measured on this VM: fsyncing 5,000 new 9 KiB files one by one took 37 s at load 10-15; one `sync -f` after this import took 0.1-0.8 s. The batch pays that once. The one-path-at-a-time row pays it 1,000 times (before this work, without durability, that row took 7.1 s and 6.1 s of CPU at load 4-8; at load 10-15 it now takes ~50 s, most of it waiting for syncs). Callers that add many paths (copies, substitution, copy-up from a cache) use the batch; `addFromNar` stays for single uploads. Where the batch's CPU goes (`--cpu-prof`, 1,000 paths): mostly system calls restoring files (open, write, fchmod, futimes, close per file; mkdir, lstat, open, fchmod, futimes, close per directory; the parent check before each node) and the path locks (open, flock, fstat, unlink, write, close per path). NAR parsing and SQLite are a few percent each.",
   );
   say(['', ...out]);
 } finally {
@@ -227,7 +230,7 @@ if (process.argv.includes('--write')) {
     ],
     'Import 1,000 paths',
     [
-      `Command: \`npx tsx bench/import.ts --write\`. strata has no import command yet, so strata is timed in-process only. Each strata NAR is read through \`createReadStream(file, { highWaterMark: 1 MiB })\`.`,
+      `Command: \`npx tsx bench/import.ts --write\`. strata has no import command yet, so strata is timed in-process only. Each strata NAR is read through \`createReadStream(file)\` (64 KiB reads; the runs before the batched add used 1 MiB).`,
       '',
       ...out,
     ],
