@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 
 import { describe, expect, it } from 'vitest';
 
+import { contentAddressedPath, parseContentAddress, printContentAddress } from '../../src/core/content-address.js';
 import { isStrataError } from '../../src/core/error.js';
 import { Hash, parseHash } from '../../src/core/hash.js';
 import { StoreDir } from '../../src/core/store-path.js';
@@ -107,6 +108,30 @@ describe('LocalStore basics', () => {
       const err = await store.addFromNar(info, Readable.from([bytes])).catch((e: unknown) => e);
       expect(isStrataError(err, 'CA_MISMATCH')).toBe(true);
       expect(await store.isValidPath(info.path)).toBe(false);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('checks a recursive sha256 address against the NAR hash: a path made from another hash is refused, the right one added', async () => {
+    const work = tempDir();
+    const store = await openLocal(join(work, 's'));
+    try {
+      const c = nar.cases[0];
+      const bytes = Buffer.from(c.nar_b64, 'base64');
+      const narHash = parseHash(`sha256:${c.nar_sha256_hex}`);
+      const infoFor = (h: Hash) => {
+        const ca = parseContentAddress(`fixed:r:sha256:${h.toNix32()}`);
+        // The path this address gives, so only the content check can refuse it.
+        return { path: contentAddressedPath(store.storeDir, ca, 'claimed'), narHash, narSize: c.nar_size, references: [], ultimate: false, sigs: [], ca: printContentAddress(ca) };
+      };
+      const lie = infoFor(Hash.of('sha256', 'not these bytes'));
+      const err = await store.addFromNar(lie, Readable.from([bytes])).catch((e: unknown) => e);
+      expect(err, String(err)).toMatchObject({ code: 'CA_MISMATCH', message: expect.stringContaining('content hash mismatch') });
+      expect(await store.isValidPath(lie.path)).toBe(false);
+      const truth = infoFor(narHash);
+      await store.addFromNar(truth, Readable.from([bytes]));
+      expect(await store.isValidPath(truth.path)).toBe(true);
     } finally {
       await store.close();
     }

@@ -6,18 +6,26 @@
  */
 import { StrataError } from '../../core/error.js';
 import { checkContentAddress as checkPathOfContentAddress, HashModuloSink, parseContentAddress } from '../../core/content-address.js';
+import type { Hash } from '../../core/hash.js';
 import type { StoreDir } from '../../core/store-path.js';
 import { dumpPath } from '../../fs/nar-dump.js';
 import { hashFile, hashPath } from '../../fs/hash-path.js';
 import type { PathInfo } from '../store.js';
 
-export async function checkContentAddress(storeDir: StoreDir, info: PathInfo, staged: string): Promise<void> {
+/**
+ * `narSha256`, when given, is the sha256 of the staged tree's NAR, already computed while it was
+ * restored: for the commonest address, `fixed:r:sha256` without a self-reference, that *is* the
+ * content hash, so the tree is not read and hashed a second time (on a 300-path substitution of
+ * such paths the second hash was a quarter of the client's CPU time; BENCHMARKS.md "S3").
+ */
+export async function checkContentAddress(storeDir: StoreDir, info: PathInfo, staged: string, narSha256?: Hash): Promise<void> {
   const full = storeDir.print(info.path);
   const ca = parseContentAddress(info.ca!);
   checkPathOfContentAddress(storeDir, info.path, ca, info.references);
   const self = info.references.some((r) => r.equals(info.path));
   let got;
   if (ca.method !== 'recursive') got = await hashFile(staged, ca.hash.algo);
+  else if (!self && narSha256 !== undefined && ca.hash.algo === 'sha256') got = narSha256;
   else if (!self) got = (await hashPath(staged, ca.hash.algo)).hash;
   else {
     const sink = new HashModuloSink(info.path.hashPart);

@@ -252,7 +252,7 @@ export class LocalStore implements LocalFsStore {
       if (got.narSize !== info.narSize) {
         throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got ${got.narSize}`, { value: full });
       }
-      if (info.ca) await this.checkContentAddress(info, entry.tmp);
+      if (info.ca) await this.checkContentAddress(info, entry.tmp, got.narHash);
       options.onRestored?.(info);
     });
     // As Nix's registerValidPath: a `.drv` from elsewhere must have the output paths its
@@ -359,9 +359,9 @@ export class LocalStore implements LocalFsStore {
   }
 
   /** Checks that a declared content address matches the staged files and the path. */
-  private async checkContentAddress(info: PathInfo, staged: string): Promise<void> {
+  private async checkContentAddress(info: PathInfo, staged: string, narSha256: Hash): Promise<void> {
     const { checkContentAddress } = await import('./content-check.js');
-    await checkContentAddress(this.storeDir, info, staged);
+    await checkContentAddress(this.storeDir, info, staged, narSha256);
   }
 
   async addPath(fsPath: string, options: AddPathOptions = {}): Promise<PathInfo> {
