@@ -4,7 +4,7 @@
  * lock, and leaves those it cannot. New store objects are written here first and renamed into
  * place only when complete, so no half-written object is ever visible under a store path.
  */
-import { chmodSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { closeFd, tryLockFd } from './flock.js';
@@ -28,9 +28,18 @@ export class StagingDir {
         if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
         throw e;
       }
-      const fd = openSync(path, 'r');
-      tryLockFd(fd, 'exclusive');
-      return new StagingDir(path, fd);
+      // Between the mkdir and the lock a collector may lock the new dir and delete it (it takes
+      // every `tmp-*` it can lock): keep it only when we hold the lock and it is still the dir at
+      // `path`; otherwise try the next name.
+      let fd: number;
+      try {
+        fd = openSync(path, 'r');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw e;
+      }
+      if (tryLockFd(fd, 'exclusive') && stillAt(fd, path)) return new StagingDir(path, fd);
+      closeFd(fd);
     }
   }
 
@@ -49,6 +58,17 @@ export class StagingDir {
     rmSync(this.path, { recursive: true, force: true });
     closeFd(this.fd);
     this.fd = -1;
+  }
+}
+
+/** Whether the directory open as `fd` is still the one named `path` (not deleted, not replaced). */
+function stillAt(fd: number, path: string): boolean {
+  try {
+    const open = fstatSync(fd);
+    const named = lstatSync(path);
+    return open.nlink > 0 && open.ino === named.ino && open.dev === named.dev;
+  } catch {
+    return false;
   }
 }
 
