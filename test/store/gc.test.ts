@@ -115,6 +115,29 @@ describe('collectGarbage()', () => {
     });
   });
 
+  it('keeps a path its root named while it was not yet valid, when it becomes valid during the collection', async () => {
+    // A build's output gets its gcroot before it exists; if it is registered after the roots
+    // were read, the collection must still count that root (torture suite, RELIABILITY.md).
+    const work = tempDir();
+    const root = join(work, 'store');
+    const state = join(root, 'nix/var/nix');
+    const added = await withStore(root, (s) => s.addText('late', 'registered during the collection', []));
+    const info = await withStore(root, async (s) => (await s.queryPathInfo(added.path))!);
+    symlinkSync(`/nix/store/${added.path.baseName}`, join(state, 'gcroots', 'late'));
+    await withStore(root, async (s) => {
+      s.db.invalidate(added.path); // files stay: as if the builder had just renamed its output in
+      const result = await collectGarbage(s, {
+        report: (_level, message) => {
+          // Roots are read by now; the output's registration lands while the store is walked.
+          if (message === 'deleting garbage...') s.db.register([{ info }]);
+        },
+      });
+      expect(result.deleted.map((d) => d.baseName)).not.toContain(added.path.baseName);
+      expect(s.db.isValid(added.path)).toBe(true);
+    });
+    expect(storeEntries(root)).toContain(added.path.baseName);
+  });
+
   it('deletes referrers before references and frees exactly the sum of the file sizes', async () => {
     const work = tempDir();
     const root = join(work, 'store');

@@ -86,6 +86,8 @@ export function showMiB(bytes: number): string {
 class Collector {
   readonly roots = new Set<string>();
   readonly tempHashes = new Set<string>();
+  /** Targets of root links that were not valid when the roots were read (see `rooted`). */
+  readonly laterRoots = new Set<string>();
   readonly alive = new Set<string>();
   readonly dead = new Map<string, StorePath>();
   readonly deleted: StorePath[] = [];
@@ -117,13 +119,26 @@ class Collector {
 
   /** Reads the permanent (unless asked not to), runtime and temp roots. */
   collectRoots(): void {
-    const o = { procDir: this.options.procDir, report: (m: string) => this.options.report?.('info', m) };
+    const o = {
+      procDir: this.options.procDir,
+      report: (m: string) => this.options.report?.('info', m),
+      onInvalidRoot: (p: StorePath) => this.laterRoots.add(p.baseName),
+    };
     const permanent = mergeRoots(findPermanentRoots(this.store, o), findRuntimeRoots(this.store, o));
     for (const { path } of permanent.values()) this.roots.add(path.baseName);
     for (const { path } of findTempRoots(this.store, o).values()) {
       this.roots.add(path.baseName);
       this.tempHashes.add(path.hashPart);
     }
+  }
+
+  /**
+   * Whether `p` is rooted: a root when the roots were read, or the target of a root link that was
+   * not valid then and is now (registered while we run: a build's output that its gcroot already
+   * named; found by the torture suite, RELIABILITY.md). Keeping it is always safe.
+   */
+  private rooted(p: StorePath): boolean {
+    return this.roots.has(p.baseName) || (this.laterRoots.has(p.baseName) && this.db.isValid(p));
   }
 
   /** A root reported by a process through the roots socket while we run. */
@@ -188,7 +203,7 @@ class Collector {
         return;
       }
       if (this.dead.has(path.baseName)) continue;
-      if (this.roots.has(path.baseName)) return this.markAlive(path, start);
+      if (this.rooted(path)) return this.markAlive(path, start);
       // Deleting specific paths never spills over to paths the user did not name.
       if (this.specific && !this.specific.has(path.baseName)) return;
       if (this.inUse(path)) return this.markAlive(path, start);
@@ -207,8 +222,9 @@ class Collector {
         this.dead.set(p.baseName, p);
         continue;
       }
-      // Re-checked at the last moment: a root may have arrived through the socket meanwhile.
-      if (this.inUse(p)) {
+      // Re-checked at the last moment: a root may have arrived through the socket meanwhile, or
+      // a rooted path become valid.
+      if (this.inUse(p) || this.rooted(p)) {
         this.markAlive(p, p);
         continue;
       }
@@ -518,6 +534,7 @@ export async function deletePaths(store: LocalStore, paths: StorePath[], options
     const probe = new Collector(store, options, false, specific);
     for (const r of c.roots) probe.roots.add(r);
     for (const h of c.tempHashes) probe.tempHashes.add(h);
+    for (const r of c.laterRoots) probe.laterRoots.add(r);
     for (const p of targets) {
       probe.referrerClosure(p);
       if (!probe.dead.has(p.baseName)) {

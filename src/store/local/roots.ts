@@ -27,6 +27,8 @@ export interface FindRootsOptions {
   procDir?: string;
   /** Messages for the user (`removing stale link …`); the library never prints. */
   report?: (message: string) => void;
+  /** Told of each permanent root whose path was not valid when it was read (it is skipped). */
+  onInvalidRoot?: (path: StorePath) => void;
 }
 
 function addRoot(roots: RootMap, path: StorePath, link: string): void {
@@ -71,7 +73,10 @@ export function findPermanentRoots(store: LocalStore, options: FindRootsOptions 
     const path = parseBase(storeBaseNameOf(store, target));
     if (path === undefined) return;
     if (store.db.isValid(path)) addRoot(roots, path, link);
-    else options.report?.(`skipping invalid root from '${link}' to '${target}'`);
+    else {
+      options.report?.(`skipping invalid root from '${link}' to '${target}'`);
+      options.onInvalidRoot?.(path);
+    }
   };
   const visit = (p: string): void => {
     try {
