@@ -209,7 +209,8 @@ function main(): void {
   const lines = [
     '## Builds',
     '',
-    `Command: \`npm run build && npx tsx bench/realise.ts --write\` (${cpus().length} × ${cpus()[0]?.model.trim() ?? 'CPU'}, Node ${process.version}).`,
+    // The rounds are part of the command: the figures below are medians of that many.
+    `Command: \`npm run build && npx tsx bench/realise.ts${runs === RUNS ? '' : ` --runs ${runs}`} --write\` (${cpus().length} × ${cpus()[0]?.model.trim() ?? 'CPU'}, Node ${process.version}).`,
     `${N} trivial \`/bin/sh\` derivations per run, from a fresh store holding only the \`.drv\` files (real \`nix-instantiate --store DIR\`); every output is built.`,
     'strata: `strata --store DIR realise -j J DRVS…` (builds in one private mount namespace per run, the store an overlay at `/nix/store`, builders started by a small spawner inside it: Python `posix_spawn`, else Perl fork + exec).',
     "Nix 2.8: `unshare -m sh -c 'mount --bind DIR/nix /nix && nix-store -r -j J DRVS…'` with `sandbox = false` (a private `/nix`, so no sandbox is forced).",
