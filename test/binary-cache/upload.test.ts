@@ -118,6 +118,11 @@ describe('Spool', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it('a staging file that cannot be written fails the write (no uncaught error event)', async () => {
+    const spool = new Spool(join(tempDir(), 'missing'), 16);
+    await expect(pipeline(Readable.from([randomBytes(100)]), spool)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   it('a spool dropped before its upload (a failed write) removes its staging file', async () => {
     const dir = tempDir();
     const spool = new Spool(dir, 16);

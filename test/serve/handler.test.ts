@@ -125,13 +125,20 @@ describe('CacheServer.handle (no socket)', () => {
 });
 
 describe('memoised narinfos', () => {
-  it('a hit re-reads no path info, HEAD leaves the memoised GET answer whole, and a deleted path is 404 at once', async () => {
+  /**
+   * A filled store, reopened (the handle that filled it holds temp roots that would keep its
+   * paths alive), and a path nothing refers to, so it can be deleted.
+   */
+  async function storeWithLeaf() {
     const work = tempDir();
-    // Reopened: the handle that filled the store holds temp roots that would keep its paths alive.
     await (await filledStore(work)).close();
     const store = await openStore(join(work, 'local'));
-    // A path nothing refers to, so it can be deleted.
     const leaf = (await store.queryAllValidPaths()).find((p) => p.name === 'tree1')!;
+    return { work, store, leaf };
+  }
+
+  it('a hit re-reads no path info, HEAD leaves the memoised GET answer whole, and a deleted path is 404 at once', async () => {
+    const { work, store, leaf } = await storeWithLeaf();
     let infoReads = 0;
     const counted = new Proxy(store, {
       get(target, prop, receiver) {
@@ -168,10 +175,7 @@ describe('memoised narinfos', () => {
 
   for (const withToken of [true, false]) {
     it(`${withToken ? 'with' : 'without'} the store's change token: ${withToken ? 'a hit makes no query until something is committed' : 'every hit is re-checked with a query'}; a deleted path is 404`, async () => {
-      const work = tempDir();
-      await (await filledStore(work)).close();
-      const store = await openStore(join(work, 'local'));
-      const leaf = (await store.queryAllValidPaths()).find((p) => p.name === 'tree1')!;
+      const { work, store, leaf } = await storeWithLeaf();
       let checks = 0;
       const counted = new Proxy(store, {
         get(target, prop, receiver) {
@@ -210,10 +214,7 @@ describe('memoised narinfos', () => {
   }
 
   it('a signature added by another process shows in the next answer (the memo is not served stale)', async () => {
-    const work = tempDir();
-    await (await filledStore(work)).close();
-    const store = await openStore(join(work, 'local'));
-    const leaf = (await store.queryAllValidPaths()).find((p) => p.name === 'tree1')!;
+    const { work, store, leaf } = await storeWithLeaf();
     const server = new CacheServer(store, { compression: 'none' });
     const other = await openStore(join(work, 'local'));
     try {
@@ -232,11 +233,7 @@ describe('memoised narinfos', () => {
   });
 
   it('over HTTP: a memoised narinfo deleted from the store is 404 on the same keep-alive connection', async () => {
-    const work = tempDir();
-    await (await filledStore(work)).close();
-    const store = await openStore(join(work, 'local'));
-    // A path nothing refers to, so it can be deleted.
-    const leaf = (await store.queryAllValidPaths()).find((p) => p.name === 'tree1')!;
+    const { work, store, leaf } = await storeWithLeaf();
     const server = new CacheServer(store, { compression: 'none' });
     const l = await listen(server, { host: '127.0.0.1', port: 0 });
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });

@@ -9,7 +9,6 @@ import type { StoreUri } from '../uri.js';
 import { BinaryCacheStore, type BinaryCacheOptions } from './binary-cache-store.js';
 import { cacheOptions, intParam } from './cache-params.js';
 
-
 /**
  * Opens a binary cache store from a parsed `file`/`http`/`https` URI.
  *

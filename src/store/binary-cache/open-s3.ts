@@ -16,7 +16,6 @@ function invalid(uri: string, why: string): StrataError {
   return new StrataError('URI_INVALID', `Cannot use store URI '${uri}': ${why}`, { value: uri });
 }
 
-
 /**
  * Opens an S3 binary cache. Reading `nix-cache-info` is the first request, so wrong credentials
  * and a missing bucket fail here, with a one-line error.

@@ -53,6 +53,9 @@ export class Spool extends Writable {
     // Past the limit: everything so far goes to a file, and so does the rest.
     const path = join(this.#dir, `.strata-upload-${process.pid}-${Math.random().toString(36).slice(2)}`);
     const out = createWriteStream(path, { flags: 'wx', highWaterMark: 1 << 20 });
+    // The file stream is not in the caller's pipeline: its errors (ENOSPC, a failed open) must
+    // fail the spool, not go unheard as an uncaught 'error' event.
+    out.on('error', (e) => this.destroy(e));
     this.#file = { path, out };
     const held = this.#chunks;
     this.#chunks = [];
