@@ -12,7 +12,7 @@
 import type { Dirent } from 'node:fs';
 
 import type { NarWriter } from '../core/nar/writer.js';
-import { acquirePool, CLAIMED, EXEC, FileStatus, MAX_FILES, PATH_BYTES, PUBLISHED, type ReadPool, SLOTS } from './_nar-read-pool.js';
+import { acquirePool, CLAIMED, EXEC, FileStatus, MAX_FILES, PATH_BYTES, PUBLISHED, type ReadPool } from './_nar-read-pool.js';
 import { childPath, listedSymlink, newWalk, readSortedDir, streamFile, type Walk, walkAt } from './_nar-walk.js';
 
 /** Queued steps at most: 64Ki keeps a directory-only stretch of the tree from growing the queue. */
@@ -78,7 +78,7 @@ class Session {
     this.#base = Atomics.load(pool.ctl, PUBLISHED);
     this.#fill = this.#base;
     this.#cons = this.#base;
-    for (let s = 0; s < SLOTS; s++) {
+    for (let s = 0; s < pool.slots; s++) {
       this.#paths.push(pool.paths(s));
       this.#meta.push(pool.meta(s));
       this.#data.push(pool.data(s));
@@ -126,7 +126,7 @@ class Session {
 
   async #file(step: Step): Promise<void> {
     if (step.batch !== this.#cons || !this.#ready) await this.#reach(step.batch!);
-    const slot = step.batch! % SLOTS;
+    const slot = step.batch! % this.#pool.slots;
     const status = this.#meta[slot]![2 * step.index!]!;
     const n = this.#meta[slot]![2 * step.index! + 1]!;
     if (status === FileStatus.Here) {
@@ -154,7 +154,7 @@ class Session {
   /** Hands the pending run of framed entries to the writer (one hash update). */
   #flushRun(): void {
     if (this.#runFirst === undefined) return;
-    const slot = this.#cons % SLOTS;
+    const slot = this.#cons % this.#pool.slots;
     this.#walk.writer.framedEntries(this.#data[slot]!.subarray(this.#runStart, this.#used), this.#runFirst, this.#runLast!);
     this.#runFirst = undefined;
   }
@@ -223,8 +223,8 @@ class Session {
   #addFile(dir: Buffer, name: Buffer): boolean {
     const len = dir.length + name.length + 2;
     if (this.#fillCount === MAX_FILES || this.#fillBytes + len > PATH_BYTES) this.#publish();
-    if (this.#fill - this.#cons >= SLOTS) return false;
-    const paths = this.#paths[this.#fill % SLOTS]!;
+    if (this.#fill - this.#cons >= this.#pool.slots) return false;
+    const paths = this.#paths[this.#fill % this.#pool.slots]!;
     let at = this.#fillBytes;
     paths.set(dir, at);
     at += dir.length;
