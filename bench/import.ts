@@ -21,11 +21,11 @@ import { StoreDir, StorePath } from '../src/core/store-path.js';
 import { localStoreConfig } from '../src/store/local/config.js';
 import { LocalStore } from '../src/store/local/local-store.js';
 import type { PathInfo } from '../src/store/store.js';
-import { dataDir, machine, nixEnv } from './lib/env.js';
+import { dataDir, nixEnv } from './lib/env.js';
 import { writeSyntheticNar } from './lib/nar-gen.js';
 import { hashPart, logNormal, prng } from './lib/random.js';
 import { median, runMeasured, timeCpu } from './lib/timing.js';
-import { mib, ms, ratio, say, table, writeSubsection } from './lib/report.js';
+import { mib, ms, ratio, say, table, writeLocalStoreSubsection } from './lib/report.js';
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(name);
@@ -223,11 +223,7 @@ try {
 }
 
 if (process.argv.includes('--write')) {
-  writeSubsection(
-    'Local store',
-    [
-      `Machine: ${machine()}. Whole-process timings include start-up; in-process ones do not. Ratios are strata / the other.`,
-    ],
+  writeLocalStoreSubsection(
     'Import 1,000 paths',
     [
       `Command: \`npx tsx bench/import.ts --write\`. strata has no import command yet, so strata is timed in-process only. Each strata NAR is read through \`createReadStream(file)\` (64 KiB reads; the runs before the batched add used 1 MiB).`,

@@ -13,9 +13,9 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { CACHE, dataDir, machine, nixEnv, privateBuild, ROOT } from './lib/env.js';
+import { CACHE, dataDir, nixEnv, privateBuild, ROOT } from './lib/env.js';
 import { median, haveHyperfine, timeProcesses, type Candidate } from './lib/timing.js';
-import { ms, ratio, say, table, writeSubsection } from './lib/report.js';
+import { ms, ratio, say, table, writeLocalStoreSubsection } from './lib/report.js';
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(name);
@@ -113,11 +113,7 @@ try {
 }
 
 if (process.argv.includes('--write')) {
-  writeSubsection(
-    'Local store',
-    [
-      `Machine: ${machine()}. Whole-process timings include start-up; in-process ones do not. Ratios are strata / the other.`,
-    ],
+  writeLocalStoreSubsection(
     'Start-up: `strata path-info P`',
     [
       `Command: \`npx tsx bench/startup.ts --write\` (builds src/ privately into .cache/bench/dist first).`,

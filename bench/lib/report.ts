@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ROOT } from './env.js';
+import { machine, ROOT } from './env.js';
 
 export function table(header: string[], rows: string[][]): string[] {
   return [
@@ -83,4 +83,16 @@ export function writeSubsection(
   writeFileSync(tmp, `${lines.join('\n')}\n`);
   renameSync(tmp, file);
   console.log(`updated ${file} (## ${section} / ### ${sub})`);
+}
+
+/** `writeSubsection` into `## Local store`, whose intro (the machine line) every such bench shares. */
+export function writeLocalStoreSubsection(sub: string, body: string[]): void {
+  writeSubsection(
+    'Local store',
+    [
+      `Machine: ${machine()}. Whole-process timings include start-up; in-process ones do not. Ratios are strata / the other.`,
+    ],
+    sub,
+    body,
+  );
 }
