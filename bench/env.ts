@@ -15,17 +15,15 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
 import type { StorePath } from '../src/core/store-path.js';
 import { indexFileOfRoot } from '../src/env/store-layout.js';
 import { initLayered } from '../src/store/layered/open-layered.js';
 import { openStore } from '../src/store/open.js';
-import { nixEnv } from './lib/env.js';
+import { nixEnv, ROOT } from './lib/env.js';
 import { timeProcesses } from './lib/timing.js';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SMALL = process.argv.includes('--small');
 const DATA = join(ROOT, '.cache', 'bench', SMALL ? 'env-small' : 'env');
 // $STRATA_CLI: another build of the CLI (e.g. a snapshot of dist/ while dist/ is being rebuilt).

@@ -11,22 +11,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+import { nixEnv, ROOT } from './lib/env.js';
+
 const DATA = join(ROOT, '.cache', 'bench', 'nar-hash');
 const RUNS = 5;
 const GiB = 1024 ** 3;
-
-function nixEnv(): NodeJS.ProcessEnv {
-  const conf = join(DATA, 'nixconf');
-  mkdirSync(conf, { recursive: true });
-  writeFileSync(join(conf, 'nix.conf'), 'build-users-group =\nsandbox = false\nexperimental-features = nix-command\nsubstituters =\nrequire-sigs = true\n');
-  const env: NodeJS.ProcessEnv = { ...process.env, NIX_CONF_DIR: conf, XDG_CACHE_HOME: join(DATA, 'xdg') };
-  delete env['NIX_REMOTE'];
-  return env;
-}
 
 interface Run {
   seconds: number;
@@ -48,7 +39,7 @@ function median(runs: Run[]): Run {
 
 function bench(label: string, bytes: number, path: string, narFile: string | undefined): string[] {
   const loadBefore = loadavg().map((l) => l.toFixed(2)).join(', ');
-  const env = nixEnv();
+  const env = nixEnv(DATA);
   const results: Array<[string, Run]> = [];
   const strata: Run[] = [];
   const nix: Run[] = [];
