@@ -266,10 +266,6 @@ export class ReadPool {
     Atomics.store(this.ctl, DONE + (s % this.slots), s + 1);
   }
 
-  isDone(s: number): boolean {
-    return Atomics.load(this.ctl, DONE + (s % this.slots)) === s + 1;
-  }
-
   /**
    * Waits until batch `s`, claimed by a helper, is done; reads it here if the helper died.
    * Meanwhile the caller's `idle` work runs (reading later batches) as long as it finds some.

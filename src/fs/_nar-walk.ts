@@ -26,7 +26,7 @@ import type { NarWriter } from '../core/nar/writer.js';
 /** Read size for big files: 1 MiB amortises syscall and hash-call overhead. */
 export const CHUNK_SIZE = 1024 * 1024;
 /** Files up to this size are read whole with one synchronous read. */
-export const SMALL_FILE = 64 * 1024;
+const SMALL_FILE = 64 * 1024;
 /** Entries between two yields to the event loop. */
 const YIELD_EVERY = 256;
 const SLASH = Buffer.from('/');
@@ -46,7 +46,7 @@ const closeP = (fd: number): Promise<void> => new Promise((res, rej) => close(fd
 const readP = (fd: number, buf: Buffer, len: number, pos: number): Promise<number> =>
   new Promise((res, rej) => read(fd, buf, 0, len, pos, (e, n) => (e ? rej(e) : res(n))));
 
-export function changed(path: Buffer): never {
+function changed(path: Buffer): never {
   throw new StrataError('FILE_CHANGED', `Cannot dump '${path.toString()}': the file changed size while it was read`, { value: path.toString() });
 }
 
@@ -78,7 +78,7 @@ export interface Walk {
 }
 
 /** Reads `size` bytes of an open file from offset 0 into `buf`, synchronously. */
-export function readWhole(fd: number, path: Buffer, buf: Buffer, size: number): void {
+function readWhole(fd: number, path: Buffer, buf: Buffer, size: number): void {
   let got = 0;
   while (got < size) {
     const n = readSync(fd, buf, got, size - got, got);
