@@ -3,7 +3,7 @@
  * NARs in flight, every NAR verified by the destination before it becomes valid, and Nix's
  * signature policy when the destination is a store on this machine.
  */
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { type Readable, Transform, type TransformCallback } from 'node:stream';
 
 import { StrataError } from '../core/error.js';
 import type { StorePath } from '../core/store-path.js';
@@ -104,25 +104,7 @@ export async function copyPaths(from: Store, to: Store, paths: StorePath[], opti
 
 /** Protects `paths` in `to` from a concurrent GC, when `to` is a store with GC roots. */
 export async function addTempRoots(to: Store, paths: StorePath[]): Promise<void> {
-  if (!isLocalFsStore(to)) return;
-  // The local store writes many roots at once (one gc.lock round); others take them one by one.
-  const many = (to as Partial<{ addTempRoots(p: StorePath[]): Promise<void> }>).addTempRoots;
-  if (many) return many.call(to, paths);
-  for (const p of paths) await to.addTempRoot(p);
-}
-
-/**
- * Adds a batch of NARs through `to.addFromNars` when the store has it (one registration for the
- * batch), else one `addFromNar` at a time, references first.
- */
-export async function addNars(to: Store, items: NarSource[], options: AddNarsOptions = {}): Promise<void> {
-  if (to.addFromNars) return to.addFromNars(items, options);
-  const byBase = new Map(items.map((i) => [i.info.path.baseName, i]));
-  for (const info of topoSortInfos(items.map((i) => i.info))) {
-    const nar = await byBase.get(info.path.baseName)!.nar();
-    await to.addFromNar(info, nar instanceof Uint8Array ? Readable.from([nar]) : nar);
-    options.onRestored?.(info);
-  }
+  if (isLocalFsStore(to)) await to.addTempRoots(paths);
 }
 
 /** Refuses the whole batch when one path fails the signature policy (nothing is copied). */
@@ -168,7 +150,7 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
     counted.on('error', () => {});
     return nar.pipe(counted);
   };
-  if (to.addFromNars) return copyInBatches(to, ordered, openNar, limit, progress, report);
+  if (to.addFromNars) return copyInBatches(to.addFromNars.bind(to), ordered, openNar, limit, progress, report);
 
   let running = 0;
   const waiting: Array<() => void> = [];
@@ -212,7 +194,7 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
 
 /** {@link copyItems} into a store with `addFromNars`: `ordered` (references first) in batches. */
 async function copyInBatches(
-  to: Store,
+  addFromNars: (items: NarSource[], options: AddNarsOptions) => Promise<void>,
   ordered: PathInfo[],
   openNar: (info: PathInfo) => Promise<Readable>,
   concurrency: number,
@@ -225,8 +207,7 @@ async function copyInBatches(
     let bytes = 0;
     while (end < ordered.length && end - start < BATCH_PATHS && (end === start || bytes + ordered[end]!.narSize <= BATCH_BYTES)) bytes += ordered[end++]!.narSize;
     const batch = ordered.slice(start, end);
-    await addNars(
-      to,
+    await addFromNars(
       batch.map((info) => ({ info: transferableInfo(info), nar: () => openNar(info) })),
       { concurrency },
     );

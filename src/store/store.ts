@@ -156,8 +156,6 @@ export interface NarSource {
 export interface AddNarsOptions {
   /** NARs read and restored at once (default 1; more overlaps the latency of remote sources). */
   concurrency?: number | undefined;
-  /** Called as each NAR is restored and verified (before the batch is registered). */
-  onRestored?: ((info: PathInfo) => void) | undefined;
 }
 
 /** One path to register, with the `.drv` outputs to record when it is a derivation. */
@@ -185,6 +183,8 @@ export interface LocalFsStore extends Store {
   withPathLocks<T>(paths: StorePath[], fn: () => Promise<T>): Promise<T>;
   /** Keeps `path` from being collected while this process lives. */
   addTempRoot(path: StorePath): Promise<void>;
+  /** {@link addTempRoot} for many paths at once (the local store: one `gc.lock` round, one write). */
+  addTempRoots(paths: StorePath[]): Promise<void>;
 }
 
 /** True for stores whose objects are files on this machine. */

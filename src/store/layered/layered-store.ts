@@ -394,6 +394,10 @@ export class LayeredStore implements LocalFsStore {
     return this.upper.addTempRoot(path);
   }
 
+  addTempRoots(paths: StorePath[]): Promise<void> {
+    return this.upper.addTempRoots(paths);
+  }
+
   /** True when some lower holds `path` (its own metadata says so). */
   async lowerHas(path: StorePath): Promise<Lower | undefined> {
     for (const l of this.lowers) if (await l.store.isValidPath(path)) return l;

@@ -227,13 +227,6 @@ export class NixDatabase {
     return row && row.path.startsWith(prefix) ? this.storeDir.parse(row.path) : undefined;
   }
 
-  /** The closure of `paths` under references (the paths included), in one recursive query. */
-  queryClosure(paths: StorePath[]): StorePath[] {
-    if (paths.length === 0) return [];
-    const full = JSON.stringify(paths.map((p) => this.storeDir.print(p)));
-    return (this.stmts.queryClosure.all(full) as { path: string }[]).map((r) => this.storeDir.parse(r.path));
-  }
-
   /**
    * The closure of `paths` (the valid ones and all they reach) as path infos, order not kept:
    * one recursive query for the ids, then one read of their rows, each with its reference ids
@@ -356,6 +349,11 @@ export class NixDatabase {
   }
 }
 
+/** The ids of the closure of the full paths in the JSON array `?`: one recursive query. */
+const CLOSURE = `WITH RECURSIVE closure(id) AS (
+  SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))
+  UNION SELECT reference FROM Refs JOIN closure ON referrer = closure.id)`;
+
 function prepare(db: Database.Database) {
   return {
     queryPathInfo: db.prepare('SELECT id, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths WHERE path = ?'),
@@ -371,23 +369,11 @@ function prepare(db: Database.Database) {
     queryAll: db.prepare('SELECT path FROM ValidPaths'),
     countAll: db.prepare('SELECT count(*) AS n FROM ValidPaths'),
     sumNarSize: db.prepare('SELECT sum(narSize) AS s FROM ValidPaths'),
-    queryClosure: db.prepare(`WITH RECURSIVE closure(id) AS (
-        SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))
-        UNION SELECT reference FROM Refs JOIN closure ON referrer = closure.id)
-      SELECT path FROM ValidPaths JOIN closure USING (id)`),
-    queryClosureIds: db
-      .prepare(`WITH RECURSIVE closure(id) AS (
-        SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))
-        UNION SELECT reference FROM Refs JOIN closure ON referrer = closure.id)
-      SELECT id FROM closure`)
-      .pluck(),
+    queryClosureIds: db.prepare(`${CLOSURE} SELECT id FROM closure`).pluck(),
     queryRowsWithRefIds: db.prepare(`SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca,
         (SELECT group_concat(reference) FROM Refs WHERE referrer = v.id) AS refs
       FROM ValidPaths v WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id`),
-    queryClosureSize: db.prepare(`WITH RECURSIVE closure(id) AS (
-        SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))
-        UNION SELECT reference FROM Refs JOIN closure ON referrer = closure.id)
-      SELECT count(*) AS n, coalesce(sum(narSize), 0) AS bytes FROM ValidPaths JOIN closure USING (id)`),
+    queryClosureSize: db.prepare(`${CLOSURE} SELECT count(*) AS n, coalesce(sum(narSize), 0) AS bytes FROM ValidPaths JOIN closure USING (id)`),
     queryDerivationOutputsById: db.prepare('SELECT drv, id, path FROM DerivationOutputs WHERE drv IN (SELECT value FROM json_each(?))'),
     queryIdMany: db.prepare('SELECT id, path FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))'),
     insertPath: db.prepare('INSERT INTO ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) VALUES (@path, @hash, @registrationTime, @deriver, @narSize, @ultimate, @sigs, @ca)'),

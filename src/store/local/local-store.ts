@@ -220,7 +220,10 @@ export class LocalStore implements LocalFsStore {
     const unique = new Map<string, NarSource>();
     for (const item of items) if (!unique.has(item.info.path.baseName)) unique.set(item.info.path.baseName, item);
     const list = [...unique.values()];
-    this.checkBatchReferences(list.map((i) => i.info));
+    this.checkReferencesValid(
+      list.map(({ info }) => ({ what: this.storeDir.print(info.path), references: info.references })),
+      new Set(unique.keys()),
+    );
     await this.addTempRoots(list.map((i) => i.info.path));
     const valid = new Set(this.db.queryValid(list.map((i) => i.info.path)).map((p) => p.baseName));
     const todo = list.filter((i) => !valid.has(i.info.path.baseName));
@@ -253,7 +256,6 @@ export class LocalStore implements LocalFsStore {
         throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got ${got.narSize}`, { value: full });
       }
       if (info.ca) await this.checkContentAddress(info, entry.tmp, got.narHash);
-      options.onRestored?.(info);
     });
     // As Nix's registerValidPath: a `.drv` from elsewhere must have the output paths its
     // contents give (else a cache could make a build write any path), and gets its rows. Done
@@ -333,28 +335,21 @@ export class LocalStore implements LocalFsStore {
     );
   }
 
-  /** Every reference of the batch must be valid already or be in the batch (self-references too). */
-  private checkBatchReferences(infos: PathInfo[]): void {
-    const inBatch = new Set(infos.map((i) => i.path.baseName));
+  /**
+   * Every reference of `adding` must be valid already or be one of the paths being added
+   * (`addingNames`: the batch, or a path's own name for a self-reference); one query for all.
+   * `what` names the referrer in the error.
+   */
+  private checkReferencesValid(adding: Array<{ what: string; references: StorePath[] }>, addingNames = new Set<string>()): void {
     const outside = new Map<string, StorePath>();
-    for (const i of infos) for (const r of i.references) if (!inBatch.has(r.baseName)) outside.set(r.baseName, r);
+    for (const { references } of adding) for (const r of references) if (!addingNames.has(r.baseName)) outside.set(r.baseName, r);
     if (outside.size === 0) return;
     const valid = new Set(this.db.queryValid([...outside.values()]).map((p) => p.baseName));
-    for (const i of infos) {
-      const missing = i.references.find((r) => !inBatch.has(r.baseName) && !valid.has(r.baseName));
+    for (const { what, references } of adding) {
+      const missing = references.find((r) => !addingNames.has(r.baseName) && !valid.has(r.baseName));
       if (missing) {
-        throw new StrataError('REFERENCE_INVALID', `Cannot add '${this.storeDir.print(i.path)}': its reference '${this.storeDir.print(missing)}' is not valid`, { value: this.storeDir.print(missing) });
+        throw new StrataError('REFERENCE_INVALID', `Cannot add '${what}': its reference '${this.storeDir.print(missing)}' is not valid`, { value: this.storeDir.print(missing) });
       }
-    }
-  }
-
-  /** Every reference other than `subject` itself must be valid already; `what` names it in the error. */
-  private checkReferencesValid(what: string, references: StorePath[], subject?: StorePath): void {
-    const others = subject ? references.filter((r) => !r.equals(subject)) : references;
-    const valid = new Set(this.db.queryValid(others).map((p) => p.baseName));
-    const missing = others.find((r) => !valid.has(r.baseName));
-    if (missing) {
-      throw new StrataError('REFERENCE_INVALID', `Cannot add '${what}': its reference '${this.storeDir.print(missing)}' is not valid`, { value: this.storeDir.print(missing) });
     }
   }
 
@@ -370,7 +365,7 @@ export class LocalStore implements LocalFsStore {
     const method = options.method ?? 'recursive';
     const algo = options.hashAlgo ?? 'sha256';
     const references = options.references ?? [];
-    this.checkReferencesValid(fsPath, references);
+    this.checkReferencesValid([{ what: fsPath, references }]);
     const { restoreNar, dumpPath, hashFile, hashPath } = await loadFs();
     return this.withStaging(async (staging) => {
       const tmp = staging.entry();
@@ -411,7 +406,7 @@ export class LocalStore implements LocalFsStore {
     await this.addTempRoot(path);
     const existing = this.db.queryPathInfo(path);
     if (existing) return existing;
-    this.checkReferencesValid(this.storeDir.print(path), references, path);
+    this.checkReferencesValid([{ what: this.storeDir.print(path), references }], new Set([path.baseName]));
     const { hashPath } = await loadFs();
     return this.withStaging(async (staging) => {
       const tmp = staging.entry();
