@@ -22,8 +22,11 @@ function newestMtime(dir: string): number {
 /** Builds dist/ unless it is newer than every file in src/. Others' type errors do not stop tsc from emitting. */
 export function ensureBuilt(): void {
   const main = join(ROOT, 'dist', 'cli', 'main.js');
-  if (existsSync(main) && statSync(main).mtimeMs >= newestMtime(join(ROOT, 'src')) && existsSync(join(ROOT, 'dist', 'cli', 'commands', 'hash.js'))) return;
-  spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'ignore' });
+  const bundle = join(ROOT, 'dist', 'strata.cjs');
+  const fresh = existsSync(main) && statSync(main).mtimeMs >= newestMtime(join(ROOT, 'src')) && existsSync(join(ROOT, 'dist', 'cli', 'commands', 'hash.js'));
+  // The bundle too, as users run it: after a tsc-only build bin/strata falls back to the modules.
+  if (fresh && existsSync(bundle) && statSync(bundle).mtimeMs >= statSync(main).mtimeMs) return;
+  spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'ignore' });
   if (!existsSync(main)) throw new Error('npm run build did not produce dist/cli/main.js');
 }
 
