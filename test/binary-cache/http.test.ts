@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { isStrataError } from '../../src/core/error.js';
 import { parseSecretKey } from '../../src/core/signature.js';
@@ -13,6 +13,7 @@ import { listen } from '../../src/serve/listen.js';
 import { copyPaths } from '../../src/store/copy.js';
 import { openStore } from '../../src/store/open.js';
 import { substitutePaths } from '../../src/store/substitute.js';
+import { ensureBuilt, runStrata } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { filledStore } from '../serve/_serve.js';
 import { DEPENDENT, PUBLIC_KEY, SECRET_KEY } from './_cache.js';
@@ -104,6 +105,50 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
       expect((e as Error).message).toMatch(new RegExp(`^Cannot fetch 'http://127\\.0\\.0\\.1:${fport}/nix-cache-info': .*ECONNREFUSED.*\\(after up to 3 attempts\\)$`));
     } finally {
       await t3.close();
+    }
+  });
+
+  it('gives up on a server that stalls before its headers or inside a body, after the timeout', async () => {
+    const held: Array<import('node:http').ServerResponse> = [];
+    const srv = createServer((req, res) => {
+      held.push(res);
+      // nix-cache-info: headers and half a body, then nothing; anything else: no answer at all.
+      if (req.url === '/nix-cache-info') res.writeHead(200, { 'content-length': '100' }).write('StoreDir: ');
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as AddressInfo).port;
+    const t = new HttpTransport(`http://127.0.0.1:${port}`, { retries: 0, timeout: 1 });
+    try {
+      const started = Date.now();
+      const e1 = await t.getFile(`${'0'.repeat(32)}.narinfo`).catch((x: unknown) => x);
+      expect(isStrataError(e1, 'HTTP_ERROR')).toBe(true);
+      expect((e1 as Error).message).toMatch(/^Cannot fetch 'http:\/\/127\.0\.0\.1:\d+\/0{32}\.narinfo': .*1 s.*ETIMEDOUT/);
+      const e2 = await t.getFile('nix-cache-info').catch((x: unknown) => x);
+      expect(isStrataError(e2, 'HTTP_ERROR')).toBe(true);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await t.close();
+      for (const r of held) r.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+
+  it('strata copy --from http:// runs on Node\'s own HTTP client: undici (150-300 ms to load here) is never loaded', async () => {
+    ensureBuilt();
+    const work = tempDir();
+    const src = await filledStore(work);
+    const l = await listen(new CacheServer(src), { host: '127.0.0.1', port: 0 });
+    try {
+      const r = await runStrata(['--no-progress', '--no-require-sigs', 'copy', '--from', l.url, '--to', join(work, 'dst'), '-r', DEPENDENT], {
+        env: { XDG_CACHE_HOME: join(work, 'xdg'), NODE_DEBUG: 'module' },
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain('copied 2 paths');
+      expect(r.stderr).toMatch(/^MODULE \d+: /m); // the module loader's trace is on
+      expect(r.stderr).not.toMatch(/node_modules\/undici\//);
+    } finally {
+      await l.close();
+      await src.close();
     }
   });
 

@@ -1,21 +1,24 @@
 /**
- * `http://` and `https://` caches over undici: one keep-alive Agent per store with a few
- * connections, so many narinfo requests are in flight at once and no request pays for a TCP
- * handshake; timeouts, and retries with exponential backoff for what may be transient.
+ * `http://` and `https://` caches over Node's own `http` client: one keep-alive Agent per store
+ * with a few connections, so many narinfo requests are in flight at once and no request pays for
+ * a TCP handshake; timeouts, and retries with exponential backoff for what may be transient.
+ * Node's client rather than undici: loading undici (1 MB of JavaScript and a WebAssembly HTTP
+ * parser) cost 150-300 ms of every `strata copy --from http://…` here, more than the 300 narinfo
+ * and NAR requests of a whole closure; `node:http` is part of Node's start-up snapshot.
  */
 import { createReadStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
+import * as http from 'node:http';
+import type * as https from 'node:https';
 import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
-
-import { Agent, type Dispatcher } from 'undici';
 
 import { StrataError } from '../../core/error.js';
 import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
 
 /** Options for {@link HttpTransport}. */
 export interface HttpTransportOptions {
-  /** Seconds to wait for response headers, and between body chunks (default 30). */
+  /** Seconds to wait for a connection, for response headers, and between body chunks (default 30). */
   timeout?: number | undefined;
   /** Extra attempts after a network error, 429 or 5xx (default 4: Nix's download-attempts is 5). */
   retries?: number | undefined;
@@ -28,6 +31,13 @@ export interface HttpTransportOptions {
 // A narinfo is at most 1 MiB (MAX_NARINFO_BYTES); small files over 4 MiB are refused unread.
 const MAX_SMALL_FILE = 4 * 1024 * 1024;
 
+/** A response whose status was read; `body` streams the rest. */
+interface Response {
+  statusCode: number;
+  headers: http.IncomingHttpHeaders;
+  body: http.IncomingMessage;
+}
+
 function retryable(status: number): boolean {
   return status === 429 || status >= 500;
 }
@@ -38,6 +48,15 @@ function describe(e: unknown): string {
   return err.code && !msg.includes(err.code) ? `${msg} (${err.code})` : msg;
 }
 
+/** Reads and discards the rest of a body, so its connection goes back to the pool. */
+function dump(body: Readable): Promise<void> {
+  return new Promise((resolve) => {
+    if (body.readableEnded || body.destroyed) return resolve();
+    body.once('end', resolve).once('close', resolve).once('error', () => resolve());
+    body.resume();
+  });
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A binary cache served over HTTP(S). */
@@ -45,24 +64,66 @@ export class HttpTransport implements CacheTransport {
   readonly uri: string;
   readonly #origin: string;
   readonly #basePath: string;
-  readonly #agent: Agent;
+  readonly #url0: URL;
+  readonly #agentOptions: http.AgentOptions;
+  #agent: Promise<{ agent: http.Agent; request: typeof http.request }> | undefined;
+  readonly #timeout: number;
   readonly #retries: number;
   readonly #backoff: number;
 
   constructor(url: string, options: HttpTransportOptions = {}) {
     const u = new URL(url);
     this.uri = url;
+    this.#url0 = u;
     this.#origin = u.origin;
     this.#basePath = u.pathname.replace(/\/+$/, '');
-    const timeout = (options.timeout ?? 30) * 1000;
+    this.#timeout = (options.timeout ?? 30) * 1000;
     this.#retries = options.retries ?? 4;
     this.#backoff = options.backoffMs ?? 200;
-    this.#agent = new Agent({
-      connections: options.connections ?? 8,
-      keepAliveTimeout: 30_000,
-      headersTimeout: timeout,
-      bodyTimeout: timeout,
-      connectTimeout: timeout,
+    // Idle keep-alive connections are kept 30 s, as long as nginx's default keepalive_timeout
+    // (75 s) and Nix's curl would keep them.
+    this.#agentOptions = { keepAlive: true, maxSockets: options.connections ?? 8, timeout: 30_000, scheduling: 'lifo' };
+  }
+
+  /** The agent, created on first use: `https` (and TLS) is loaded only for an https:// cache. */
+  #client(): Promise<{ agent: http.Agent; request: typeof http.request }> {
+    this.#agent ??= (async () => {
+      if (this.#url0.protocol === 'https:') {
+        const mod: typeof https = await import('node:https');
+        return { agent: new mod.Agent(this.#agentOptions), request: mod.request as typeof http.request };
+      }
+      return { agent: new http.Agent(this.#agentOptions), request: http.request };
+    })();
+    return this.#agent;
+  }
+
+  /** One attempt: resolves once the status and headers are in; the timeout covers connecting, waiting and every gap in the body. */
+  async #once(method: string, key: string, body: Buffer | Readable | undefined, headers: Record<string, string>): Promise<Response> {
+    const { agent, request } = await this.#client();
+    return new Promise<Response>((resolve, reject) => {
+      const req = request({
+        protocol: this.#url0.protocol,
+        hostname: this.#url0.hostname.replace(/^\[|\]$/g, ''),
+        port: this.#url0.port,
+        path: `${this.#basePath}/${key}`,
+        method,
+        headers,
+        agent,
+      });
+      req.setTimeout(this.#timeout, () => req.destroy(Object.assign(new Error(`no answer for ${this.#timeout / 1000} s`), { code: 'ETIMEDOUT' })));
+      req.once('error', reject);
+      req.once('response', (res) => {
+        // Errors after the headers (a reset, the timeout) reach the body's reader.
+        req.removeListener('error', reject);
+        req.on('error', (e) => res.destroy(e));
+        resolve({ statusCode: res.statusCode ?? 0, headers: res.headers, body: res });
+      });
+      if (body === undefined) req.end();
+      else if (Buffer.isBuffer(body)) req.end(body);
+      else {
+        body.once('error', (e) => req.destroy(e));
+        body.pipe(req);
+      }
     });
   }
 
@@ -80,22 +141,22 @@ export class HttpTransport implements CacheTransport {
    * One request with retries. Returns the response for 2xx, `undefined` for 404/403 (both mean
    * "not there" to Nix), and throws `HTTP_ERROR` for anything else once retries are spent.
    */
-  async #request(method: Dispatcher.HttpMethod, key: string, body?: () => Buffer | Readable, headers: Record<string, string> = {}): Promise<Dispatcher.ResponseData | undefined> {
+  async #request(method: string, key: string, body?: () => Buffer | Readable, headers: Record<string, string> = {}): Promise<Response | undefined> {
     this.#check(key);
     const action = method === 'PUT' ? 'upload' : 'fetch';
     let last: string;
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0) await sleep(this.#backoff * 2 ** (attempt - 1) * (0.75 + Math.random() / 2));
-      let res: Dispatcher.ResponseData;
+      let res: Response;
       try {
-        res = await this.#agent.request({ origin: this.#origin, path: `${this.#basePath}/${key}`, method, headers, body: body?.() ?? null });
+        res = await this.#once(method, key, body?.(), headers);
       } catch (e) {
         last = describe(e);
         if (attempt < this.#retries) continue;
         break;
       }
       if (res.statusCode >= 200 && res.statusCode < 300) return res;
-      await res.body.dump().catch(() => {});
+      await dump(res.body);
       if (res.statusCode === 404 || res.statusCode === 403) return undefined;
       last = `HTTP ${res.statusCode}`;
       if (!retryable(res.statusCode) || attempt >= this.#retries) break;
@@ -138,7 +199,7 @@ export class HttpTransport implements CacheTransport {
   async exists(key: string): Promise<boolean> {
     const res = await this.#request('HEAD', key);
     if (!res) return false;
-    await res.body.dump().catch(() => {});
+    await dump(res.body);
     return true;
   }
 
@@ -148,7 +209,7 @@ export class HttpTransport implements CacheTransport {
     if (length !== undefined) headers['content-length'] = String(length);
     const res = await this.#request('PUT', key, Buffer.isBuffer(body) ? () => body : body, headers);
     if (!res) throw new StrataError('HTTP_ERROR', `Cannot upload '${this.#url(key)}': the server refused it (403/404)`, { value: this.#url(key) });
-    await res.body.dump().catch(() => {});
+    await dump(res.body);
   }
 
   async putLocalFile(key: string, localPath: string, contentType: string): Promise<void> {
@@ -169,6 +230,7 @@ export class HttpTransport implements CacheTransport {
   }
 
   async close(): Promise<void> {
-    await this.#agent.close();
+    const client = await this.#agent;
+    client?.agent.destroy();
   }
 }
