@@ -247,6 +247,59 @@ describe('copyPaths into a local store, batched', () => {
     }
   });
 
+  it('hands small NARs to the store as bytes and streams large ones; a source sending more than NarSize is cut off there', async () => {
+    const work = tempDir();
+    const src = await openLocal(join(work, 'src'));
+    const dst = await openLocal(join(work, 'dst'));
+    try {
+      const small = await src.addText('small', 'x'.repeat(100), []);
+      const big = await src.addText('big', randomBytes(1536 * 1024).toString('base64'), [small.path]);
+      const kinds: string[] = [];
+      const add = dst.addFromNars.bind(dst);
+      vi.spyOn(dst, 'addFromNars').mockImplementation((items, options) =>
+        add(
+          items.map((i) => ({
+            info: i.info,
+            nar: async () => {
+              const n = await i.nar();
+              kinds.push(`${i.info.path.name}:${n instanceof Uint8Array ? 'bytes' : 'stream'}`);
+              return n;
+            },
+          })),
+          options,
+        ),
+      );
+      await copyPaths(src, dst, [big.path], { recursive: true, requireSigs: false });
+      expect(kinds.sort()).toEqual(['big:stream', 'small:bytes']);
+      expect(await dst.isValidPath(big.path)).toBe(true);
+
+      // A source that keeps sending after the NAR: stopped at the declared size, nothing valid.
+      const dst2 = await openLocal(join(work, 'dst2'));
+      let sent = 0;
+      const endless: Store = Object.create(src, {
+        narFromPath: {
+          value: async (p: StorePath) => {
+            const nar = Buffer.concat(await (await src.narFromPath(p)).toArray());
+            return Readable.from(
+              (function* () {
+                yield nar;
+                for (sent = 0; sent < 10_000; sent++) yield Buffer.alloc(64 * 1024);
+              })(),
+            );
+          },
+        },
+      });
+      const e = await copyPaths(endless, dst2, [small.path], { requireSigs: false }).catch((x: unknown) => x);
+      expect((e as { code?: string }).code).toBe('SIZE_MISMATCH');
+      expect(sent, "read ahead at most a few MiB").toBeLessThan(64);
+      expect(await dst2.queryAllValidPaths()).toEqual([]);
+      await dst2.close();
+    } finally {
+      await src.close();
+      await dst.close();
+    }
+  });
+
   it('registers a .drv whose input .drv is in the same batch, with its DerivationOutputs rows', async () => {
     const work = tempDir();
     const src = await openLocal(join(work, 'src'));
