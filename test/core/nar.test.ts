@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 
 import { isStrataError } from '../../src/core/error.js';
 import { Hash, type HashAlgo } from '../../src/core/hash.js';
-import { MAX_DEPTH, type NarEntry, type NarEvent, str, u64 } from '../../src/core/nar/format.js';
+import { flatFileContents, MAX_DEPTH, type NarEntry, type NarEvent, str, u64 } from '../../src/core/nar/format.js';
 import { NarParser, parseNar } from '../../src/core/nar/parser.js';
 import { encodeNar, NarWriter } from '../../src/core/nar/writer.js';
 import { StoreDir } from '../../src/core/store-path.js';
@@ -119,6 +119,35 @@ describe('NAR encoding of every nar.json tree (real Nix 2.8)', () => {
 const STRICTER_THAN_NIX: Record<string, string> = {
   'unsorted-entries': "2.8's order check is ineffective (it resets the previous name per entry); an unsorted NAR is not canonical, so its hash would not be the hash of what it restores to",
 };
+
+describe('flatFileContents: the file a NAR of one regular file holds, read in place', () => {
+  it('gives the contents of every nar.json case that is a regular file (real Nix 2.8), and nothing for the others', () => {
+    let files = 0;
+    for (const c of nar.cases) {
+      const got = flatFileContents(Buffer.from(c.nar_b64, 'base64'));
+      if (c.root.type === 'regular') {
+        files++;
+        expect(Buffer.from(got!).equals(Buffer.from(c.root.contents_b64, 'base64')), c.name).toBe(true);
+      } else expect(got, c.name).toBeUndefined();
+    }
+    expect(files).toBeGreaterThan(0);
+  });
+
+  it('reads executable files and empty ones, and refuses truncated, padded-wrong or trailing bytes', async () => {
+    for (const [executable, body] of [[true, 'run me\n'], [false, ''], [false, '12345678']] as const) {
+      const bytes = Buffer.from(body);
+      const archive = await collect(encodeNar({ type: 'regular', executable, size: bytes.length, contents: [bytes] }));
+      expect(Buffer.from(flatFileContents(archive)!).toString()).toBe(body);
+      expect(flatFileContents(archive.subarray(0, archive.length - 1))).toBeUndefined();
+      expect(flatFileContents(Buffer.concat([archive, Buffer.alloc(8)]))).toBeUndefined();
+    }
+    const odd = await collect(encodeNar({ type: 'regular', executable: false, size: 3, contents: [Buffer.from('abc')] }));
+    const badPad = Buffer.from(odd);
+    badPad[badPad.length - 17] = 1; // a padding byte after 'abc'
+    expect(flatFileContents(badPad)).toBeUndefined();
+    expect(flatFileContents(await collect(encodeNar({ type: 'symlink', target: Buffer.from('x') })))).toBeUndefined();
+  });
+});
 
 describe('nar-restore.json: what nix-store --restore 2.8 accepts', () => {
   for (const c of restore.cases) {

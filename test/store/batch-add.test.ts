@@ -14,6 +14,7 @@ import { Hash, nix32Encode } from '../../src/core/hash.js';
 import { StorePath } from '../../src/core/store-path.js';
 import { dumpPath } from '../../src/fs/nar-dump.js';
 import { copyPaths } from '../../src/store/copy.js';
+import { checkContentAddress } from '../../src/store/local/content-check.js';
 import { FSYNC_LIMIT } from '../../src/store/local/durable.js';
 import type { LocalStore } from '../../src/store/local/local-store.js';
 import { openStore } from '../../src/store/open.js';
@@ -294,6 +295,26 @@ describe('copyPaths into a local store, batched', () => {
       expect(sent, "read ahead at most a few MiB").toBeLessThan(64);
       expect(await dst2.queryAllValidPaths()).toEqual([]);
       await dst2.close();
+    } finally {
+      await src.close();
+      await dst.close();
+    }
+  });
+
+  it('checks a text address against a NAR given as bytes without reading the file back, and refuses a lie', async () => {
+    const work = tempDir();
+    const src = await openLocal(join(work, 'src'));
+    const dst = await openLocal(join(work, 'dst'));
+    try {
+      const text = await src.addText('t', 'hello\n', []);
+      const bytes = Buffer.concat(await (await src.narFromPath(text.path)).toArray());
+      // Hashed from memory: the staged file is not needed (here it does not exist at all).
+      await checkContentAddress(src.storeDir, text, join(work, 'no-such-file'), text.narHash, bytes);
+      const other = Buffer.concat(await (await src.narFromPath((await src.addText('t', 'hullo\n', [])).path)).toArray());
+      const lie = { ...text, narHash: Hash.of('sha256', other), narSize: other.length };
+      const e = await dst.addFromNars([{ info: lie, nar: () => other }]).catch((x: unknown) => x);
+      expect((e as { code?: string }).code).toBe('CA_MISMATCH');
+      expect(await dst.queryAllValidPaths()).toEqual([]);
     } finally {
       await src.close();
       await dst.close();

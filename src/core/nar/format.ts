@@ -124,3 +124,28 @@ export function quoteBytes(b: Uint8Array): string {
   const s = JSON.stringify(Buffer.from(b).toString('utf8'));
   return s.length > 66 ? `${s.slice(0, 63)}…"` : s;
 }
+
+const FLAT_HEAD = Buffer.concat([str(NAR_MAGIC), str('('), str('type'), str('regular')]);
+const FLAT_EXEC = Buffer.concat([str('executable'), str('')]);
+const FLAT_CONTENTS = str('contents');
+const FLAT_TAIL = str(')');
+
+/**
+ * The contents of the regular file a NAR holds at its top, as a view into `nar`, or `undefined`
+ * when the NAR holds something else. Lets a flat or text content address be checked against a
+ * NAR in memory without writing the file and reading it back.
+ */
+export function flatFileContents(nar: Uint8Array): Uint8Array | undefined {
+  const b = Buffer.from(nar.buffer, nar.byteOffset, nar.byteLength);
+  if (b.length < FLAT_HEAD.length || !b.subarray(0, FLAT_HEAD.length).equals(FLAT_HEAD)) return undefined;
+  let at = FLAT_HEAD.length;
+  if (b.subarray(at, at + FLAT_EXEC.length).equals(FLAT_EXEC)) at += FLAT_EXEC.length;
+  if (!b.subarray(at, at + FLAT_CONTENTS.length).equals(FLAT_CONTENTS) || b.length < at + FLAT_CONTENTS.length + 8) return undefined;
+  at += FLAT_CONTENTS.length;
+  const size = b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x1_0000_0000;
+  at += 8;
+  const end = at + size + paddingOf(size);
+  if (end + FLAT_TAIL.length !== b.length || !b.subarray(end).equals(FLAT_TAIL)) return undefined;
+  for (let i = at + size; i < end; i++) if (b[i] !== 0) return undefined;
+  return b.subarray(at, at + size);
+}

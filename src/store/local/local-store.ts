@@ -255,7 +255,7 @@ export class LocalStore implements LocalFsStore {
       if (got.narSize !== info.narSize) {
         throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got ${got.narSize}`, { value: full });
       }
-      if (info.ca) await this.checkContentAddress(info, entry.tmp, got.narHash);
+      if (info.ca) await this.checkContentAddress(info, entry.tmp, got.narHash, source instanceof Uint8Array ? source : undefined);
     });
     // As Nix's registerValidPath: a `.drv` from elsewhere must have the output paths its
     // contents give (else a cache could make a build write any path), and gets its rows. Done
@@ -354,9 +354,9 @@ export class LocalStore implements LocalFsStore {
   }
 
   /** Checks that a declared content address matches the staged files and the path. */
-  private async checkContentAddress(info: PathInfo, staged: string, narSha256: Hash): Promise<void> {
+  private async checkContentAddress(info: PathInfo, staged: string, narSha256: Hash, nar?: Uint8Array): Promise<void> {
     const { checkContentAddress } = await import('./content-check.js');
-    await checkContentAddress(this.storeDir, info, staged, narSha256);
+    await checkContentAddress(this.storeDir, info, staged, narSha256, nar);
   }
 
   async addPath(fsPath: string, options: AddPathOptions = {}): Promise<PathInfo> {
