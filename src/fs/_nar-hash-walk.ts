@@ -9,11 +9,11 @@
  * Only hashing uses this: its chunks are consumed before `contents()` returns, so file contents
  * can be handed over as views of the shared slots, which are reused.
  */
-import type { Dirent } from 'node:fs';
+import { type Dirent, readdirSync } from 'node:fs';
 
 import type { NarWriter } from '../core/nar/writer.js';
 import { acquirePool, CLAIMED, EXEC, FileStatus, MAX_FILES, PATH_BYTES, PUBLISHED, type ReadPool } from './_nar-read-pool.js';
-import { childPath, listedSymlink, newWalk, readSortedDir, streamFile, type Walk, walkAt } from './_nar-walk.js';
+import { listedSymlink, newWalk, streamFile, type Walk, walkAt } from './_nar-walk.js';
 
 /** Queued steps at most: 64Ki keeps a directory-only stretch of the tree from growing the queue. */
 const MAX_STEPS = 64 * 1024;
@@ -31,20 +31,33 @@ const enum Op {
   Other,
 }
 
+/**
+ * Paths and names are latin1 strings here: one char per byte, so they round-trip any bytes, and
+ * JS string order is byte (memcmp) order. A listing of 100,000 names as strings costs a fraction
+ * of one as Buffers (each its own ArrayBuffer to allocate, track and sweep: ~0.1 s of the main
+ * thread on bench/nar-hash.ts (b)).
+ */
+const bytes = (s: string): Buffer => Buffer.from(s, 'latin1');
+
+/** A directory's entries in NAR order (raw bytes, memcmp), with their types from the listing. */
+function listSorted(dir: string): Array<Dirent<string>> {
+  return readdirSync(bytes(dir), { encoding: 'latin1', withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
 interface Step {
   op: Op;
   /** Parent directory path (File, Link, Other). */
-  dir?: Buffer;
+  dir?: string;
   /** Entry name (Entry, File, Link, Other). */
-  name?: Buffer;
+  name?: string;
   /** Batch sequence number and index in it (File: the whole entry, name included). */
   batch?: number;
   index?: number;
 }
 
 interface Frame {
-  dir: Buffer;
-  entries: Array<Dirent<Buffer>>;
+  dir: string;
+  entries: Array<Dirent<string>>;
   i: number;
 }
 
@@ -66,9 +79,9 @@ class Session {
   #used = 0;
   /** A run of framed entries of the current batch not yet handed to the writer: [start, #used). */
   #runStart = 0;
-  #runFirst: Buffer | undefined;
-  #runLast: Buffer | undefined;
-  readonly #paths: Uint8Array[] = [];
+  #runFirst: string | undefined;
+  #runLast: string | undefined;
+  readonly #paths: Buffer[] = [];
   readonly #meta: Float64Array[] = [];
   readonly #data: Buffer[] = [];
 
@@ -87,7 +100,7 @@ class Session {
 
   async run(root: Buffer): Promise<void> {
     const w = this.#walk.writer;
-    this.#enter(root);
+    this.#enter(root.toString('latin1'));
     for (;;) {
       if (this.#head === this.#queue.length) {
         if (this.#stack.length === 0) break;
@@ -106,19 +119,19 @@ class Session {
           w.directory();
           break;
         case Op.Entry:
-          w.entry(step.name!);
+          w.entry(bytes(step.name!));
           break;
         case Op.End:
           w.directoryEnd();
           break;
         case Op.Link: {
-          const target = listedSymlink(childPath(step.dir!, step.name!));
+          const target = listedSymlink(bytes(`${step.dir!}/${step.name!}`));
           if (target) w.symlink(target);
-          else await walkAt(this.#walk, childPath(step.dir!, step.name!));
+          else await walkAt(this.#walk, bytes(`${step.dir!}/${step.name!}`));
           break;
         }
         case Op.Other:
-          await walkAt(this.#walk, childPath(step.dir!, step.name!));
+          await walkAt(this.#walk, bytes(`${step.dir!}/${step.name!}`));
           break;
       }
     }
@@ -141,13 +154,14 @@ class Session {
     }
     this.#flushRun();
     const w = this.#walk.writer;
-    w.entry(step.name!);
+    w.entry(bytes(step.name!));
+    const path = bytes(`${step.dir!}/${step.name!}`);
     if (status === FileStatus.Stream || status === FileStatus.Stream + EXEC) {
       w.regular(status === FileStatus.Stream + EXEC, n);
-      await streamFile(childPath(step.dir!, step.name!), n, w, this.#walk.options);
+      await streamFile(path, n, w, this.#walk.options);
       w.regularEnd();
     } else {
-      await walkAt(this.#walk, childPath(step.dir!, step.name!));
+      await walkAt(this.#walk, path);
     }
   }
 
@@ -155,7 +169,7 @@ class Session {
   #flushRun(): void {
     if (this.#runFirst === undefined) return;
     const slot = this.#cons % this.#pool.slots;
-    this.#walk.writer.framedEntries(this.#data[slot]!.subarray(this.#runStart, this.#used), this.#runFirst, this.#runLast!);
+    this.#walk.writer.framedEntries(this.#data[slot]!.subarray(this.#runStart, this.#used), bytes(this.#runFirst), bytes(this.#runLast!));
     this.#runFirst = undefined;
   }
 
@@ -187,9 +201,9 @@ class Session {
     return true;
   }
 
-  #enter(dir: Buffer): void {
+  #enter(dir: string): void {
     this.#queue.push({ op: Op.Dir });
-    this.#stack.push({ dir, entries: readSortedDir(dir), i: 0 });
+    this.#stack.push({ dir, entries: listSorted(dir), i: 0 });
   }
 
   /** Lists ahead and queues steps until the slots or the queue are full, or the tree is done. */
@@ -210,7 +224,7 @@ class Session {
         if (!this.#addFile(top.dir, d.name)) return;
       } else {
         this.#queue.push({ op: Op.Entry, name: d.name });
-        if (d.isDirectory()) this.#enter(childPath(top.dir, d.name));
+        if (d.isDirectory()) this.#enter(`${top.dir}/${d.name}`);
         else this.#queue.push({ op: d.isSymbolicLink() ? Op.Link : Op.Other, dir: top.dir, name: d.name });
       }
       top.i++;
@@ -220,17 +234,15 @@ class Session {
   }
 
   /** Puts a file's path into the open batch; false when no slot is free (consumption must catch up). */
-  #addFile(dir: Buffer, name: Buffer): boolean {
+  #addFile(dir: string, name: string): boolean {
     const len = dir.length + name.length + 2;
     if (this.#fillCount === MAX_FILES || this.#fillBytes + len > PATH_BYTES) this.#publish();
     if (this.#fill - this.#cons >= this.#pool.slots) return false;
     const paths = this.#paths[this.#fill % this.#pool.slots]!;
     let at = this.#fillBytes;
-    paths.set(dir, at);
-    at += dir.length;
+    at += paths.write(dir, at, 'latin1');
     paths[at++] = 0x2f;
-    paths.set(name, at);
-    at += name.length;
+    at += paths.write(name, at, 'latin1');
     paths[at++] = 0;
     this.#fillBytes = at;
     this.#queue.push({ op: Op.File, dir, name, batch: this.#fill, index: this.#fillCount++ });

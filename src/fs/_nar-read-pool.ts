@@ -232,8 +232,8 @@ export class ReadPool {
   }
 
   /** Where slot `slot`'s paths go (the main thread writes them). */
-  paths(slot: number): Uint8Array {
-    return new Uint8Array(this.sab, CTL_BYTES + slot * SLOT_BYTES, PATH_BYTES);
+  paths(slot: number): Buffer {
+    return Buffer.from(this.sab, CTL_BYTES + slot * SLOT_BYTES, PATH_BYTES);
   }
   meta(slot: number): Float64Array {
     return new Float64Array(this.sab, CTL_BYTES + slot * SLOT_BYTES + PATH_BYTES, MAX_FILES * 2);
