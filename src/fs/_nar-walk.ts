@@ -29,7 +29,6 @@ export const CHUNK_SIZE = 1024 * 1024;
 const SMALL_FILE = 64 * 1024;
 /** Entries between two yields to the event loop. */
 const YIELD_EVERY = 256;
-const SLASH = Buffer.from('/');
 /** O_NONBLOCK: a FIFO swapped in after the listing must not block the open (no effect on regular files). */
 export const OPEN_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
 
@@ -128,8 +127,8 @@ async function listedFile(w: Walk, path: Buffer): Promise<boolean> {
     if ((e as NodeJS.ErrnoException).code) return false;
     throw e;
   }
-  let big = 0;
-  let exec = false;
+  let big: number;
+  let exec: boolean;
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) return false;
