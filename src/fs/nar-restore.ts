@@ -25,11 +25,20 @@ export interface RestoreOptions {
    * (set once their children are written), mtime 1 (1970-01-01T00:00:01Z) on every node.
    */
   canonicalise?: boolean;
+  /**
+   * The target's parent is a directory that only this process's user can enter (a store's 0700
+   * staging dir): nobody else can swap a directory of the tree for a symlink while it is being
+   * restored, so the check before each node is skipped and directories get their canonical
+   * metadata by path. 3 system calls per directory instead of 8 and 4 per file instead of 6:
+   * a median store path has ~3 directories and ~4.5 files, so 23 fewer per path.
+   */
+  privateParent?: boolean;
 }
 
 interface Dir {
   path: Buffer;
-  stats: Stats;
+  /** What it was when made, to notice a swap; none with {@link RestoreOptions.privateParent}. */
+  stats: Stats | undefined;
 }
 
 const SLASH = Buffer.from('/');
@@ -104,6 +113,14 @@ export interface RestoreResult {
  */
 class Restore {
   private readonly canonicalise: boolean;
+  private readonly checked: boolean;
+  /**
+   * Creation mode of regular files (non-executable, executable) when canonicalising: the final
+   * one when the umask leaves it whole (022 does), so no fchmod follows; else 0666.
+   */
+  private readonly fileModes: readonly [number, number];
+  /** Whether {@link fileModes} are the final modes already. */
+  private readonly modesFinal: boolean;
   private readonly root: Buffer;
   private readonly hasher = createHash('sha256');
   private readonly parser = new NarParser();
@@ -122,6 +139,11 @@ class Restore {
     options: RestoreOptions,
   ) {
     this.canonicalise = options.canonicalise ?? false;
+    this.checked = !(options.privateParent ?? false);
+    // process.umask() reads by setting and restoring it: 2 system calls per NAR, against the
+    // fchmod per file it saves. Nothing else runs on this thread until the restore is done.
+    this.modesFinal = this.canonicalise && (process.umask() & 0o555) === 0;
+    this.fileModes = this.modesFinal ? [0o444, 0o555] : [0o666, 0o666];
     this.root = Buffer.from(target);
     this.next = this.root;
   }
@@ -177,10 +199,11 @@ class Restore {
   }
 
   private verifyParent(): void {
+    if (!this.checked) return;
     const top = this.dirs.at(-1);
     if (!top) return;
     const now = lstatSync(top.path);
-    if (!sameDir(top.stats, now)) {
+    if (!sameDir(top.stats!, now)) {
       throw new StrataError('RESTORE_RACE', `Cannot restore into '${top.path.toString()}': it is no longer the directory this restore created`, { value: top.path.toString() });
     }
   }
@@ -192,7 +215,7 @@ class Restore {
         return;
       case 'regular': {
         this.verifyParent();
-        const fd = openSync(this.next, FILE_FLAGS, 0o666);
+        const fd = openSync(this.next, FILE_FLAGS, this.fileModes[ev.executable ? 1 : 0]);
         this.nodes++;
         this.file = { fd, executable: ev.executable };
         return;
@@ -208,7 +231,7 @@ class Restore {
         this.file = undefined;
         try {
           if (this.canonicalise) {
-            fchmodSync(fd, executable ? 0o555 : 0o444);
+            if (!this.modesFinal) fchmodSync(fd, executable ? 0o555 : 0o444);
             futimesSync(fd, Date.now() / 1000, STORE_MTIME);
           } else if (executable) {
             // As Nix does: add every execute bit to what the umask left.
@@ -229,6 +252,10 @@ class Restore {
         this.verifyParent();
         mkdirSync(this.next, 0o777);
         this.nodes++;
+        if (!this.checked) {
+          this.dirs.push({ path: this.next, stats: undefined });
+          return;
+        }
         const stats = lstatSync(this.next);
         if (!stats.isDirectory()) throw new StrataError('RESTORE_RACE', `Cannot restore into '${this.next.toString()}': it was replaced while restoring`, { value: this.next.toString() });
         this.dirs.push({ path: this.next, stats });
@@ -236,11 +263,14 @@ class Restore {
       }
       case 'directoryEnd': {
         const dir = this.dirs.pop()!;
-        if (this.canonicalise) {
+        if (this.canonicalise && dir.stats === undefined) {
+          chmodSync(dir.path, 0o555);
+          lutimesSync(dir.path, Date.now() / 1000, STORE_MTIME);
+        } else if (this.canonicalise) {
           // Through an O_NOFOLLOW descriptor, checked to be our directory: chmod by path would follow a swapped-in symlink.
           const fd = openSync(dir.path, DIR_FLAGS);
           try {
-            if (!sameDir(dir.stats, fstatSync(fd))) throw new StrataError('RESTORE_RACE', `Cannot restore into '${dir.path.toString()}': it was replaced while restoring`, { value: dir.path.toString() });
+            if (!sameDir(dir.stats!, fstatSync(fd))) throw new StrataError('RESTORE_RACE', `Cannot restore into '${dir.path.toString()}': it was replaced while restoring`, { value: dir.path.toString() });
             fchmodSync(fd, 0o555);
             futimesSync(fd, Date.now() / 1000, STORE_MTIME);
           } finally {

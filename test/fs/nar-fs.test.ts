@@ -16,7 +16,7 @@ import { encodeNar } from '../../src/core/nar/writer.js';
 import { hashFile, hashPath } from '../../src/fs/hash-path.js';
 import { CLAIMED, fileCalls, helperStats, PUBLISHED, ReadPool } from '../../src/fs/_nar-read-pool.js';
 import { dumpPath } from '../../src/fs/nar-dump.js';
-import { restoreNar } from '../../src/fs/nar-restore.js';
+import { restoreNar, restoreNarSync } from '../../src/fs/nar-restore.js';
 import { loadVector } from '../support/vectors.js';
 import { buildTree } from '../support/tree.js';
 
@@ -98,6 +98,40 @@ describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)',
       check(canon);
     });
   }
+  it('privateParent (a staging dir): the same NAR and exact store metadata, from a stream and from bytes, whatever the umask', async () => {
+    const bytes = Buffer.from(nar.cases[0].nar_b64, 'base64');
+    const check = (p: string): void => {
+      const st = lstatSync(p);
+      expect(st.mtimeMs, p).toBe(1000);
+      if (st.isDirectory()) {
+        expect(st.mode & 0o7777, p).toBe(0o555);
+        for (const n of readdirSync(p)) check(join(p, n));
+      } else if (st.isFile()) expect(st.mode & 0o7777, p).toBe(st.mode & 0o100 ? 0o555 : 0o444);
+    };
+    // 022 lets files be created with their final modes; 0277 strips bits, so they are set after.
+    for (const umask of [0o022, 0o277]) {
+      const old = process.umask(umask);
+      try {
+        const a = join(tmp, `stream-${umask}`);
+        const b = join(tmp, `bytes-${umask}`);
+        const got = await restoreNar(Readable.from([bytes.subarray(0, 70), bytes.subarray(70)]), a, { canonicalise: true, privateParent: true });
+        const got2 = restoreNarSync(bytes, b, { canonicalise: true, privateParent: true });
+        expect(got.narHash.toBase16()).toBe(nar.cases[0].nar_sha256_hex);
+        expect(got2.narHash.toBase16()).toBe(nar.cases[0].nar_sha256_hex);
+        for (const p of [a, b]) {
+          check(p);
+          expect((await collect(dumpPath(p))).equals(bytes)).toBe(true);
+        }
+      } finally {
+        process.umask(old);
+      }
+    }
+  });
+  it('privateParent: a failed restore leaves nothing behind', () => {
+    const bytes = Buffer.from(nar.cases[0].nar_b64, 'base64');
+    expect(() => restoreNarSync(bytes.subarray(0, bytes.length - 8), join(tmp, 'cut'), { canonicalise: true, privateParent: true })).toThrow(/NAR|end of archive/);
+    expect(readdirSync(tmp)).toEqual([]);
+  });
   it('does not follow a top-level symlink, and stores the executable bit from the owner-x bit only', async () => {
     writeFileSync(join(tmp, 'f'), 'x');
     chmodSync(join(tmp, 'f'), 0o601); // others-x, owner no x: not executable

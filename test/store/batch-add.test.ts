@@ -4,7 +4,7 @@
  * only for paths still to add, fetched in parallel along a chain, durable before registration.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
@@ -146,6 +146,32 @@ describe('LocalStore.addFromNars', () => {
       // The same batch, honest, goes in afterwards.
       await store.addFromNars(asSources(items));
       expect((await store.queryAllValidPaths()).length).toBe(6);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('replaces leftovers of any kind under the names it adds (file, empty or read-only dir, symlink)', async () => {
+    const work = tempDir();
+    const store = await openLocal(join(work, 's'));
+    try {
+      const items = await chain(work, 5);
+      const at = (i: number) => store.realPath(items[i]!.info.path);
+      writeFileSync(at(0), 'half a file');
+      mkdirSync(at(1));
+      mkdirSync(join(at(2), 'sub'), { recursive: true });
+      writeFileSync(join(at(2), 'sub', 'f'), 'x');
+      chmodSync(join(at(2), 'sub'), 0o555);
+      chmodSync(at(2), 0o555);
+      symlinkSync(work, at(3)); // Through a symlink nothing may be written or removed.
+      symlinkSync(join(work, 'nowhere'), at(4));
+      await store.addFromNars(asSources(items));
+      for (const { info, nar } of items) {
+        const chunks: Buffer[] = [];
+        for await (const c of dumpPath(store.realPath(info.path))) chunks.push(c as Buffer);
+        expect(Buffer.concat(chunks).equals(nar)).toBe(true);
+      }
+      expect(readdirSync(work).sort()).toEqual([...items.map((_, i) => `src-${i}`), 's'].sort());
     } finally {
       await store.close();
     }

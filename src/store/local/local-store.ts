@@ -40,7 +40,8 @@ interface Staged {
   placed?: boolean;
 }
 
-const CANONICAL = { canonicalise: true };
+/** How objects are restored: with store metadata, into the staging dir (0700, ours alone). */
+const CANONICAL = { canonicalise: true, privateParent: true };
 
 export class LocalStore implements LocalFsStore {
   readonly uri: string;
@@ -291,8 +292,7 @@ export class LocalStore implements LocalFsStore {
         }
         await this.withPathLocks([info.path], async () => {
           const dest = this.realPath(info.path);
-          if (lexists(dest)) removeTree(dest);
-          renameSync(tmp, dest);
+          moveIntoPlace(tmp, dest, removeTree);
           makeDurable(this.config.realStoreDir, [dest], got.nodes);
         });
       } finally {
@@ -319,8 +319,7 @@ export class LocalStore implements LocalFsStore {
         try {
           for (const e of fresh) {
             const dest = this.realPath(e.info.path);
-            if (lexists(dest)) removeTree(dest); // Leftovers of an interrupted add: we hold the lock and it is not valid.
-            renameSync(e.tmp, dest);
+            moveIntoPlace(e.tmp, dest, removeTree);
             e.placed = true;
             dests.push(dest);
           }
@@ -514,6 +513,25 @@ export class LocalStore implements LocalFsStore {
 }
 
 export { PathLock };
+
+/** What rename(2) says when something is at the destination that it will not replace. */
+const OCCUPIED = new Set(['EEXIST', 'ENOTEMPTY', 'ENOTDIR', 'EISDIR']);
+
+/**
+ * Renames a staged object to its store path, under the path's lock and while it is not valid:
+ * whatever is there is the leftover of an interrupted add and goes. The rename is tried first
+ * (an lstat per path saved: the usual case is an empty slot); rename(2) itself replaces a file
+ * or an empty directory and refuses anything else, which is removed before a second try.
+ */
+function moveIntoPlace(tmp: string, dest: string, removeTree: (path: string) => void): void {
+  try {
+    renameSync(tmp, dest);
+  } catch (e) {
+    if (!OCCUPIED.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    removeTree(dest);
+    renameSync(tmp, dest);
+  }
+}
 
 /**
  * Runs `fn` on every item, at most `limit` at once. After the first failure no new item starts;
