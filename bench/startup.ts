@@ -14,7 +14,7 @@ import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { CACHE, dataDir, nixEnv, privateBuild, ROOT } from './lib/env.js';
-import { median, haveHyperfine, timeProcesses, type Candidate } from './lib/timing.js';
+import { median, haveHyperfine, pageFaults, timeProcesses, type Candidate } from './lib/timing.js';
 import { ms, ratio, say, table, writeLocalStoreSubsection } from './lib/report.js';
 
 const arg = (name: string, dflt: number): number => {
@@ -78,11 +78,12 @@ try {
   const s = med('strata path-info P');
   const n = med('nix path-info P');
   const runs = res.get('node -e 0')!.wall.length;
+  const faults = new Map(candidates.map((c) => [c.name, pageFaults(c)]));
   out.push(
     `(a store of 20 paths; ${ROUNDS} interleaved rounds × ${PER_ROUND} runs = ${runs} runs each, ${haveHyperfine() ? 'hyperfine -N, 1 warm-up per round' : 'spawn + wall clock'}; answers equal: \`${p.slice(11, 23)}…\`)`,
     '',
     ...table(
-      ['command', 'median wall', 'min wall', 'median user+sys', 'vs `node -e 0`'],
+      ['command', 'median wall', 'min wall', 'median user+sys', 'page faults', 'vs `node -e 0`'],
       candidates.map((c) => [
         c.name === 'strata path-info P'
           ? '`strata path-info P`'
@@ -92,6 +93,7 @@ try {
         ms(med(c.name)),
         ms(Math.min(...res.get(c.name)!.wall)),
         ms(cpu(c.name)),
+        String(faults.get(c.name) ?? '–'),
         ratio(med(c.name) / floor),
       ]),
     ),
@@ -103,9 +105,9 @@ try {
     '',
     `Bundled vs the same build's compiled modules: ${ratio(s / u)} in wall time, ${ratio(cpu('strata path-info P') / cpu('unbundled'))} in CPU time.`,
     '',
-    'What changed: `npm run build` now also runs scripts/bundle.mjs, which bundles the compiled CLI into one CommonJS file (dist/strata.cjs, esbuild); bin/strata is a small CommonJS launcher (bin/package.json) that runs it through a V8 code cache written by the first run of each command (dist/.v8-cache, one file per Node version, bundle and command), and falls back to the compiled modules when `tsc` has written them after the bundle. `strata path-info` reads 3 JavaScript files instead of 43. Inside the bundle, the Node built-ins that Node\'s own start-up does not load (child_process, crypto, stream, net, os…) are required lazily: path-info loaded 53 built-in modules, against 5 for `node -e 0`; now 26, most of them the stream modules behind `process.stdout`. Why an earlier bundle was slower: a single ESM bundle hoists every import of an external package (the AWS SDK, undici) to the top of the file, so they load at every start, and an ESM entry importing a CommonJS bundle runs Node\'s CommonJS export lexer over all of it; the CommonJS bundle keeps them lazy `require()`s.',
+    'How it loads: `npm run build` runs scripts/bundle.mjs after tsc, which bundles the compiled CLI (esbuild, CommonJS) into dist/strata.cjs (every command) and one bundle per command module in dist/bundle/ (path-info: 335 KB, the whole CLI 523 KB), whitespace and comments removed and ASCII only. bin/strata, a small CommonJS launcher, picks the command\'s own bundle from argv (main.ts hands a command line it guessed wrong to the full bundle), reads it as latin1 (no UTF-8 decoding) and runs it through a V8 code cache written by the first run of each command (dist/.v8-cache). It falls back to the compiled modules when `tsc` has written them after the bundle. Inside a bundle the Node built-ins that Node\'s own start-up does not load (child_process, crypto, stream, net, os…) are required lazily, and better-sqlite3 and fs-ext are bundled with their addons required directly (no node_modules resolution).',
     '',
-    'Counted by hand, not by this script (instructions are deterministic, so these do not change with the load; to repeat: `valgrind --tool=callgrind --callgrind-out-file=/dev/null node bin/strata path-info --store DIR P`, and the same for `node empty.cjs`, reading the `Collected` total): `node` running an empty CommonJS file 500-511 M (counts vary by ~10 M between runs); `strata path-info P` 718-721 M unbundled, 566-570 M now (+~215 M over the empty file before, +~60 M now), of which a bare `require(\'better-sqlite3\')` + open + one query is +~55 M. The CPU-time ratio stays above the instruction ratio: the rest is page faults and the loading of two native addons (better-sqlite3, fs-ext for the big lock), which Nix pays in its own binary. Not tried: a V8 start-up snapshot needs `node --snapshot-blob` on the command line, which `node bin/strata` cannot pass without spawning a second Node.',
+    'Why page faults: on this VM (paravirtualised) a page fault costs ~17 µs of CPU (measured: touching 20,000 fresh pages takes 337 ms), so the ~2,100 faults of `node -e 0` alone are a third of its time, while instructions are cheap: strata path-info executes only ~+8 % of the instructions of `node` on an empty file (callgrind, counted by hand: `valgrind --tool=callgrind --callgrind-out-file=/dev/null node bin/strata --store DIR path-info P`, the `Collected` total: 549 M against 500-508 M; 566 M with the previous single unminified bundle, 719 M unbundled). Every page of the bundle is touched twice (read into a buffer, copied into a V8 string), and so is the code cache, so this round cut bytes: the per-command bundle, no comments or whitespace, latin1 reading (UTF-8 decoding of the 46 non-ASCII characters the comments had cost 8 ms). Faults of `strata path-info P` went from ~3,860 to ~2,860 (`node -e 0`: ~2,140). Not tried: a V8 start-up snapshot needs `node --snapshot-blob` on the command line, which `node bin/strata` cannot pass without spawning a second Node.',
   );
   say(['', ...out]);
 } finally {

@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 /**
  * The second half of `npm run build`: bundles the compiled CLI (dist/cli/main.js, from tsc) into
- * one CommonJS file, dist/strata.cjs, which bin/strata loads. Why (bench/startup.ts, BENCHMARKS.md
- * "Start-up"): Node 20 pays per module file (resolve, stat, read, and for ESM a thread-pool round
- * trip and a module record), and `strata path-info` read 43 JavaScript files. Bundled it reads
- * 3 (bin/strata, the bundle and fs-ext's wrapper), plus the bundle's V8 code cache, two addons
- * and four package.json files.
+ * CommonJS files that bin/strata loads: dist/strata.cjs holds every command; dist/bundle/<name>.cjs
+ * holds one command module (bin/strata picks it from the command line; main.ts hands anything
+ * else to the full bundle); dist/bundle/env-fresh.cjs answers `strata env` from a fresh cache.
+ * Why (bench/startup.ts, BENCHMARKS.md "Start-up"): Node 20 pays per module file (resolve, stat,
+ * read, and for ESM a thread-pool round trip and a module record), and `strata path-info` read
+ * 43 JavaScript files; bundled it reads 2 (bin/strata and its bundle) plus the bundle's V8 code
+ * cache and two addons. And on this kind of VM every page of a file read costs a page fault, so
+ * a command's bundle leaves out the other commands (path-info: 328 KB instead of 520 KB).
  *
  * Why CommonJS and not ESM: in a single ESM bundle esbuild hoists every `import` of an external
  * package to the top of the file, so the lazily loaded AWS SDK, undici, etc. would load at every
@@ -16,16 +19,16 @@
  * Left out (loaded from node_modules at run time, and only by the commands that use them):
  * packages with native addons, which must be `require`d from their own directory, and the two big
  * ones only network stores use: the AWS SDK (s3://, 2 MB) and undici (http(s)://, 1 MB, which
- * would otherwise be two thirds of the bundle). better-sqlite3 is bundled (its 16 small files
+ * would otherwise be two thirds of the bundle). better-sqlite3 and fs-ext are bundled (its 16 small files
  * are on every store command's path) with its addon required directly: its `bindings` helper
  * finds the addon from the caller's file name, which a bundle would change, and probes a dozen
  * paths doing so.
  *
  * Usage: `node scripts/bundle.mjs [DIST_DIR]` (default dist/ of this checkout).
  */
-import { renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { build } from 'esbuild';
 
@@ -49,6 +52,18 @@ const betterSqliteAddon = {
       loader: 'js',
       resolveDir: ROOT,
     }));
+  },
+};
+
+/** fs-ext's `require('./build/Release/fs_ext.node')`, from the package rather than the bundle's dir. */
+const fsExtAddon = {
+  name: 'fs-ext-addon',
+  setup(b) {
+    b.onResolve({ filter: /^\.\/build\/Release\/fs_ext\.node$/ }, (args) =>
+      args.importer.includes('/node_modules/fs-ext/')
+        ? { path: 'fs-ext/build/Release/fs_ext.node', external: true }
+        : undefined,
+    );
   },
 };
 
@@ -113,17 +128,16 @@ const LAZY = [
   'zlib',
 ];
 
-const outfile = join(dist, 'strata.cjs');
-const result = await build({
-  entryPoints: [entry],
-  outfile,
+/** Options every bundle shares. */
+const common = {
   write: false,
   bundle: true,
   platform: 'node',
   format: 'cjs',
   target: 'node20',
-  external: ['fs-ext', 'zstd-napi', 'node-liblzma', '@aws-sdk/*', 'undici', '*.node'],
-  plugins: [betterSqliteAddon],
+  // fs-ext is bundled too (its one file requires its addon by a relative path, kept as is):
+  // resolving it from node_modules cost a dozen stat calls and a package.json read per start.
+  external: ['zstd-napi', 'node-liblzma', '@aws-sdk/*', 'undici', '*.node'],
   banner: {
     js: `require = (${lazyBuiltins})(require, ${JSON.stringify(LAZY.flatMap((m) => [m, `node:${m}`]))});`,
   },
@@ -131,10 +145,85 @@ const result = await build({
   // `require()`: a dynamic import would need a module loader callback, which V8 drops from a
   // script compiled from bin/strata's code cache (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING).
   supported: { 'dynamic-import': false },
+  // Whitespace and comments out, ASCII only: the bundle is read at every start, and on this kind
+  // of VM each page read or copied costs a page fault (~17 µs); 785 KB became 520 KB. An
+  // all-ASCII file is also read as latin1 (bin/strata), which skips UTF-8 decoding (8 ms for
+  // the 46 non-ASCII characters of the comments). Names are kept, for readable stack traces.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  charset: 'ascii',
+  legalComments: 'none',
   logLevel: 'warning',
-});
-// Replaced in one rename: a strata started during a build reads the old bundle or the new one.
-writeFileSync(`${outfile}.tmp-${process.pid}`, result.outputFiles[0].contents, { mode: 0o755 });
-renameSync(`${outfile}.tmp-${process.pid}`, outfile);
-// bin/strata's V8 code caches belong to the previous bundle.
+};
+
+/** The bundle's text: its hashbang dropped (bin/strata wraps it in a function), checked to be ASCII. */
+function text(result, name) {
+  let bytes = Buffer.from(result.outputFiles[0].contents);
+  if (bytes.subarray(0, 2).toString() === '#!') bytes = bytes.subarray(bytes.indexOf(10) + 1);
+  const bad = bytes.findIndex((b) => b > 0x7f);
+  if (bad >= 0) throw new Error(`${name}: byte ${bad} is not ASCII; bin/strata reads bundles as latin1`);
+  return bytes;
+}
+
+/** Replaced in one rename: a strata started during a build reads the old bundle or the new one. */
+function publish(file, bytes) {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(`${file}.tmp-${process.pid}`, bytes, { mode: 0o644 });
+  renameSync(`${file}.tmp-${process.pid}`, file);
+}
+
+/**
+ * A bundle of the CLI holding only the command module `file` (the commands `names`): the other
+ * command modules are left out, and src/cli/bundled-commands.ts is replaced so that main.ts hands
+ * any other command line to the full bundle.
+ */
+function onlyCommand(file, names) {
+  return {
+    name: 'only-command',
+    setup(b) {
+      b.onResolve({ filter: /^\.\/commands\/.*\.js$/ }, (args) =>
+        args.importer.endsWith(join('cli', 'command-table.js')) && args.path !== `./commands/${file}`
+          ? { path: args.path, namespace: 'left-out' }
+          : undefined,
+      );
+      b.onLoad({ filter: /.*/, namespace: 'left-out' }, () => ({
+        contents: "export function register() { throw new Error('not in this bundle'); }",
+        loader: 'js',
+      }));
+      b.onResolve({ filter: /^\.\/bundled-commands\.js$/ }, () => ({ path: 'bundled-commands', namespace: 'only' }));
+      b.onLoad({ filter: /.*/, namespace: 'only' }, () => ({
+        // `__dirname` is where bin/strata found this bundle: dist/bundle/.
+        contents: `export const BUNDLED_COMMANDS = ${JSON.stringify(names)};
+export function runFullCli() { require(__dirname + '/../strata.cjs'); }`,
+        loader: 'js',
+      }));
+    },
+  };
+}
+
+// Which module declares each command, read from the compiled command table itself.
+const { COMMAND_MODULES } = await import(pathToFileURL(join(dist, 'cli', 'command-table.js')).href);
+const modules = new Map();
+for (const [name, load] of Object.entries(COMMAND_MODULES)) {
+  const file = /\.\/commands\/([a-z-]+\.js)/.exec(String(load))?.[1];
+  if (!file) throw new Error(`command-table.js: cannot tell the module of '${name}'`);
+  modules.set(file, [...(modules.get(file) ?? []), name]);
+}
+
+const plugins = [betterSqliteAddon, fsExtAddon];
+const builds = [
+  { out: join(dist, 'strata.cjs'), entry, plugins },
+  // `strata env` answered from a fresh cache, before any of the CLI loads (src/cli/env-fresh.ts).
+  { out: join(dist, 'bundle', 'env-fresh.cjs'), entry: join(dist, 'cli', 'env-fresh.js'), plugins },
+  ...[...modules].flatMap(([file, names]) => {
+    const only = { entry, plugins: [...plugins, onlyCommand(file, names)] };
+    return names.map((name) => ({ ...only, out: join(dist, 'bundle', `${name}.cjs`) }));
+  }),
+];
+const outputs = await Promise.all(
+  builds.map(async (o) => text(await build({ ...common, entryPoints: [o.entry], outfile: o.out, plugins: o.plugins }), o.out)),
+);
+rmSync(join(dist, 'bundle'), { recursive: true, force: true });
+builds.forEach((o, i) => publish(o.out, outputs[i]));
+// bin/strata's V8 code caches belong to the previous bundles.
 rmSync(join(dist, '.v8-cache'), { recursive: true, force: true });

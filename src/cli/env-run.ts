@@ -54,19 +54,3 @@ function summary(env: Environment): string {
     : 'profile unchanged (nothing written)';
   return `environment: ${s.deps} deps, closure ${s.closurePaths} paths (${formatBytes(s.closureBytes)})${copied}; ${profile} ${env.profile} in ${(s.ms / 1000).toFixed(2)} s\n`;
 }
-
-/** The `--json` form of an environment. */
-export function environmentJson(env: Environment): Record<string, unknown> {
-  return {
-    spec: env.specFile,
-    store: env.storeUri,
-    storeDir: env.storeDir,
-    realStoreDir: env.realStoreDir,
-    profile: env.profile,
-    packages: env.packages,
-    variables: env.variables,
-    source: env.source,
-    ...(env.staleReason !== undefined ? { staleReason: env.staleReason } : {}),
-    ...(env.stats !== undefined ? { stats: env.stats } : {}),
-  };
-}

@@ -6,15 +6,10 @@
  */
 import { Command, CommanderError } from 'commander';
 
+import { BUNDLED_COMMANDS, runFullCli } from './bundled-commands.js';
 import { COMMAND_MODULES, commandNameOf, registerAllCommands } from './command-table.js';
 import { exitCodeFor, renderError } from './output.js';
 import { needsUserNamespace, runInUserNamespace } from './rootless.js';
-
-// A non-root user on a layered store: run this command inside a user + mount namespace.
-if (needsUserNamespace(process.argv)) {
-  const code = runInUserNamespace(process.argv);
-  if (code !== undefined) process.exit(code);
-}
 
 const program = new Command();
 program
@@ -32,22 +27,32 @@ program
   .exitOverride()
   .configureOutput({ outputError: (s, write) => write(s) });
 
+// Only the module of the command being run is loaded (see command-table.ts for the numbers).
+const name = commandNameOf(process.argv, program);
+if (BUNDLED_COMMANDS && !(name !== undefined && BUNDLED_COMMANDS.includes(name))) {
+  runFullCli(); // a per-command bundle, and not this command: nothing has happened yet
+} else {
+  // A non-root user on a layered store: run this command inside a user + mount namespace.
+  if (needsUserNamespace(process.argv)) {
+    const code = runInUserNamespace(process.argv);
+    if (code !== undefined) process.exit(code);
+  }
+  run().catch((e: unknown) => {
+    if (e instanceof CommanderError) {
+      // Help and version exit 0; usage errors have been printed by commander and exit 2.
+      process.exitCode = e.exitCode === 0 ? 0 : 2;
+    } else {
+      process.stderr.write(renderError(e));
+      process.exitCode = exitCodeFor(e);
+    }
+  });
+}
+
 // No top-level await: scripts/bundle.mjs makes this file part of a CommonJS bundle.
 async function run(): Promise<void> {
-  // Only the module of the command being run is loaded (see command-table.ts for the numbers).
-  const name = commandNameOf(process.argv, program);
   const load = name !== undefined && Object.hasOwn(COMMAND_MODULES, name) ? COMMAND_MODULES[name] : undefined;
   if (load) (await load()).register(program);
   else await registerAllCommands(program);
   await program.parseAsync(process.argv);
 }
 
-run().catch((e: unknown) => {
-  if (e instanceof CommanderError) {
-    // Help and version exit 0; usage errors have been printed by commander and exit 2.
-    process.exitCode = e.exitCode === 0 ? 0 : 2;
-  } else {
-    process.stderr.write(renderError(e));
-    process.exitCode = exitCodeFor(e);
-  }
-});

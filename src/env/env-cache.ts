@@ -120,6 +120,27 @@ export function statFiles(files: Array<{ file: string; hash: string }>): FileSta
   return out;
 }
 
+/**
+ * After a check found the cache fresh: records the stat of each hashed file (the spec, the
+ * package indexes) whose stat is missing or out of date, so that later checks skip hashing it
+ * and loading node:crypto. A stat is missing when the file changed less than a second before
+ * the cache was written (the usual case: edit the spec, run `strata env`). Best effort: a cache
+ * that cannot be written stays as it is. A concurrent rebuild may be overwritten by this older
+ * record, which the next check then finds stale: a rebuild more, never a wrong answer.
+ */
+export function restampEnvCache(specFile: string, cache: EnvCacheFile): void {
+  const hashed = [
+    { file: cache.spec, hash: cache.specHash },
+    ...cache.indexes.flatMap((i) => (i.hash === null ? [] : [{ file: i.file, hash: i.hash }])),
+  ];
+  const restamp = hashed.filter((h) => !unchanged(cache.stats, h.file));
+  if (restamp.length === 0) return;
+  const added = statFiles(restamp);
+  if (added.length === 0) return;
+  const kept = (cache.stats ?? []).filter((s) => !added.some((a) => a.file === s.file));
+  writeEnvCache(specFile, { ...cache, stats: [...kept, ...added] });
+}
+
 /** Where the cache of `specFile` lives. */
 export function envCachePath(specFile: string): string {
   return join(dirname(resolve(specFile)), '.cache', 'strata', 'env.json');

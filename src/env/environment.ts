@@ -20,6 +20,7 @@ import {
   envCachePath,
   type EnvCacheFile,
   readEnvCache,
+  restampEnvCache,
   statFiles,
   writeEnvCache,
 } from './env-cache.js';
@@ -119,16 +120,11 @@ export async function loadEnvironment(
   const useCache = options.useCache ?? true;
   let staleReason: string | undefined;
   if (useCache) {
-    const cache = readEnvCache(specFile);
-    if (cache) {
-      const check = await checkEnvCache(cache, {
-        specFile,
-        specHash: hash,
-        storeUri: options.storeUri,
-      });
-      if (check.fresh) return fromCache(specFile, cache);
-      staleReason = check.reason;
-      options.onEvent?.({ type: 'stale', reason: check.reason });
+    const answer = await answerFromCache(specFile, hash, options.storeUri);
+    if (answer?.env) return answer.env;
+    if (answer) {
+      staleReason = answer.stale;
+      options.onEvent?.({ type: 'stale', reason: answer.stale });
     }
   }
   const { parseSpec, specFormatOf } = await import('./spec.js');
@@ -165,6 +161,31 @@ export async function loadEnvironment(
     else await addProfileRoot(specFile, built.env, built.cache, options);
   }
   return { ...built.env, staleReason };
+}
+
+/**
+ * The environment of a spec from its cache, if that is fresh, else `undefined`: no store, no
+ * SQLite, no event. `strata env`'s fast path (src/cli/env-fresh.ts) answers with it before the
+ * CLI itself is loaded; {@link loadEnvironment} gives the same answer.
+ */
+export async function freshEnvironment(spec: string, storeUri: string): Promise<Environment | undefined> {
+  const specFile = findSpecFile(spec);
+  const bytes = readFileSync(specFile);
+  return (await answerFromCache(specFile, () => specHash(bytes), storeUri))?.env;
+}
+
+/** The cache's answer: a fresh environment, why it is stale, or `undefined` when there is none. */
+async function answerFromCache(
+  specFile: string,
+  hashSpec: () => string,
+  storeUri: string,
+): Promise<{ env: Environment; stale?: undefined } | { env?: undefined; stale: string } | undefined> {
+  const cache = readEnvCache(specFile);
+  if (!cache) return undefined;
+  const check = await checkEnvCache(cache, { specFile, specHash: hashSpec, storeUri });
+  if (!check.fresh) return { stale: check.reason };
+  restampEnvCache(specFile, cache);
+  return { env: fromCache(specFile, cache) };
 }
 
 function fromCache(specFile: string, cache: EnvCacheFile): Environment {

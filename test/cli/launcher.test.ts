@@ -1,13 +1,15 @@
 /**
- * bin/strata, the launcher: it runs dist/strata.cjs (the bundle of scripts/bundle.mjs) through a
- * V8 code cache, or the compiled modules when they are newer than the bundle. The first tests
- * run a copy of bin/strata over a stand-in dist/; the last runs the real bundle.
+ * bin/strata, the launcher: it runs a bundle of scripts/bundle.mjs (the command's own, else the
+ * full dist/strata.cjs; for `env`, the fresh-cache answer first) through a V8 code cache, or the
+ * compiled modules when they are newer than the bundles. The first tests run a copy of
+ * bin/strata over a stand-in dist/; the last run the real bundles.
  */
 import { spawnSync } from 'node:child_process';
 import {
   copyFileSync,
   existsSync,
   mkdirSync,
+  readFileSync,
   readdirSync,
   rmSync,
   statSync,
@@ -18,7 +20,8 @@ import { join } from 'node:path';
 
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { ensureBuilt, ROOT } from '../support/cli.js';
+import { makePackageLower } from '../env/fixtures.js';
+import { ensureBuilt, ROOT, runStrata } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 
 /** A checkout with bin/strata and a dist/ whose bundle and modules say who they are. */
@@ -89,6 +92,28 @@ describe('bin/strata', () => {
   });
 });
 
+/** A `--require` probe recording the files bin/strata compiles with `vm.Script`, in order. */
+function scriptProbe(): { env: Record<string, string>; compiled: () => string[] } {
+  const dir = tempDir();
+  const out = join(dir, 'compiled.json');
+  const probe = join(dir, 'probe.cjs');
+  writeFileSync(
+    probe,
+    `const vm = require('vm'); const seen = []; const Script = vm.Script;
+vm.Script = function (source, options) { seen.push(options.filename); return new Script(source, options); };
+process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify(seen)));\n`,
+  );
+  return {
+    env: { NODE_OPTIONS: `--require ${probe}` },
+    compiled: () => (JSON.parse(readFileSync(out, 'utf8')) as string[]).map((f) => f.slice(ROOT.length + 1)),
+  };
+}
+
+/** The same command line through the compiled modules (no bundle, no fast path). */
+function viaModules(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [join(ROOT, 'dist', 'cli', 'main.js'), ...args], { encoding: 'utf8' });
+}
+
 describe('the real bundle', () => {
   beforeAll(() => {
     ensureBuilt();
@@ -122,5 +147,66 @@ describe('the real bundle', () => {
     expect(loaded).not.toContain('NativeModule child_process');
     expect(loaded).not.toContain('NativeModule crypto');
     rmSync(store, { recursive: true, force: true });
+  });
+
+  it("runs a command's own bundle, and hands a command line it cannot take to the full one", async () => {
+    const store = tempDir();
+    const missing = '/nix/store/00000000000000000000000000000000-missing';
+    const probe = scriptProbe();
+    const own = await runStrata(['--store', store, '--json', 'path-info', missing], { env: probe.env });
+    expect(own.code).toBe(0);
+    expect(JSON.parse(own.stdout.toString())).toEqual([{ path: missing, valid: false }]);
+    expect(probe.compiled()).toEqual(['dist/bundle/path-info.cjs']);
+    // bin/strata guesses `path-info`, but main.ts (commander's view) sees an unknown option
+    // first: the full CLI takes over and says what the modules say.
+    const odd = await runStrata(['--bogus', 'path-info', missing], { env: probe.env });
+    expect(probe.compiled()).toEqual(['dist/bundle/path-info.cjs']);
+    const ref = viaModules(['--bogus', 'path-info', missing]);
+    expect([odd.code, odd.stdout.toString(), odd.stderr]).toEqual([ref.status, ref.stdout, ref.stderr]);
+    expect(odd.stderr).toMatch(/unknown option '--bogus'/);
+    // Help lists every command, as the full CLI does.
+    const help = await runStrata(['--help']);
+    expect(help.stdout.toString()).toBe(viaModules(['--help']).stdout);
+    expect(help.stdout.toString()).toMatch(/path-info[\s\S]*serve[\s\S]*shell/);
+  });
+
+  it('answers `strata env` from a fresh cache with the small bundle, exactly as the full CLI would', async () => {
+    const work = tempDir();
+    const root = join(work, 'store');
+    await makePackageLower(root, [{ name: 'hello-2.12', bin: { hello: 'Hello, world!' } }]);
+    const spec = join(work, 'replit.nix');
+    writeFileSync(spec, '{ pkgs }: {\n  deps = [ pkgs.hello ];\n}\n');
+    const probe = scriptProbe();
+    const built = await runStrata(['env', spec, '--store', root], { env: probe.env });
+    expect(built.code, built.stderr).toBe(0);
+    // No cache yet: the fast path declines and the command's own bundle builds it.
+    expect(probe.compiled()).toEqual(['dist/bundle/env-fresh.cjs', 'dist/bundle/env.cjs']);
+    for (const args of [
+      ['env', spec, '--store', root],
+      ['--store', root, 'env', spec, '--json'],
+      ['--json', '--quiet', `--store=${root}`, 'env', spec],
+    ]) {
+      const fresh = await runStrata(args, { env: probe.env });
+      expect(probe.compiled()).toEqual(['dist/bundle/env-fresh.cjs']);
+      const ref = viaModules(args);
+      expect(ref.status).toBe(0);
+      expect([fresh.code, fresh.stdout.toString(), fresh.stderr]).toEqual([0, ref.stdout, '']);
+    }
+    // Options the fast path does not know go to the CLI, which reads them.
+    const noCache = await runStrata(['env', spec, '--store', root, '--no-cache'], { env: probe.env });
+    expect(noCache.code, noCache.stderr).toBe(0);
+    expect(probe.compiled()).toEqual(['dist/bundle/env-fresh.cjs', 'dist/bundle/env.cjs']);
+    // A stale cache: the CLI says why and rebuilds.
+    writeFileSync(spec, '{ pkgs }: {\n  deps = [ pkgs.hello ]; # edited\n}\n');
+    const stale = await runStrata(['env', spec, '--store', root], { env: probe.env });
+    expect(stale.stderr).toMatch(/^environment cache is stale: replit.nix changed; rebuilding\n/);
+    expect(probe.compiled()).toEqual(['dist/bundle/env-fresh.cjs', 'dist/bundle/env.cjs']);
+  }, 60_000);
+
+  it('bundles are ASCII (bin/strata reads them as latin1)', () => {
+    for (const f of ['strata.cjs', ...readdirSync(join(ROOT, 'dist', 'bundle')).map((b) => `bundle/${b}`)]) {
+      const bytes = readFileSync(join(ROOT, 'dist', f));
+      expect(bytes.findIndex((b) => b > 0x7f), f).toBe(-1);
+    }
   });
 });

@@ -80,4 +80,43 @@ describe('strata env cache stat stamps', () => {
       /^environment cache is stale: package index '.*strata-packages.json' changed; rebuilding\n/,
     );
   }, 60_000);
+
+  it('stamps a spec whose stat is missing or out of date at the first fresh check a second later', async () => {
+    const work = tempDir();
+    const root = join(work, 'store');
+    await makePackageLower(root, PACKAGES);
+    const spec = join(work, 'replit.nix');
+    const text = '{ pkgs }: {\n  deps = [ pkgs.hello ];\n}\n';
+    writeFileSync(spec, text);
+    const built = await runStrata(['env', spec, '--store', root]);
+    expect(built.code, built.stderr).toBe(0);
+    const stampOf = (file: string) =>
+      (JSON.parse(readFileSync(envCachePath(spec), 'utf8')) as EnvCacheFile).stats?.find((s) => s.file === file);
+    // The same bytes written again (as an editor saving an unchanged file): the stat differs.
+    writeFileSync(spec, text);
+    const now = () => String(statSync(spec, { bigint: true }).ctimeNs);
+    expect(stampOf(spec)?.ctimeNs).not.toBe(now());
+    await sleep(1100);
+    const later = await runStrata(['env', spec, '--store', root]);
+    expect([later.code, later.stderr]).toEqual([0, '']);
+    expect(later.stdout.toString()).toBe(built.stdout.toString());
+    expect(stampOf(spec)?.ctimeNs).toBe(now());
+
+    // From then on the spec is not hashed: node:crypto is not loaded.
+    const probeOut = join(work, 'modules.json');
+    const probe = join(work, 'probe.cjs');
+    writeFileSync(
+      probe,
+      `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(probeOut)}, JSON.stringify(process.moduleLoadList)));\n`,
+    );
+    const fresh = await runStrata(['env', spec, '--store', root], {
+      env: { NODE_OPTIONS: `--require ${probe}` },
+    });
+    expect([fresh.code, fresh.stderr]).toEqual([0, '']);
+    expect(JSON.parse(readFileSync(probeOut, 'utf8'))).not.toContain('NativeModule crypto');
+    // And an edit is still seen.
+    writeFileSync(spec, '{ pkgs }: {\n  deps = [ pkgs.hellp ];\n}\n');
+    const edited = await runStrata(['env', spec, '--store', root]);
+    expect(edited.stderr).toMatch(/^environment cache is stale: replit.nix changed; rebuilding\n/);
+  }, 60_000);
 });

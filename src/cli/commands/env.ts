@@ -19,7 +19,7 @@ export function register(program: Command): void {
       const { globalOptions } = await import('../global.js');
       const env = await loadEnvironmentForCli(cmd, spec, opts.cache);
       if (globalOptions(cmd).json) {
-        const { environmentJson } = await import('../env-run.js');
+        const { environmentJson } = await import('../env-json.js');
         process.stdout.write(`${JSON.stringify(environmentJson(env))}\n`);
         return;
       }
