@@ -15,10 +15,19 @@ import { needsUserNamespace } from './rootless.js';
 
 /** Global options (main.ts) that take a value, and those that do not; nothing else is accepted. */
 const WITH_VALUE = new Set(['--store', '--trusted-public-keys']);
-const FLAGS = new Set(['--json', '--quiet', '-v', '--verbose', '--no-progress', '--no-require-sigs']);
+const FLAGS = new Set([
+  '--json',
+  '--quiet',
+  '-v',
+  '--verbose',
+  '--no-progress',
+  '--no-require-sigs',
+]);
 
 /** What the command line asks, when it is a plain `env SPEC` with global options around it. */
-export function plainEnvArgs(argv: readonly string[]): { spec: string; store: string | undefined; json: boolean } | undefined {
+export function plainEnvArgs(
+  argv: readonly string[],
+): { spec: string; store: string | undefined; json: boolean } | undefined {
   const words: string[] = [];
   let store: string | undefined;
   let json = false;
@@ -55,6 +64,8 @@ export async function answerFromFreshCache(argv: readonly string[]): Promise<boo
     return false; // the CLI reports it, with its own words
   }
   if (!env) return false;
-  process.stdout.write(args.json ? `${JSON.stringify(environmentJson(env))}\n` : formatExports(env.variables));
+  process.stdout.write(
+    args.json ? `${JSON.stringify(environmentJson(env))}\n` : formatExports(env.variables),
+  );
   return true;
 }

@@ -138,17 +138,16 @@ export class CacheServer {
     if (req.url.length > MAX_TARGET) return text(414, 'URI too long\n', 'unknown');
     const quick = this.answerFromMemo(req.method, req.url);
     if (quick !== undefined) return quick;
-    // A memo hit the change token cannot vouch for: re-checked with a query, so a deleted path
-    // is never served. After a commit the token shows, the row itself is compared, so added
-    // signatures or a path deleted and registered again are not served stale either (rare: the
-    // first hit per path after a commit). Without a token, one validity query per hit.
+    // A memo hit the change token cannot vouch for: its row is read again and compared, so a
+    // deleted path is never served, nor stale signatures, nor a path deleted and registered
+    // again with other contents. With a token this is the first hit per path after a commit;
+    // without one (the layered store) every hit, still sparing the signing and the rendering.
     if (req.method === 'GET' || req.method === 'HEAD') {
       const hit = this.#memo.get(narinfoHashPart(req.url) ?? '');
       if (hit !== undefined) {
         try {
           const token = this.store.changeToken?.();
-          const same = token === undefined ? await this.store.isValidPath(hit.path) : sameRow(await this.store.queryPathInfo(hit.path), hit.info);
-          if (same) {
+          if (sameRow(await this.store.queryPathInfo(hit.path), hit.info)) {
             hit.validAt = token;
             this.metrics.layerHit(hit.layer);
             return req.method === 'GET' ? hit.get : hit.head;
