@@ -48,13 +48,10 @@ import { writeSyntheticNar } from './lib/nar-gen.js';
 import { hashPart, logNormal, prng } from './lib/random.js';
 import { mib, ms, ratio, say, table, us, writeSubsection } from './lib/report.js';
 import { median, runMeasured, timeCpu } from './lib/timing.js';
+import { numberOption, stringOption } from './lib/args.js';
 
-const arg = (name: string, dflt: string): string => {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1]! : dflt;
-};
-const ONLY = arg('--only', 'ab');
-const ROUNDS = Number(arg('--rounds', '3'));
+const ONLY = stringOption('--only', 'ab');
+const ROUNDS = numberOption('--rounds', 3);
 const DATA = dataDir('layered');
 rmSync(DATA, { recursive: true, force: true });
 mkdirSync(DATA, { recursive: true });

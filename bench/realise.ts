@@ -24,6 +24,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { numberOption } from './lib/args.js';
 import { nixEnv } from './lib/env.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -171,7 +172,7 @@ Reading the numbers: the floor row shows how much two builders at once can gain 
 function main(): void {
   mkdirSync(DATA, { recursive: true });
   writeFileSync(join(DATA, 'default.nix'), expression());
-  const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || RUNS;
+  const runs = numberOption('--runs', RUNS);
   const loadStart = loadavg()
     .map((x) => x.toFixed(2))
     .join(' ');

@@ -38,11 +38,11 @@ import { copyPaths } from '../src/store/copy.js';
 import type { LocalStore } from '../src/store/local/local-store.js';
 import { openStore } from '../src/store/open.js';
 import { listObjects, makeBucket, type S3Server, s3Uri, startS3, stopS3 } from '../test/s3/_s3.js';
+import { flag, numberOption } from './lib/args.js';
 
 const ROOT = join(import.meta.dirname, '..');
-const args = process.argv.slice(2);
-const RUNS = Number(args[args.indexOf('--runs') + 1] ?? 5) || 5;
-const WRITE = args.includes('--write');
+const RUNS = numberOption('--runs', 5);
+const WRITE = flag('--write');
 const JOBS = 8;
 const N = 300;
 // Bump when the closure generator changes, so a cached closure is rebuilt.

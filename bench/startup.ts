@@ -16,12 +16,9 @@ import { join } from 'node:path';
 import { CACHE, dataDir, nixEnv, privateBuild, ROOT } from './lib/env.js';
 import { median, haveHyperfine, pageFaults, timeProcesses, type Candidate } from './lib/timing.js';
 import { ms, ratio, say, table, writeLocalStoreSubsection } from './lib/report.js';
+import { numberOption } from './lib/args.js';
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const ROUNDS = arg('--rounds', 8);
+const ROUNDS = numberOption('--rounds', 8);
 const PER_ROUND = 5;
 const TARGET = 1.3;
 
