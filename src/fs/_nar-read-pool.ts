@@ -215,15 +215,17 @@ function readBatch(io: FileCalls, sab: SharedArrayBuffer, slot: number, count: n
         meta[2 * i + 1] = size;
         continue;
       }
+      // Byte by byte below: names and paddings are a few bytes, and Buffer's fill/copy/writeUInt32LE
+      // cost more in argument checks than in copying.
       let at = used;
       data.set(L.entryHead, at);
       at += L.entryHead.length;
-      data.writeUInt32LE(nameLen, at);
-      data.writeUInt32LE(0, at + 4);
-      paths.copy(data, at + 8, nameAt, end);
-      at += 8 + nameLen;
-      data.fill(0, at, at + ((8 - (nameLen % 8)) % 8));
-      at += ((8 - (nameLen % 8)) % 8);
+      data[at] = nameLen & 0xff;
+      data[at + 1] = nameLen >>> 8;
+      for (let k = 2; k < 8; k++) data[at + k] = 0;
+      at += 8;
+      for (let k = nameAt; k < end; k++) data[at++] = paths[k]!;
+      while (at % 8 !== 0) data[at++] = 0;
       data.set(L.nodeRegular, at);
       at += L.nodeRegular.length;
       if (exec) {
@@ -232,8 +234,11 @@ function readBatch(io: FileCalls, sab: SharedArrayBuffer, slot: number, count: n
       }
       data.set(L.contents, at);
       at += L.contents.length;
-      data.writeUInt32LE(size % 0x1_0000_0000, at);
-      data.writeUInt32LE(Math.floor(size / 0x1_0000_0000), at + 4);
+      // size ≤ dataBytes (1 MiB) here: three bytes of the u64 are enough, the rest are zero.
+      data[at] = size & 0xff;
+      data[at + 1] = (size >>> 8) & 0xff;
+      data[at + 2] = size >>> 16;
+      for (let k = 3; k < 8; k++) data[at + k] = 0;
       at += 8;
       let got = 0;
       while (got < size) {
@@ -243,8 +248,7 @@ function readBatch(io: FileCalls, sab: SharedArrayBuffer, slot: number, count: n
       }
       if (got < size) continue; // it shrank: let the main thread look again
       at += size;
-      data.fill(0, at, at + ((8 - (size % 8)) % 8));
-      at += ((8 - (size % 8)) % 8);
+      while (at % 8 !== 0) data[at++] = 0;
       data.set(L.close2, at);
       at += L.close2.length;
       meta[2 * i] = 0;
