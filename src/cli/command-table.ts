@@ -17,6 +17,7 @@ export const COMMAND_MODULES: Readonly<Record<string, Loader>> = {
   sign: () => import('./commands/sign.js'),
   dump: () => import('./commands/dump.js'),
   restore: () => import('./commands/restore.js'),
+  import: () => import('./commands/import.js'),
   hash: () => import('./commands/hash.js'),
   gc: () => import('./commands/gc.js'),
   delete: () => import('./commands/delete.js'),

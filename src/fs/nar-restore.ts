@@ -95,6 +95,29 @@ export function restoreNarSync(nar: Uint8Array, target: string, options: Restore
   }
 }
 
+/**
+ * A restore fed by the caller, piece by piece, synchronously: for a NAR whose end the caller
+ * finds itself (an export stream, where the NAR is not length-prefixed and its path comes after
+ * it), restored as it is read instead of held in memory. Same checks; `fail` removes what was made
+ * and returns the error to throw.
+ */
+export interface RestoreSink {
+  write(piece: Uint8Array): void;
+  end(): RestoreResult;
+  fail(e: unknown): unknown;
+}
+
+export function startRestore(target: string, options: RestoreOptions = {}): RestoreSink {
+  const r = new Restore(target, options);
+  return {
+    write: (piece) => {
+      r.feed(piece, false);
+    },
+    end: () => r.finish(),
+    fail: (e) => r.fail(e),
+  };
+}
+
 /** What a restore read and made. */
 export interface RestoreResult {
   narHash: Hash;

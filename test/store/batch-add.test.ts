@@ -4,7 +4,15 @@
  * only for paths still to add, fetched in parallel along a chain, durable before registration.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
@@ -280,7 +288,9 @@ describe('copyPaths into a local store, batched', () => {
     const dst = await openLocal(join(work, 'dst'));
     try {
       const small = await src.addText('small', 'x'.repeat(100), []);
-      const big = await src.addText('big', randomBytes(1536 * 1024).toString('base64'), [small.path]);
+      const big = await src.addText('big', randomBytes(1536 * 1024).toString('base64'), [
+        small.path,
+      ]);
       const kinds: string[] = [];
       const add = dst.addFromNars.bind(dst);
       vi.spyOn(dst, 'addFromNars').mockImplementation((items, options) =>
@@ -316,9 +326,11 @@ describe('copyPaths into a local store, batched', () => {
           },
         },
       });
-      const e = await copyPaths(endless, dst2, [small.path], { requireSigs: false }).catch((x: unknown) => x);
+      const e = await copyPaths(endless, dst2, [small.path], { requireSigs: false }).catch(
+        (x: unknown) => x,
+      );
       expect((e as { code?: string }).code).toBe('SIZE_MISMATCH');
-      expect(sent, "read ahead at most a few MiB").toBeLessThan(64);
+      expect(sent, 'read ahead at most a few MiB').toBeLessThan(64);
       expect(await dst2.queryAllValidPaths()).toEqual([]);
       await dst2.close();
     } finally {
@@ -335,8 +347,16 @@ describe('copyPaths into a local store, batched', () => {
       const text = await src.addText('t', 'hello\n', []);
       const bytes = Buffer.concat(await (await src.narFromPath(text.path)).toArray());
       // Hashed from memory: the staged file is not needed (here it does not exist at all).
-      await checkContentAddress(src.storeDir, text, join(work, 'no-such-file'), text.narHash, bytes);
-      const other = Buffer.concat(await (await src.narFromPath((await src.addText('t', 'hullo\n', [])).path)).toArray());
+      await checkContentAddress(
+        src.storeDir,
+        text,
+        join(work, 'no-such-file'),
+        text.narHash,
+        bytes,
+      );
+      const other = Buffer.concat(
+        await (await src.narFromPath((await src.addText('t', 'hullo\n', [])).path)).toArray(),
+      );
       const lie = { ...text, narHash: Hash.of('sha256', other), narSize: other.length };
       const e = await dst.addFromNars([{ info: lie, nar: () => other }]).catch((x: unknown) => x);
       expect((e as { code?: string }).code).toBe('CA_MISMATCH');

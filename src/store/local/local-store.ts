@@ -43,6 +43,12 @@ interface Staged {
 /** How objects are restored: with store metadata, into the staging dir (0700, ours alone). */
 const CANONICAL = { canonicalise: true, privateParent: true };
 
+/**
+ * Paths per batch of {@link LocalStore.addFromExport}: each batch costs one sync of the file
+ * system and one transaction, and holds a lock file open per path while it is published.
+ */
+export const EXPORT_BATCH = 2000;
+
 export class LocalStore implements LocalFsStore {
   readonly uri: string;
   readonly storeDir: StoreDir;
@@ -258,13 +264,73 @@ export class LocalStore implements LocalFsStore {
       }
       if (info.ca) await this.checkContentAddress(info, entry.tmp, got.narHash, source instanceof Uint8Array ? source : undefined);
     });
-    // As Nix's registerValidPath: a `.drv` from elsewhere must have the output paths its
-    // contents give (else a cache could make a build write any path), and gets its rows. Done
-    // once all are restored, so input derivations in the batch are read where they are staged.
+    await this.checkStagedDerivations(staged);
+  }
+
+  /**
+   * As Nix's registerValidPath: a `.drv` from elsewhere must have the output paths its contents
+   * give (else a cache could make a build write any path), and gets its rows. Done once a batch
+   * is restored, so input derivations in the batch are read where they are staged.
+   */
+  private async checkStagedDerivations(staged: Staged[]): Promise<void> {
     const stagedAt = new Map(staged.map((e) => [e.info.path.baseName, e.tmp]));
     for (const e of staged) {
       if (e.info.path.isDerivation()) e.registration = { derivationOutputs: await this.importedDerivationOutputs(e.tmp, e.info.path, stagedAt) };
     }
+  }
+
+  /**
+   * Adds the paths of a `nix-store --export` stream, as `nix-store --import`: each NAR is
+   * restored into the staging dir as it is read (it comes before its path, so it cannot wait for
+   * a lock, and holding it in memory would make memory grow with the path), hashed once, and the
+   * paths are published in batches of {@link EXPORT_BATCH} with every guarantee of
+   * {@link addFromNars}: references valid or in the batch, temp roots, locks, validity re-checked,
+   * leftovers removed, durable, one transaction. An export declares no NAR hash: as with Nix, the
+   * hash is the one of the bytes read. `onAdded` gets each batch's paths once they are valid
+   * (already valid ones included); a failure leaves earlier batches valid and nothing of its own.
+   */
+  async addFromExport(source: AsyncIterable<Uint8Array>, onAdded: (paths: StorePath[]) => void = () => {}): Promise<StorePath[]> {
+    this.requireWritable('import paths');
+    const { readExport } = await import('../nar-export.js');
+    const { startRestore } = await loadFs();
+    const all: StorePath[] = [];
+    await this.withStaging(async (staging) => {
+      let batch: Staged[] = [];
+      const flush = async (): Promise<void> => {
+        const unique = new Map<string, Staged>();
+        for (const e of batch) if (!unique.has(e.info.path.baseName)) unique.set(e.info.path.baseName, e);
+        const list = [...unique.values()];
+        this.checkReferencesValid(
+          list.map(({ info }) => ({ what: this.storeDir.print(info.path), references: info.references })),
+          new Set(unique.keys()),
+        );
+        await this.addTempRoots(list.map((e) => e.info.path));
+        await this.checkStagedDerivations(list);
+        await this.publish(list);
+        await this.discard(batch);
+        const paths = list.map((e) => e.info.path);
+        batch = [];
+        all.push(...paths);
+        onAdded(paths);
+      };
+      try {
+        const sinks = () => {
+          const tmp = staging.entry();
+          const r = startRestore(tmp, CANONICAL);
+          return { write: r.write, end: () => ({ tmp, ...r.end() }), fail: r.fail };
+        };
+        for await (const e of readExport(source, this.storeDir, sinks)) {
+          const { tmp, narHash, narSize, nodes } = e.nar;
+          const info: PathInfo = { path: e.path, narHash, narSize, references: e.references, ...(e.deriver ? { deriver: e.deriver } : {}), ultimate: false, sigs: [] };
+          batch.push({ info, tmp, nodes, registration: {} });
+          if (batch.length >= EXPORT_BATCH) await flush();
+        }
+        if (batch.length > 0) await flush();
+      } finally {
+        await this.discard(batch);
+      }
+    });
+    return all;
   }
 
   /** Removes what is left of staged objects that were not moved into place. */

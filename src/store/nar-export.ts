@@ -1,0 +1,431 @@
+/**
+ * Reading a `nix-store --export` stream: for each path `u64 1`, its NAR, `u64 0x4558494e`
+ * ("NIXE"), the store path, its references (a count, then each), its deriver (`""` for none) and
+ * `u64 0`, or `u64 1` and a legacy signature (ignored, as Nix 2.8 ignores it); `u64 0` after the
+ * last path. Integers are little-endian; strings are Nix `str()`s (length, bytes, zero padding).
+ *
+ * The NAR comes before the path it belongs to, and it is not length-prefixed: its end is found by
+ * following its framing (tags and lengths; file contents pass through, never held whole), and its
+ * bytes go to a {@link NarSink} as they are read. A local store restores them straight into its
+ * staging dir (Nix 2.8 reads each NAR into memory first); {@link collectNar} keeps a NAR in memory
+ * up to {@link SPILL_BYTES} and in a temporary file beyond, for stores that take NARs whole.
+ * Either way memory does not grow with the size of a path. The NAR itself is checked by the strict
+ * parser of the restore: this only finds where it ends.
+ */
+import { createHash, type Hash as Hasher } from 'node:crypto';
+import { closeSync, createReadStream, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
+import { StrataError } from '../core/error.js';
+import { Hash } from '../core/hash.js';
+import { MAX_TAG_LENGTH, NAR_MAGIC } from '../core/nar/format.js';
+import type { StoreDir, StorePath } from '../core/store-path.js';
+import type { NarSource, PathInfo, Store } from './store.js';
+
+const EXPORT_MAGIC = 0x4558494e;
+/** A NAR larger than this is written to a temporary file as it arrives. */
+export const SPILL_BYTES = 16 * 1024 * 1024;
+/** Longest string of the metadata we read whole (a store path is at most 211 bytes + the dir). */
+const MAX_META_STRING = 4096;
+/** More references than any real path has (the largest closures have a few thousand). */
+const MAX_REFERENCES = 1 << 20;
+
+function invalid(what: string, at: number): never {
+  throw new StrataError('EXPORT_INVALID', `Cannot import: ${what} at byte ${at} of the export stream`, { hint: "the input must be what 'nix-store --export' writes" });
+}
+
+/** Pulls exact byte counts out of a chunked source. */
+class Reader {
+  private chunk: Uint8Array = new Uint8Array(0);
+  private pos = 0;
+  /** Bytes consumed so far (for error messages). */
+  offset = 0;
+  /** Receives every byte range consumed while set, as views of the input chunks. */
+  tap: ((chunk: Uint8Array, start: number, end: number) => void) | undefined;
+
+  constructor(private readonly source: AsyncIterator<Uint8Array>) {}
+
+  /** Fills the current chunk when it is used up; false at the end of the input. */
+  private async more(): Promise<boolean> {
+    while (this.pos === this.chunk.length) {
+      const r = await this.source.next();
+      if (r.done) return false;
+      this.chunk = r.value;
+      this.pos = 0;
+    }
+    return true;
+  }
+
+  /** Passes the next `n` bytes to `sink`, as views of the input chunks. */
+  async take(n: number, sink: (piece: Uint8Array) => void): Promise<void> {
+    while (n > 0) {
+      if (!(await this.more())) invalid('unexpected end of input', this.offset);
+      const k = Math.min(n, this.chunk.length - this.pos);
+      this.tap?.(this.chunk, this.pos, this.pos + k);
+      sink(this.chunk.subarray(this.pos, this.pos + k));
+      this.pos += k;
+      this.offset += k;
+      n -= k;
+    }
+  }
+
+  /** The next `n` bytes (small `n`), copied. */
+  async bytes(n: number): Promise<Buffer> {
+    if (this.chunk.length - this.pos >= n) {
+      this.tap?.(this.chunk, this.pos, this.pos + n);
+      const b = Buffer.from(this.chunk.subarray(this.pos, this.pos + n));
+      this.pos += n;
+      this.offset += n;
+      return b;
+    }
+    const out = Buffer.alloc(n);
+    let at = 0;
+    await this.take(n, (p) => {
+      out.set(p, at);
+      at += p.length;
+    });
+    return out;
+  }
+
+  /** Scratch for {@link small} reads that straddle two chunks. */
+  private readonly scratch = Buffer.alloc(32);
+  /** Where {@link small} left its bytes: a view's array and offset, valid until the next read. */
+  buf: Uint8Array = this.scratch;
+  at = 0;
+
+  /**
+   * Reads `n` ≤ 32 bytes without allocating (the many lengths and tags of a NAR): sets
+   * {@link buf} and {@link at} to the chunk itself, or to the scratch buffer across chunks.
+   */
+  async small(n: number): Promise<void> {
+    if (this.chunk.length - this.pos >= n) {
+      this.tap?.(this.chunk, this.pos, this.pos + n);
+      this.buf = this.chunk;
+      this.at = this.pos;
+      this.pos += n;
+      this.offset += n;
+      return;
+    }
+    let filled = 0;
+    await this.take(n, (p) => {
+      this.scratch.set(p, filled);
+      filled += p.length;
+    });
+    this.buf = this.scratch;
+    this.at = 0;
+  }
+
+  /**
+   * {@link small} without a promise when the bytes are in the current chunk (nearly always: an
+   * await per length and tag was half the cost of finding the NARs' ends). False otherwise.
+   */
+  trySmall(n: number): boolean {
+    if (this.chunk.length - this.pos < n) return false;
+    this.tap?.(this.chunk, this.pos, this.pos + n);
+    this.buf = this.chunk;
+    this.at = this.pos;
+    this.pos += n;
+    this.offset += n;
+    return true;
+  }
+
+  /** Skips `n` bytes (tapped) when the current chunk holds them; false otherwise. */
+  trySkip(n: number): boolean {
+    if (this.chunk.length - this.pos < n) return false;
+    this.tap?.(this.chunk, this.pos, this.pos + n);
+    this.pos += n;
+    this.offset += n;
+    return true;
+  }
+
+  async u64(): Promise<number> {
+    const at = this.offset;
+    if (!this.trySmall(8)) await this.small(8);
+    return this.lastU64(at);
+  }
+
+  /** The u64 {@link small} or {@link trySmall} just read (8 bytes at {@link at}). */
+  lastU64(at: number): number {
+    const b = this.buf;
+    const i = this.at;
+    const lo = (b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16)) + b[i + 3]! * 0x100_0000;
+    const hi = (b[i + 4]! | (b[i + 5]! << 8) | (b[i + 6]! << 16)) + b[i + 7]! * 0x100_0000;
+    if (hi > 0x1f_ffff) invalid('a number larger than 2^53', at);
+    return hi * 0x1_0000_0000 + lo;
+  }
+
+  /** A `str()` of at most `max` bytes. */
+  async str(max: number, what: string): Promise<Buffer> {
+    const at = this.offset;
+    const n = await this.u64();
+    if (n > max) invalid(`${what} of ${n} bytes (at most ${max})`, at);
+    const b = await this.bytes(n + ((8 - (n % 8)) % 8));
+    return b.subarray(0, n);
+  }
+
+  async atEnd(): Promise<boolean> {
+    return !(await this.more());
+  }
+}
+
+/** Where one NAR's bytes go as they are read; `T` is what it makes of them. */
+export interface NarSink<T> {
+  write(piece: Uint8Array): void;
+  end(): T;
+  /** Called instead of `end` when reading fails; returns the error to throw. */
+  fail(e: unknown): unknown;
+}
+
+/** A NAR kept whole: in memory, or in a file past {@link SPILL_BYTES}, with its hash and size. */
+export interface CollectedNar {
+  narHash: Hash;
+  narSize: number;
+  nar: () => Uint8Array | Readable;
+  spillFile?: string;
+}
+
+/**
+ * A {@link NarSink} keeping the NAR: views of the input chunks in memory (a NAR within one chunk,
+ * as most are, is not copied), spilled to `spillPath()` past {@link SPILL_BYTES}.
+ */
+export function collectNar(spillPath: () => string, spillBytes = SPILL_BYTES): NarSink<CollectedNar> {
+  let pieces: Uint8Array[] = [];
+  let size = 0;
+  let fd = -1;
+  let file: string | undefined;
+  let hasher: Hasher | undefined;
+  const write = (p: Uint8Array): void => {
+    hasher!.update(p);
+    for (let off = 0; off < p.length; ) off += writeSync(fd, p, off, p.length - off);
+  };
+  return {
+    write(piece) {
+      size += piece.length;
+      if (fd >= 0) return write(piece);
+      pieces.push(piece);
+      if (size <= spillBytes) return;
+      file = spillPath();
+      fd = openSync(file, 'wx', 0o600);
+      hasher = createHash('sha256');
+      for (const p of pieces) write(p);
+      pieces = [];
+    },
+    end() {
+      if (fd >= 0) {
+        closeSync(fd);
+        fd = -1;
+        const f = file!;
+        return { narHash: new Hash('sha256', hasher!.digest()), narSize: size, nar: () => createReadStream(f), spillFile: f };
+      }
+      const bytes = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, size);
+      pieces = [];
+      return { narHash: Hash.of('sha256', bytes), narSize: size, nar: () => bytes };
+    },
+    fail(e) {
+      if (fd >= 0) closeSync(fd);
+      fd = -1;
+      return e;
+    },
+  };
+}
+
+/**
+ * Merges the byte ranges the reader taps (a length here, a tag there, all adjacent in one input
+ * chunk) into as few pieces as possible before they reach the sink: a NAR within one chunk is one
+ * `write`, not one per token.
+ */
+class Coalescer {
+  private chunk: Uint8Array | undefined;
+  private start = 0;
+  private end = 0;
+
+  constructor(private readonly sink: NarSink<unknown>) {}
+
+  readonly add = (chunk: Uint8Array, start: number, end: number): void => {
+    if (chunk === this.chunk && start === this.end) {
+      this.end = end;
+      return;
+    }
+    this.flush();
+    this.chunk = chunk;
+    this.start = start;
+    this.end = end;
+  };
+
+  flush(): void {
+    if (this.chunk !== undefined && this.end > this.start) this.sink.write(this.chunk.subarray(this.start, this.end));
+    this.chunk = undefined;
+  }
+}
+
+const MAGIC = Buffer.from(NAR_MAGIC);
+const OPEN = 0x28; // '('
+const CLOSE = 0x29; // ')'
+/** Tags after which the next string is data (a name, a symlink target, file contents), not a tag. */
+const DATA_NEXT = ['name', 'target', 'contents'].map((t) => Buffer.from(t));
+
+const skip = (): void => {};
+
+function isDataTag(b: Uint8Array, at: number, n: number): boolean {
+  for (const t of DATA_NEXT) {
+    if (t.length !== n) continue;
+    let same = true;
+    for (let i = 0; i < n && same; i++) same = b[at + i] === t[i];
+    if (same) return true;
+  }
+  return false;
+}
+
+/**
+ * Reads one NAR from `r` (its tap receives the bytes), following its framing to its end: `(` and
+ * `)` tags nest, and the string after `name`, `target` or `contents` is data, passed over.
+ */
+async function copyNar(r: Reader): Promise<void> {
+  const start = r.offset;
+  if ((await r.u64()) !== MAGIC.length) invalid('bad NAR magic, this is not a NAR', start);
+  await r.small(16);
+  if (!MAGIC.equals(r.buf.subarray(r.at, r.at + MAGIC.length))) invalid('bad NAR magic, this is not a NAR', start);
+  let depth = 0;
+  let data = false;
+  for (;;) {
+    const at = r.offset;
+    const n = r.trySmall(8) ? r.lastU64(at) : await r.u64();
+    const padded = n + ((8 - (n % 8)) % 8);
+    if (data) {
+      if (!r.trySkip(padded)) await r.take(padded, skip);
+      data = false;
+      continue;
+    }
+    if (n > MAX_TAG_LENGTH) invalid(`a NAR tag of ${n} bytes`, at);
+    if (!r.trySmall(padded)) await r.small(padded);
+    const first = r.buf[r.at];
+    if (n === 1 && first === OPEN) depth++;
+    else if (n === 1 && first === CLOSE) {
+      if (--depth === 0) return;
+      if (depth < 0) invalid("an unbalanced ')' in a NAR", at);
+    } else if (isDataTag(r.buf, r.at, n)) data = true;
+  }
+}
+
+/** One path of an export stream: its metadata and what its sink made of its NAR. */
+export interface ExportedPath<T> {
+  path: StorePath;
+  references: StorePath[];
+  deriver?: StorePath;
+  nar: T;
+}
+
+/**
+ * The paths of an export stream, in stream order (Nix exports references first). Each NAR goes
+ * to a sink from `openSink` as it is read; the next path is read only when the consumer asks.
+ * Bytes after the final `u64 0` are refused (Nix 2.8 ignores them) when the consumer asks for
+ * the path after the last, so a consumer publishing in batches publishes none of its last batch.
+ */
+export async function* readExport<T>(source: AsyncIterable<Uint8Array>, storeDir: StoreDir, openSink: () => NarSink<T>): AsyncGenerator<ExportedPath<T>> {
+  const r = new Reader(source[Symbol.asyncIterator]());
+  for (;;) {
+    const at = r.offset;
+    const more = await r.u64();
+    if (more === 0) break;
+    if (more !== 1) invalid(`expected 0 or 1 before a path, found ${more}`, at);
+    const sink = openSink();
+    const taps = new Coalescer(sink);
+    r.tap = taps.add;
+    let nar: T;
+    try {
+      await copyNar(r);
+      taps.flush();
+      nar = sink.end();
+    } catch (e) {
+      throw sink.fail(e);
+    } finally {
+      r.tap = undefined;
+    }
+    const magicAt = r.offset;
+    if ((await r.u64()) !== EXPORT_MAGIC) invalid('missing export magic after a NAR', magicAt);
+    const pathAt = r.offset;
+    const path = parsePath(storeDir, await r.str(MAX_META_STRING, 'store path'), pathAt);
+    const count = await r.u64();
+    if (count > MAX_REFERENCES) invalid(`${count} references`, r.offset - 8);
+    const references: StorePath[] = [];
+    for (let i = 0; i < count; i++) {
+      const refAt = r.offset;
+      references.push(parsePath(storeDir, await r.str(MAX_META_STRING, 'reference'), refAt));
+    }
+    const deriverAt = r.offset;
+    const deriverText = await r.str(MAX_META_STRING, 'deriver');
+    const deriver = deriverText.length > 0 ? parsePath(storeDir, deriverText, deriverAt) : undefined;
+    const sigAt = r.offset;
+    const sig = await r.u64();
+    if (sig === 1) await r.str(MAX_META_STRING, 'legacy signature');
+    else if (sig !== 0) invalid(`expected 0 or 1 for the legacy signature, found ${sig}`, sigAt);
+    yield { path, references, ...(deriver ? { deriver } : {}), nar };
+  }
+  if (!(await r.atEnd())) invalid('trailing bytes after the last path', r.offset);
+}
+
+function parsePath(storeDir: StoreDir, bytes: Buffer, at: number): StorePath {
+  const text = bytes.toString('utf8');
+  try {
+    return storeDir.parse(text);
+  } catch (e) {
+    throw new StrataError('EXPORT_INVALID', `Cannot import: '${text}' at byte ${at} of the export stream is not a store path in '${storeDir.path}'`, { value: text, cause: e });
+  }
+}
+
+/** A batch ends at this many bytes of NAR held in memory (a spilled NAR counts nothing): each batch costs a sync and a transaction, so large, but bounded. */
+export const BATCH_BYTES = 128 * 1024 * 1024;
+/** …or at this many paths (each holds a lock file open while its batch is published). */
+export const BATCH_PATHS = 2000;
+
+/**
+ * Adds every path of an export stream to a store that takes whole NARs, as `nix-store
+ * --import`: in batches (one durability step and one transaction each, through `addFromNars`
+ * when the store has it), in stream order, so a path's references are valid or in its batch.
+ * `onAdded` gets each batch's paths once they are valid (already valid ones included). Memory
+ * stays under {@link BATCH_BYTES} plus one input chunk; spilled NARs go to a temporary directory
+ * removed at the end. A local store restores as it reads instead (`LocalStore.addFromExport`).
+ */
+export async function importExport(
+  store: Pick<Store, 'storeDir' | 'addFromNar' | 'addFromNars'>,
+  source: AsyncIterable<Uint8Array>,
+  onAdded: (paths: StorePath[]) => void = () => {},
+  spillBytes = SPILL_BYTES,
+): Promise<StorePath[]> {
+  const spillDir = mkdtempSync(join(tmpdir(), 'strata-import-'));
+  let spilled = 0;
+  const all: StorePath[] = [];
+  let batch: Array<NarSource & { spillFile?: string }> = [];
+  let held = 0;
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    const items = batch;
+    batch = [];
+    held = 0;
+    if (store.addFromNars) await store.addFromNars(items);
+    else
+      for (const { info, nar } of items) {
+        const n = await nar();
+        await store.addFromNar(info, n instanceof Uint8Array ? Readable.from([n]) : n);
+      }
+    for (const i of items) if (i.spillFile !== undefined) rmSync(i.spillFile, { force: true });
+    const paths = items.map((i) => i.info.path);
+    all.push(...paths);
+    onAdded(paths);
+  };
+  try {
+    for await (const e of readExport(source, store.storeDir, () => collectNar(() => join(spillDir, `nar-${spilled++}`), spillBytes))) {
+      const { narHash, narSize, nar, spillFile } = e.nar;
+      const info: PathInfo = { path: e.path, narHash, narSize, references: e.references, ...(e.deriver ? { deriver: e.deriver } : {}), ultimate: false, sigs: [] };
+      batch.push({ info, nar, ...(spillFile !== undefined ? { spillFile } : {}) });
+      if (spillFile === undefined) held += narSize;
+      if (held >= BATCH_BYTES || batch.length >= BATCH_PATHS) await flush();
+    }
+    await flush();
+    return all;
+  } finally {
+    rmSync(spillDir, { recursive: true, force: true });
+  }
+}
