@@ -23,10 +23,13 @@ import { CHUNK_SIZE, newWalk, walkAt } from './_nar-walk.js';
 export async function hashPath(fsPath: string, algo: HashAlgo = 'sha256'): Promise<{ hash: Hash; narSize: number }> {
   const hasher = newHasher(algo);
   let narSize = 0;
-  const writer = new NarWriter((chunk) => {
-    hasher.update(chunk);
-    narSize += chunk.length;
-  });
+  const writer = new NarWriter(
+    (chunk) => {
+      hasher.update(chunk);
+      narSize += chunk.length;
+    },
+    { reuseBatch: true },
+  );
   const path = Buffer.from(fsPath);
   const stats = lstatSync(path);
   // A directory's small files are read in batches, on a helper thread when a core is spare.

@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isStrataError } from '../../src/core/error.js';
 import { Hash, type HashAlgo } from '../../src/core/hash.js';
 import { type NarEntry, str } from '../../src/core/nar/format.js';
-import { encodeNar } from '../../src/core/nar/writer.js';
+import { encodeNar, NarWriter } from '../../src/core/nar/writer.js';
 import { hashFile, hashPath } from '../../src/fs/hash-path.js';
 import { CLAIMED, fileCalls, helperStats, PUBLISHED, ReadPool } from '../../src/fs/_nar-read-pool.js';
 import { dumpPath } from '../../src/fs/nar-dump.js';
@@ -342,6 +342,39 @@ describe.skipIf(!HAVE_NIX)('differential: real Nix 2.8 (skipped only when nix-st
     const r = spawnSync('nix-store', ['--restore', join(tmp, 'nix-out')], { input: Buffer.concat([good, Buffer.from('garbage!')]), env });
     expect(r.status).toBe(0);
     expect(existsSync(join(tmp, 'nix-out', 'a'))).toBe(true);
+  });
+});
+
+describe('NarWriter reuseBatch (hashing)', () => {
+  it('hands out one reused batch buffer, copied by the consumer, with the same bytes as fresh buffers', () => {
+    const events = (w: NarWriter): void => {
+      w.directory();
+      for (let i = 0; i < 3000; i++) {
+        w.entry(Buffer.from(`f${String(i).padStart(5, '0')}`));
+        w.regular(i % 3 === 0, i % 50);
+        if (i % 50 > 0) w.contents(Buffer.alloc(i % 50, i & 0xff));
+        w.regularEnd();
+      }
+      w.directoryEnd();
+      w.end();
+    };
+    const fresh: Uint8Array[] = [];
+    events(new NarWriter((c) => fresh.push(c), { batchSize: 4096 }));
+    const reused: Buffer[] = [];
+    const backing = new Set<ArrayBufferLike>();
+    events(
+      new NarWriter(
+        (c) => {
+          backing.add(c.buffer);
+          reused.push(Buffer.from(c));
+        },
+        { batchSize: 4096, reuseBatch: true },
+      ),
+    );
+    expect(fresh.length).toBeGreaterThan(10);
+    expect(new Set(fresh.map((c) => c.buffer)).size).toBe(fresh.length);
+    expect(backing.size).toBe(1);
+    expect(Buffer.concat(reused).equals(Buffer.concat(fresh))).toBe(true);
   });
 });
 
