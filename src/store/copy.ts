@@ -174,8 +174,17 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
     counted.on('error', () => {});
     return nar.pipe(counted);
   };
+  /** A small NAR in memory: from the source in one piece when it can, else its stream read whole. */
+  const wholeNar = async (info: PathInfo): Promise<Uint8Array> => {
+    const source = sourceOf.get(info.path.baseName)!;
+    if (!source.narBytes) return readWhole(await openNar(info), info, to);
+    const bytes = await source.narBytes(info.path);
+    progress.bytesDone += bytes.length;
+    report();
+    return bytes;
+  };
   if (to.addFromNars) {
-    const narOf = (info: PathInfo) => (info.narSize <= WHOLE_NAR_MAX ? openNar(info).then((nar) => readWhole(nar, info, to)) : openNar(info));
+    const narOf = (info: PathInfo) => (info.narSize <= WHOLE_NAR_MAX ? wholeNar(info) : openNar(info));
     return copyInBatches(to.addFromNars.bind(to), ordered, narOf, limit, progress, report);
   }
 

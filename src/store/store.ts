@@ -111,6 +111,12 @@ export interface Store {
 
   /** Streams the NAR serialisation of a valid path. */
   narFromPath(path: StorePath): Promise<Readable>;
+  /**
+   * Optional: the whole NAR of a valid path in memory, verified as {@link narFromPath}'s stream
+   * is, for small paths (callers keep to NARs of at most 1 MiB): a binary cache answers it with
+   * one read and one hash, no stream stages per path.
+   */
+  narBytes?(path: StorePath): Promise<Uint8Array>;
 
   /**
    * Adds a path from its NAR and declared info. The NAR's hash and size are verified against

@@ -1,7 +1,7 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
 import { isStrataError } from '../../src/core/error.js';
 import { parseNarInfo } from '../../src/core/narinfo.js';
@@ -157,7 +157,50 @@ describe('hostile caches are refused and nothing becomes valid', () => {
       code: 'NARINFO_INVALID',
       message: /is not a NAR file of this cache/,
     },
+    {
+      name: 'a NAR URL outside the cache (compression none, read whole)',
+      compression: 'none',
+      requireSigs: false,
+      edit: (d) => rewriteNarInfo(d, 'none', SIMPLE, (t) => t.replace(/URL: .*/, 'URL: ../../etc/passwd')),
+      code: 'NARINFO_INVALID',
+      message: /is not a NAR file of this cache/,
+    },
+    {
+      name: 'NAR file longer than declared (compression none, read whole)',
+      compression: 'none',
+      edit: (d) => writeFileSync(join(d, vec('none', SIMPLE).nar_file), Buffer.concat([readFileSync(join(d, vec('none', SIMPLE).nar_file)), Buffer.alloc(1 << 20)])),
+      code: 'SIZE_MISMATCH',
+      message: /FileSize mismatch, got more than 120 bytes$/,
+    },
+    {
+      name: 'NAR file truncated (compression none, read whole)',
+      compression: 'none',
+      edit: (d) => writeFileSync(join(d, vec('none', SIMPLE).nar_file), readFileSync(join(d, vec('none', SIMPLE).nar_file)).subarray(0, 64)),
+      code: 'SIZE_MISMATCH',
+      message: /FileSize mismatch, got 64$/,
+    },
+    {
+      name: 'NAR file missing (compression none, read whole)',
+      compression: 'none',
+      edit: (d) => rmSync(join(d, vec('none', SIMPLE).nar_file)),
+      code: 'NAR_MISSING',
+      message: /its NAR file 'nar\/.*' does not exist/,
+    },
   ];
+  it('small NARs of an uncompressed cache are read whole (narBytes), not through the stream stages', async () => {
+    const { cache, local, done } = await setup('none', () => {});
+    try {
+      const streamed = vi.spyOn(cache, 'narFromPath');
+      const whole = vi.spyOn(cache as Store & { narBytes: Store['narBytes'] }, 'narBytes');
+      const r = await copyPaths(cache, local, [dir.parse(DEPENDENT)], { recursive: true, trustedPublicKeys: [PUBLIC_KEY] });
+      expect(r.copied.length).toBe(2);
+      expect(whole).toHaveBeenCalledTimes(2);
+      expect(streamed).not.toHaveBeenCalled();
+    } finally {
+      await done();
+    }
+  });
+
   for (const c of cases) {
     it(`${c.name}: ${c.code}`, async () => {
       const { cache, local, done } = await setup(c.compression, c.edit);

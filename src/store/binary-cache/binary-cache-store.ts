@@ -13,7 +13,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { StrataError } from '../../core/error.js';
-import type { Hash } from '../../core/hash.js';
+import { Hash } from '../../core/hash.js';
 import {
   type CacheInfo,
   type NarInfo,
@@ -294,28 +294,76 @@ export class BinaryCacheStore implements Store {
     return this.narFromNarInfo(ni);
   }
 
+  /**
+   * The NAR of a path in memory, verified. An uncompressed NAR file (what strata serve sends
+   * with `--compression none`, and a `compression=none` cache holds) is read as it comes and
+   * hashed once: the stream stages of {@link narFromPath} (a pipeline, two pass-throughs and
+   * their abort signals, per path) cost more than a small NAR's bytes.
+   */
+  async narBytes(path: StorePath): Promise<Uint8Array> {
+    const ni = await this.queryNarInfo(path);
+    if (!ni) throw notValid(this, path, 'read');
+    if (!this.#fileIsNar(ni)) return Buffer.concat(await (await this.narFromNarInfo(ni)).toArray());
+    const full = this.storeDir.print(ni.path);
+    const url = ni.url.replace(/^\.\//, '');
+    const stream = await this.transport.getStream(url).catch((e: unknown) => {
+      throw this.#badUrl(e, ni, full);
+    });
+    if (!stream) throw this.#narMissing(full, url);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      // A hostile cache cannot make us hold more than declared.
+      if (size > ni.narSize) {
+        stream.destroy();
+        throw this.#mismatch(full, 'File')('size', `more than ${ni.narSize} bytes`);
+      }
+      chunks.push(chunk);
+    }
+    const file = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    if (file.length !== ni.narSize) throw this.#mismatch(full, 'File')('size', String(file.length));
+    const hash = Hash.of('sha256', file);
+    if (!hash.equals(ni.fileHash!)) throw this.#mismatch(full, 'File')('hash', hash.toNix32());
+    return file;
+  }
+
+  /** Uncompressed, with FileHash/FileSize equal to NarHash/NarSize (what Nix and strata write). */
+  #fileIsNar(ni: NarInfo): boolean {
+    return ni.compression === 'none' && ni.fileHash !== undefined && ni.fileHash.equals(ni.narHash) && ni.fileSize === ni.narSize;
+  }
+
+  #badUrl(e: unknown, ni: NarInfo, full: string): unknown {
+    if (e instanceof StrataError && e.code === 'CACHE_KEY_INVALID') {
+      return new StrataError('NARINFO_INVALID', `Cannot read '${full}' from '${this.uri}': its URL '${ni.url}' is not a NAR file of this cache`, { value: ni.url });
+    }
+    return e;
+  }
+
+  #narMissing(full: string, url: string): StrataError {
+    return new StrataError('NAR_MISSING', `Cannot read '${full}' from '${this.uri}': its NAR file '${url}' does not exist`, { value: url });
+  }
+
+  #mismatch(full: string, field: string): (what: 'hash' | 'size', got: string) => StrataError {
+    return (what, got) =>
+      new StrataError(what === 'hash' ? 'HASH_MISMATCH' : 'SIZE_MISMATCH', `Cannot read '${full}' from '${this.uri}': ${field}${what === 'hash' ? 'Hash' : 'Size'} mismatch, got ${got}`, { value: full });
+  }
+
   /** As {@link narFromPath}, for a narinfo already in hand. */
   async narFromNarInfo(ni: NarInfo): Promise<Readable> {
     const { decompressor } = await compressionModule();
     const full = this.storeDir.print(ni.path);
     const url = ni.url.replace(/^\.\//, '');
     const file = await this.transport.getStream(url).catch((e: unknown) => {
-      if (e instanceof StrataError && e.code === 'CACHE_KEY_INVALID') {
-        throw new StrataError('NARINFO_INVALID', `Cannot read '${full}' from '${this.uri}': its URL '${ni.url}' is not a NAR file of this cache`, { value: ni.url });
-      }
-      throw e;
+      throw this.#badUrl(e, ni, full);
     });
-    if (!file) {
-      throw new StrataError('NAR_MISSING', `Cannot read '${full}' from '${this.uri}': its NAR file '${url}' does not exist`, { value: url });
-    }
-    const mismatch = (field: string) => (what: 'hash' | 'size', got: string) =>
-      new StrataError(what === 'hash' ? 'HASH_MISMATCH' : 'SIZE_MISMATCH', `Cannot read '${full}' from '${this.uri}': ${field}${what === 'hash' ? 'Hash' : 'Size'} mismatch, got ${got}`, { value: full });
+    if (!file) throw this.#narMissing(full, url);
+    const mismatch = (field: string) => this.#mismatch(full, field);
     const stages: NodeJS.ReadWriteStream[] = [];
     if (ni.fileHash !== undefined || ni.fileSize !== undefined) stages.push(new HashingStream({ hash: ni.fileHash, size: ni.fileSize, fail: mismatch('File') }));
-    // Uncompressed, with FileHash/FileSize equal to NarHash/NarSize (what Nix and strata write):
-    // the file check already is the NAR check, so the bytes are hashed once, not twice.
-    const fileIsNar = ni.compression === 'none' && ni.fileHash !== undefined && ni.fileHash.equals(ni.narHash) && ni.fileSize === ni.narSize;
-    if (!fileIsNar) {
+    // When the file is the NAR, the file check already is the NAR check: the bytes are hashed
+    // once, not twice.
+    if (!this.#fileIsNar(ni)) {
       stages.push(decompressor(ni.compression));
       stages.push(new HashingStream({ hash: ni.narHash, size: ni.narSize, fail: mismatch('Nar') }));
     }
