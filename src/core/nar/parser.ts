@@ -56,12 +56,17 @@ function* readBytes(n: number): Grammar<Uint8Array> {
 
 function* readLength(c: Cursor, max: number, what: string): Grammar<number> {
   const at = c.offset;
-  const b = yield* readBytes(8);
-  const view = Buffer.from(b.buffer, b.byteOffset, 8);
-  const lo = view.readUInt32LE(0);
-  const hi = view.readUInt32LE(4);
+  return lengthOf(yield* readBytes(8), max, what, at);
+}
+
+/** The u64 in the 8 bytes `b`, at most `max`. */
+function lengthOf(b: Uint8Array, max: number, what: string, at: number): number {
+  // By hand, not through a Buffer view: a NAR has several lengths per entry, and a view each was
+  // a good part of an import's garbage.
+  const lo = (b[0]! | (b[1]! << 8) | (b[2]! << 16)) + b[3]! * 0x100_0000;
+  const hi = (b[4]! | (b[5]! << 8) | (b[6]! << 16)) + b[7]! * 0x100_0000;
   const n = hi * 0x1_0000_0000 + lo;
-  if (hi > 0x1f_ffff || n > max) fail(`${what} length ${view.readBigUInt64LE(0)} exceeds ${max}`, at);
+  if (hi > 0x1f_ffff || n > max) fail(`${what} length ${Buffer.from(b.buffer, b.byteOffset, 8).readBigUInt64LE(0)} exceeds ${max}`, at);
   return n;
 }
 
@@ -79,10 +84,21 @@ function* readStr(c: Cursor, max: number, what: string): Grammar<Uint8Array> {
   return b.subarray(0, n);
 }
 
+/**
+ * {@link readStr} of a tag, written out in one generator: tags are most of a NAR's reads, and
+ * each level of `yield*` (readStr, readLength, readBytes) is resumed on every read.
+ */
 function* readTag(c: Cursor): Grammar<{ tag: string; at: number }> {
   const at = c.offset;
-  const b = yield* readStr(c, MAX_TAG_LENGTH, 'tag');
-  return { tag: Buffer.from(b).toString('latin1'), at };
+  const n = lengthOf((yield { kind: 'read', n: 8 })!, MAX_TAG_LENGTH, 'tag', at);
+  if (n === 0) return { tag: '', at };
+  const bodyAt = c.offset;
+  const b = (yield { kind: 'read', n: n + paddingOf(n) })!;
+  checkPadding(b, n, bodyAt);
+  // At most 16 bytes: decoded directly, without copying them into a Buffer first.
+  let tag = '';
+  for (let i = 0; i < n; i++) tag += String.fromCharCode(b[i]!);
+  return { tag, at };
 }
 
 function* expectTag(c: Cursor, expected: string): Grammar<void> {
