@@ -200,7 +200,8 @@ export class NarParser {
   readonly #grammar: Grammar<void>;
   #op: Op | undefined; // undefined once the root node is complete
   #streamed = 0; // bytes of the current `stream` op already passed on
-  readonly #hold = Buffer.alloc(HOLD_SIZE);
+  /** Made on the first read that straddles two chunks: a NAR fed whole (most, in an import) never needs it. */
+  #hold: Buffer | undefined;
   #held = 0;
   #failed: unknown;
 
@@ -262,13 +263,14 @@ export class NarParser {
           continue;
         }
         const n = Math.min(op.n - this.#held, chunk.length - pos);
+        this.#hold ??= Buffer.alloc(HOLD_SIZE);
         this.#hold.set(chunk.subarray(pos, pos + n), this.#held);
         this.#held += n;
         pos += n;
         if (this.#held < op.n) return;
         this.#held = 0;
         this.#cursor.offset += op.n;
-        this.#advance(this.#hold.subarray(0, op.n));
+        this.#advance(this.#hold!.subarray(0, op.n));
       }
     } catch (e) {
       this.#failed = e;

@@ -249,11 +249,12 @@ export class LocalStore implements LocalFsStore {
   /** Restores and verifies each NAR of `todo` into `staging`, recording it in `staged`. */
   private async stageNars(staging: StagingDir, staged: Staged[], todo: NarSource[], options: AddNarsOptions): Promise<void> {
     const { restoreNar, restoreNarSync } = await loadFs();
+    const restoreOptions = { ...CANONICAL, umask: process.umask() };
     await forEachLimited(todo, options.concurrency ?? 1, async ({ info, nar }) => {
       const entry: Staged = { info, tmp: staging.entry(), nodes: 0, registration: {} };
       staged.push(entry);
       const source = await nar();
-      const got = source instanceof Uint8Array ? restoreNarSync(source, entry.tmp, CANONICAL) : await restoreNar(source, entry.tmp, CANONICAL);
+      const got = source instanceof Uint8Array ? restoreNarSync(source, entry.tmp, restoreOptions) : await restoreNar(source, entry.tmp, restoreOptions);
       entry.nodes = got.nodes;
       const full = this.storeDir.print(info.path);
       if (!got.narHash.equals(info.narHash)) {
@@ -314,9 +315,10 @@ export class LocalStore implements LocalFsStore {
         onAdded(paths);
       };
       try {
+        const options = { ...CANONICAL, umask: process.umask() };
         const sinks = () => {
           const tmp = staging.entry();
-          const r = startRestore(tmp, CANONICAL);
+          const r = startRestore(tmp, options);
           return { write: r.write, end: () => ({ tmp, ...r.end() }), fail: r.fail };
         };
         for await (const e of readExport(source, this.storeDir, sinks)) {
