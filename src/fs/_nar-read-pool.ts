@@ -133,7 +133,9 @@ export function fileCalls(fsm: typeof fs, allowFast: boolean): FileCalls {
     read: (fd, buf, offset, length, position) => fsm.readSync(fd, buf, offset, length, position),
     close: (fd) => fsm.closeSync(fd),
   };
-  if (!allowFast) return plain;
+  // process.binding is deprecated (DEP0111): with --pending-deprecation it would warn the user.
+  const flags = `${process.execArgv.join(' ')} ${process.env['NODE_OPTIONS'] ?? ''}`;
+  if (!allowFast || flags.includes('-deprecation')) return plain;
   try {
     const text = (f: unknown): string => Function.prototype.toString.call(f);
     const same =

@@ -485,6 +485,15 @@ describe('hashPath on big trees (batched reads on a helper thread)', () => {
     // On the Node this project runs on (20), the guard accepts the binding: the speed in BENCHMARKS.md depends on it.
     if (process.versions.node.startsWith('20.')) expect(fileCalls(fs, true).fast).toBe(true);
     expect(fileCalls(fs, false).fast).toBe(false);
+    // Where the user asked to see pending deprecations, the deprecated process.binding is not used.
+    const before = process.env['NODE_OPTIONS'];
+    process.env['NODE_OPTIONS'] = '--pending-deprecation';
+    try {
+      expect(fileCalls(fs, true).fast).toBe(false);
+    } finally {
+      if (before === undefined) delete process.env['NODE_OPTIONS'];
+      else process.env['NODE_OPTIONS'] = before;
+    }
   });
 
   it('hashes a directory standing where a file was, and an empty directory, like dumpPath', async () => {
