@@ -32,11 +32,23 @@ export function strataCacheDir(): string {
   return join(base, 'strata');
 }
 
+/**
+ * Answers are kept in memory before they are written: up to this many rows go to the file in one
+ * transaction, and whatever is pending after a second (a long-lived process) or at close. A
+ * closure walk remembers a narinfo per path, and 300 single-row transactions (each a WAL append
+ * and a lock round) were ~20 ms of a 300-path substitution at load 5.
+ */
+const WRITE_BATCH = 256;
+const WRITE_DELAY_MS = 1000;
+
 /** One process's handle on the shared disk cache. Unusable disks degrade to no caching. */
 export class NarInfoDiskCache {
   readonly #db: BetterSqlite3.Database;
   readonly #get: BetterSqlite3.Statement<[string, string], { narinfo: string | null; timestamp: number }>;
   readonly #put: BetterSqlite3.Statement<[string, string, string | null, number]>;
+  /** Rows remembered and not yet written, by `cache hashPart`. */
+  readonly #pending = new Map<string, [string, string, string | null, number]>();
+  #timer: NodeJS.Timeout | undefined;
 
   private constructor(db: BetterSqlite3.Database) {
     this.#db = db;
@@ -62,7 +74,9 @@ export class NarInfoDiskCache {
 
   /** A remembered answer still within its TTL, else `undefined` (ask the cache). */
   lookup(cache: string, hashPart: string, ttlPositive: number, ttlNegative: number): CachedLookup | undefined {
-    const row = this.#get.get(cache, hashPart);
+    if (ttlPositive <= 0 && ttlNegative <= 0) return undefined; // nothing remembered can be fresh
+    const mine = this.#pending.get(`${cache} ${hashPart}`);
+    const row = mine ? { narinfo: mine[2], timestamp: mine[3] } : this.#get.get(cache, hashPart);
     if (!row) return undefined;
     const age = Date.now() / 1000 - row.timestamp;
     if (row.narinfo === null) return age < ttlNegative ? null : undefined;
@@ -71,10 +85,24 @@ export class NarInfoDiskCache {
 
   /** Remembers a narinfo text, or `null` for a 404. */
   remember(cache: string, hashPart: string, text: string | null): void {
+    this.#pending.set(`${cache} ${hashPart}`, [cache, hashPart, text, Math.floor(Date.now() / 1000)]);
+    if (this.#pending.size >= WRITE_BATCH) this.flush();
+    else this.#timer ??= setTimeout(() => this.flush(), WRITE_DELAY_MS).unref();
+  }
+
+  /** Writes what was remembered since the last write, in one transaction. */
+  flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#pending.size === 0) return;
+    const rows = [...this.#pending.values()];
+    this.#pending.clear();
     try {
-      this.#put.run(cache, hashPart, text, Math.floor(Date.now() / 1000));
+      this.#db.transaction(() => {
+        for (const r of rows) this.#put.run(...r);
+      })();
     } catch {
-      // A busy or full disk only costs a future request.
+      // A busy or full disk only costs future requests.
     }
   }
 
@@ -94,6 +122,7 @@ export class NarInfoDiskCache {
   }
 
   close(): void {
+    this.flush();
     this.#db.close();
   }
 }

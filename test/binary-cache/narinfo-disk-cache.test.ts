@@ -1,0 +1,56 @@
+/**
+ * The narinfo disk cache writes in batches: answers are kept in memory and written 256 rows per
+ * transaction, after a second, or at close; this process sees them at once, others once written.
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest';
+
+import { NarInfoDiskCache } from '../../src/store/binary-cache/narinfo-disk-cache.js';
+import { tempDir } from '../support/tmp.js';
+
+const CACHE = 'http://cache.example';
+const hashPart = (i: number) => i.toString(36).padStart(32, '0');
+const DAY = 24 * 3600;
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('NarInfoDiskCache', () => {
+  it('writes remembered answers 256 to a transaction and the rest at close; this process sees them at once', async () => {
+    const dir = tempDir();
+    const writer = (await NarInfoDiskCache.open(dir))!;
+    const reader = (await NarInfoDiskCache.open(dir))!;
+    try {
+      for (let i = 0; i < 300; i++) writer.remember(CACHE, hashPart(i), i % 2 === 0 ? `StorePath: ${i}\n` : null);
+      expect(writer.lookup(CACHE, hashPart(299), DAY, DAY)).toBeNull();
+      expect(writer.lookup(CACHE, hashPart(298), DAY, DAY)).toEqual({ text: 'StorePath: 298\n' });
+      // Another process: the first 256 were written together, the last 44 not yet.
+      expect(reader.lookup(CACHE, hashPart(255), DAY, DAY)).toBeNull();
+      expect(reader.lookup(CACHE, hashPart(254), DAY, DAY)).toEqual({ text: 'StorePath: 254\n' });
+      expect(reader.lookup(CACHE, hashPart(256), DAY, DAY)).toBeUndefined();
+      writer.close();
+      expect(reader.lookup(CACHE, hashPart(298), DAY, DAY)).toEqual({ text: 'StorePath: 298\n' });
+      expect(reader.lookup(CACHE, hashPart(299), DAY, DAY)).toBeNull();
+      // With both TTLs 0 nothing remembered can answer.
+      expect(reader.lookup(CACHE, hashPart(298), 0, 0)).toBeUndefined();
+    } finally {
+      reader.close();
+    }
+  });
+
+  it('writes what a long-lived process remembered after a second', async () => {
+    const dir = tempDir();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const writer = (await NarInfoDiskCache.open(dir))!;
+    const reader = (await NarInfoDiskCache.open(dir))!;
+    try {
+      writer.remember(CACHE, hashPart(1), 'StorePath: 1\n');
+      expect(reader.lookup(CACHE, hashPart(1), DAY, DAY)).toBeUndefined();
+      vi.advanceTimersByTime(1000);
+      expect(reader.lookup(CACHE, hashPart(1), DAY, DAY)).toEqual({ text: 'StorePath: 1\n' });
+    } finally {
+      writer.close();
+      reader.close();
+    }
+  });
+});
