@@ -48,8 +48,9 @@ function fakeCheckout(): {
       expect(r.stderr).toBe('');
       return r.stdout;
     },
+    // As scripts/bundle.mjs writes them: wrapped in a CommonJS module's function.
     setBundle: (text, mtime) => {
-      writeFileSync(bundle, text);
+      writeFileSync(bundle, `(function (exports, require, module, __filename, __dirname, launcher) {${text}\n})`);
       utimesSync(bundle, mtime, mtime);
     },
   };
@@ -59,7 +60,7 @@ describe('bin/strata', () => {
   it('runs the bundle through a code cache written by the first run', () => {
     const c = fakeCheckout();
     c.setBundle(
-      "#!/usr/bin/env node\nprocess.stdout.write('bundle ' + typeof module.exports);\n",
+      "process.stdout.write('bundle ' + typeof module.exports);\n",
       2000,
     );
     expect(c.run()).toBe('bundle object');
@@ -160,7 +161,7 @@ describe('the real bundle', () => {
     // bin/strata guesses `path-info`, but main.ts (commander's view) sees an unknown option
     // first: the full CLI takes over and says what the modules say.
     const odd = await runStrata(['--bogus', 'path-info', missing], { env: probe.env });
-    expect(probe.compiled()).toEqual(['dist/bundle/path-info.cjs']);
+    expect(probe.compiled()).toEqual(['dist/bundle/path-info.cjs', 'dist/strata.cjs']);
     const ref = viaModules(['--bogus', 'path-info', missing]);
     expect([odd.code, odd.stdout.toString(), odd.stderr]).toEqual([ref.status, ref.stdout, ref.stderr]);
     expect(odd.stderr).toMatch(/unknown option '--bogus'/);
