@@ -6,9 +6,11 @@
 import { spawn } from 'node:child_process';
 import {
   chmodSync,
+  closeSync,
   existsSync,
   lstatSync,
   mkdirSync,
+  openSync,
   readdirSync,
   symlinkSync,
   writeFileSync,
@@ -36,16 +38,23 @@ export interface KilledRun {
  * Runs `argv` (argv[0] a script for node) in its own process group and SIGKILLs the group after
  * `delayMs` (the whole group: `strata` and any helpers it spawned in its group).
  */
-export function runAndKill(argv: string[], delayMs: number): Promise<KilledRun> {
+export function runAndKill(
+  argv: string[],
+  delayMs: number,
+  stdinFile?: string,
+): Promise<KilledRun> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
+    // Standard input from a file when given (`strata import < export`), else none.
+    const stdin = stdinFile === undefined ? 'ignore' : openSync(stdinFile, 'r');
     const child = spawn(process.execPath, argv, {
       cwd: ROOT,
       detached: true,
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: [stdin, 'ignore', 'pipe'],
     });
+    if (typeof stdin === 'number') closeSync(stdin);
     const err: Buffer[] = [];
-    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.stderr!.on('data', (c: Buffer) => err.push(c));
     let exited = false;
     let killed = false;
     const timer = setTimeout(() => {

@@ -6,6 +6,7 @@
  * interrupted command, run again, succeeds. Stale `tmp-*` dirs and `.lock` files may remain;
  * they are never valid and the next GC removes them.
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,12 +14,13 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { nix32Encode } from '../../src/core/hash.js';
-import { StoreDir } from '../../src/core/store-path.js';
+import { StoreDir, StorePath } from '../../src/core/store-path.js';
+import { dumpPath } from '../../src/fs/nar-dump.js';
 import type { LocalStore } from '../../src/store/local/local-store.js';
 import { openStore } from '../../src/store/open.js';
 import { addShDrv } from '../build/helpers.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
-import { haveNix } from '../support/nix.js';
+import { haveNix, nixEnv } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 import {
   checkStore,
@@ -33,6 +35,13 @@ import {
 import { SEED, TIMEOUT, count, record, rng } from './_torture.js';
 
 const dir = new StoreDir();
+
+/** Real Nix's `nix-store ARGS` standard output, as bytes (an export stream). */
+function runNixRaw(args: string[]): Buffer {
+  const r = spawnSync('nix-store', args, { env: nixEnv(), maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`nix-store ${args.join(' ')}: ${r.stderr.toString()}`);
+  return r.stdout;
+}
 const isRoot = process.getuid?.() === 0;
 
 async function openLocal(root: string): Promise<LocalStore> {
@@ -162,6 +171,73 @@ describe.runIf(haveNix())(
           },
         );
       });
+
+    it('strata import (an export stream, restored as it is read): a killed import leaves a consistent store and re-running it succeeds', async () => {
+      ensureBuilt();
+      const root = tempDir();
+      const work = tempDir();
+      await (await openLocal(root)).close();
+      const clock = new KillClock(1000);
+      await crashTrials('strata import', count(3, 35), async (i, rand) => {
+        // A chain of 6 paths (one of 3 MiB) in a source store, exported by real Nix.
+        const src = join(work, `src${i}`);
+        const store = await openLocal(src);
+        const complete = new Map();
+        const paths: string[] = [];
+        try {
+          for (let k = 0; k < 6; k++) {
+            const s = await makeSource(
+              join(work, `t${i}-${k}`),
+              `exp${i}-${k}`,
+              rand,
+              k === 3 ? 3 * 1024 * 1024 : 0,
+            );
+            const chunks: Buffer[] = [];
+            for await (const c of dumpPath(s.dir)) chunks.push(c as Buffer);
+            const nar = Buffer.concat(chunks);
+            const path = StorePath.fromBaseName(`${nix32Encode(randomBytes(20))}-exp${i}-${k}`);
+            const prev = paths.at(-1);
+            await store.addFromNars([
+              {
+                info: {
+                  path,
+                  narHash: s.narHash,
+                  narSize: nar.length,
+                  references: prev ? [StorePath.fromBaseName(prev)] : [],
+                  ultimate: false,
+                  sigs: [],
+                },
+                nar: () => nar,
+              },
+            ]);
+            paths.push(path.baseName);
+            complete.set(path.baseName, s.narHash);
+          }
+        } finally {
+          await store.close();
+        }
+        const exportFile = join(work, `export${i}`);
+        const ex = runNixRaw(['--store', src, '--export', ...paths.map((p) => `/nix/store/${p}`)]);
+        writeFileSync(exportFile, ex);
+        const run = await runAndKill(
+          strataArgv('--store', root, 'import'),
+          clock.pick(rand),
+          exportFile,
+        );
+        clock.observe(run);
+        const problems = await checkStore(root, { complete });
+        // One batch, one registration: all of the stream valid, or none of it.
+        const valid = validSet(root);
+        const n = paths.filter((p) => valid.has(p)).length;
+        if (n !== 0 && n !== paths.length)
+          problems.push(`${n} of the ${paths.length} paths of one import valid`);
+        const again = await runAndKill(strataArgv('--store', root, 'import'), 120_000, exportFile);
+        if (again.code !== 0) problems.push(`re-run: ${again.code} ${again.stderr}`);
+        for (const p of paths)
+          if (!validSet(root).has(p)) problems.push(`re-run did not make ${p} valid`);
+        return { problems, killed: run.killed };
+      });
+    });
 
     it('gc (strata gc): a killed collection never loses a rooted path, and the next one removes every leftover', async () => {
       ensureBuilt();
