@@ -76,6 +76,8 @@ interface Memo {
 
 // Bodies read whole: a narinfo (1 MiB cap in the parser) and nix-cache-info.
 const MAX_SMALL_BODY = 1024 * 1024;
+/** Uncompressed NARs up to this size are answered from one buffer, not streamed. */
+const SMALL_NAR = 64 * 1024;
 
 function text(status: number, body: string, route: string, type = 'text/plain; charset=utf-8'): ServeResponse {
   const buf = Buffer.from(body);
@@ -258,7 +260,13 @@ export class CacheServer {
     this.metrics.layerHit(info.layer ?? 'store');
     const nar = await this.store.narFromPath(info.path);
     const type = 'application/x-nix-nar';
-    if (route.compression === 'none') return { status: 200, headers: { 'content-type': type, 'content-length': String(info.narSize) }, body: nar, route: label };
+    if (route.compression === 'none') {
+      // A small NAR goes out as one buffer: a stream, a byte counter and a pipeline per request
+      // cost more than its bytes (substituting a 300-path closure is 300 such requests).
+      const body = info.narSize <= SMALL_NAR ? Buffer.concat(await nar.toArray()) : nar;
+      const length = Buffer.isBuffer(body) ? body.length : info.narSize;
+      return { status: 200, headers: { 'content-type': type, 'content-length': String(length) }, body, route: label };
+    }
     const { compressor } = await import('../compression/index.js');
     const level = route.compression === this.compression ? this.#options.compressionLevel : undefined;
     const packed = compressor(route.compression, { level });

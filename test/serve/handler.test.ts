@@ -60,6 +60,27 @@ describe('CacheServer.handle (no socket)', () => {
     }
   });
 
+  it('answers a small uncompressed NAR from one buffer and streams a large one', async () => {
+    const work = tempDir();
+    const store = await filledStore(work);
+    const server = new CacheServer(store, { compression: 'none' });
+    try {
+      const big = await store.addText('big', 'x'.repeat(100 * 1024), []);
+      for (const [path, buffered] of [
+        [DEP, true],
+        [big.path, false],
+      ] as const) {
+        const ni = parseNarInfo(await body((await server.handle({ method: 'GET', url: `/${path.hashPart}.narinfo` })).body));
+        const nar = await server.handle({ method: 'GET', url: `/${ni.url}` });
+        expect(Buffer.isBuffer(nar.body), path.name).toBe(buffered);
+        expect(Number(nar.headers['content-length'])).toBe(ni.narSize);
+        expect((await body(nar.body)).length).toBe(ni.narSize);
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
   it('never reads outside the store: traversal, encoded slashes and odd targets are 404', async () => {
     const work = tempDir();
     const store = await filledStore(work);
