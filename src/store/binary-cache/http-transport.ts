@@ -1,11 +1,10 @@
 /**
- * `http://` and `https://` caches: a few keep-alive connections per store, so many requests are
- * in flight at once and no request pays for a TCP handshake; timeouts, and retries with
- * exponential backoff for what may be transient. GETs and HEADs of an `http://` cache are
- * pipelined (./http-pipeline.ts); uploads and `https://` go through Node's own `http`/`https`
- * client. Not undici: loading it (1 MB of JavaScript and a WebAssembly HTTP parser) cost
- * 150-300 ms of every `strata copy --from http://…` here, more than the 300 narinfo and NAR
- * requests of a whole closure; `node:http` and `node:net` are part of Node's start-up snapshot.
+ * `http://` and `https://` caches over Node's own `http` client: one keep-alive Agent per store
+ * with a few connections, so many narinfo requests are in flight at once and no request pays for
+ * a TCP handshake; timeouts, and retries with exponential backoff for what may be transient.
+ * Node's client rather than undici: loading undici (1 MB of JavaScript and a WebAssembly HTTP
+ * parser) cost 150-300 ms of every `strata copy --from http://…` here, more than the 300 narinfo
+ * and NAR requests of a whole closure; `node:http` is part of Node's start-up snapshot.
  */
 import { createReadStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
@@ -15,7 +14,6 @@ import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 
 import { StrataError } from '../../core/error.js';
-import { PipelinePool } from './http-pipeline.js';
 import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
 
 /** Options for {@link HttpTransport}. */
@@ -36,8 +34,8 @@ const MAX_SMALL_FILE = 4 * 1024 * 1024;
 /** A response whose status was read; `body` streams the rest. */
 interface Response {
   statusCode: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Readable;
+  headers: http.IncomingHttpHeaders;
+  body: http.IncomingMessage;
 }
 
 function retryable(status: number): boolean {
@@ -69,8 +67,6 @@ export class HttpTransport implements CacheTransport {
   readonly #url0: URL;
   readonly #agentOptions: http.AgentOptions;
   #agent: Promise<{ agent: http.Agent; request: typeof http.request }> | undefined;
-  /** GETs and HEADs of an http:// cache; undefined for https://. */
-  readonly #pipeline: PipelinePool | undefined;
   readonly #timeout: number;
   readonly #retries: number;
   readonly #backoff: number;
@@ -87,9 +83,6 @@ export class HttpTransport implements CacheTransport {
     // Idle keep-alive connections are kept 30 s, as long as nginx's default keepalive_timeout
     // (75 s) and Nix's curl would keep them.
     this.#agentOptions = { keepAlive: true, maxSockets: options.connections ?? 8, timeout: 30_000, scheduling: 'lifo' };
-    // 4 pipelined connections: strata serve and nginx (one worker) answer on one thread each,
-    // so more connections only split the batches that make pipelining pay.
-    if (u.protocol === 'http:') this.#pipeline = new PipelinePool(u.hostname.replace(/^\[|\]$/g, ''), Number(u.port || 80), { connections: Math.min(4, options.connections ?? 4), timeout: this.#timeout });
   }
 
   /** The agent, created on first use: `https` (and TLS) is loaded only for an https:// cache. */
@@ -106,7 +99,6 @@ export class HttpTransport implements CacheTransport {
 
   /** One attempt: resolves once the status and headers are in; the timeout covers connecting, waiting and every gap in the body. */
   async #once(method: string, key: string, body: Buffer | Readable | undefined, headers: Record<string, string>): Promise<Response> {
-    if (this.#pipeline && (method === 'GET' || method === 'HEAD') && body === undefined) return this.#pipeline.request(method, `${this.#basePath}/${key}`, this.#url0.host);
     const { agent, request } = await this.#client();
     return new Promise<Response>((resolve, reject) => {
       const req = request({
@@ -238,7 +230,6 @@ export class HttpTransport implements CacheTransport {
   }
 
   async close(): Promise<void> {
-    this.#pipeline?.close();
     const client = await this.#agent;
     client?.agent.destroy();
   }
