@@ -44,12 +44,17 @@ class Reader {
   offset = 0;
   /** Receives every byte range consumed while set, as views of the input chunks. */
   tap: ((chunk: Uint8Array, start: number, end: number) => void) | undefined;
+  /** Called before the next chunk is requested, while {@link tap} is set. */
+  tapFlush: (() => void) | undefined;
 
   constructor(private readonly source: AsyncIterator<Uint8Array>) {}
 
   /** Fills the current chunk when it is used up; false at the end of the input. */
   private async more(): Promise<boolean> {
     while (this.pos === this.chunk.length) {
+      // Whatever was tapped from this chunk is passed on before the next is asked for: a source
+      // may read the next chunk into the same buffer.
+      this.tapFlush?.();
       const r = await this.source.next();
       if (r.done) return false;
       this.chunk = r.value;
@@ -320,6 +325,8 @@ export interface ExportedPath<T> {
 /**
  * The paths of an export stream, in stream order (Nix exports references first). Each NAR goes
  * to a sink from `openSink` as it is read; the next path is read only when the consumer asks.
+ * Nothing here keeps a view of a source chunk once the next is requested: a sink that keeps
+ * nothing either (a restore) may be fed by a source that reuses one buffer for every chunk.
  * Bytes after the final `u64 0` are refused (Nix 2.8 ignores them) when the consumer asks for
  * the path after the last, so a consumer publishing in batches publishes none of its last batch.
  */
@@ -333,6 +340,7 @@ export async function* readExport<T>(source: AsyncIterable<Uint8Array>, storeDir
     const sink = openSink();
     const taps = new Coalescer(sink);
     r.tap = taps.add;
+    r.tapFlush = () => taps.flush();
     let nar: T;
     try {
       await copyNar(r);
@@ -342,6 +350,7 @@ export async function* readExport<T>(source: AsyncIterable<Uint8Array>, storeDir
       throw sink.fail(e);
     } finally {
       r.tap = undefined;
+      r.tapFlush = undefined;
     }
     const magicAt = r.offset;
     if ((await r.u64()) !== EXPORT_MAGIC) invalid('missing export magic after a NAR', magicAt);

@@ -105,25 +105,40 @@ function pieces(bytes: Buffer, size: number): Readable {
   return Readable.from(out);
 }
 
+/** `bytes` in pieces of `size` bytes, each copied into the same buffer (as `strata import` reads stdin). */
+async function* reused(bytes: Buffer, size: number): AsyncGenerator<Uint8Array> {
+  const buf = Buffer.alloc(size);
+  for (let i = 0; i < bytes.length; i += size) {
+    const n = bytes.copy(buf, 0, i, i + size);
+    yield buf.subarray(0, n);
+    buf.fill(0xee); // Whatever the consumer kept of this chunk is garbage now.
+  }
+}
+
 function nixImport(root: string, stream: Buffer): void {
   const r = spawnSync('nix-store', ['--store', root, '--import'], { env: nixEnv(), input: stream });
   if (r.status !== 0) throw new Error(r.stderr.toString());
 }
 
 describe.runIf(haveNix())('importing nix-store --export streams', () => {
-  it('addFromExport gives the rows nix-store --import gives, in one batch, whatever the chunking', async () => {
+  it('addFromExport gives the rows nix-store --import gives, in one batch, whatever the chunking, from fresh or reused buffers', async () => {
     const work = tempDir();
     const { paths, stream } = await exported(work, 5);
     const nixRoot = join(work, 'nix');
     nixImport(nixRoot, stream);
-    for (const size of [1 << 20, 7, 1]) {
-      const root = join(work, `strata-${size}`);
+    for (const [size, reuse] of [
+      [1 << 20, false],
+      [7, false],
+      [1, false],
+      [4096, true],
+      [13, true],
+    ] as const) {
+      const root = join(work, `strata-${size}-${reuse}`);
       const store = await openLocal(root);
       const batches: string[][] = [];
       try {
-        const got = await store.addFromExport(pieces(stream, size), (ps) =>
-          batches.push(ps.map(String)),
-        );
+        const source = reuse ? reused(stream, size) : pieces(stream, size);
+        const got = await store.addFromExport(source, (ps) => batches.push(ps.map(String)));
         expect(got.map(String)).toEqual(paths.map(String));
         expect(batches).toEqual([paths.map(String)]);
       } finally {

@@ -289,6 +289,8 @@ export class LocalStore implements LocalFsStore {
    * leftovers removed, durable, one transaction. An export declares no NAR hash: as with Nix, the
    * hash is the one of the bytes read. `onAdded` gets each batch's paths once they are valid
    * (already valid ones included); a failure leaves earlier batches valid and nothing of its own.
+   * Nothing of a chunk of `source` is kept once the next is asked for, so the source may read
+   * every chunk into the same buffer.
    */
   async addFromExport(source: AsyncIterable<Uint8Array>, onAdded: (paths: StorePath[]) => void = () => {}): Promise<StorePath[]> {
     this.requireWritable('import paths');
