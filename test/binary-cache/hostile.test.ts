@@ -191,7 +191,7 @@ describe('hostile caches are refused and nothing becomes valid', () => {
     const { cache, local, done } = await setup('none', () => {});
     try {
       const streamed = vi.spyOn(cache, 'narFromPath');
-      const whole = vi.spyOn(cache as Store & { narBytes: Store['narBytes'] }, 'narBytes');
+      const whole = vi.spyOn(cache as Store & Required<Pick<Store, 'narBytes'>>, 'narBytes');
       const r = await copyPaths(cache, local, [dir.parse(DEPENDENT)], { recursive: true, trustedPublicKeys: [PUBLIC_KEY] });
       expect(r.copied.length).toBe(2);
       expect(whole).toHaveBeenCalledTimes(2);
