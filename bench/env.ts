@@ -230,6 +230,8 @@ async function main(): Promise<void> {
   const bare = ms(timed.get('bare')!.wall);
   const freshCpu = ms(timed.get('fresh')!.cpu);
   const bareCpu = ms(timed.get('bare')!.cpu);
+  // While the store is still there (it is removed below).
+  const faults = [pageFaults({ name: 'fresh', argv: [process.execPath, ...freshArgs] }), pageFaults({ name: 'bare', argv: [process.execPath, '-e', '0'] })];
 
   // Real Nix 2.8 copying the same closure into a fresh plain store.
   const copy: number[] = [];
@@ -258,7 +260,6 @@ async function main(): Promise<void> {
   const mib = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
   const coldRatio = median(copy) / median(cold);
   const freshRatio = median(fresh) / median(bare);
-  const faults = [pageFaults({ name: 'fresh', argv: [process.execPath, ...freshArgs] }), pageFaults({ name: 'bare', argv: [process.execPath, '-e', '0'] })];
   const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   const lines = [
     '## Environments',
