@@ -132,6 +132,21 @@ describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)',
     expect(() => restoreNarSync(bytes.subarray(0, bytes.length - 8), join(tmp, 'cut'), { canonicalise: true, privateParent: true })).toThrow(/NAR|end of archive/);
     expect(readdirSync(tmp)).toEqual([]);
   });
+  it('counts the files and directories it made (what makeDurable fsyncs), not symlinks; a failed symlink root is still removed', async () => {
+    const src = join(tmp, 'src');
+    mkdirSync(join(src, 'sub'), { recursive: true });
+    writeFileSync(join(src, 'a'), 'a');
+    writeFileSync(join(src, 'sub', 'b'), 'b');
+    for (const l of ['l1', 'l2', 'l3']) symlinkSync('a', join(src, l));
+    const bytes = await collect(dumpPath(src));
+    expect(restoreNarSync(bytes, join(tmp, 'sync'), { canonicalise: true }).nodes).toBe(4);
+    expect((await restoreNar(Readable.from([bytes]), join(tmp, 'stream'), { canonicalise: true })).nodes).toBe(4);
+    symlinkSync('target', join(tmp, 'link'));
+    const link = await collect(dumpPath(join(tmp, 'link')));
+    expect(restoreNarSync(link, join(tmp, 'link2'), { canonicalise: true }).nodes).toBe(0);
+    expect(() => restoreNarSync(link.subarray(0, link.length - 8), join(tmp, 'cut'), { canonicalise: true })).toThrow(/NAR|end of archive/);
+    expect(() => lstatSync(join(tmp, 'cut'))).toThrow(/ENOENT/);
+  });
   it('does not follow a top-level symlink, and stores the executable bit from the owner-x bit only', async () => {
     writeFileSync(join(tmp, 'f'), 'x');
     chmodSync(join(tmp, 'f'), 0o601); // others-x, owner no x: not executable

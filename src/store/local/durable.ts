@@ -20,8 +20,8 @@ import { StrataError } from '../../core/error.js';
 export const FSYNC_LIMIT = 24;
 
 /**
- * Makes `objects` (complete trees in `dir`, `nodes` file system objects in all) and their names
- * in `dir` durable.
+ * Makes `objects` (complete trees in `dir`, `nodes` files and directories in all: a symlink needs
+ * no fsync of its own) and their names in `dir` durable.
  */
 export function makeDurable(dir: string, objects: string[], nodes: number): void {
   if (objects.length === 0) return;
