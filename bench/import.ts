@@ -278,7 +278,7 @@ try {
 
 if (process.argv.includes('--write')) {
   writeLocalStoreSubsection('Import 1,000 paths', [
-    `Command: \`npx tsx bench/import.ts --write\`. \`strata import\` runs as users run it (\`node bin/strata\`, the bundle through its V8 code cache, written by an untimed first run) from a private build of src/. In the in-process rows each NAR is read through \`createReadStream(file)\` (64 KiB reads).`,
+    `Command: \`npx tsx bench/import.ts --write${NO_EACH ? ' --no-each' : ''}\`. \`strata import\` runs as users run it (\`node bin/strata\`, the bundle through its V8 code cache, written by an untimed first run) from a private build of src/. In the in-process rows each NAR is read through \`createReadStream(file)\` (64 KiB reads).`,
     '',
     ...out,
   ]);
