@@ -8,7 +8,7 @@
  * read, and for ESM a thread-pool round trip and a module record), and `strata path-info` read
  * 43 JavaScript files; bundled it reads 2 (bin/strata and its bundle) plus the bundle's V8 code
  * cache and two addons. And on this kind of VM every page of a file read costs a page fault, so
- * a command's bundle leaves out the other commands (path-info: 328 KB instead of 520 KB).
+ * a command's bundle leaves out the other commands (path-info: 335 KB instead of 523 KB).
  *
  * Why CommonJS and not ESM: in a single ESM bundle esbuild hoists every `import` of an external
  * package to the top of the file, so the lazily loaded AWS SDK, undici, etc. would load at every
@@ -17,12 +17,11 @@
  * also run Node's CommonJS export lexer over the whole bundle, so bin/strata is CommonJS too.
  *
  * Left out (loaded from node_modules at run time, and only by the commands that use them):
- * packages with native addons, which must be `require`d from their own directory, and the two big
- * ones only network stores use: the AWS SDK (s3://, 2 MB) and undici (http(s)://, 1 MB, which
- * would otherwise be two thirds of the bundle). better-sqlite3 and fs-ext are bundled (its 16 small files
- * are on every store command's path) with its addon required directly: its `bindings` helper
- * finds the addon from the caller's file name, which a bundle would change, and probes a dozen
- * paths doing so.
+ * packages with native addons, which must be `require`d from their own directory, and the AWS
+ * SDK (2 MB, only for s3://). better-sqlite3 and fs-ext are bundled, being on every store
+ * command's path (better-sqlite3 is 16 small files), with their addons required directly:
+ * better-sqlite3's `bindings` helper finds the addon from the caller's file name, which a bundle
+ * would change, and probes a dozen paths doing so.
  *
  * Usage: `node scripts/bundle.mjs [DIST_DIR]` (default dist/ of this checkout).
  */
@@ -137,7 +136,7 @@ const common = {
   target: 'node20',
   // fs-ext is bundled too (its one file requires its addon by a relative path, kept as is):
   // resolving it from node_modules cost a dozen stat calls and a package.json read per start.
-  external: ['zstd-napi', 'node-liblzma', '@aws-sdk/*', 'undici', '*.node'],
+  external: ['zstd-napi', 'node-liblzma', '@aws-sdk/*', '*.node'],
   banner: {
     js: `require = (${lazyBuiltins})(require, ${JSON.stringify(LAZY.flatMap((m) => [m, `node:${m}`]))});`,
   },
@@ -146,7 +145,7 @@ const common = {
   // script compiled from bin/strata's code cache (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING).
   supported: { 'dynamic-import': false },
   // Whitespace and comments out, ASCII only: the bundle is read at every start, and on this kind
-  // of VM each page read or copied costs a page fault (~17 µs); 785 KB became 520 KB. An
+  // of VM each page read or copied costs a page fault (~20 µs, bench/startup.ts); 785 KB became 520 KB. An
   // all-ASCII file is also read as latin1 (bin/strata), which skips UTF-8 decoding (8 ms for
   // the 46 non-ASCII characters of the comments). Names are kept, for readable stack traces.
   minifyWhitespace: true,

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { StrataError } from '../core/error.js';
 import type { Derivation } from '../core/derivation/index.js';
 import type { StorePath } from '../core/store-path.js';
-import { removeTree } from '../store/local/staging.js';
+import { removeTree } from '../fs/remove-tree.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import { type Isolation, runBuilder } from './builder.js';
 import { builderEnvironment } from './environment.js';

@@ -13,7 +13,7 @@ import { lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { removeTree } from '../store/local/staging.js';
+import { removeTree } from '../fs/remove-tree.js';
 
 export class BuildDirs {
   private root: string | undefined;

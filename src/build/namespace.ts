@@ -23,7 +23,7 @@ import { dirname, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 
 import { StrataError } from '../core/error.js';
-import { removeTree } from '../store/local/staging.js';
+import { removeTree } from '../fs/remove-tree.js';
 import { SPAWNER_PERL, SPAWNER_PYTHON } from './spawner.js';
 
 /** Characters overlayfs would read as option syntax in a lowerdir/upperdir value. */

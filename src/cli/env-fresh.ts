@@ -1,7 +1,7 @@
 /**
  * `strata env SPEC` answered from a fresh cache before the CLI itself is loaded. The issue's
  * target for this case is 1.2× a bare `node -e 0`, and on this kind of VM every page of
- * JavaScript read costs a page fault (~17 µs): the whole CLI bundle (commander, every command,
+ * JavaScript read costs a page fault (~20 µs, bench/startup.ts): the whole CLI bundle (commander, every command,
  * the store) was most of what a fresh answer cost. scripts/bundle.mjs bundles this file alone
  * (dist/bundle/env-fresh.cjs, about a tenth of the `env` bundle), and bin/strata runs it first
  * for `env`. It answers only the plain forms of the command line; anything else (`--help`,
@@ -11,18 +11,13 @@
 import { freshEnvironment } from '../env/environment.js';
 import { formatExports } from '../env/variables.js';
 import { environmentJson } from './env-json.js';
+import { GLOBAL_OPTIONS, storeOf } from './global.js';
 import { needsUserNamespace } from './rootless.js';
 
-/** Global options (main.ts) that take a value, and those that do not; nothing else is accepted. */
-const WITH_VALUE = new Set(['--store', '--trusted-public-keys']);
-const FLAGS = new Set([
-  '--json',
-  '--quiet',
-  '-v',
-  '--verbose',
-  '--no-progress',
-  '--no-require-sigs',
-]);
+/** The global options' flags (global.ts), by whether they take a value; nothing else is accepted. */
+const flagsOf = (o: { flags: string }) => o.flags.replace(/ <.*>$/, '').split(', ');
+const WITH_VALUE = new Set(GLOBAL_OPTIONS.filter((o) => o.flags.endsWith('>')).flatMap(flagsOf));
+const FLAGS = new Set(GLOBAL_OPTIONS.filter((o) => !o.flags.endsWith('>')).flatMap(flagsOf));
 
 /** What the command line asks, when it is a plain `env SPEC` with global options around it. */
 export function plainEnvArgs(
@@ -59,7 +54,7 @@ export async function answerFromFreshCache(argv: readonly string[]): Promise<boo
   if (!args || needsUserNamespace([...argv])) return false;
   let env;
   try {
-    env = await freshEnvironment(args.spec, args.store ?? process.env['STRATA_STORE'] ?? 'local');
+    env = await freshEnvironment(args.spec, storeOf(args.store));
   } catch {
     return false; // the CLI reports it, with its own words
   }

@@ -1,5 +1,24 @@
-/** The global options every command can read (declared in main.ts). */
+/** The global options every command can read (declared in main.ts from {@link GLOBAL_OPTIONS}). */
 import type { Command } from 'commander';
+
+/**
+ * The global options, as commander flags: main.ts declares them, and `strata env`'s fast path
+ * (env-fresh.ts), which runs without commander, reads the same list.
+ */
+export const GLOBAL_OPTIONS: ReadonlyArray<{ flags: string; description: string }> = [
+  { flags: '--store <uri>', description: 'the store to use (default: $STRATA_STORE, else "local")' },
+  { flags: '--json', description: 'machine-readable output on stdout' },
+  { flags: '-v, --verbose', description: 'more output' },
+  { flags: '--quiet', description: 'less output' },
+  { flags: '--no-progress', description: 'never draw progress bars' },
+  { flags: '--trusted-public-keys <keys>', description: "space-separated 'name:base64' keys to trust" },
+  { flags: '--no-require-sigs', description: 'accept unsigned paths from binary caches' },
+];
+
+/** The store a command line names: `--store`'s value, else `$STRATA_STORE`, else `local`. */
+export function storeOf(option: string | undefined): string {
+  return option ?? process.env['STRATA_STORE'] ?? 'local';
+}
 
 export interface GlobalOptions {
   store?: string;
@@ -20,5 +39,5 @@ export function globalOptions(cmd: Command): GlobalOptions {
 
 /** The store URI a command uses: `--store`, else `$STRATA_STORE`, else `local`. */
 export function storeUri(cmd: Command): string {
-  return globalOptions(cmd).store ?? process.env['STRATA_STORE'] ?? 'local';
+  return storeOf(globalOptions(cmd).store);
 }

@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 
 import { BUNDLED_COMMANDS, runFullCli } from './bundled-commands.js';
 import { COMMAND_MODULES, commandNameOf, registerAllCommands } from './command-table.js';
+import { GLOBAL_OPTIONS } from './global.js';
 import { exitCodeFor, renderError } from './output.js';
 import { needsUserNamespace, runInUserNamespace } from './rootless.js';
 
@@ -16,16 +17,10 @@ program
   .name('strata')
   .description('A layered, Nix-compatible store')
   .version(process.env['npm_package_version'] ?? '0.1.0', '--version')
-  .option('--store <uri>', 'the store to use (default: $STRATA_STORE, else "local")')
-  .option('--json', 'machine-readable output on stdout')
-  .option('-v, --verbose', 'more output')
-  .option('--quiet', 'less output')
-  .option('--no-progress', 'never draw progress bars')
-  .option('--trusted-public-keys <keys>', "space-separated 'name:base64' keys to trust")
-  .option('--no-require-sigs', 'accept unsigned paths from binary caches')
   .showHelpAfterError()
   .exitOverride()
   .configureOutput({ outputError: (s, write) => write(s) });
+for (const o of GLOBAL_OPTIONS) program.option(o.flags, o.description);
 
 // Only the module of the command being run is loaded (see command-table.ts for the numbers).
 const name = commandNameOf(process.argv, program);
@@ -55,4 +50,3 @@ async function run(): Promise<void> {
   else await registerAllCommands(program);
   await program.parseAsync(process.argv);
 }
-

@@ -7,13 +7,15 @@
  */
 import { spawnSync } from 'node:child_process';
 
+import { storeOf } from './global.js';
+
 const LAYERED_COMMANDS = new Set(['init', 'mount', 'umount', 'remount', 'layers', 'fsck']);
 
 /** The store URI the command line names, as main.ts would resolve it. */
 function storeFromArgv(argv: string[]): string {
   const i = argv.findIndex((a) => a === '--store' || a.startsWith('--store='));
   if (i >= 0) return argv[i]!.includes('=') ? argv[i]!.slice('--store='.length) : (argv[i + 1] ?? '');
-  return process.env['STRATA_STORE'] ?? 'local';
+  return storeOf(undefined);
 }
 
 /** Whether this invocation needs the namespace: a non-root user on a layered store. */

@@ -121,21 +121,19 @@ export function statFiles(files: Array<{ file: string; hash: string }>): FileSta
 }
 
 /**
- * After a check found the cache fresh: records the stat of each hashed file (the spec, the
- * package indexes) whose stat is missing or out of date, so that later checks skip hashing it
- * and loading node:crypto. A stat is missing when the file changed less than a second before
- * the cache was written (the usual case: edit the spec, run `strata env`). Best effort: a cache
- * that cannot be written stays as it is. A concurrent rebuild may be overwritten by this older
- * record, which the next check then finds stale: a rebuild more, never a wrong answer.
+ * After a check found the cache fresh: records the stat of each file it had to hash (`hashed`,
+ * from {@link CacheCheck}: the spec or a package index whose stat was missing or out of date), so
+ * that later checks skip hashing it and loading node:crypto. A stat is missing when the file
+ * changed less than a second before the cache was written (the usual case: edit the spec, run
+ * `strata env`). Best effort: a cache that cannot be written stays as it is. A concurrent rebuild
+ * may be overwritten by this older record, which the next check then finds stale: a rebuild
+ * more, never a wrong answer.
  */
-export function restampEnvCache(specFile: string, cache: EnvCacheFile): void {
-  const hashed = [
-    { file: cache.spec, hash: cache.specHash },
-    ...cache.indexes.flatMap((i) => (i.hash === null ? [] : [{ file: i.file, hash: i.hash }])),
-  ];
-  const restamp = hashed.filter((h) => !unchanged(cache.stats, h.file));
-  if (restamp.length === 0) return;
-  const added = statFiles(restamp);
+export function restampEnvCache(specFile: string, cache: EnvCacheFile, hashed: string[]): void {
+  if (hashed.length === 0) return;
+  const hashOf = new Map<string, string>([[cache.spec, cache.specHash]]);
+  for (const i of cache.indexes) if (i.hash !== null) hashOf.set(i.file, i.hash);
+  const added = statFiles(hashed.map((file) => ({ file, hash: hashOf.get(file)! })));
   if (added.length === 0) return;
   const kept = (cache.stats ?? []).filter((s) => !added.some((a) => a.file === s.file));
   writeEnvCache(specFile, { ...cache, stats: [...kept, ...added] });
@@ -179,8 +177,11 @@ export function writeEnvCache(specFile: string, cache: EnvCacheFile): string | u
   }
 }
 
-/** Fresh, or stale with the reason (one line, for stderr). */
-export type CacheCheck = { fresh: true } | { fresh: false; reason: string };
+/**
+ * Fresh, with the files it had to hash because their stat did not vouch for them (see
+ * {@link restampEnvCache}); or stale, with the reason (one line, for stderr).
+ */
+export type CacheCheck = { fresh: true; hashed: string[] } | { fresh: false; reason: string };
 
 /**
  * Checks a cache against the spec's current bytes hash and the store, without opening it.
@@ -202,8 +203,11 @@ export async function checkEnvCache(
     return stale(`the spec file changed ('${cache.spec}' → '${resolve(current.specFile)}')`);
   const hashNow = () =>
     typeof current.specHash === 'string' ? current.specHash : current.specHash();
-  if (!unchanged(cache.stats, cache.spec) && cache.specHash !== hashNow())
-    return stale(`${basename(current.specFile)} changed`);
+  const hashed: string[] = [];
+  if (!unchanged(cache.stats, cache.spec)) {
+    if (cache.specHash !== hashNow()) return stale(`${basename(current.specFile)} changed`);
+    hashed.push(cache.spec);
+  }
   let layout;
   try {
     layout = await storeLayout(current.storeUri);
@@ -234,6 +238,7 @@ export async function checkEnvCache(
       return stale(
         `package index '${stamp.file}' ${stamp.hash === null ? 'appeared' : now.hash === null ? 'was removed' : 'changed'}`,
       );
+    if (stamp.hash !== null) hashed.push(stamp.file);
   }
   const prefix = `${cache.storeDir}/`;
   for (const p of [cache.profile, ...cache.packages]) {
@@ -245,7 +250,7 @@ export async function checkEnvCache(
       return stale(`'${p}' is no longer in the store`);
     }
   }
-  return { fresh: true };
+  return { fresh: true, hashed };
 }
 
 /** True when `dir` is a mount point (only asked when a path is missing, to say why). */

@@ -184,7 +184,7 @@ async function answerFromCache(
   if (!cache) return undefined;
   const check = await checkEnvCache(cache, { specFile, specHash: hashSpec, storeUri });
   if (!check.fresh) return { stale: check.reason };
-  restampEnvCache(specFile, cache);
+  restampEnvCache(specFile, cache, check.hashed);
   return { env: fromCache(specFile, cache) };
 }
 

@@ -10,13 +10,14 @@
  * symlink by someone else is noticed. On any failure the whole target is removed.
  */
 import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, constants as C, fchmodSync, fstatSync, futimesSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, rmSync, type Stats, symlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, constants as C, fchmodSync, fstatSync, futimesSync, lstatSync, lutimesSync, mkdirSync, openSync, type Stats, symlinkSync, writeSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 
 import { StrataError } from '../core/error.js';
 import { Hash } from '../core/hash.js';
 import type { NarEvent } from '../core/nar/format.js';
 import { NarParser } from '../core/nar/parser.js';
+import { removeTree } from './remove-tree.js';
 
 /** Options for {@link restoreNar}. */
 export interface RestoreOptions {
@@ -318,26 +319,4 @@ class Restore {
       }
     }
   }
-}
-
-/** Removes what a failed restore left, making canonicalised (0555) directories writable first. */
-function removeTree(path: Buffer): void {
-  try {
-    rmSync(path, { recursive: true, force: true });
-  } catch {
-    makeWritable(path);
-    rmSync(path, { recursive: true, force: true });
-  }
-}
-
-function makeWritable(path: Buffer): void {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return;
-  }
-  if (!st.isDirectory()) return;
-  chmodSync(path, 0o700);
-  for (const name of readdirSync(path, { encoding: 'buffer' })) makeWritable(Buffer.concat([path, SLASH, name]));
 }

@@ -17,6 +17,7 @@ import type { StorePath } from '../core/store-path.js';
 import { BinaryCacheStore } from '../store/binary-cache/binary-cache-store.js';
 import { FileTransport } from '../store/binary-cache/file-transport.js';
 import { computeClosure } from '../store/closure.js';
+import { readAtMost } from '../store/read-at-most.js';
 import type { PathInfo, Store } from '../store/store.js';
 import { ServeMetrics } from './metrics.js';
 import { MAX_TARGET, narinfoHashPart, parseRoute, type Route, routeLabel, type ServedCompression, servedNarUrl } from './route.js';
@@ -95,21 +96,6 @@ function sameRow(now: PathInfo | undefined, then: PathInfo): boolean {
     now.sigs.join(' ') === then.sigs.join(' ') &&
     now.references.map((r) => r.baseName).join(' ') === then.references.map((r) => r.baseName).join(' ')
   );
-}
-
-async function readSmall(body: Readable | undefined, limit: number): Promise<Buffer | undefined> {
-  if (!body) return Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const c of body) {
-    total += (c as Buffer).length;
-    if (total > limit) {
-      body.destroy();
-      return undefined;
-    }
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks);
 }
 
 /** Serves one store over the binary cache protocol. */
@@ -291,7 +277,7 @@ export class CacheServer {
     switch (route.kind) {
       case 'cache-info': {
         // Nix writes it when the first GET 404s; ours is generated, so just accept it.
-        if ((await readSmall(body, MAX_SMALL_BODY)) === undefined) return text(413, 'too large\n', label);
+        if (body && (await readAtMost(body, MAX_SMALL_BODY)) === undefined) return text(413, 'too large\n', label);
         return text(200, 'ok\n', label);
       }
       case 'upload-nar': {
@@ -307,7 +293,7 @@ export class CacheServer {
         return text(200, 'ok\n', label);
       }
       case 'narinfo': {
-        const raw = await readSmall(body, MAX_SMALL_BODY);
+        const raw = body ? await readAtMost(body, MAX_SMALL_BODY) : Buffer.alloc(0);
         if (raw === undefined) return text(413, 'too large\n', label);
         const ni = parseNarInfo(raw, { storeDir: this.store.storeDir, whence: `PUT /${route.hashPart}.narinfo` });
         if (ni.path.hashPart !== route.hashPart) {

@@ -8,6 +8,7 @@ import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { StrataError } from '../core/error.js';
 import type { StorePath } from '../core/store-path.js';
 import { computeClosure, topoSortInfos } from './closure.js';
+import { readAtMost } from './read-at-most.js';
 import { isLocalFsStore, type AddNarsOptions, type NarSource, type PathInfo, type Store } from './store.js';
 import { acceptable, type TrustPolicy, trustedKeysOf, untrustedError } from './trust.js';
 
@@ -134,18 +135,10 @@ const WHOLE_NAR_MAX = 1 << 20;
 
 /** The bytes of a small NAR; more than the declared size fails at once (a hostile source cannot make us hold more). */
 async function readWhole(nar: Readable, info: PathInfo, to: Store): Promise<Uint8Array> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of nar as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > info.narSize) {
-      nar.destroy();
-      const full = to.storeDir.print(info.path);
-      throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got more than ${info.narSize} bytes`, { value: full });
-    }
-    chunks.push(chunk);
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  const bytes = await readAtMost(nar, info.narSize);
+  if (bytes) return bytes;
+  const full = to.storeDir.print(info.path);
+  throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got more than ${info.narSize} bytes`, { value: full });
 }
 
 /**

@@ -20,7 +20,7 @@ import { Readable } from 'node:stream';
 
 import { StrataError } from '../core/error.js';
 import { Hash } from '../core/hash.js';
-import { MAX_TAG_LENGTH, NAR_MAGIC } from '../core/nar/format.js';
+import { MAX_TAG_LENGTH, NAR_MAGIC, u64At } from '../core/nar/format.js';
 import type { StoreDir, StorePath } from '../core/store-path.js';
 import type { NarSource, PathInfo, Store } from './store.js';
 
@@ -153,12 +153,9 @@ class Reader {
 
   /** The u64 {@link small} or {@link trySmall} just read (8 bytes at {@link at}). */
   lastU64(at: number): number {
-    const b = this.buf;
-    const i = this.at;
-    const lo = (b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16)) + b[i + 3]! * 0x100_0000;
-    const hi = (b[i + 4]! | (b[i + 5]! << 8) | (b[i + 6]! << 16)) + b[i + 7]! * 0x100_0000;
-    if (hi > 0x1f_ffff) invalid('a number larger than 2^53', at);
-    return hi * 0x1_0000_0000 + lo;
+    const n = u64At(this.buf, this.at);
+    if (n === undefined) invalid('a number larger than 2^53', at);
+    return n;
   }
 
   /** A `str()` of at most `max` bytes. */
@@ -375,6 +372,11 @@ export async function* readExport<T>(source: AsyncIterable<Uint8Array>, storeDir
   if (!(await r.atEnd())) invalid('trailing bytes after the last path', r.offset);
 }
 
+/** The path info an export gives a path: its NAR's hash and size as read (an export declares none). */
+export function exportedInfo(e: ExportedPath<unknown>, narHash: Hash, narSize: number): PathInfo {
+  return { path: e.path, narHash, narSize, references: e.references, ...(e.deriver ? { deriver: e.deriver } : {}), ultimate: false, sigs: [] };
+}
+
 function parsePath(storeDir: StoreDir, bytes: Buffer, at: number): StorePath {
   const text = bytes.toString('utf8');
   try {
@@ -386,7 +388,7 @@ function parsePath(storeDir: StoreDir, bytes: Buffer, at: number): StorePath {
 
 /** A batch ends at this many bytes of NAR held in memory (a spilled NAR counts nothing): each batch costs a sync and a transaction, so large, but bounded. */
 export const BATCH_BYTES = 128 * 1024 * 1024;
-/** …or at this many paths (each holds a lock file open while its batch is published). */
+/** …or at this many paths (each holds a lock file open while its batch is published); also the batches of `LocalStore.addFromExport`. */
 export const BATCH_PATHS = 2000;
 
 /**
@@ -427,8 +429,7 @@ export async function importExport(
   try {
     for await (const e of readExport(source, store.storeDir, () => collectNar(() => join(spillDir, `nar-${spilled++}`), spillBytes))) {
       const { narHash, narSize, nar, spillFile } = e.nar;
-      const info: PathInfo = { path: e.path, narHash, narSize, references: e.references, ...(e.deriver ? { deriver: e.deriver } : {}), ultimate: false, sigs: [] };
-      batch.push({ info, nar, ...(spillFile !== undefined ? { spillFile } : {}) });
+      batch.push({ info: exportedInfo(e, narHash, narSize), nar, ...(spillFile !== undefined ? { spillFile } : {}) });
       if (spillFile === undefined) held += narSize;
       if (held >= BATCH_BYTES || batch.length >= BATCH_PATHS) await flush();
     }

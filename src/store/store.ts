@@ -128,8 +128,8 @@ export interface Store {
    * all registered in one transaction (as Nix's `registerValidPaths`), so a batch may hold a
    * path and its references in any order; references outside the batch must be valid already.
    * All or nothing: if one NAR fails, no path of the batch becomes valid. Paths already valid
-   * are skipped without opening their NARs. Callers go through `addNars` (src/store/copy.ts),
-   * which falls back to `addFromNar` per path for stores without it.
+   * are skipped without opening their NARs. `copyItems` (src/store/copy.ts) uses it when the
+   * destination has it, and adds path by path through `addFromNar` otherwise.
    */
   addFromNars?(items: NarSource[], options?: AddNarsOptions): Promise<void>;
   /** Adds a file system object (like `nix-store --add`/`--add-fixed`). */

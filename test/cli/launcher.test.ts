@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { makePackageLower } from '../env/fixtures.js';
-import { ensureBuilt, ROOT, runStrata } from '../support/cli.js';
+import { ensureBuilt, ROOT, runStrata, runStrataListingModules } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 
 /** A checkout with bin/strata and a dist/ whose bundle and modules say who they are. */
@@ -128,22 +128,12 @@ describe('the real bundle', () => {
     }
   }, 120_000);
 
-  it('path-info loads neither child_process nor crypto (lazy built-ins)', () => {
+  it('path-info loads neither child_process nor crypto (lazy built-ins)', async () => {
     const store = tempDir();
-    const report = join(tempDir(), 'modules.cjs');
-    writeFileSync(
-      report,
-      "process.on('exit', () => process.stderr.write(JSON.stringify(process.moduleLoadList)));\n",
-    );
     const missing = '/nix/store/00000000000000000000000000000000-missing';
-    const r = spawnSync(
-      process.execPath,
-      ['-r', report, join(ROOT, 'bin', 'strata'), '--store', store, '--json', 'path-info', missing],
-      { encoding: 'utf8' },
-    );
-    expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual([{ path: missing, valid: false }]);
-    const loaded = JSON.parse(r.stderr) as string[];
+    const { run: r, modules: loaded } = await runStrataListingModules(['--store', store, '--json', 'path-info', missing]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout.toString())).toEqual([{ path: missing, valid: false }]);
     expect(loaded).toContain('NativeModule vm'); // the bundle ran
     expect(loaded).not.toContain('NativeModule child_process');
     expect(loaded).not.toContain('NativeModule crypto');

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { envCachePath, type EnvCacheFile } from '../../src/env/env-cache.js';
-import { ensureBuilt, runStrata } from '../support/cli.js';
+import { ensureBuilt, runStrata, runStrataListingModules } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { makePackageLower, type PackageRecipe } from './fixtures.js';
 
@@ -49,19 +49,11 @@ describe('strata env cache stat stamps', () => {
     const cache = JSON.parse(readFileSync(envCachePath(spec), 'utf8')) as EnvCacheFile;
     expect(cache.stats?.map((s) => s.file)).toEqual([spec, index]);
 
-    const probeOut = join(work, 'modules.json');
-    const probe = join(work, 'probe.cjs');
-    writeFileSync(
-      probe,
-      `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(probeOut)}, JSON.stringify(process.moduleLoadList)));\n`,
-    );
-    const fresh = await runStrata(['env', spec, '--store', root], {
-      env: { NODE_OPTIONS: `--require ${probe}` },
-    });
+    const { run: fresh, modules } = await runStrataListingModules(['env', spec, '--store', root]);
     expect(fresh.code, fresh.stderr).toBe(0);
     expect(fresh.stderr).toBe('');
     expect(fresh.stdout.toString()).toBe(built.stdout.toString());
-    expect(JSON.parse(readFileSync(probeOut, 'utf8'))).not.toContain('NativeModule crypto');
+    expect(modules).not.toContain('NativeModule crypto');
 
     // Same length, mtime put back: the stat differs only by ctime, and that is enough.
     sneakyEdit(spec, '{ pkgs }: {\n  deps = [ pkgs.hellp ];\n}\n');
@@ -103,17 +95,9 @@ describe('strata env cache stat stamps', () => {
     expect(stampOf(spec)?.ctimeNs).toBe(now());
 
     // From then on the spec is not hashed: node:crypto is not loaded.
-    const probeOut = join(work, 'modules.json');
-    const probe = join(work, 'probe.cjs');
-    writeFileSync(
-      probe,
-      `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(probeOut)}, JSON.stringify(process.moduleLoadList)));\n`,
-    );
-    const fresh = await runStrata(['env', spec, '--store', root], {
-      env: { NODE_OPTIONS: `--require ${probe}` },
-    });
+    const { run: fresh, modules } = await runStrataListingModules(['env', spec, '--store', root]);
     expect([fresh.code, fresh.stderr]).toEqual([0, '']);
-    expect(JSON.parse(readFileSync(probeOut, 'utf8'))).not.toContain('NativeModule crypto');
+    expect(modules).not.toContain('NativeModule crypto');
     // And an edit is still seen.
     writeFileSync(spec, '{ pkgs }: {\n  deps = [ pkgs.hellp ];\n}\n');
     const edited = await runStrata(['env', spec, '--store', root]);

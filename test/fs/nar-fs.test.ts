@@ -63,6 +63,16 @@ function nixEnv(): NodeJS.ProcessEnv {
 }
 const HAVE_NIX = spawnSync('nix-store', ['--version']).status === 0;
 
+/** Store metadata on a whole tree: mtime 1, directories 0555, files 0444 or 0555. */
+function expectStoreMetadata(p: string): void {
+  const st = lstatSync(p);
+  expect(st.mtimeMs, p).toBe(1000);
+  if (st.isDirectory()) {
+    expect(st.mode & 0o7777, p).toBe(0o555);
+    for (const n of readdirSync(p)) expectStoreMetadata(join(p, n));
+  } else if (st.isFile()) expect(st.mode & 0o7777, p).toBe(st.mode & 0o100 ? 0o555 : 0o444);
+}
+
 describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)', () => {
   for (const c of nar.cases) {
     it(`${c.name}: dump, hash in 4 algorithms, flat hash`, async () => {
@@ -87,27 +97,11 @@ describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)',
       const canon = join(tmp, 'canon');
       await restoreNar(Readable.from([bytes.subarray(0, 50), bytes.subarray(50)]), canon, { canonicalise: true });
       expect((await collect(dumpPath(canon))).equals(bytes)).toBe(true);
-      const check = (p: string): void => {
-        const st = lstatSync(p);
-        expect(st.mtimeMs, p).toBe(1000);
-        if (st.isDirectory()) {
-          expect(st.mode & 0o7777, p).toBe(0o555);
-          for (const n of readdirSync(p)) check(join(p, n));
-        } else if (st.isFile()) expect(st.mode & 0o7777, p).toBe(st.mode & 0o100 ? 0o555 : 0o444);
-      };
-      check(canon);
+      expectStoreMetadata(canon);
     });
   }
   it('privateParent (a staging dir): the same NAR and exact store metadata, from a stream and from bytes, whatever the umask', async () => {
     const bytes = Buffer.from(nar.cases[0].nar_b64, 'base64');
-    const check = (p: string): void => {
-      const st = lstatSync(p);
-      expect(st.mtimeMs, p).toBe(1000);
-      if (st.isDirectory()) {
-        expect(st.mode & 0o7777, p).toBe(0o555);
-        for (const n of readdirSync(p)) check(join(p, n));
-      } else if (st.isFile()) expect(st.mode & 0o7777, p).toBe(st.mode & 0o100 ? 0o555 : 0o444);
-    };
     // 022 lets files be created with their final modes; 0277 strips bits, so they are set after.
     for (const umask of [0o022, 0o277]) {
       const old = process.umask(umask);
@@ -119,7 +113,7 @@ describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)',
         expect(got.narHash.toBase16()).toBe(nar.cases[0].nar_sha256_hex);
         expect(got2.narHash.toBase16()).toBe(nar.cases[0].nar_sha256_hex);
         for (const p of [a, b]) {
-          check(p);
+          expectStoreMetadata(p);
           expect((await collect(dumpPath(p))).equals(bytes)).toBe(true);
         }
       } finally {

@@ -3,9 +3,11 @@
  * when it is missing or older than the sources, so CLI tests also work without `npm test`.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { tempDir } from './tmp.js';
 
 /** The repository root. */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -62,4 +64,17 @@ export async function strataOk(args: string[], options: Parameters<typeof runStr
   const r = await runStrata(args, options);
   if (r.code !== 0) throw new Error(`strata ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return r.stdout.toString();
+}
+
+/** {@link runStrata}, and the list of Node built-in modules the run loaded (`process.moduleLoadList`). */
+export async function runStrataListingModules(args: string[]): Promise<{ run: StrataRun; modules: string[] }> {
+  const dir = tempDir();
+  const out = join(dir, 'modules.json');
+  const probe = join(dir, 'probe.cjs');
+  writeFileSync(
+    probe,
+    `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify(process.moduleLoadList)));\n`,
+  );
+  const run = await runStrata(args, { env: { NODE_OPTIONS: `--require ${probe}` } });
+  return { run, modules: JSON.parse(readFileSync(out, 'utf8')) as string[] };
 }

@@ -13,6 +13,7 @@ export function register(program: Command): void {
       const { LocalStore } = await import('../../store/local/local-store.js');
       const { withStore } = await import('../with-store.js');
       const { print } = await import('../output.js');
+      const { stdinChunksReused } = await import('../stdin.js');
       await withStore(cmd, async (store) => {
         // Printed as each batch becomes valid, as Nix prints each path it imported.
         const added = (paths: StorePath[]) => {
@@ -22,20 +23,9 @@ export function register(program: Command): void {
         // The local store keeps nothing of a chunk once it asks for the next: one reused buffer.
         // A fresh 1 MiB buffer per read (fs.ReadStream) cost a page fault per 4 KiB of input,
         // ~11,000 for the 43 MiB bench import: most of the system time strata spent beyond Nix's.
-        if (store instanceof LocalStore) await store.addFromExport(reusedChunks(0, 256 * 1024), added);
+        if (store instanceof LocalStore) await store.addFromExport(stdinChunksReused(256 * 1024), added);
         // Others keep NARs whole (views of the chunks): a fresh buffer per read, 1 MiB reads.
         else await importExport(store, createReadStream('', { fd: 0, highWaterMark: 1024 * 1024, autoClose: false }), added);
       });
     });
-}
-
-/** `fd` read in chunks into one buffer: each chunk is valid only until the next is asked for. */
-async function* reusedChunks(fd: number, size: number): AsyncGenerator<Uint8Array> {
-  const { read } = await import('node:fs');
-  const buf = Buffer.allocUnsafe(size);
-  for (;;) {
-    const n = await new Promise<number>((resolve, reject) => read(fd, buf, 0, size, null, (e, got) => (e ? reject(e) : resolve(got))));
-    if (n === 0) return;
-    yield buf.subarray(0, n);
-  }
 }

@@ -125,6 +125,16 @@ export function quoteBytes(b: Uint8Array): string {
   return s.length > 66 ? `${s.slice(0, 63)}…"` : s;
 }
 
+/**
+ * The little-endian u64 at `at` in `b`, or `undefined` when it is 2^53 or more (no JS number
+ * holds it exactly). By hand, not through a Buffer view: NARs have several lengths per entry.
+ */
+export function u64At(b: Uint8Array, at: number): number | undefined {
+  const lo = (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16)) + b[at + 3]! * 0x100_0000;
+  const hi = (b[at + 4]! | (b[at + 5]! << 8) | (b[at + 6]! << 16)) + b[at + 7]! * 0x100_0000;
+  return hi > 0x1f_ffff ? undefined : hi * 0x1_0000_0000 + lo;
+}
+
 const FLAT_HEAD = Buffer.concat([str(NAR_MAGIC), str('('), str('type'), str('regular')]);
 const FLAT_EXEC = Buffer.concat([str('executable'), str('')]);
 const FLAT_CONTENTS = str('contents');
@@ -142,7 +152,8 @@ export function flatFileContents(nar: Uint8Array): Uint8Array | undefined {
   if (b.subarray(at, at + FLAT_EXEC.length).equals(FLAT_EXEC)) at += FLAT_EXEC.length;
   if (!b.subarray(at, at + FLAT_CONTENTS.length).equals(FLAT_CONTENTS) || b.length < at + FLAT_CONTENTS.length + 8) return undefined;
   at += FLAT_CONTENTS.length;
-  const size = b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x1_0000_0000;
+  const size = u64At(b, at);
+  if (size === undefined) return undefined;
   at += 8;
   const end = at + size + paddingOf(size);
   if (end + FLAT_TAIL.length !== b.length || !b.subarray(end).equals(FLAT_TAIL)) return undefined;

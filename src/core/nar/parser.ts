@@ -26,6 +26,7 @@ import {
   quoteBytes,
   str,
   targetProblem,
+  u64At,
 } from './format.js';
 
 /** What the grammar coroutine asks the driver for. */
@@ -61,12 +62,8 @@ function* readLength(c: Cursor, max: number, what: string): Grammar<number> {
 
 /** The u64 in the 8 bytes `b`, at most `max`. */
 function lengthOf(b: Uint8Array, max: number, what: string, at: number): number {
-  // By hand, not through a Buffer view: a NAR has several lengths per entry, and a view each was
-  // a good part of an import's garbage.
-  const lo = (b[0]! | (b[1]! << 8) | (b[2]! << 16)) + b[3]! * 0x100_0000;
-  const hi = (b[4]! | (b[5]! << 8) | (b[6]! << 16)) + b[7]! * 0x100_0000;
-  const n = hi * 0x1_0000_0000 + lo;
-  if (hi > 0x1f_ffff || n > max) fail(`${what} length ${Buffer.from(b.buffer, b.byteOffset, 8).readBigUInt64LE(0)} exceeds ${max}`, at);
+  const n = u64At(b, 0);
+  if (n === undefined || n > max) fail(`${what} length ${Buffer.from(b.buffer, b.byteOffset, 8).readBigUInt64LE(0)} exceeds ${max}`, at);
   return n;
 }
 

@@ -27,6 +27,7 @@ import {
 } from '../../core/narinfo.js';
 import { type SecretKey, signPathInfo } from '../../core/signature.js';
 import { DEFAULT_STORE_DIR, StoreDir, type StorePath } from '../../core/store-path.js';
+import { readAtMost } from '../read-at-most.js';
 import type { AddPathOptions, GcResult, OptimiseResult, PathInfo, Store, VerifyResult } from '../store.js';
 import { HashingStream } from './hashing-stream.js';
 import { DEFAULT_TTL_NEGATIVE, DEFAULT_TTL_POSITIVE, type NarInfoDiskCache } from './narinfo-disk-cache.js';
@@ -310,18 +311,9 @@ export class BinaryCacheStore implements Store {
       throw this.#badUrl(e, ni, full);
     });
     if (!stream) throw this.#narMissing(full, url);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      // A hostile cache cannot make us hold more than declared.
-      if (size > ni.narSize) {
-        stream.destroy();
-        throw this.#mismatch(full, 'File')('size', `more than ${ni.narSize} bytes`);
-      }
-      chunks.push(chunk);
-    }
-    const file = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    // A hostile cache cannot make us hold more than declared.
+    const file = await readAtMost(stream, ni.narSize);
+    if (!file) throw this.#mismatch(full, 'File')('size', `more than ${ni.narSize} bytes`);
     if (file.length !== ni.narSize) throw this.#mismatch(full, 'File')('size', String(file.length));
     const hash = Hash.of('sha256', file);
     if (!hash.equals(ni.fileHash!)) throw this.#mismatch(full, 'File')('hash', hash.toNix32());

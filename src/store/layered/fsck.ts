@@ -68,7 +68,7 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
 
   const report: FsckReport = { problems, repaired: [], unrepaired: [] };
   if (!options.repair) return report;
-  const { removeTree } = await import('../local/staging.js');
+  const { removeTree } = await import('../../fs/remove-tree.js');
   let remount = false;
   for (const p of problems) {
     if (p.kind === 'whiteout' || p.kind === 'duplicate') {

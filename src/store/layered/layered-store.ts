@@ -21,7 +21,7 @@ import { StrataError } from '../../core/error.js';
 import type { StoreDir, StorePath } from '../../core/store-path.js';
 import { computeClosure, topoSortInfos } from '../closure.js';
 import type { LocalStore } from '../local/local-store.js';
-import { removeTree } from '../local/staging.js';
+import { removeTree } from '../../fs/remove-tree.js';
 import type {
   AddNarsOptions,
   AddPathOptions,

@@ -22,10 +22,10 @@ import type { StagingDir } from './staging.js';
  * path is added or read, not when the store opens: a query such as `strata path-info` never
  * needs them, and each module read costs Node 20 about a millisecond of start-up.
  */
-let fsModules: Promise<typeof import('../../fs/nar-dump.js') & typeof import('../../fs/hash-path.js') & typeof import('../../fs/nar-restore.js') & typeof import('./staging.js')> | undefined;
+let fsModules: Promise<typeof import('../../fs/nar-dump.js') & typeof import('../../fs/hash-path.js') & typeof import('../../fs/nar-restore.js') & typeof import('../../fs/remove-tree.js') & typeof import('./staging.js')> | undefined;
 /** Loaded once and kept: an `import()` per call would resolve the specifiers again every time. */
 function loadFs() {
-  fsModules ??= Promise.all([import('../../fs/nar-dump.js'), import('../../fs/hash-path.js'), import('../../fs/nar-restore.js'), import('./staging.js')]).then(([a, b, c, d]) => ({ ...a, ...b, ...c, ...d }));
+  fsModules ??= Promise.all([import('../../fs/nar-dump.js'), import('../../fs/hash-path.js'), import('../../fs/nar-restore.js'), import('../../fs/remove-tree.js'), import('./staging.js')]).then(([a, b, c, d, e]) => ({ ...a, ...b, ...c, ...d, ...e }));
   return fsModules;
 }
 
@@ -42,12 +42,6 @@ interface Staged {
 
 /** How objects are restored: with store metadata, into the staging dir (0700, ours alone). */
 const CANONICAL = { canonicalise: true, privateParent: true };
-
-/**
- * Paths per batch of {@link LocalStore.addFromExport}: each batch costs one sync of the file
- * system and one transaction, and holds a lock file open per path while it is published.
- */
-export const EXPORT_BATCH = 2000;
 
 export class LocalStore implements LocalFsStore {
   readonly uri: string;
@@ -224,13 +218,7 @@ export class LocalStore implements LocalFsStore {
   async addFromNars(items: NarSource[], options: AddNarsOptions = {}): Promise<void> {
     if (items.length === 0) return;
     this.requireWritable(`add '${this.storeDir.print(items[0]!.info.path)}'`);
-    const unique = new Map<string, NarSource>();
-    for (const item of items) if (!unique.has(item.info.path.baseName)) unique.set(item.info.path.baseName, item);
-    const list = [...unique.values()];
-    this.checkReferencesValid(
-      list.map(({ info }) => ({ what: this.storeDir.print(info.path), references: info.references })),
-      new Set(unique.keys()),
-    );
+    const list = this.uniqueWithReferences(items);
     await this.addTempRoots(list.map((i) => i.info.path));
     const valid = new Set(this.db.queryValid(list.map((i) => i.info.path)).map((p) => p.baseName));
     const todo = list.filter((i) => !valid.has(i.info.path.baseName));
@@ -284,7 +272,7 @@ export class LocalStore implements LocalFsStore {
    * Adds the paths of a `nix-store --export` stream, as `nix-store --import`: each NAR is
    * restored into the staging dir as it is read (it comes before its path, so it cannot wait for
    * a lock, and holding it in memory would make memory grow with the path), hashed once, and the
-   * paths are published in batches of {@link EXPORT_BATCH} with every guarantee of
+   * paths are published in batches (nar-export.ts `BATCH_PATHS`) with every guarantee of
    * {@link addFromNars}: references valid or in the batch, temp roots, locks, validity re-checked,
    * leftovers removed, durable, one transaction. An export declares no NAR hash: as with Nix, the
    * hash is the one of the bytes read. `onAdded` gets each batch's paths once they are valid
@@ -294,19 +282,13 @@ export class LocalStore implements LocalFsStore {
    */
   async addFromExport(source: AsyncIterable<Uint8Array>, onAdded: (paths: StorePath[]) => void = () => {}): Promise<StorePath[]> {
     this.requireWritable('import paths');
-    const { readExport } = await import('../nar-export.js');
+    const { BATCH_PATHS, exportedInfo, readExport } = await import('../nar-export.js');
     const { startRestore } = await loadFs();
     const all: StorePath[] = [];
     await this.withStaging(async (staging) => {
       let batch: Staged[] = [];
       const flush = async (): Promise<void> => {
-        const unique = new Map<string, Staged>();
-        for (const e of batch) if (!unique.has(e.info.path.baseName)) unique.set(e.info.path.baseName, e);
-        const list = [...unique.values()];
-        this.checkReferencesValid(
-          list.map(({ info }) => ({ what: this.storeDir.print(info.path), references: info.references })),
-          new Set(unique.keys()),
-        );
+        const list = this.uniqueWithReferences(batch);
         await this.addTempRoots(list.map((e) => e.info.path));
         await this.checkStagedDerivations(list);
         await this.publish(list);
@@ -325,9 +307,8 @@ export class LocalStore implements LocalFsStore {
         };
         for await (const e of readExport(source, this.storeDir, sinks)) {
           const { tmp, narHash, narSize, nodes } = e.nar;
-          const info: PathInfo = { path: e.path, narHash, narSize, references: e.references, ...(e.deriver ? { deriver: e.deriver } : {}), ultimate: false, sigs: [] };
-          batch.push({ info, tmp, nodes, registration: {} });
-          if (batch.length >= EXPORT_BATCH) await flush();
+          batch.push({ info: exportedInfo(e, narHash, narSize), tmp, nodes, registration: {} });
+          if (batch.length >= BATCH_PATHS) await flush();
         }
         if (batch.length > 0) await flush();
       } finally {
@@ -402,6 +383,18 @@ export class LocalStore implements LocalFsStore {
         }
       },
     );
+  }
+
+  /** `items` without repeated paths, once every reference is valid or among them (one query). */
+  private uniqueWithReferences<T extends { info: PathInfo }>(items: T[]): T[] {
+    const unique = new Map<string, T>();
+    for (const item of items) if (!unique.has(item.info.path.baseName)) unique.set(item.info.path.baseName, item);
+    const list = [...unique.values()];
+    this.checkReferencesValid(
+      list.map(({ info }) => ({ what: this.storeDir.print(info.path), references: info.references })),
+      new Set(unique.keys()),
+    );
+    return list;
   }
 
   /**

@@ -4,9 +4,10 @@
  * lock, and leaves those it cannot. New store objects are written here first and renamed into
  * place only when complete, so no half-written object is ever visible under a store path.
  */
-import { chmodSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { fstatSync, lstatSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { removeTree } from '../../fs/remove-tree.js';
 import { closeFd, tryLockFd } from './flock.js';
 
 let counter = 0;
@@ -44,9 +45,9 @@ export class StagingDir {
   }
 
   /**
-   * A fresh name inside this directory, for one object. A store keeps one staging directory for
-   * its whole life and stages every new object in it (not an mkdir, open, flock, removal and close in
-   * the store dir per object), so entries must not collide.
+   * A fresh name inside this directory, for one object. A store stages every object it adds in
+   * one staging directory while any add is in progress (not an mkdir, open, flock, removal and
+   * close in the store dir per object), so entries must not collide.
    */
   entry(): string {
     return join(this.path, String(this.entries++));
@@ -55,7 +56,7 @@ export class StagingDir {
   /** Removes the directory and whatever is left in it, then releases the lock. */
   dispose(): void {
     if (this.fd < 0) return;
-    rmSync(this.path, { recursive: true, force: true });
+    removeTree(this.path);
     closeFd(this.fd);
     this.fd = -1;
   }
@@ -70,26 +71,4 @@ function stillAt(fd: number, path: string): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * Removes a file system object whatever its modes: store objects are read-only (dirs 0555), so
- * directories are made writable before their children are unlinked.
- */
-export function removeTree(path: string): void {
-  try {
-    rmSync(path, { recursive: true, force: true });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EACCES' && (e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
-    makeWritable(path);
-    rmSync(path, { recursive: true, force: true });
-  }
-}
-
-function makeWritable(path: string): void {
-  // As root rmSync never needs this; it matters when strata runs as an ordinary user.
-  const st = lstatSync(path);
-  if (!st.isDirectory()) return;
-  chmodSync(path, 0o755);
-  for (const e of readdirSync(path)) makeWritable(join(path, e));
 }
