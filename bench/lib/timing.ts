@@ -155,7 +155,7 @@ export function ioWriteBytes(): number {
 /**
  * Minor page faults of one run of `argv` (GNU time's `%R`), the median of `runs`; undefined
  * without /usr/bin/time. Reported beside start-up timings because on this VM (paravirtualised)
- * each fault costs ~17 µs of CPU, and unlike time the count does not move with the load.
+ * each fault costs ~20 µs of CPU ({@link pageFaultCost}), and unlike time the count does not move with the load.
  */
 export function pageFaults(c: Candidate, runs = 5): number | undefined {
   if (!existsSync('/usr/bin/time')) return undefined;
@@ -170,4 +170,30 @@ export function pageFaults(c: Candidate, runs = 5): number | undefined {
     counts.push(Number(m[1]));
   }
   return median(counts);
+}
+
+/**
+ * CPU microseconds one minor page fault costs on this machine: `node` touching `pages` fresh
+ * pages against `node` only allocating them, the CPU difference over the fault difference
+ * (medians of 5 runs of each, GNU time). Undefined without /usr/bin/time.
+ */
+export function pageFaultCost(pages = 20_000): number | undefined {
+  if (!existsSync('/usr/bin/time')) return undefined;
+  const run = (touch: boolean) => {
+    const cpu: number[] = [];
+    const faults: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const script = `const b = Buffer.allocUnsafeSlow(${pages * 4096});${touch ? ' for (let i = 0; i < b.length; i += 4096) b[i] = 1;' : ''}`;
+      const r = spawnSync('/usr/bin/time', ['-f', 'cost %U %S %R', process.execPath, '-e', script], { encoding: 'utf8' });
+      const m = /cost ([\d.]+) ([\d.]+) (\d+)\s*$/.exec(r.stderr);
+      if (r.status !== 0 || !m) return undefined;
+      cpu.push(Number(m[1]) + Number(m[2]));
+      faults.push(Number(m[3]));
+    }
+    return { cpu: median(cpu), faults: median(faults) };
+  };
+  const touched = run(true);
+  const untouched = run(false);
+  if (!touched || !untouched || touched.faults <= untouched.faults) return undefined;
+  return ((touched.cpu - untouched.cpu) * 1e6) / (touched.faults - untouched.faults);
 }
