@@ -15,8 +15,7 @@ import type { Readable } from 'node:stream';
 
 import { StrataError } from '../core/error.js';
 import { Hash } from '../core/hash.js';
-import type { NarEvent } from '../core/nar/format.js';
-import { NarParser } from '../core/nar/parser.js';
+import { type NarHandler, NarParser } from '../core/nar/parser.js';
 import { removeTree } from './remove-tree.js';
 
 /** Options for {@link restoreNar}. */
@@ -47,12 +46,12 @@ interface Dir {
   stats: Stats | undefined;
 }
 
-const SLASH = Buffer.from('/');
+const SLASH = 0x2f; // '/'
 const FILE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 /** Nix store objects have mtime 1, not 0: 0 is taken by some tools to mean "unknown". */
 const STORE_MTIME = 1;
-/** Nodes created between two yields to the event loop (a few ms of synchronous work). */
+/** Nodes created between two turns of the event loop (a few ms of synchronous work). */
 const YIELD_EVERY = 256;
 
 function sameDir(a: Stats, b: Stats): boolean {
@@ -78,7 +77,13 @@ export async function restoreNar(
   const r = new Restore(target, options);
   try {
     for await (const chunk of nar as AsyncIterable<Uint8Array>) {
-      for (let paused = r.feed(chunk); paused; paused = r.resume()) await new Promise<void>((res) => setImmediate(res));
+      r.writeWhole(chunk);
+      // A streamed NAR may hold hundreds of thousands of nodes: let the event loop run between
+      // chunks once YIELD_EVERY nodes were made (a 64 KiB chunk holds at most ~500 small ones).
+      if (r.madeSinceYield >= YIELD_EVERY) {
+        r.madeSinceYield = 0;
+        await new Promise<void>((res) => setImmediate(res));
+      }
     }
     return r.finish();
   } catch (e) {
@@ -94,7 +99,7 @@ export async function restoreNar(
 export function restoreNarSync(nar: Uint8Array, target: string, options: RestoreOptions = {}): RestoreResult {
   const r = new Restore(target, options);
   try {
-    r.feed(nar, false);
+    r.writeWhole(nar);
     return r.finish();
   } catch (e) {
     throw r.fail(e);
@@ -102,13 +107,15 @@ export function restoreNarSync(nar: Uint8Array, target: string, options: Restore
 }
 
 /**
- * A restore fed by the caller, piece by piece, synchronously: for a NAR whose end the caller
- * finds itself (an export stream, where the NAR is not length-prefixed and its path comes after
- * it), restored as it is read instead of held in memory. Same checks; `fail` removes what was made
- * and returns the error to throw.
+ * A restore fed by the caller, piece by piece, synchronously: for a NAR inside a larger stream
+ * (an export, where the NAR is not length-prefixed and its path comes after it), restored as it
+ * is read instead of held in memory. `write` returns how many bytes of the piece belong to the NAR
+ * (all of them until it ends); `done` tells that it ended. Same checks; `fail` removes what was
+ * made and returns the error to throw.
  */
 export interface RestoreSink {
-  write(piece: Uint8Array): void;
+  write(piece: Uint8Array): number;
+  readonly done: boolean;
   end(): RestoreResult;
   fail(e: unknown): unknown;
 }
@@ -116,8 +123,9 @@ export interface RestoreSink {
 export function startRestore(target: string, options: RestoreOptions = {}): RestoreSink {
   const r = new Restore(target, options);
   return {
-    write: (piece) => {
-      r.feed(piece, false);
+    write: (piece) => r.write(piece),
+    get done() {
+      return r.done;
     },
     end: () => r.finish(),
     fail: (e) => r.fail(e),
@@ -137,14 +145,15 @@ export interface RestoreResult {
 }
 
 /**
- * One restore in progress: the parser, the hash, and the file system objects made so far.
+ * One restore in progress: the parser, the hash, and the file system objects made so far. It is
+ * the parser's {@link NarHandler}: each step of the archive is made as soon as it is parsed.
  *
  * Synchronous calls throughout: a store path is mostly small files, and through the libuv pool
  * each of the ~6 calls per file costs a thread hand-off. On this 2-core VM that made importing
  * 1,000 paths 8× slower than `nix-store --import` (bench/import.ts); Nix makes the same calls
- * synchronously. A streamed restore pauses for the event loop every 256 nodes instead.
+ * synchronously. A streamed restore lets the event loop run between chunks instead.
  */
-class Restore {
+class Restore implements NarHandler {
   private readonly canonicalise: boolean;
   private readonly checked: boolean;
   /**
@@ -165,10 +174,8 @@ class Restore {
   private readonly dirs: Dir[] = [];
   private next: Buffer; // where the next node goes
   private file: { fd: number; executable: boolean } | undefined;
-  private sinceYield = 0;
-  /** The events of the chunk being restored, kept while paused for the event loop. */
-  private events: Iterator<NarEvent> | undefined;
-  private yields = true;
+  /** Objects made since the caller last let the event loop run. */
+  madeSinceYield = 0;
 
   constructor(
     private readonly target: string,
@@ -184,32 +191,23 @@ class Restore {
     this.next = this.root;
   }
 
-  /**
-   * Hashes and restores one chunk. Returns true when it paused (every {@link YIELD_EVERY} nodes)
-   * for the caller to let the event loop run and then call {@link resume}; with `yields` false it
-   * restores the whole chunk at once.
-   */
-  feed(chunk: Uint8Array, yields = true): boolean {
-    this.hasher.update(chunk);
-    this.narSize += chunk.length;
-    this.events = this.parser.feed(chunk);
-    this.yields = yields;
-    return this.resume();
+  get done(): boolean {
+    return this.parser.done;
   }
 
-  /** Goes on with the chunk {@link feed} paused in; false once the chunk is done. */
-  resume(): boolean {
-    const events = this.events!;
-    for (let it = events.next(); !it.done; it = events.next()) {
-      const ev = it.value;
-      this.handle(ev);
-      if (ev.type !== 'contents' && ++this.sinceYield >= YIELD_EVERY && this.yields) {
-        this.sinceYield = 0;
-        return true;
-      }
-    }
-    this.events = undefined;
-    return false;
+  /** Hashes and restores the part of `chunk` that belongs to the NAR; returns its length. */
+  write(chunk: Uint8Array): number {
+    const used = this.parser.parse(chunk, this);
+    this.hasher.update(used === chunk.length ? chunk : chunk.subarray(0, used));
+    this.narSize += used;
+    return used;
+  }
+
+  /** {@link write} of input that is this NAR and nothing else: trailing bytes are refused. */
+  writeWhole(chunk: Uint8Array): void {
+    this.hasher.update(chunk);
+    this.narSize += chunk.length;
+    this.parser.write(chunk, this);
   }
 
   finish(): RestoreResult {
@@ -244,78 +242,82 @@ class Restore {
     }
   }
 
-  private handle(ev: NarEvent): void {
-    switch (ev.type) {
-      case 'entry':
-        this.next = Buffer.concat([this.dirs.at(-1)!.path, SLASH, ev.name]);
-        return;
-      case 'regular': {
-        this.verifyParent();
-        const fd = openSync(this.next, FILE_FLAGS, this.fileModes[ev.executable ? 1 : 0]);
-        this.nodes++;
-        this.synced++;
-        this.file = { fd, executable: ev.executable };
-        return;
+  entry(b: Uint8Array, start: number, end: number): void {
+    const parent = this.dirs.at(-1)!.path;
+    const next = Buffer.allocUnsafe(parent.length + 1 + end - start);
+    parent.copy(next, 0);
+    next[parent.length] = SLASH;
+    next.set(b.subarray(start, end), parent.length + 1);
+    this.next = next;
+  }
+
+  regular(executable: boolean): void {
+    this.verifyParent();
+    const fd = openSync(this.next, FILE_FLAGS, this.fileModes[executable ? 1 : 0]);
+    this.nodes++;
+    this.synced++;
+    this.madeSinceYield++;
+    this.file = { fd, executable };
+  }
+
+  contents(b: Uint8Array, start: number, end: number): void {
+    const { fd } = this.file!;
+    while (start < end) start += writeSync(fd, b, start, end - start);
+  }
+
+  regularEnd(): void {
+    const { fd, executable } = this.file!;
+    this.file = undefined;
+    try {
+      if (this.canonicalise) {
+        if (!this.modesFinal) fchmodSync(fd, executable ? 0o555 : 0o444);
+        futimesSync(fd, Date.now() / 1000, STORE_MTIME);
+      } else if (executable) {
+        // As Nix does: add every execute bit to what the umask left.
+        fchmodSync(fd, (fstatSync(fd).mode & 0o7777) | 0o111);
       }
-      case 'contents': {
-        const { fd } = this.file!;
-        let off = 0;
-        while (off < ev.chunk.length) off += writeSync(fd, ev.chunk, off, ev.chunk.length - off);
-        return;
-      }
-      case 'regularEnd': {
-        const { fd, executable } = this.file!;
-        this.file = undefined;
-        try {
-          if (this.canonicalise) {
-            if (!this.modesFinal) fchmodSync(fd, executable ? 0o555 : 0o444);
-            futimesSync(fd, Date.now() / 1000, STORE_MTIME);
-          } else if (executable) {
-            // As Nix does: add every execute bit to what the umask left.
-            fchmodSync(fd, (fstatSync(fd).mode & 0o7777) | 0o111);
-          }
-        } finally {
-          closeSync(fd);
-        }
-        return;
-      }
-      case 'symlink':
-        this.verifyParent();
-        symlinkSync(Buffer.from(ev.target), this.next);
-        this.nodes++;
-        if (this.canonicalise) lutimesSync(this.next, Date.now() / 1000, STORE_MTIME);
-        return;
-      case 'directory': {
-        this.verifyParent();
-        mkdirSync(this.next, 0o777);
-        this.nodes++;
-        this.synced++;
-        if (!this.checked) {
-          this.dirs.push({ path: this.next, stats: undefined });
-          return;
-        }
-        const stats = lstatSync(this.next);
-        if (!stats.isDirectory()) throw new StrataError('RESTORE_RACE', `Cannot restore into '${this.next.toString()}': it was replaced while restoring`, { value: this.next.toString() });
-        this.dirs.push({ path: this.next, stats });
-        return;
-      }
-      case 'directoryEnd': {
-        const dir = this.dirs.pop()!;
-        if (this.canonicalise && dir.stats === undefined) {
-          chmodSync(dir.path, 0o555);
-          lutimesSync(dir.path, Date.now() / 1000, STORE_MTIME);
-        } else if (this.canonicalise) {
-          // Through an O_NOFOLLOW descriptor, checked to be our directory: chmod by path would follow a swapped-in symlink.
-          const fd = openSync(dir.path, DIR_FLAGS);
-          try {
-            if (!sameDir(dir.stats!, fstatSync(fd))) throw new StrataError('RESTORE_RACE', `Cannot restore into '${dir.path.toString()}': it was replaced while restoring`, { value: dir.path.toString() });
-            fchmodSync(fd, 0o555);
-            futimesSync(fd, Date.now() / 1000, STORE_MTIME);
-          } finally {
-            closeSync(fd);
-          }
-        }
-        return;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  symlink(b: Uint8Array, start: number, end: number): void {
+    this.verifyParent();
+    symlinkSync(Buffer.from(b.buffer, b.byteOffset + start, end - start), this.next);
+    this.nodes++;
+    this.madeSinceYield++;
+    if (this.canonicalise) lutimesSync(this.next, Date.now() / 1000, STORE_MTIME);
+  }
+
+  directory(): void {
+    this.verifyParent();
+    mkdirSync(this.next, 0o777);
+    this.nodes++;
+    this.synced++;
+    this.madeSinceYield++;
+    if (!this.checked) {
+      this.dirs.push({ path: this.next, stats: undefined });
+      return;
+    }
+    const stats = lstatSync(this.next);
+    if (!stats.isDirectory()) throw new StrataError('RESTORE_RACE', `Cannot restore into '${this.next.toString()}': it was replaced while restoring`, { value: this.next.toString() });
+    this.dirs.push({ path: this.next, stats });
+  }
+
+  directoryEnd(): void {
+    const dir = this.dirs.pop()!;
+    if (this.canonicalise && dir.stats === undefined) {
+      chmodSync(dir.path, 0o555);
+      lutimesSync(dir.path, Date.now() / 1000, STORE_MTIME);
+    } else if (this.canonicalise) {
+      // Through an O_NOFOLLOW descriptor, checked to be our directory: chmod by path would follow a swapped-in symlink.
+      const fd = openSync(dir.path, DIR_FLAGS);
+      try {
+        if (!sameDir(dir.stats!, fstatSync(fd))) throw new StrataError('RESTORE_RACE', `Cannot restore into '${dir.path.toString()}': it was replaced while restoring`, { value: dir.path.toString() });
+        fchmodSync(fd, 0o555);
+        futimesSync(fd, Date.now() / 1000, STORE_MTIME);
+      } finally {
+        closeSync(fd);
       }
     }
   }

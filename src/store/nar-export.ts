@@ -4,13 +4,12 @@
  * `u64 0`, or `u64 1` and a legacy signature (ignored, as Nix 2.8 ignores it); `u64 0` after the
  * last path. Integers are little-endian; strings are Nix `str()`s (length, bytes, zero padding).
  *
- * The NAR comes before the path it belongs to, and it is not length-prefixed: its end is found by
- * following its framing (tags and lengths; file contents pass through, never held whole), and its
- * bytes go to a {@link NarSink} as they are read. A local store restores them straight into its
- * staging dir (Nix 2.8 reads each NAR into memory first); {@link collectNar} keeps a NAR in memory
- * up to {@link SPILL_BYTES} and in a temporary file beyond, for stores that take NARs whole.
- * Either way memory does not grow with the size of a path. The NAR itself is checked by the strict
- * parser of the restore: this only finds where it ends.
+ * The NAR comes before the path it belongs to, and it is not length-prefixed: its bytes go to a
+ * {@link NarSink} as they are read, and the sink, which parses them, says where the NAR ends. A
+ * local store restores them straight into its staging dir (Nix 2.8 reads each NAR into memory
+ * first), so each NAR is parsed once, by the strict parser of the restore; {@link collectNar}
+ * keeps a NAR in memory up to {@link SPILL_BYTES} and in a temporary file beyond, for stores that
+ * take NARs whole. Either way memory does not grow with the size of a path.
  */
 import { createHash, type Hash as Hasher } from 'node:crypto';
 import { closeSync, createReadStream, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
@@ -20,7 +19,8 @@ import { Readable } from 'node:stream';
 
 import { StrataError } from '../core/error.js';
 import { Hash } from '../core/hash.js';
-import { MAX_TAG_LENGTH, NAR_MAGIC, u64At } from '../core/nar/format.js';
+import { u64At } from '../core/nar/format.js';
+import { type NarHandler, NarParser } from '../core/nar/parser.js';
 import type { StoreDir, StorePath } from '../core/store-path.js';
 import type { NarSource, PathInfo, Store } from './store.js';
 
@@ -42,19 +42,12 @@ class Reader {
   private pos = 0;
   /** Bytes consumed so far (for error messages). */
   offset = 0;
-  /** Receives every byte range consumed while set, as views of the input chunks. */
-  tap: ((chunk: Uint8Array, start: number, end: number) => void) | undefined;
-  /** Called before the next chunk is requested, while {@link tap} is set. */
-  tapFlush: (() => void) | undefined;
 
   constructor(private readonly source: AsyncIterator<Uint8Array>) {}
 
   /** Fills the current chunk when it is used up; false at the end of the input. */
   private async more(): Promise<boolean> {
     while (this.pos === this.chunk.length) {
-      // Whatever was tapped from this chunk is passed on before the next is asked for: a source
-      // may read the next chunk into the same buffer.
-      this.tapFlush?.();
       const r = await this.source.next();
       if (r.done) return false;
       this.chunk = r.value;
@@ -68,7 +61,6 @@ class Reader {
     while (n > 0) {
       if (!(await this.more())) invalid('unexpected end of input', this.offset);
       const k = Math.min(n, this.chunk.length - this.pos);
-      this.tap?.(this.chunk, this.pos, this.pos + k);
       sink(this.chunk.subarray(this.pos, this.pos + k));
       this.pos += k;
       this.offset += k;
@@ -79,7 +71,6 @@ class Reader {
   /** The next `n` bytes (small `n`), copied. */
   async bytes(n: number): Promise<Buffer> {
     if (this.chunk.length - this.pos >= n) {
-      this.tap?.(this.chunk, this.pos, this.pos + n);
       const b = Buffer.from(this.chunk.subarray(this.pos, this.pos + n));
       this.pos += n;
       this.offset += n;
@@ -106,7 +97,6 @@ class Reader {
    */
   async small(n: number): Promise<void> {
     if (this.chunk.length - this.pos >= n) {
-      this.tap?.(this.chunk, this.pos, this.pos + n);
       this.buf = this.chunk;
       this.at = this.pos;
       this.pos += n;
@@ -128,7 +118,6 @@ class Reader {
    */
   trySmall(n: number): boolean {
     if (this.chunk.length - this.pos < n) return false;
-    this.tap?.(this.chunk, this.pos, this.pos + n);
     this.buf = this.chunk;
     this.at = this.pos;
     this.pos += n;
@@ -136,13 +125,19 @@ class Reader {
     return true;
   }
 
-  /** Skips `n` bytes (tapped) when the current chunk holds them; false otherwise. */
-  trySkip(n: number): boolean {
-    if (this.chunk.length - this.pos < n) return false;
-    this.tap?.(this.chunk, this.pos, this.pos + n);
-    this.pos += n;
-    this.offset += n;
-    return true;
+  /**
+   * Passes the unread bytes to `sink`, chunk after chunk, until it takes fewer than it was given
+   * or says it is done: the bytes it took are consumed, the rest stays for the next read.
+   */
+  async feed(sink: { write(piece: Uint8Array): number; readonly done: boolean }): Promise<void> {
+    for (;;) {
+      if (!(await this.more())) invalid('unexpected end of input', this.offset);
+      const rest = this.chunk.length - this.pos;
+      const k = sink.write(this.pos === 0 ? this.chunk : this.chunk.subarray(this.pos));
+      this.pos += k;
+      this.offset += k;
+      if (k < rest || sink.done) return;
+    }
   }
 
   async u64(): Promise<number> {
@@ -172,9 +167,14 @@ class Reader {
   }
 }
 
-/** Where one NAR's bytes go as they are read; `T` is what it makes of them. */
+/**
+ * Where one NAR's bytes go as they are read; `T` is what it makes of them. It parses them, so it
+ * knows where the NAR ends: `write` returns how many bytes of the piece belong to the NAR (all of
+ * them until it ends), and `done` says it ended.
+ */
 export interface NarSink<T> {
-  write(piece: Uint8Array): void;
+  write(piece: Uint8Array): number;
+  readonly done: boolean;
   end(): T;
   /** Called instead of `end` when reading fails; returns the error to throw. */
   fail(e: unknown): unknown;
@@ -188,11 +188,23 @@ export interface CollectedNar {
   spillFile?: string;
 }
 
+/** Parses without acting: a NAR's end is found, and its faults refused, before a store sees it. */
+const IGNORE: NarHandler = {
+  regular() {},
+  contents() {},
+  regularEnd() {},
+  symlink() {},
+  directory() {},
+  entry() {},
+  directoryEnd() {},
+};
+
 /**
  * A {@link NarSink} keeping the NAR: views of the input chunks in memory (a NAR within one chunk,
  * as most are, is not copied), spilled to `spillPath()` past {@link SPILL_BYTES}.
  */
 export function collectNar(spillPath: () => string, spillBytes = SPILL_BYTES): NarSink<CollectedNar> {
+  const parser = new NarParser();
   let pieces: Uint8Array[] = [];
   let size = 0;
   let fd = -1;
@@ -203,18 +215,28 @@ export function collectNar(spillPath: () => string, spillBytes = SPILL_BYTES): N
     for (let off = 0; off < p.length; ) off += writeSync(fd, p, off, p.length - off);
   };
   return {
-    write(piece) {
+    write(input) {
+      const used = parser.parse(input, IGNORE);
+      const piece = used === input.length ? input : input.subarray(0, used);
       size += piece.length;
-      if (fd >= 0) return write(piece);
+      if (fd >= 0) {
+        write(piece);
+        return used;
+      }
       pieces.push(piece);
-      if (size <= spillBytes) return;
+      if (size <= spillBytes) return used;
       file = spillPath();
       fd = openSync(file, 'wx', 0o600);
       hasher = createHash('sha256');
       for (const p of pieces) write(p);
       pieces = [];
+      return used;
+    },
+    get done() {
+      return parser.done;
     },
     end() {
+      parser.end();
       if (fd >= 0) {
         closeSync(fd);
         fd = -1;
@@ -231,84 +253,6 @@ export function collectNar(spillPath: () => string, spillBytes = SPILL_BYTES): N
       return e;
     },
   };
-}
-
-/**
- * Merges the byte ranges the reader taps (a length here, a tag there, all adjacent in one input
- * chunk) into as few pieces as possible before they reach the sink: a NAR within one chunk is one
- * `write`, not one per token.
- */
-class Coalescer {
-  private chunk: Uint8Array | undefined;
-  private start = 0;
-  private end = 0;
-
-  constructor(private readonly sink: NarSink<unknown>) {}
-
-  readonly add = (chunk: Uint8Array, start: number, end: number): void => {
-    if (chunk === this.chunk && start === this.end) {
-      this.end = end;
-      return;
-    }
-    this.flush();
-    this.chunk = chunk;
-    this.start = start;
-    this.end = end;
-  };
-
-  flush(): void {
-    if (this.chunk !== undefined && this.end > this.start) this.sink.write(this.chunk.subarray(this.start, this.end));
-    this.chunk = undefined;
-  }
-}
-
-const MAGIC = Buffer.from(NAR_MAGIC);
-const OPEN = 0x28; // '('
-const CLOSE = 0x29; // ')'
-/** Tags after which the next string is data (a name, a symlink target, file contents), not a tag. */
-const DATA_NEXT = ['name', 'target', 'contents'].map((t) => Buffer.from(t));
-
-const skip = (): void => {};
-
-function isDataTag(b: Uint8Array, at: number, n: number): boolean {
-  for (const t of DATA_NEXT) {
-    if (t.length !== n) continue;
-    let same = true;
-    for (let i = 0; i < n && same; i++) same = b[at + i] === t[i];
-    if (same) return true;
-  }
-  return false;
-}
-
-/**
- * Reads one NAR from `r` (its tap receives the bytes), following its framing to its end: `(` and
- * `)` tags nest, and the string after `name`, `target` or `contents` is data, passed over.
- */
-async function copyNar(r: Reader): Promise<void> {
-  const start = r.offset;
-  if ((await r.u64()) !== MAGIC.length) invalid('bad NAR magic, this is not a NAR', start);
-  await r.small(16);
-  if (!MAGIC.equals(r.buf.subarray(r.at, r.at + MAGIC.length))) invalid('bad NAR magic, this is not a NAR', start);
-  let depth = 0;
-  let data = false;
-  for (;;) {
-    const at = r.offset;
-    const n = r.trySmall(8) ? r.lastU64(at) : await r.u64();
-    const padded = n + ((8 - (n % 8)) % 8);
-    if (data) {
-      if (!r.trySkip(padded)) await r.take(padded, skip);
-      data = false;
-      continue;
-    }
-    if (n > MAX_TAG_LENGTH) invalid(`a NAR tag of ${n} bytes`, at);
-    if (!r.trySmall(padded)) await r.small(padded);
-    const first = r.buf[r.at];
-    if (n === 1 && first === OPEN) depth++;
-    else if (n === 1 && first === CLOSE) {
-      if (--depth === 0) return;
-      if (depth < 0) invalid("an unbalanced ')' in a NAR", at);
-    } else if (isDataTag(r.buf, r.at, n)) data = true;
-  }
 }
 
 /** One path of an export stream: its metadata and what its sink made of its NAR. */
@@ -335,19 +279,12 @@ export async function* readExport<T>(source: AsyncIterable<Uint8Array>, storeDir
     if (more === 0) break;
     if (more !== 1) invalid(`expected 0 or 1 before a path, found ${more}`, at);
     const sink = openSink();
-    const taps = new Coalescer(sink);
-    r.tap = taps.add;
-    r.tapFlush = () => taps.flush();
     let nar: T;
     try {
-      await copyNar(r);
-      taps.flush();
+      await r.feed(sink);
       nar = sink.end();
     } catch (e) {
       throw sink.fail(e);
-    } finally {
-      r.tap = undefined;
-      r.tapFlush = undefined;
     }
     const magicAt = r.offset;
     if ((await r.u64()) !== EXPORT_MAGIC) invalid('missing export magic after a NAR', magicAt);

@@ -303,7 +303,14 @@ export class LocalStore implements LocalFsStore {
         const sinks = () => {
           const tmp = staging.entry();
           const r = startRestore(tmp, options);
-          return { write: r.write, end: () => ({ tmp, ...r.end() }), fail: r.fail };
+          return {
+            write: r.write,
+            get done() {
+              return r.done;
+            },
+            end: () => ({ tmp, ...r.end() }),
+            fail: r.fail,
+          };
         };
         for await (const e of readExport(source, this.storeDir, sinks)) {
           const { tmp, narHash, narSize, nodes } = e.nar;
