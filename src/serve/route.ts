@@ -3,6 +3,7 @@
  * file: every route is a fixed shape of nix32 hashes and known suffixes, so no crafted URL can
  * name anything outside the store (traversal, encoded slashes, NUL bytes simply do not match).
  */
+import { NARS_BATCH } from '../store/binary-cache/transport.js';
 
 /** Where a NAR file of the served store lives: `nar/<path hash>-<NAR hash nix32><ext>`. */
 export type ServedCompression = 'none' | 'xz' | 'zstd';
@@ -14,6 +15,7 @@ export type Route =
   | { kind: 'nar'; hashPart: string; narHash: string; compression: ServedCompression }
   | { kind: 'upload-nar'; file: string }
   | { kind: 'closure'; hashParts: string[] }
+  | { kind: 'nars'; items: Array<{ hashPart: string; narHash: string }> }
   | { kind: 'metrics' }
   | { kind: 'root' };
 
@@ -27,6 +29,7 @@ const NAR_RE = new RegExp(`^/nar/(${H32})-(${H52})\\.nar(\\.xz|\\.zst)?$`);
 // What `nix copy --to http://` uploads: `nar/<file hash nix32>.nar[.ext]`.
 const UPLOAD_RE = new RegExp(`^/nar/(${H52}\\.nar(?:\\.xz|\\.zst|\\.bz2|\\.br|\\.lz4|\\.lzip)?)$`);
 const CLOSURE_RE = new RegExp(`^/closure/(${H32}(?:,${H32}){0,239})$`);
+const NARS_RE = new RegExp(`^/nars/(${H32}-${H52}(?:,${H32}-${H52}){0,${NARS_BATCH - 1}})$`);
 
 const EXT: Record<string, ServedCompression> = { '': 'none', '.xz': 'xz', '.zst': 'zstd' };
 
@@ -56,6 +59,8 @@ export function parseRoute(target: string): Route | undefined {
   if (m) return { kind: 'upload-nar', file: m[1]! };
   m = CLOSURE_RE.exec(path);
   if (m) return { kind: 'closure', hashParts: m[1]!.split(',') };
+  m = NARS_RE.exec(path);
+  if (m) return { kind: 'nars', items: m[1]!.split(',').map((s) => ({ hashPart: s.slice(0, 32), narHash: s.slice(33) })) };
   return undefined;
 }
 

@@ -133,6 +133,71 @@ const BATCH_BYTES = 1 << 30;
  */
 const WHOLE_NAR_MAX = 1 << 20;
 
+/**
+ * Small NARs from a source that fetches many in one request (`narBytesMany`: strata serve's
+ * `nars/` endpoint) are asked for in windows of consecutive paths of at most this many bytes. A
+ * window is requested when its first NAR is read, together with the next window, so restores
+ * rarely wait for the network, and at most two windows (4 MiB) are held besides the NARs being
+ * restored.
+ */
+const WINDOW_BYTES = 2 << 20;
+
+/** A source that can fetch many small NARs at once (the binary cache store). */
+type ManySource = Store & { narBytesMany(paths: StorePath[]): Promise<Array<Promise<Uint8Array>>> };
+
+const isManySource = (s: Store): s is ManySource => typeof (s as Partial<ManySource>).narBytesMany === 'function';
+
+interface Window {
+  source: ManySource;
+  infos: PathInfo[];
+  bytes: number;
+  /** Once requested: one promise per NAR, dropped as each is handed out. */
+  nars?: Promise<Array<Promise<Uint8Array> | undefined>>;
+}
+
+/** The small NARs of `ordered` that come from a {@link ManySource}, fetched window by window. */
+class NarWindows {
+  readonly #windows: Window[] = [];
+  /** baseName → [window, position in it]. */
+  readonly #at = new Map<string, [number, number]>();
+
+  constructor(ordered: PathInfo[], sourceOf: Map<string, Store>) {
+    let current: Window | undefined;
+    for (const info of ordered) {
+      const source = sourceOf.get(info.path.baseName)!;
+      if (info.narSize > WHOLE_NAR_MAX || !isManySource(source)) continue;
+      if (!current || current.source !== source || current.bytes + info.narSize > WINDOW_BYTES) {
+        current = { source, infos: [], bytes: 0 };
+        this.#windows.push(current);
+      }
+      this.#at.set(info.path.baseName, [this.#windows.length - 1, current.infos.length]);
+      current.infos.push(info);
+      current.bytes += info.narSize;
+    }
+  }
+
+  has(info: PathInfo): boolean {
+    return this.#at.has(info.path.baseName);
+  }
+
+  async get(info: PathInfo): Promise<Uint8Array> {
+    const [w, k] = this.#at.get(info.path.baseName)!;
+    this.#start(w);
+    this.#start(w + 1);
+    const nars = await this.#windows[w]!.nars!;
+    const nar = nars[k]!;
+    nars[k] = undefined; // held no longer than its reader holds it
+    return nar;
+  }
+
+  #start(w: number): void {
+    const win = this.#windows[w];
+    if (!win || win.nars) return;
+    win.nars = win.source.narBytesMany(win.infos.map((i) => i.path));
+    win.nars.catch(() => {}); // its readers see the failure
+  }
+}
+
 /** The bytes of a small NAR; more than the declared size fails at once (a hostile source cannot make us hold more). */
 async function readWhole(nar: Readable, info: PathInfo, to: Store): Promise<Uint8Array> {
   const bytes = await readAtMost(nar, info.narSize);
@@ -177,7 +242,14 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
     return bytes;
   };
   if (to.addFromNars) {
-    const narOf = (info: PathInfo) => (info.narSize <= WHOLE_NAR_MAX ? wholeNar(info) : openNar(info));
+    const windows = new NarWindows(ordered, sourceOf);
+    const windowed = async (info: PathInfo): Promise<Uint8Array> => {
+      const bytes = await windows.get(info);
+      progress.bytesDone += bytes.length;
+      report();
+      return bytes;
+    };
+    const narOf = (info: PathInfo) => (windows.has(info) ? windowed(info) : info.narSize <= WHOLE_NAR_MAX ? wholeNar(info) : openNar(info));
     return copyInBatches(to.addFromNars.bind(to), ordered, narOf, limit, progress, report);
   }
 

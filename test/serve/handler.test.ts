@@ -33,7 +33,7 @@ describe('CacheServer.handle (no socket)', () => {
     const server = new CacheServer(store, { compression: 'none' });
     try {
       const info = await server.handle({ method: 'GET', url: '/nix-cache-info' });
-      expect(await body(info.body)).toBe('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\nStrataClosure: 1\n');
+      expect(await body(info.body)).toBe('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\nStrataClosure: 1\nStrataNars: 1\n');
       const ni = await server.handle({ method: 'GET', url: `/${DEP.hashPart}.narinfo` });
       expect(ni.status).toBe(200);
       const parsed = parseNarInfo(await body(ni.body));

@@ -32,7 +32,7 @@ import type { AddPathOptions, GcResult, OptimiseResult, PathInfo, Store, VerifyR
 import { HashingStream } from './hashing-stream.js';
 import { DEFAULT_TTL_NEGATIVE, DEFAULT_TTL_POSITIVE, type NarInfoDiskCache } from './narinfo-disk-cache.js';
 import { Spool } from './spool.js';
-import type { CacheTransport } from './transport.js';
+import { type CacheTransport, NARS_BATCH } from './transport.js';
 
 /** Options for {@link BinaryCacheStore.open}. */
 export interface BinaryCacheOptions {
@@ -77,6 +77,8 @@ export class BinaryCacheStore implements Store {
   cacheInfo: CacheInfo;
   /** Whether the server offers strata's `closure/` endpoint (`StrataClosure: 1`). */
   readonly closureEndpoint: boolean;
+  /** Whether the server offers strata's `nars/` endpoint (`StrataNars: 1`). */
+  readonly narsEndpoint: boolean;
   readonly #options: BinaryCacheOptions;
   /** hashPart → narinfo, or null for "not there"; one lookup per path per process. */
   readonly #narInfos = new Map<string, NarInfo | null>();
@@ -91,13 +93,14 @@ export class BinaryCacheStore implements Store {
   readonly #narsWritten = new Set<string>();
   #cacheInfoWritten: boolean;
 
-  private constructor(uri: string, transport: CacheTransport, info: CacheInfo, written: boolean, closure: boolean, options: BinaryCacheOptions) {
+  private constructor(uri: string, transport: CacheTransport, info: CacheInfo, written: boolean, closure: boolean, nars: boolean, options: BinaryCacheOptions) {
     this.uri = uri;
     this.transport = transport;
     this.storeDir = options.storeDir ?? new StoreDir(DEFAULT_STORE_DIR);
     this.cacheInfo = info;
     this.#cacheInfoWritten = written;
     this.closureEndpoint = closure;
+    this.narsEndpoint = nars;
     this.#options = options;
     const c = options.compression ?? 'xz';
     if (!WRITABLE_COMPRESSIONS.has(c)) {
@@ -125,7 +128,8 @@ export class BinaryCacheStore implements Store {
     if (options.priority !== undefined) info.priority = options.priority;
     if (options.wantMassQuery !== undefined) info.wantMassQuery = options.wantMassQuery;
     const closure = text !== undefined && /^StrataClosure: 1$/m.test(text);
-    return new BinaryCacheStore(uri, transport, info, text !== undefined, closure, options);
+    const nars = text !== undefined && /^StrataNars: 1$/m.test(text);
+    return new BinaryCacheStore(uri, transport, info, text !== undefined, closure, nars, options);
   }
 
   /** Lower is preferred; Nix's default is 50. */
@@ -318,6 +322,123 @@ export class BinaryCacheStore implements Store {
     const hash = Hash.of('sha256', file);
     if (!hash.equals(ni.fileHash!)) throw this.#mismatch(full, 'File')('hash', hash.toNix32());
     return file;
+  }
+
+  /**
+   * The NARs of `paths` in memory, each verified as by {@link narBytes}: one promise per path, in
+   * order, each settling once its own bytes are in. When the server offers strata's `nars/`
+   * endpoint, the uncompressed NARs strata serve names in its narinfos come back to back, up to
+   * {@link NARS_BATCH} per request (all requests at once, on the transport's connections), and
+   * are cut apart by their NarSize; any other path, or a request refused (a path gone or changed
+   * since its narinfo), is read with {@link narBytes}. The caller decides how much to ask for at
+   * once: everything asked for is held until its promise is consumed.
+   */
+  async narBytesMany(paths: StorePath[]): Promise<Array<Promise<Uint8Array>>> {
+    const infos = await Promise.all(
+      paths.map(async (p) => {
+        const ni = await this.queryNarInfo(p);
+        if (!ni) throw notValid(this, p, 'read');
+        return ni;
+      }),
+    );
+    const out: Array<Promise<Uint8Array>> = new Array(paths.length);
+    const batched: number[] = [];
+    infos.forEach((ni, i) => {
+      if (this.narsEndpoint && this.#fileIsNar(ni) && ni.url === `nar/${ni.path.hashPart}-${ni.narHash.toNix32()}.nar`) batched.push(i);
+      else out[i] = this.narBytes(paths[i]!);
+    });
+    for (let start = 0; start < batched.length; start += NARS_BATCH) {
+      const group = batched.slice(start, start + NARS_BATCH);
+      const settle = group.map((i) => {
+        let resolve!: (b: Uint8Array) => void;
+        let reject!: (e: unknown) => void;
+        out[i] = new Promise<Uint8Array>((res, rej) => ((resolve = res), (reject = rej)));
+        return { resolve, reject };
+      });
+      const fallback = () => group.forEach((i, k) => this.narBytes(paths[i]!).then(settle[k]!.resolve, settle[k]!.reject));
+      this.#readNars(group.map((i) => infos[i]!), settle).then(
+        (refused) => refused && fallback(),
+        (e: unknown) => settle.forEach((s) => s.reject(e)),
+      );
+    }
+    // Marked handled: a NAR may fail before its reader gets to it (the reader still sees why).
+    for (const p of out) p.catch(() => {});
+    return out;
+  }
+
+  /**
+   * Reads one `nars/` answer into the NARs of `infos`, settling each as its last byte arrives;
+   * `true` when the server refused the request (404), so the caller reads them one by one.
+   */
+  async #readNars(infos: NarInfo[], settle: Array<{ resolve: (b: Uint8Array) => void; reject: (e: unknown) => void }>): Promise<boolean> {
+    const key = `nars/${infos.map((ni) => `${ni.path.hashPart}-${ni.narHash.toNix32()}`).join(',')}`;
+    const stream = await this.transport.getStream(key);
+    if (!stream) return true;
+    let i = 0;
+    let parts: Buffer[] = [];
+    let have = 0;
+    /** Settles NAR `i` from its bytes; false when it failed (the rest of the answer is then off). */
+    const finish = (bytes: Buffer): boolean => {
+      const ni = infos[i]!;
+      const hash = Hash.of('sha256', bytes);
+      if (!hash.equals(ni.narHash)) {
+        settle[i]!.reject(this.#mismatch(this.storeDir.print(ni.path), 'Nar')('hash', hash.toNix32()));
+        return false;
+      }
+      settle[i++]!.resolve(bytes);
+      return true;
+    };
+    const failRest = (why: string) => {
+      for (; i < infos.length; i++) {
+        const full = this.storeDir.print(infos[i]!.path);
+        settle[i]!.reject(new StrataError('SIZE_MISMATCH', `Cannot read '${full}' from '${this.uri}': ${why}`, { value: full }));
+      }
+    };
+    try {
+      for await (const c of stream) {
+        const chunk = c as Buffer;
+        for (let off = 0; off < chunk.length; ) {
+          if (i >= infos.length) {
+            // Every NAR is in and verified: bytes past them are the server's problem, not ours.
+            stream.destroy();
+            return false;
+          }
+          const need = infos[i]!.narSize - have;
+          const take = Math.min(need, chunk.length - off);
+          const piece = chunk.subarray(off, off + take);
+          off += take;
+          if (take < need) {
+            parts.push(piece);
+            have += take;
+            continue;
+          }
+          // A NAR inside one chunk is a view of it: no copy, no allocation.
+          const bytes = have === 0 ? piece : Buffer.concat([...parts, piece]);
+          parts = [];
+          have = 0;
+          if (!finish(bytes)) {
+            stream.destroy();
+            failRest('an earlier NAR of the same answer did not match its narinfo');
+            return false;
+          }
+        }
+      }
+    } catch (e) {
+      // A cut connection (the server found a NAR of another size) fails what is not in yet.
+      if (e instanceof StrataError) throw e;
+      const why = `the answer was cut short (${(e as Error).message})`;
+      for (; i < infos.length; i++) {
+        const full = this.storeDir.print(infos[i]!.path);
+        settle[i]!.reject(new StrataError('HTTP_ERROR', `Cannot read '${full}' from '${this.uri}': ${why}`, { value: full, cause: e }));
+      }
+      return false;
+    }
+    if (i < infos.length) {
+      settle[i]!.reject(this.#mismatch(this.storeDir.print(infos[i]!.path), 'Nar')('size', `${have} bytes`));
+      i++;
+      failRest('the answer ended early');
+    }
+    return false;
   }
 
   /** Uncompressed, with FileHash/FileSize equal to NarHash/NarSize (what Nix and strata write). */

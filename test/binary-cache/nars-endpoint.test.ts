@@ -1,0 +1,225 @@
+/**
+ * strata serve's `nars/` endpoint (many uncompressed NARs back to back in one answer) and the
+ * client that cuts them apart by NarSize: what it serves, what it refuses, and that a client
+ * given bad bytes, too few bytes or a refusal still verifies every NAR and makes nothing valid.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
+import { describe, expect, it } from 'vitest';
+
+import { isStrataError } from '../../src/core/error.js';
+import { parseNarInfo } from '../../src/core/narinfo.js';
+import { StoreDir } from '../../src/core/store-path.js';
+import { CacheServer, type ServeResponse } from '../../src/serve/cache-server.js';
+import { listen } from '../../src/serve/listen.js';
+import { parseRoute } from '../../src/serve/route.js';
+import { copyPaths } from '../../src/store/copy.js';
+import { openStore } from '../../src/store/open.js';
+import { tempDir } from '../support/tmp.js';
+import { filledStore } from '../serve/_serve.js';
+import { DEPENDENT, narOf } from './_cache.js';
+
+const dir = new StoreDir();
+const DEP = dir.parse(DEPENDENT);
+
+async function bytesOf(b: Buffer | Readable | undefined): Promise<Buffer> {
+  if (b === undefined) return Buffer.alloc(0);
+  if (Buffer.isBuffer(b)) return b;
+  return Buffer.concat(await b.toArray());
+}
+
+/** `<hash part>-<NAR hash>` of every path of the store, as `nars/` names them. */
+async function servedNames(server: CacheServer): Promise<Array<{ name: string; path: string; narSize: number }>> {
+  const out = [];
+  for (const p of await server.store.queryAllValidPaths()) {
+    const ni = parseNarInfo(await bytesOf((await server.handle({ method: 'GET', url: `/${p.hashPart}.narinfo` })).body));
+    out.push({ name: ni.url.slice('nar/'.length, -'.nar'.length), path: dir.print(p), narSize: ni.narSize });
+  }
+  return out;
+}
+
+/** An HTTP server answering through `server`, with `tamper` given each `nars/` answer first. */
+async function tamperingServer(server: CacheServer, tamper: (res: ServeResponse, body: Buffer, http: ServerResponse) => boolean): Promise<{ url: string; close: () => Promise<void>; nars: () => number; nar: () => number }> {
+  let nars = 0;
+  let nar = 0;
+  const srv = createServer((req: IncomingMessage, http: ServerResponse) => {
+    void (async () => {
+      const res = await server.handle({ method: req.method ?? 'GET', url: req.url ?? '/' });
+      const body = await bytesOf(res.body);
+      if (req.url?.startsWith('/nar/')) nar++;
+      if (req.url?.startsWith('/nars/')) {
+        nars++;
+        if (tamper(res, body, http)) return;
+      }
+      http.writeHead(res.status, res.headers).end(body);
+    })();
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`,
+    nars: () => nars,
+    nar: () => nar,
+    close: () =>
+      new Promise<void>((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
+  };
+}
+
+describe('strata serve: nars/', () => {
+  it('answers many NARs back to back, byte for byte the NARs of their paths; a stale or unknown one makes it a 404', async () => {
+    const work = tempDir();
+    // Reopened: the handle that filled it holds temp roots that would keep its paths alive.
+    await (await filledStore(work)).close();
+    const store = await openStore(join(work, 'local'));
+    const server = new CacheServer(store, { compression: 'none' });
+    try {
+      expect((await bytesOf((await server.handle({ method: 'GET', url: '/nix-cache-info' })).body)).toString()).toContain('\nStrataNars: 1\n');
+      const names = await servedNames(server);
+      expect(names.length).toBeGreaterThan(2);
+      const res = await server.handle({ method: 'GET', url: `/nars/${names.map((n) => n.name).join(',')}` });
+      expect(res.status).toBe(200);
+      const body = await bytesOf(res.body);
+      expect(Number(res.headers['content-length'])).toBe(body.length);
+      expect(body.equals(Buffer.concat(names.map((n) => narOf(dir.parse(n.path)))))).toBe(true);
+      const stale = `${names[0]!.name.slice(0, 33)}${'0'.repeat(52)}`;
+      expect((await server.handle({ method: 'GET', url: `/nars/${names[1]!.name},${stale}` })).status).toBe(404);
+      expect((await server.handle({ method: 'GET', url: `/nars/${names[1]!.name},${'0'.repeat(32)}-${'0'.repeat(52)}` })).status).toBe(404);
+      // Infos the closure answer memoised are not trusted past a deletion (by another process).
+      // tree1: nothing refers to it.
+      const leaf = names.find((n) => n.path.endsWith('-tree1'))!;
+      const leafPath = dir.parse(leaf.path);
+      expect((await server.handle({ method: 'GET', url: `/closure/${leafPath.hashPart}` })).status).toBe(200);
+      expect((await server.handle({ method: 'GET', url: `/nars/${leaf.name}` })).status).toBe(200);
+      const other = await openStore(join(work, 'local'));
+      try {
+        expect((await other.deletePaths([leafPath])).deleted.map((p) => p.name)).toEqual(['tree1']);
+      } finally {
+        await other.close();
+      }
+      expect((await server.handle({ method: 'GET', url: `/nars/${leaf.name}` })).status).toBe(404);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('takes at most 90 NARs per request (the target stays under 8 KiB)', () => {
+    const one = `${'0'.repeat(32)}-${'1'.repeat(52)}`;
+    const route = parseRoute(`/nars/${Array(90).fill(one).join(',')}`);
+    expect(route?.kind).toBe('nars');
+    expect(route?.kind === 'nars' && route.items[89]).toEqual({ hashPart: '0'.repeat(32), narHash: '1'.repeat(52) });
+    expect(`/nars/${Array(90).fill(one).join(',')}`.length).toBeLessThan(8 * 1024);
+    expect(parseRoute(`/nars/${Array(91).fill(one).join(',')}`)).toBeUndefined();
+    expect(parseRoute(`/nars/${'0'.repeat(32)}`)).toBeUndefined();
+    expect(parseRoute(`/nars/${one},`)).toBeUndefined();
+  });
+});
+
+describe('strata copy from strata serve over nars/', () => {
+  it('fetches a closure with one closure request and one nars request, no request per NAR', async () => {
+    const work = tempDir();
+    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+    const src = await filledStore(work);
+    const server = new CacheServer(src, { compression: 'none' });
+    const l = await listen(server, { host: '127.0.0.1', port: 0 });
+    const cache = await openStore(l.url);
+    const local = await openStore(join(work, 'dst'));
+    try {
+      const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
+      expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
+      expect(await local.isValidPath(DEP)).toBe(true);
+      const m = server.metrics.render();
+      expect(m).toContain('strata_serve_requests_total{route="closure",status="200"} 1');
+      expect(m).toContain('strata_serve_requests_total{route="nars",status="200"} 1');
+      expect(m).not.toContain('route="nar"');
+    } finally {
+      await cache.close();
+      await local.close();
+      await l.close();
+      await src.close();
+    }
+  });
+
+  const cases: Array<{ name: string; tamper: (res: ServeResponse, body: Buffer, http: ServerResponse) => boolean; code?: string; message?: RegExp }> = [
+    {
+      name: 'a byte changed in the answer',
+      tamper: (res, body, http) => {
+        body[body.length - 30]! ^= 1;
+        http.writeHead(res.status, res.headers).end(body);
+        return true;
+      },
+      code: 'HASH_MISMATCH',
+      message: /^Cannot read '\/nix\/store\/\w{32}-dependent' from 'http:\/\/127\.0\.0\.1:\d+': NarHash mismatch, got \w{52}$/,
+    },
+    {
+      name: 'an answer shorter than the NARs it names',
+      tamper: (res, body, http) => {
+        http.writeHead(res.status, { ...res.headers, 'content-length': String(body.length - 7) }).end(body.subarray(0, body.length - 7));
+        return true;
+      },
+      code: 'SIZE_MISMATCH',
+      message: /^Cannot read '\/nix\/store\/\w{32}-dependent' from 'http:\/\/127\.0\.0\.1:\d+': NarSize mismatch, got \d+ bytes$/,
+    },
+    {
+      name: 'a connection cut inside the answer',
+      tamper: (res, body, http) => {
+        http.writeHead(res.status, res.headers);
+        http.write(body.subarray(0, 10), () => http.destroy());
+        return true;
+      },
+    },
+  ];
+  for (const c of cases) {
+    it(`refuses ${c.name}: nothing becomes valid`, async () => {
+      const work = tempDir();
+      process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+      const src = await filledStore(work);
+      const t = await tamperingServer(new CacheServer(src, { compression: 'none' }), c.tamper);
+      const cache = await openStore(t.url);
+      const local = await openStore(join(work, 'dst'));
+      try {
+        const e = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false }).then(
+          () => undefined,
+          (x: unknown) => x,
+        );
+        expect(isStrataError(e), String(e)).toBe(true);
+        if (c.code) expect((e as { code: string }).code).toBe(c.code);
+        if (c.message) expect((e as Error).message).toMatch(c.message);
+        expect((e as Error).message).not.toContain('\n');
+        expect(t.nars()).toBe(1);
+        expect(t.nar(), 'a failed nars/ answer is not read again NAR by NAR').toBe(0);
+        expect(await local.queryValidPaths(await src.queryAllValidPaths())).toEqual([]);
+      } finally {
+        await cache.close();
+        await local.close();
+        await t.close();
+        await src.close();
+      }
+    });
+  }
+
+  it('reads the NARs one by one when the server refuses nars/ (a path changed since its narinfo)', async () => {
+    const work = tempDir();
+    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+    const src = await filledStore(work);
+    const server = new CacheServer(src, { compression: 'none' });
+    const t = await tamperingServer(server, (_res, _body, http) => (http.writeHead(404).end(), true));
+    const cache = await openStore(t.url);
+    const local = await openStore(join(work, 'dst'));
+    try {
+      const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
+      expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
+      expect(t.nars()).toBe(1);
+      expect(t.nar()).toBe(2);
+    } finally {
+      await cache.close();
+      await local.close();
+      await t.close();
+      await src.close();
+    }
+  });
+});
