@@ -78,6 +78,19 @@ class Counter extends Transform {
 export async function copyPaths(from: Store, to: Store, paths: StorePath[], options: CopyOptions = {}): Promise<CopyResult> {
   const prefetch = (from as Partial<{ prefetchClosure(p: StorePath[]): Promise<void> }>).prefetchClosure;
   if (options.recursive && prefetch) await prefetch.call(from, paths);
+  // A closure walked narinfo by narinfo (one request per level of a chain): the NARs the
+  // destination lacks are downloaded while the walk goes on, not after it.
+  const ahead = (from as Partial<{ prefetchNars(wanted: (p: StorePath) => Promise<boolean>, budget: number): () => void }>).prefetchNars;
+  const stopAhead = options.recursive && ahead ? ahead.call(from, async (p) => !(await to.isValidPath(p)), AHEAD_BYTES) : undefined;
+  try {
+    return await copyFound(from, to, paths, options);
+  } finally {
+    stopAhead?.();
+  }
+}
+
+/** {@link copyPaths} once the closure's narinfos may be coming in. */
+async function copyFound(from: Store, to: Store, paths: StorePath[], options: CopyOptions): Promise<CopyResult> {
   let infos: PathInfo[];
   if (options.recursive) {
     infos = [...(await computeClosure(from, paths)).values()];
@@ -142,10 +155,16 @@ const WHOLE_NAR_MAX = 1 << 20;
  */
 const WINDOW_BYTES = 2 << 20;
 
-/** A source that can fetch many small NARs at once (the binary cache store). */
-type ManySource = Store & { narBytesMany(paths: StorePath[]): Promise<Array<Promise<Uint8Array>>> };
+/**
+ * NAR bytes a source may download ahead during a closure walk and hold until the copy takes
+ * them: as many as 8 whole NARs in flight may hold.
+ */
+export const AHEAD_BYTES = 8 << 20;
 
-const isManySource = (s: Store): s is ManySource => typeof (s as Partial<ManySource>).narBytesMany === 'function';
+/** A source that can fetch many small NARs in one request (strata serve's `nars/` endpoint). */
+type ManySource = Store & { narsEndpoint: boolean; narBytesMany(paths: StorePath[]): Promise<Array<Promise<Uint8Array>>> };
+
+const isManySource = (s: Store): s is ManySource => (s as Partial<ManySource>).narsEndpoint === true && typeof (s as Partial<ManySource>).narBytesMany === 'function';
 
 interface Window {
   source: ManySource;

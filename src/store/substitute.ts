@@ -6,7 +6,7 @@
  * call {@link substitutePaths} for the paths no layer has.
  */
 import type { StorePath } from '../core/store-path.js';
-import { addTempRoots, type CopyProgress, copyItems, type CopyItem } from './copy.js';
+import { AHEAD_BYTES, addTempRoots, type CopyProgress, copyItems, type CopyItem } from './copy.js';
 import type { Store } from './store.js';
 import { acceptable, type TrustPolicy, trustedKeysOf } from './trust.js';
 
@@ -44,17 +44,29 @@ function priorityOf(s: Store): number {
  */
 export async function substitutePaths(target: Store, substituters: Store[], paths: StorePath[], trust: TrustPolicy, options: SubstituteOptions = {}): Promise<SubstituteResult> {
   const subs = [...substituters].sort((a, b) => priorityOf(a) - priorityOf(b));
+
+  for (const s of subs) {
+    const prefetch = (s as Partial<{ prefetchClosure(p: StorePath[]): Promise<void> }>).prefetchClosure;
+    if (prefetch) await prefetch.call(s, paths).catch(() => {});
+  }
+  // The first substituter is the one paths are taken from when it has them: its NARs the target
+  // lacks are downloaded while the walk below goes on (see copyPaths).
+  const ahead = subs[0] && (subs[0] as Partial<{ prefetchNars(wanted: (p: StorePath) => Promise<boolean>, budget: number): () => void }>).prefetchNars;
+  const stopAhead = ahead ? ahead.call(subs[0], async (p) => !(await target.isValidPath(p)), AHEAD_BYTES) : undefined;
+  try {
+    return await substituteFrom(target, subs, paths, trust, options);
+  } finally {
+    stopAhead?.();
+  }
+}
+
+async function substituteFrom(target: Store, subs: Store[], paths: StorePath[], trust: TrustPolicy, options: SubstituteOptions): Promise<SubstituteResult> {
   const keys = trustedKeysOf(trust);
   const requireSigs = trust.requireSigs !== false;
   const found = new Map<string, CopyItem>();
   const reasons = new Map<string, string>();
   const seen = new Set<string>();
   const missing: StorePath[] = [];
-
-  for (const s of subs) {
-    const prefetch = (s as Partial<{ prefetchClosure(p: StorePath[]): Promise<void> }>).prefetchClosure;
-    if (prefetch) await prefetch.call(s, paths).catch(() => {});
-  }
   let frontier = paths;
   while (frontier.length > 0) {
     const fresh = frontier.filter((p) => !seen.has(p.baseName) && (seen.add(p.baseName), true));

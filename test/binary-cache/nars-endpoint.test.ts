@@ -3,6 +3,7 @@
  * client that cuts them apart by NarSize: what it serves, what it refuses, and that a client
  * given bad bytes, too few bytes or a refusal still verifies every NAR and makes nothing valid.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -18,9 +19,10 @@ import { listen } from '../../src/serve/listen.js';
 import { parseRoute } from '../../src/serve/route.js';
 import { copyPaths } from '../../src/store/copy.js';
 import { openStore } from '../../src/store/open.js';
+import { substitutePaths } from '../../src/store/substitute.js';
 import { tempDir } from '../support/tmp.js';
 import { filledStore } from '../serve/_serve.js';
-import { DEPENDENT, narOf } from './_cache.js';
+import { DEPENDENT, narOf, writeVectorCache } from './_cache.js';
 
 const dir = new StoreDir();
 const DEP = dir.parse(DEPENDENT);
@@ -220,6 +222,104 @@ describe('strata copy from strata serve over nars/', () => {
       await local.close();
       await t.close();
       await src.close();
+    }
+  });
+});
+
+describe('a closure walked narinfo by narinfo (a static cache)', () => {
+  /** A static HTTP cache of the vectors (compression none), recording the request targets. */
+  async function staticCache(work: string): Promise<{ url: string; seen: string[]; close: () => Promise<void> }> {
+    const root = join(work, 'static');
+    writeVectorCache(root, 'none');
+    const seen: string[] = [];
+    const srv = createServer((req, res) => {
+      const url = req.url ?? '/';
+      seen.push(url);
+      let body: Buffer | undefined;
+      try {
+        body = readFileSync(join(root, url.slice(1)));
+      } catch {
+        res.writeHead(404).end();
+        return;
+      }
+      // A narinfo takes 50 ms (a distant cache), so what the client does meanwhile shows.
+      setTimeout(
+        () => {
+          seen.push(`answered ${url}`);
+          res.writeHead(200, { 'content-length': String(body.length) }).end(body);
+        },
+        url.endsWith('.narinfo') ? 50 : 0,
+      );
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    return {
+      url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`,
+      seen,
+      close: () =>
+        new Promise<void>((r) => {
+          srv.closeAllConnections();
+          srv.close(() => r());
+        }),
+    };
+  }
+
+  it('downloads the NARs the destination lacks while the walk goes on, each once', async () => {
+    const work = tempDir();
+    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+    const c = await staticCache(work);
+    const local = await openStore(join(work, 'dst'));
+    const cache = await openStore(`${c.url}?ttl-positive=0&ttl-negative=0`);
+    try {
+      const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
+      expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
+      const nars = c.seen.filter((u) => u.startsWith('/nar/'));
+      expect(nars).toHaveLength(2);
+      // dependent's NAR is asked for before the narinfo of its reference, the walk's next level, is in.
+      const lastNarInfo = c.seen.findLastIndex((u) => u.startsWith('answered') && u.endsWith('.narinfo'));
+      expect(c.seen.findIndex((u) => u.startsWith('/nar/'))).toBeLessThan(lastNarInfo);
+    } finally {
+      await cache.close();
+      await local.close();
+      await c.close();
+    }
+  });
+
+  it('substitutePaths too: NARs are asked for while the walk goes on', async () => {
+    const work = tempDir();
+    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+    const c = await staticCache(work);
+    const local = await openStore(join(work, 'dst'));
+    const cache = await openStore(`${c.url}?ttl-positive=0&ttl-negative=0`);
+    try {
+      const r = await substitutePaths(local, [cache], [DEP], { requireSigs: false });
+      expect(r.substituted.map((p) => p.name)).toEqual(['simple', 'dependent']);
+      expect(c.seen.filter((u) => u.startsWith('/nar/'))).toHaveLength(2);
+      const lastNarInfo = c.seen.findLastIndex((u) => u.startsWith('answered') && u.endsWith('.narinfo'));
+      expect(c.seen.findIndex((u) => u.startsWith('/nar/'))).toBeLessThan(lastNarInfo);
+    } finally {
+      await cache.close();
+      await local.close();
+      await c.close();
+    }
+  });
+
+  it('does not download ahead what the destination has', async () => {
+    const work = tempDir();
+    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+    const c = await staticCache(work);
+    const local = await openStore(join(work, 'dst'));
+    const cache = await openStore(`${c.url}?ttl-positive=0&ttl-negative=0`);
+    try {
+      const simple = (await cache.queryPathInfo(DEP))!.references.find((p) => p.name === 'simple')!;
+      await copyPaths(cache, local, [simple], { requireSigs: false });
+      c.seen.length = 0;
+      const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
+      expect(r.copied.map((p) => p.name)).toEqual(['dependent']);
+      expect(c.seen.filter((u) => u.startsWith('/nar/'))).toHaveLength(1);
+    } finally {
+      await cache.close();
+      await local.close();
+      await c.close();
     }
   });
 });

@@ -68,6 +68,93 @@ function notValid(store: BinaryCacheStore, path: StorePath, action: string): Str
   return new StrataError('PATH_NOT_VALID', `Cannot ${action} '${full}': it is not valid in '${store.uri}'`, { value: full });
 }
 
+/**
+ * NAR downloads running at once alongside a closure walk: the HTTP transport keeps 8
+ * connections, and the walk's own narinfo requests must not queue behind NARs.
+ */
+const AHEAD_RUNNING = 4;
+/** NARs larger than this are not downloaded ahead (the copy streams them). */
+const AHEAD_MAX = 1 << 20;
+
+/** The NARs a {@link BinaryCacheStore.prefetchNars} downloads ahead, and its limits. */
+class NarsAhead {
+  readonly #got = new Map<string, { promise: Promise<Uint8Array>; size: number }>();
+  /** Queued, not started: how to settle each. */
+  readonly #pending = new Map<string, { resolve: (b: Uint8Array) => void; reject: (e: unknown) => void }>();
+  readonly #queue: NarInfo[] = [];
+  #running = 0;
+  #held = 0;
+  #stopped = false;
+
+  constructor(
+    private readonly wanted: (path: StorePath) => Promise<boolean>,
+    private readonly budget: number,
+    private readonly fetch: (ni: NarInfo) => Promise<Uint8Array>,
+  ) {}
+
+  /** A narinfo just learnt: its NAR is queued when it is small and fits the budget. */
+  offer(ni: NarInfo): void {
+    const key = ni.path.baseName;
+    if (this.#stopped || ni.narSize > AHEAD_MAX || this.#got.has(key) || this.#held + ni.narSize > this.budget) return;
+    this.#held += ni.narSize;
+    let settle!: { resolve: (b: Uint8Array) => void; reject: (e: unknown) => void };
+    const promise = new Promise<Uint8Array>((resolve, reject) => (settle = { resolve, reject }));
+    promise.catch(() => {}); // its taker sees the failure; an untaken one is dropped
+    this.#got.set(key, { promise, size: ni.narSize });
+    this.#queue.push(ni);
+    this.#pending.set(key, settle);
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (!this.#stopped && this.#running < AHEAD_RUNNING && this.#queue.length > 0) {
+      const ni = this.#queue.shift()!;
+      const key = ni.path.baseName;
+      const settle = this.#pending.get(key)!;
+      this.#pending.delete(key);
+      this.#running++;
+      void (async () => {
+        try {
+          if (await this.wanted(ni.path)) settle.resolve(await this.fetch(ni));
+          else this.#drop(key);
+        } catch (e) {
+          settle.reject(e);
+        } finally {
+          this.#running--;
+          this.#pump();
+        }
+      })();
+    }
+  }
+
+  #drop(key: string): void {
+    const got = this.#got.get(key);
+    if (!got) return;
+    this.#got.delete(key);
+    this.#held -= got.size;
+  }
+
+  /** The download of `path`'s NAR, handed out once (the budget is freed), or `undefined`. */
+  take(path: StorePath): Promise<Uint8Array> | undefined {
+    const key = path.baseName;
+    const got = this.#got.get(key);
+    if (!got) return undefined;
+    this.#drop(key);
+    if (!this.#pending.delete(key)) return got.promise;
+    // Queued, not started: the caller fetches it now.
+    this.#queue.splice(this.#queue.findIndex((ni) => ni.path.baseName === key), 1);
+    return undefined;
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#queue.length = 0;
+    this.#pending.clear();
+    this.#got.clear();
+    this.#held = 0;
+  }
+}
+
 /** A Nix binary cache. */
 export class BinaryCacheStore implements Store {
   readonly uri: string;
@@ -92,6 +179,8 @@ export class BinaryCacheStore implements Store {
   /** NAR files this process wrote. */
   readonly #narsWritten = new Set<string>();
   #cacheInfoWritten: boolean;
+  /** NARs downloaded alongside a closure walk ({@link prefetchNars}). */
+  #ahead: NarsAhead | undefined;
 
   private constructor(uri: string, transport: CacheTransport, info: CacheInfo, written: boolean, closure: boolean, nars: boolean, options: BinaryCacheOptions) {
     this.uri = uri;
@@ -182,6 +271,7 @@ export class BinaryCacheStore implements Store {
     }
     const ni = text === null ? null : this.#parse(text, hashPart);
     this.#narInfos.set(hashPart, ni);
+    if (ni) this.#ahead?.offer(ni);
     return ni;
   }
 
@@ -306,8 +396,32 @@ export class BinaryCacheStore implements Store {
    * their abort signals, per path) cost more than a small NAR's bytes.
    */
   async narBytes(path: StorePath): Promise<Uint8Array> {
+    const ahead = this.#ahead?.take(path);
+    if (ahead) return ahead;
     const ni = await this.queryNarInfo(path);
     if (!ni) throw notValid(this, path, 'read');
+    return this.#narBytesOf(ni);
+  }
+
+  /**
+   * While a closure is walked narinfo by narinfo (a cache without strata's closure endpoint:
+   * along a chain, one request per level), downloads the small NARs of the paths found so far
+   * alongside, for {@link narBytes} to hand out later: the NARs then arrive during the walk
+   * instead of after it. Only paths `wanted` says yes to (those the destination lacks), at most
+   * {@link AHEAD_RUNNING} downloads at once (the walk keeps connections of its own), and at most
+   * `budget` bytes held until they are taken. Returns a function that stops it and drops what
+   * was not taken.
+   */
+  prefetchNars(wanted: (path: StorePath) => Promise<boolean>, budget: number): () => void {
+    const ahead = new NarsAhead(wanted, budget, (ni) => this.#narBytesOf(ni));
+    this.#ahead = ahead;
+    return () => {
+      if (this.#ahead === ahead) this.#ahead = undefined;
+      ahead.stop();
+    };
+  }
+
+  async #narBytesOf(ni: NarInfo): Promise<Uint8Array> {
     if (!this.#fileIsNar(ni)) return Buffer.concat(await (await this.narFromNarInfo(ni)).toArray());
     const full = this.storeDir.print(ni.path);
     const url = ni.url.replace(/^\.\//, '');
