@@ -162,6 +162,7 @@ try {
   const cliCpu: number[] = [];
   const cliRss: number[] = [];
   const loads: string[] = [];
+  const made: string[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const s = join(DATA, `strata-${r}`);
     const e = join(DATA, `each-${r}`);
@@ -199,7 +200,13 @@ try {
     };
     // --no-each leaves out the slow one-path-at-a-time row (1,000 syncs) when iterating.
     const order = NO_EACH ? [runNix, runCli, runBatch] : [runNix, runCli, runBatch, runEach];
-    for (let k = 0; k < order.length; k++) await order[(k + r) % order.length]!();
+    for (let k = 0; k < order.length; k++) {
+      // Each run starts with nothing dirty in the page cache: strata's durable publish ends
+      // with a syncfs, which would otherwise also write back what the run before it left
+      // (Nix 2.8 does not sync, so its 43 MiB were still dirty when strata ran after it).
+      execFileSync('sync');
+      await order[(k + r) % order.length]!();
+    }
     loads.push(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!);
     for (const [who, dir] of [
       ['strata import', c],
@@ -220,8 +227,11 @@ try {
           throw new Error(`nix-store --verify failed on strata's import: ${v.stderr}`);
       }
     }
-    for (const dir of [s, e, n, c]) rmSync(dir, { recursive: true, force: true });
+    made.push(s, e, n, c);
   }
+  // Removed only now: on this ext4 (mounted with `discard`) creating files right after a large
+  // deletion is several times slower, which made the rounds after the first noisier.
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
   const sMed = median(strataRuns);
   const eMed = median(eachRuns);
   const nMed = median(nixRuns);
