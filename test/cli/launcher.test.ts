@@ -20,6 +20,7 @@ import { join } from 'node:path';
 
 import { beforeAll, describe, expect, it } from 'vitest';
 
+import { GLOBAL_OPTIONS } from '../../src/cli/global.js';
 import { makePackageLower } from '../env/fixtures.js';
 import { ensureBuilt, ROOT, runStrata, runStrataListingModules } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
@@ -159,6 +160,19 @@ describe('the real bundle', () => {
     const help = await runStrata(['--help']);
     expect(help.stdout.toString()).toBe(viaModules(['--help']).stdout);
     expect(help.stdout.toString()).toMatch(/path-info[\s\S]*serve[\s\S]*shell/);
+  });
+
+  it('guesses the command past the value of every global option that takes one', async () => {
+    // bin/strata cannot import the option list (it runs before any bundle): its own list of
+    // value-taking options must match GLOBAL_OPTIONS, or such command lines lose their bundle.
+    const valued = GLOBAL_OPTIONS.filter((o) => /<\w+>/.test(o.flags)).map((o) => o.flags.split(/[ ,]+/).find((f) => f.startsWith('--'))!);
+    expect(valued.length).toBeGreaterThan(0);
+    for (const flag of valued) {
+      const probe = scriptProbe();
+      const r = await runStrata([flag, 'path-info', 'hash', '--help'], { env: probe.env });
+      expect(r.code, flag).toBe(0);
+      expect(probe.compiled(), flag).toEqual(['dist/bundle/hash.cjs']);
+    }
   });
 
   it('answers `strata env` from a fresh cache with the small bundle, exactly as the full CLI would', async () => {
