@@ -438,7 +438,7 @@ export class LocalStore implements LocalFsStore {
     const { restoreNar, dumpPath, hashFile, hashPath } = await loadFs();
     return this.withStaging(async (staging) => {
       const tmp = staging.entry();
-      const staged: Staged[] = [];
+      let staged: Staged | undefined; // once it may have been moved into place
       try {
         const { narHash, narSize, nodes } = await restoreNar(dumpPath(fsPath), tmp, CANONICAL);
         let caHash: Hash;
@@ -458,11 +458,11 @@ export class LocalStore implements LocalFsStore {
           ca: `fixed:${method === 'recursive' ? 'r:' : ''}${caHash.algo}:${caHash.toNix32()}`,
         };
         await this.addTempRoot(path);
-        staged.push({ info, tmp, nodes, registration: {} });
-        if (!this.db.isValid(path)) await this.publish(staged);
+        staged = { info, tmp, nodes, registration: {} };
+        if (!this.db.isValid(path)) await this.publish([staged]);
         return this.db.queryPathInfo(path)!;
       } finally {
-        await this.discard(staged.length > 0 ? staged : [{ tmp }]);
+        await this.discard([staged ?? { tmp }]);
       }
     });
   }
@@ -479,7 +479,7 @@ export class LocalStore implements LocalFsStore {
     const { hashPath } = await loadFs();
     return this.withStaging(async (staging) => {
       const tmp = staging.entry();
-      const staged: Staged[] = [];
+      let staged: Staged | undefined; // once it may have been moved into place
       try {
         writeFileSync(tmp, bytes, { mode: 0o444 });
         chmodSync(tmp, 0o444);
@@ -488,14 +488,14 @@ export class LocalStore implements LocalFsStore {
         const info: PathInfo = { path, narHash, narSize, references, ultimate: false, sigs: [], ca: `text:sha256:${contentHash.toNix32()}` };
         let derivationOutputs: Map<string, string> | undefined;
         if (path.isDerivation()) derivationOutputs = await this.derivationOutputsOf(Buffer.from(bytes).toString('utf8'), path);
-        staged.push({ info, tmp, nodes: 1, registration: { derivationOutputs } });
+        staged = { info, tmp, nodes: 1, registration: { derivationOutputs } };
         // Not synced: a text is written by this process, not imported, and an fsync per text
         // (a .drv, a toFile) made adding 300 of them 2.5x slower on this VM (4.3 to 10-12 ms
         // each) and the 2,000-text GC test 4x slower. Real Nix 2.8 syncs no store object at all.
-        await this.publish(staged, false);
+        await this.publish([staged], false);
         return this.db.queryPathInfo(path)!;
       } finally {
-        await this.discard(staged.length > 0 ? staged : [{ tmp }]);
+        await this.discard([staged ?? { tmp }]);
       }
     });
   }
