@@ -3,7 +3,7 @@
  * client that cuts them apart by NarSize: what it serves, what it refuses, and that a client
  * given bad bytes, too few bytes or a refusal still verifies every NAR and makes nothing valid.
  */
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import { CacheServer, type ServeResponse } from '../../src/serve/cache-server.js
 import { listen } from '../../src/serve/listen.js';
 import { parseRoute } from '../../src/serve/route.js';
 import { copyPaths } from '../../src/store/copy.js';
+import type { LocalStore } from '../../src/store/local/local-store.js';
 import { openStore } from '../../src/store/open.js';
 import { substitutePaths } from '../../src/store/substitute.js';
 import { tempDir } from '../support/tmp.js';
@@ -104,6 +105,26 @@ describe('strata serve: nars/', () => {
         await other.close();
       }
       expect((await server.handle({ method: 'GET', url: `/nars/${leaf.name}` })).status).toBe(404);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('cuts the answer when a NAR is not the size recorded (files changed behind the store)', async () => {
+    const work = tempDir();
+    const store = (await filledStore(work)) as LocalStore;
+    const server = new CacheServer(store, { compression: 'none' });
+    try {
+      const names = await servedNames(server);
+      const simple = names.find((n) => n.path.endsWith('-simple'))!;
+      const file = store.realPath(dir.parse(simple.path));
+      expect(statSync(file).isFile()).toBe(true);
+      appendFileSync(file, 'more');
+      const res = await server.handle({ method: 'GET', url: `/nars/${names.map((n) => n.name).join(',')}` });
+      expect(res.status).toBe(200);
+      const e = await bytesOf(res.body).catch((x: unknown) => x);
+      expect(isStrataError(e, 'SIZE_MISMATCH'), String(e)).toBe(true);
+      expect((e as Error).message).toBe(`Cannot serve the NAR of '${simple.path}': it is not the ${simple.narSize} bytes recorded`);
     } finally {
       await store.close();
     }
