@@ -43,17 +43,27 @@ const runners = {
       { ...process.env, XDG_CACHE_HOME: join(work, `xdg-${n}`) },
     ),
 };
+/** CPU seconds (user + system) a process has used so far, from /proc (10 ms ticks). */
+const cpuOf = (pid: number) => {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
 const out: Record<string, unknown> = { rounds, loadBefore: load() };
 try {
   for (const [name, url] of Object.entries(servers)) {
     const wall = { nix: [] as number[], strata: [] as number[] };
     const cpu = { nix: [] as number[], strata: [] as number[] };
+    // strata serve's own CPU time during each client's runs (it shares the 2 cores with them).
+    const serverCpu = { nix: [] as number[], strata: [] as number[] };
     // One unmeasured run each: the server's and the page cache's first touch.
     runners.nix(url);
     runners.strata(url);
     for (let r = 0; r < rounds; r++) {
       for (const who of r % 2 === 0 ? (['nix', 'strata'] as const) : (['strata', 'nix'] as const)) {
+        const before = name === 'strata serve' ? cpuOf(strata.child.pid!) : 0;
         const m = runners[who](url);
+        if (name === 'strata serve') serverCpu[who].push(cpuOf(strata.child.pid!) - before);
         wall[who].push(m.seconds);
         cpu[who].push(m.cpu);
       }
@@ -69,17 +79,32 @@ try {
       speedupBest: Math.min(...wall.nix) / Math.min(...wall.strata),
       nixRuns: wall.nix,
       strataRuns: wall.strata,
+      ...(name === 'strata serve' ? { serverCpuDuringNixS: median(serverCpu.nix), serverCpuDuringStrataS: median(serverCpu.strata) } : {}),
     };
   }
   out['loadAfter'] = load();
   console.log(JSON.stringify(out, null, 2));
   const s = (x: number) => `${x.toFixed(2)} s`;
   for (const name of Object.keys(servers)) {
-    const r = out[name] as { nixMedianS: number; strataMedianS: number; nixBestS: number; strataBestS: number; nixCpuMedianS: number; strataCpuMedianS: number; speedupMedian: number; speedupBest: number };
+    const r = out[name] as {
+      nixMedianS: number;
+      strataMedianS: number;
+      nixBestS: number;
+      strataBestS: number;
+      nixCpuMedianS: number;
+      strataCpuMedianS: number;
+      speedupMedian: number;
+      speedupBest: number;
+      serverCpuDuringNixS?: number;
+      serverCpuDuringStrataS?: number;
+    };
     console.log(
       `${name}: nix-store -r median ${s(r.nixMedianS)} (best ${s(r.nixBestS)}, CPU ${s(r.nixCpuMedianS)}), strata copy -r median ${s(r.strataMedianS)} (best ${s(r.strataBestS)}, CPU ${s(r.strataCpuMedianS)}): strata speed-up ${r.speedupMedian.toFixed(2)}x of medians, ${r.speedupBest.toFixed(2)}x of bests` +
         (name === 'strata serve' ? ` (target 1.5x: ${r.speedupMedian >= 1.5 ? 'met' : 'not met'})` : ''),
     );
+    if (r.serverCpuDuringNixS !== undefined) {
+      console.log(`  strata serve's own CPU per run (median): ${s(r.serverCpuDuringNixS)} answering nix-store -r, ${s(r.serverCpuDuringStrataS!)} answering strata copy -r`);
+    }
   }
   console.log(`load average before ${out['loadBefore']}, after ${out['loadAfter']} (2 cores)`);
 } finally {
