@@ -277,7 +277,9 @@ export class CacheServer {
   }
 
   async #nar(route: Extract<Route, { kind: 'nar' }>, label: string): Promise<ServeResponse> {
-    const info = await this.#info(route.hashPart);
+    // Nix asks for the narinfo first: its info is then memoised, and no query is needed here
+    // while nothing was committed (narFromPath still refuses a path that is not valid).
+    const info = await this.#knownInfo(route.hashPart, this.store.changeToken?.());
     // A NAR hash that differs means a stale URL: the path changed since the narinfo was made.
     if (!info || info.narHash.toNix32() !== route.narHash) return text(404, 'not found\n', label);
     this.metrics.layerHit(info.layer ?? 'store');

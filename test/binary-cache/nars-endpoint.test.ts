@@ -130,6 +130,32 @@ describe('strata serve: nars/', () => {
     }
   });
 
+  it('a NAR request after its narinfo (or a closure) reads no path info again while nothing is committed', async () => {
+    const work = tempDir();
+    const store = await filledStore(work);
+    let infoReads = 0;
+    const counted = new Proxy(store, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (prop === 'queryPathInfo') return (p: Parameters<typeof store.queryPathInfo>[0]) => (infoReads++, target.queryPathInfo(p));
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const server = new CacheServer(counted, { compression: 'none' });
+    try {
+      const ni = parseNarInfo(await bytesOf((await server.handle({ method: 'GET', url: `/${DEP.hashPart}.narinfo` })).body));
+      expect(infoReads).toBe(1);
+      const nar = await server.handle({ method: 'GET', url: `/${ni.url}` });
+      expect(nar.status).toBe(200);
+      expect((await bytesOf(nar.body)).equals(narOf(DEP))).toBe(true);
+      expect(infoReads).toBe(1);
+      expect((await server.handle({ method: 'GET', url: `/nars/${ni.url.slice(4, -4)}` })).status).toBe(200);
+      expect(infoReads).toBe(1);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('takes at most 90 NARs per request (the target stays under 8 KiB)', () => {
     const one = `${'0'.repeat(32)}-${'1'.repeat(52)}`;
     const route = parseRoute(`/nars/${Array(90).fill(one).join(',')}`);
