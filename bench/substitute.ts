@@ -8,6 +8,7 @@
  *
  * Run: `npm run build && npx tsx bench/substitute.ts [--rounds 7]`.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +62,9 @@ try {
     runners.strata(url);
     for (let r = 0; r < rounds; r++) {
       for (const who of r % 2 === 0 ? (['nix', 'strata'] as const) : (['strata', 'nix'] as const)) {
+        // Nothing dirty in the page cache at the start: strata's durable publish ends with a
+        // syncfs, which would otherwise also write back what the Nix run before it left.
+        execFileSync('sync');
         const before = name === 'strata serve' ? cpuOf(strata.child.pid!) : 0;
         const m = runners[who](url);
         if (name === 'strata serve') serverCpu[who].push(cpuOf(strata.child.pid!) - before);
