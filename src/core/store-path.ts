@@ -3,10 +3,9 @@
  * (names of 1 to 211 bytes from `[0-9a-zA-Z+\-._?=]`; `.` and `..` are still accepted there),
  * and `make*` compute the path of every kind of store object.
  */
-import { createHash } from 'node:crypto';
 
 import { StrataError } from './error.js';
-import { compressHash, type Hash, isNix32, nix32Encode } from './hash.js';
+import { compressHash, Hash, isNix32, nix32Encode } from './hash.js';
 
 /** The logical store directory used when none is configured. */
 export const DEFAULT_STORE_DIR = '/nix/store';
@@ -137,8 +136,7 @@ export class StoreDir {
    */
   makeStorePath(type: string, innerSha256Hex: string, name: string): StorePath {
     const fingerprint = `${type}:sha256:${innerSha256Hex}:${this.path}:${name}`;
-    const digest = createHash('sha256').update(fingerprint).digest();
-    return StorePath.fromParts(compressHash(digest, 20), name);
+    return StorePath.fromParts(compressHash(Hash.of('sha256', fingerprint).bytes, 20), name);
   }
 
   private typeWithReferences(kind: string, references: Iterable<StorePath>, self = false): string {
@@ -171,7 +169,7 @@ export class StoreDir {
     if ([...references].length > 0 || self) {
       throw new StrataError('REFERENCES_INVALID', `Cannot make fixed-output path '${name}': only recursive sha256 paths may have references`, { value: name });
     }
-    const inner = createHash('sha256').update(`fixed:out:${recursive ? 'r:' : ''}${hash.algo}:${hash.toBase16()}:`).digest('hex');
+    const inner = Hash.of('sha256', `fixed:out:${recursive ? 'r:' : ''}${hash.algo}:${hash.toBase16()}:`).toBase16();
     return this.makeStorePath('output:out', inner, name);
   }
 

@@ -4,9 +4,9 @@
  * ignores how it is built; other derivations hash their ATerm with each input `.drv` path
  * replaced by the (recursive) hash of that input.
  */
-import { createHash } from 'node:crypto';
 
 import { StrataError } from '../error.js';
+import { Hash } from '../hash.js';
 import { type StoreDir, StorePath } from '../store-path.js';
 import { compareUtf8, printDerivation } from './aterm.js';
 import { fixedOutputPath } from './fixed-output.js';
@@ -33,7 +33,7 @@ export interface HashDerivationModuloOptions {
 }
 
 function sha256Hex(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
+  return Hash.of('sha256', s).toBase16();
 }
 
 /**
