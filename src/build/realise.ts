@@ -10,6 +10,8 @@
  */
 import { join } from 'node:path';
 
+import pLimit, { type LimitFunction } from 'p-limit';
+
 import { StrataError } from '../core/error.js';
 import type { Derivation } from '../core/derivation/index.js';
 import type { StorePath } from '../core/store-path.js';
@@ -55,27 +57,6 @@ export interface RealiseResult {
   error?: Error | undefined;
 }
 
-/** A counting semaphore: at most `n` holders. */
-class Slots {
-  private free: number;
-  private readonly waiting: Array<() => void> = [];
-  constructor(n: number) {
-    this.free = n;
-  }
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
-  }
-  release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.free++;
-  }
-}
-
 /**
  * Realises `drvPaths` (all outputs of each) and reports every one's outcome, in order. Failures
  * are in the results, not thrown; see {@link realiseOrThrow}.
@@ -117,7 +98,8 @@ export async function realiseOrThrow(
 class Realiser {
   private readonly goals = new Map<string, Promise<Map<string, StorePath>>>();
   private readonly drvs = new Map<string, Promise<Derivation>>();
-  private readonly slots: Slots;
+  /** At most `jobs` builds at once. */
+  private readonly slots: LimitFunction;
   private readonly abort = new AbortController();
   private readonly isolation: 'namespace' | 'none';
   private namespace: Promise<BuildNamespace> | undefined;
@@ -132,7 +114,7 @@ class Realiser {
     private readonly store: LocalFsStore,
     private readonly options: RealiseOptions,
   ) {
-    this.slots = new Slots(Math.max(1, options.jobs ?? 1));
+    this.slots = pLimit(Math.max(1, options.jobs ?? 1));
     this.isolation = this.chooseIsolation();
   }
 
@@ -330,8 +312,7 @@ class Realiser {
     for (const p of inputPaths) await store.addTempRoot(p);
     const inputClosure = await this.closure(inputPaths);
 
-    await this.slots.acquire();
-    try {
+    await this.slots(async () => {
       this.checkNotStopped(full);
       const outPaths = [...outputs.values()];
       for (const p of outPaths) await store.addTempRoot(p);
@@ -370,9 +351,7 @@ class Realiser {
         }
         this.options.onEvent?.({ type: 'built', drvPath });
       });
-    } finally {
-      this.slots.release();
-    }
+    });
     return outputs;
   }
 

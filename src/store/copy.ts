@@ -5,6 +5,8 @@
  */
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 
+import pLimit from 'p-limit';
+
 import { StrataError } from '../core/error.js';
 import type { StorePath } from '../core/store-path.js';
 import { computeClosure, topoSortInfos } from './closure.js';
@@ -272,16 +274,7 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
     return copyInBatches(to.addFromNars.bind(to), ordered, narOf, limit, progress, report);
   }
 
-  let running = 0;
-  const waiting: Array<() => void> = [];
-  const slot = async () => {
-    if (running >= limit) await new Promise<void>((r) => waiting.push(r));
-    running++;
-  };
-  const release = () => {
-    running--;
-    waiting.shift()?.();
-  };
+  const slot = pLimit(limit);
   let failure: unknown;
   const copied: StorePath[] = [];
   const done = new Map<string, Promise<void>>();
@@ -291,19 +284,18 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
       info.path.baseName,
       (async () => {
         await Promise.all(deps);
-        await slot();
-        try {
-          if (failure !== undefined) throw failure;
-          await to.addFromNar(transferableInfo(info), await openNar(info));
-          copied.push(info.path);
-          progress.pathsDone++;
-          report(info.path);
-        } catch (e) {
-          failure ??= e;
-          throw e;
-        } finally {
-          release();
-        }
+        await slot(async () => {
+          try {
+            if (failure !== undefined) throw failure;
+            await to.addFromNar(transferableInfo(info), await openNar(info));
+            copied.push(info.path);
+            progress.pathsDone++;
+            report(info.path);
+          } catch (e) {
+            failure ??= e;
+            throw e;
+          }
+        });
       })(),
     );
   }

@@ -12,6 +12,8 @@
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
+import pLimit from 'p-limit';
+
 import { StrataError } from '../../core/error.js';
 import { Hash } from '../../core/hash.js';
 import {
@@ -78,11 +80,9 @@ const AHEAD_MAX = 1 << 20;
 
 /** The NARs a {@link BinaryCacheStore.prefetchNars} downloads ahead, and its limits. */
 class NarsAhead {
-  readonly #got = new Map<string, { promise: Promise<Uint8Array>; size: number }>();
-  /** Queued, not started: how to settle each. */
-  readonly #pending = new Map<string, { resolve: (b: Uint8Array) => void; reject: (e: unknown) => void }>();
-  readonly #queue: NarInfo[] = [];
-  #running = 0;
+  /** Each NAR offered and not yet taken: its download (undefined: skipped), whether it started. */
+  readonly #got = new Map<string, { promise: Promise<Uint8Array | undefined>; size: number; started: boolean; taken: boolean }>();
+  readonly #running = pLimit(AHEAD_RUNNING);
   #held = 0;
   #stopped = false;
 
@@ -97,34 +97,17 @@ class NarsAhead {
     const key = ni.path.baseName;
     if (this.#stopped || ni.narSize > AHEAD_MAX || this.#got.has(key) || this.#held + ni.narSize > this.budget) return;
     this.#held += ni.narSize;
-    let settle!: { resolve: (b: Uint8Array) => void; reject: (e: unknown) => void };
-    const promise = new Promise<Uint8Array>((resolve, reject) => (settle = { resolve, reject }));
-    promise.catch(() => {}); // its taker sees the failure; an untaken one is dropped
-    this.#got.set(key, { promise, size: ni.narSize });
-    this.#queue.push(ni);
-    this.#pending.set(key, settle);
-    this.#pump();
-  }
-
-  #pump(): void {
-    while (!this.#stopped && this.#running < AHEAD_RUNNING && this.#queue.length > 0) {
-      const ni = this.#queue.shift()!;
-      const key = ni.path.baseName;
-      const settle = this.#pending.get(key)!;
-      this.#pending.delete(key);
-      this.#running++;
-      void (async () => {
-        try {
-          if (await this.wanted(ni.path)) settle.resolve(await this.fetch(ni));
-          else this.#drop(key);
-        } catch (e) {
-          settle.reject(e);
-        } finally {
-          this.#running--;
-          this.#pump();
-        }
-      })();
-    }
+    const entry = { promise: Promise.resolve<Uint8Array | undefined>(undefined), size: ni.narSize, started: false, taken: false };
+    entry.promise = this.#running(async () => {
+      // Taken before its turn (the caller fetched it itself), or stopped: nothing to do.
+      if (entry.taken || this.#stopped) return undefined;
+      entry.started = true;
+      if (await this.wanted(ni.path)) return this.fetch(ni);
+      this.#drop(key);
+      return undefined;
+    });
+    entry.promise.catch(() => {}); // its taker sees the failure; an untaken one is dropped
+    this.#got.set(key, entry);
   }
 
   #drop(key: string): void {
@@ -134,22 +117,23 @@ class NarsAhead {
     this.#held -= got.size;
   }
 
-  /** The download of `path`'s NAR, handed out once (the budget is freed), or `undefined`. */
-  take(path: StorePath): Promise<Uint8Array> | undefined {
+  /**
+   * The download of `path`'s NAR once it started (handed out once, the budget freed; it settles
+   * to undefined when the path turned out not wanted), or `undefined`: not offered, or still
+   * queued, in which case it is dropped and the caller fetches it now.
+   */
+  take(path: StorePath): Promise<Uint8Array | undefined> | undefined {
     const key = path.baseName;
     const got = this.#got.get(key);
     if (!got) return undefined;
     this.#drop(key);
-    if (!this.#pending.delete(key)) return got.promise;
-    // Queued, not started: the caller fetches it now.
-    this.#queue.splice(this.#queue.findIndex((ni) => ni.path.baseName === key), 1);
-    return undefined;
+    got.taken = true;
+    return got.started ? got.promise : undefined;
   }
 
   stop(): void {
     this.#stopped = true;
-    this.#queue.length = 0;
-    this.#pending.clear();
+    this.#running.clearQueue();
     this.#got.clear();
     this.#held = 0;
   }
@@ -396,7 +380,7 @@ export class BinaryCacheStore implements Store {
    * their abort signals, per path) cost more than a small NAR's bytes.
    */
   async narBytes(path: StorePath): Promise<Uint8Array> {
-    const ahead = this.#ahead?.take(path);
+    const ahead = await this.#ahead?.take(path);
     if (ahead) return ahead;
     const ni = await this.queryNarInfo(path);
     if (!ni) throw notValid(this, path, 'read');

@@ -6,6 +6,8 @@ import { chmodSync, lutimesSync, mkdirSync, readFileSync, renameSync, writeFileS
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 
+import pLimit from 'p-limit';
+
 import { StrataError } from '../../core/error.js';
 import { Hash } from '../../core/hash.js';
 import { StoreDir, type StorePath } from '../../core/store-path.js';
@@ -608,18 +610,16 @@ function moveIntoPlace(tmp: string, dest: string, removeTree: (path: string) => 
  * the running ones settle, then that failure is thrown.
  */
 async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
+  const slot = pLimit(Math.max(1, limit));
   let failure: { error: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (failure === undefined && next < items.length) {
-      const item = items[next++]!;
-      try {
-        await fn(item);
-      } catch (e) {
-        failure ??= { error: e };
-      }
+  const run = async (item: T): Promise<void> => {
+    if (failure !== undefined) return;
+    try {
+      await fn(item);
+    } catch (e) {
+      failure ??= { error: e };
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  await Promise.all(items.map((item) => slot(run, item)));
   if (failure) throw failure.error;
 }
