@@ -149,8 +149,40 @@ describe('strata serve: nars/', () => {
       expect(nar.status).toBe(200);
       expect((await bytesOf(nar.body)).equals(narOf(DEP))).toBe(true);
       expect(infoReads).toBe(1);
-      expect((await server.handle({ method: 'GET', url: `/nars/${ni.url.slice(4, -4)}` })).status).toBe(200);
+      // Read to the end: an answer left unread would go on reading the NAR after the test.
+      const many = await server.handle({ method: 'GET', url: `/nars/${ni.url.slice(4, -4)}` });
+      expect(many.status).toBe(200);
+      expect((await bytesOf(many.body)).equals(narOf(DEP))).toBe(true);
       expect(infoReads).toBe(1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a HEAD of nars/ reads no NAR to the end: the NAR it opened is stopped when the answer is dropped', async () => {
+    const work = tempDir();
+    const store = await filledStore(work);
+    const opened: Readable[] = [];
+    const counted = new Proxy(store, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (prop === 'narFromPath') return async (p: Parameters<typeof store.narFromPath>[0]) => {
+          const s = await target.narFromPath(p);
+          opened.push(s);
+          return s;
+        };
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const server = new CacheServer(counted, { compression: 'none' });
+    try {
+      const names = (await servedNames(server)).map((n) => n.name).join(',');
+      const head = await server.handle({ method: 'HEAD', url: `/nars/${names}` });
+      expect(head.status).toBe(200);
+      expect(head.body).toBeUndefined();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(opened.length).toBeLessThanOrEqual(1);
+      for (const s of opened) expect([s.destroyed, s.readableEnded]).toEqual([true, false]);
     } finally {
       await store.close();
     }
