@@ -25,5 +25,11 @@ try {
 } catch {
   failed = Math.max(failed, 1);
 }
+// Errors outside any test (an uncaught exception, an unhandled rejection) fail vitest's run but
+// appear in no count of the report: the line must not say 0 failed then.
+if (run.status !== 0 && failed === 0) {
+  console.log(`vitest exited ${run.status} with no failed test (errors outside the tests, above): counted as 1 failure`);
+  failed = 1;
+}
 console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
 process.exit(run.status === 0 && failed === 0 && passed > 0 ? 0 : 1);
