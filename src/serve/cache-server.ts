@@ -300,7 +300,8 @@ export class CacheServer {
   }
 
   /**
-   * Many uncompressed NARs back to back in one answer (strata's `nars/` endpoint): a client that
+   * Many NARs back to back in one answer (strata's `nars/` endpoint; `nars.zst/` and `nars.xz/`
+   * compress the whole answer, for a server that offers compressed NARs): a client that
    * has the narinfos knows every NarSize, so no framing is needed, and it checks every NAR
    * against its NarHash. Substituting a 300-path closure of small paths is 4 requests instead of
    * 300, each of which cost both sides a request's system calls and parsing. All or nothing:
@@ -319,8 +320,16 @@ export class CacheServer {
       total += info.narSize;
     }
     for (const info of infos) this.metrics.layerHit(info.layer ?? 'store');
-    const headers = { 'content-type': 'application/x-nix-nar', 'content-length': String(total) };
-    return { status: 200, headers, body: this.#concatNars(infos), route: label };
+    const type = 'application/x-nix-nar';
+    if (route.compression === 'none') return { status: 200, headers: { 'content-type': type, 'content-length': String(total) }, body: this.#concatNars(infos), route: label };
+    // `nars.zst/`, `nars.xz/`: the same bytes as one compressed stream, as the NAR files are.
+    const { compressor } = await import('../compression/index.js');
+    const level = route.compression === this.compression ? this.#options.compressionLevel : undefined;
+    const packed = compressor(route.compression, { level });
+    const nars = this.#concatNars(infos);
+    nars.on('error', (e) => packed.destroy(e));
+    packed.once('close', () => nars.destroy());
+    return { status: 200, headers: { 'content-type': type }, body: nars.pipe(packed), route: label };
   }
 
   /**

@@ -15,7 +15,7 @@ export type Route =
   | { kind: 'nar'; hashPart: string; narHash: string; compression: ServedCompression }
   | { kind: 'upload-nar'; file: string }
   | { kind: 'closure'; hashParts: string[] }
-  | { kind: 'nars'; items: Array<{ hashPart: string; narHash: string }> }
+  | { kind: 'nars'; items: Array<{ hashPart: string; narHash: string }>; compression: ServedCompression }
   | { kind: 'metrics' }
   | { kind: 'root' };
 
@@ -29,7 +29,8 @@ const NAR_RE = new RegExp(`^/nar/(${H32})-(${H52})\\.nar(\\.xz|\\.zst)?$`);
 // What `nix copy --to http://` uploads: `nar/<file hash nix32>.nar[.ext]`.
 const UPLOAD_RE = new RegExp(`^/nar/(${H52}\\.nar(?:\\.xz|\\.zst|\\.bz2|\\.br|\\.lz4|\\.lzip)?)$`);
 const CLOSURE_RE = new RegExp(`^/closure/(${H32}(?:,${H32}){0,239})$`);
-const NARS_RE = new RegExp(`^/nars/(${H32}-${H52}(?:,${H32}-${H52}){0,${NARS_BATCH - 1}})$`);
+// `nars/` answers the NARs back to back as they are; `nars.zst/` and `nars.xz/` compress the whole answer.
+const NARS_RE = new RegExp(`^/nars(\\.xz|\\.zst)?/(${H32}-${H52}(?:,${H32}-${H52}){0,${NARS_BATCH - 1}})$`);
 
 const EXT: Record<string, ServedCompression> = { '': 'none', '.xz': 'xz', '.zst': 'zstd' };
 
@@ -60,7 +61,7 @@ export function parseRoute(target: string): Route | undefined {
   m = CLOSURE_RE.exec(path);
   if (m) return { kind: 'closure', hashParts: m[1]!.split(',') };
   m = NARS_RE.exec(path);
-  if (m) return { kind: 'nars', items: m[1]!.split(',').map((s) => ({ hashPart: s.slice(0, 32), narHash: s.slice(33) })) };
+  if (m) return { kind: 'nars', items: m[2]!.split(',').map((s) => ({ hashPart: s.slice(0, 32), narHash: s.slice(33) })), compression: EXT[m[1] ?? '']! };
   return undefined;
 }
 

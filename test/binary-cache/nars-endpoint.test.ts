@@ -53,7 +53,7 @@ async function tamperingServer(server: CacheServer, tamper: (res: ServeResponse,
       const res = await server.handle({ method: req.method ?? 'GET', url: req.url ?? '/' });
       const body = await bytesOf(res.body);
       if (req.url?.startsWith('/nar/')) nar++;
-      if (req.url?.startsWith('/nars/')) {
+      if (/^\/nars(\.zst|\.xz)?\//.test(req.url ?? '')) {
         nars++;
         if (tamper(res, body, http)) return;
       }
@@ -197,6 +197,10 @@ describe('strata serve: nars/', () => {
     expect(parseRoute(`/nars/${Array(91).fill(one).join(',')}`)).toBeUndefined();
     expect(parseRoute(`/nars/${'0'.repeat(32)}`)).toBeUndefined();
     expect(parseRoute(`/nars/${one},`)).toBeUndefined();
+    expect(parseRoute(`/nars.zst/${one}`)).toEqual({ kind: 'nars', items: [{ hashPart: '0'.repeat(32), narHash: '1'.repeat(52) }], compression: 'zstd' });
+    expect(parseRoute(`/nars.xz/${one}`)).toMatchObject({ kind: 'nars', compression: 'xz' });
+    expect(parseRoute(`/nars/${one}`)).toMatchObject({ kind: 'nars', compression: 'none' });
+    expect(parseRoute(`/nars.bz2/${one}`)).toBeUndefined();
   });
 });
 
@@ -225,7 +229,40 @@ describe('strata copy from strata serve over nars/', () => {
     }
   });
 
-  const cases: Array<{ name: string; tamper: (res: ServeResponse, body: Buffer, http: ServerResponse) => boolean; code?: string; message?: RegExp }> = [
+  for (const compression of ['zstd', 'xz'] as const) {
+    it(`from a server offering ${compression} NARs: one nars${compression === 'zstd' ? '.zst' : '.xz'}/ request, the answer one ${compression} stream`, async () => {
+      const work = tempDir();
+      process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+      const src = await filledStore(work);
+      const server = new CacheServer(src, { compression });
+      const l = await listen(server, { host: '127.0.0.1', port: 0 });
+      const cache = await openStore(l.url);
+      const local = await openStore(join(work, 'dst'));
+      try {
+        const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
+        expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
+        expect(await local.isValidPath(DEP)).toBe(true);
+        const m = server.metrics.render();
+        expect(m).toContain('strata_serve_requests_total{route="nars",status="200"} 1');
+        expect(m).not.toContain('route="nar"');
+        // The answer is the NARs back to back, compressed as one stream.
+        const names = (await servedNames(server)).map((n) => n.name.slice(0, 85)).join(','); // <hash part>-<NAR hash>
+        const ext = compression === 'zstd' ? '.zst' : '.xz';
+        const res = await server.handle({ method: 'GET', url: `/nars${ext}/${names}` });
+        expect(res.status).toBe(200);
+        const { decompressor } = await import('../../src/compression/index.js');
+        const plain = Buffer.concat(await Readable.from([await bytesOf(res.body)]).pipe(decompressor(compression)).toArray());
+        expect(plain.length).toBe((await servedNames(server)).reduce((n, s) => n + s.narSize, 0));
+      } finally {
+        await cache.close();
+        await local.close();
+        await l.close();
+        await src.close();
+      }
+    });
+  }
+
+  const cases: Array<{ name: string; tamper: (res: ServeResponse, body: Buffer, http: ServerResponse) => boolean; code?: string; message?: RegExp; compression?: 'zstd' }> = [
     {
       name: 'a byte changed in the answer',
       tamper: (res, body, http) => {
@@ -246,6 +283,15 @@ describe('strata copy from strata serve over nars/', () => {
       message: /^Cannot read '\/nix\/store\/\w{32}-dependent' from 'http:\/\/127\.0\.0\.1:\d+': NarSize mismatch, got \d+ bytes$/,
     },
     {
+      name: 'a byte changed in a zstd answer (nars.zst/)',
+      compression: 'zstd',
+      tamper: (res, body, http) => {
+        body[body.length >> 1]! ^= 0x55;
+        http.writeHead(res.status, res.headers).end(body);
+        return true;
+      },
+    },
+    {
       name: 'a connection cut inside the answer',
       tamper: (res, body, http) => {
         http.writeHead(res.status, res.headers);
@@ -259,7 +305,7 @@ describe('strata copy from strata serve over nars/', () => {
       const work = tempDir();
       process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
       const src = await filledStore(work);
-      const t = await tamperingServer(new CacheServer(src, { compression: 'none' }), c.tamper);
+      const t = await tamperingServer(new CacheServer(src, { compression: c.compression ?? 'none' }), c.tamper);
       const cache = await openStore(t.url);
       const local = await openStore(join(work, 'dst'));
       try {

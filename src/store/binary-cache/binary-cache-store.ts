@@ -70,6 +70,22 @@ function notValid(store: BinaryCacheStore, path: StorePath, action: string): Str
   return new StrataError('PATH_NOT_VALID', `Cannot ${action} '${full}': it is not valid in '${store.uri}'`, { value: full });
 }
 
+/** The compressions strata serve offers its NARs in, and so its `nars/` answers. */
+type ServedNars = 'none' | 'zstd' | 'xz';
+const NARS_EXT: Record<ServedNars, string> = { none: '', zstd: '.zst', xz: '.xz' };
+
+/**
+ * How strata serve offers the NAR of `ni` (its URL is the one strata serve writes for it:
+ * `nar/<hash part>-<NAR hash>.nar[.zst|.xz]`), or `undefined` for a URL of another shape.
+ */
+function servedNars(ni: NarInfo): ServedNars | undefined {
+  const stem = `nar/${ni.path.hashPart}-${ni.narHash.toNix32()}.nar`;
+  if (!ni.url.startsWith(stem)) return undefined;
+  const ext = ni.url.slice(stem.length);
+  const kind = (Object.keys(NARS_EXT) as ServedNars[]).find((k) => NARS_EXT[k] === ext);
+  return kind !== undefined && ni.compression === kind ? kind : undefined;
+}
+
 /**
  * NAR downloads running at once alongside a closure walk: the HTTP transport keeps 8
  * connections, and the walk's own narinfo requests must not queue behind NARs.
@@ -425,7 +441,8 @@ export class BinaryCacheStore implements Store {
   /**
    * The NARs of `paths` in memory, each verified as by {@link narBytes}: one promise per path, in
    * order, each settling once its own bytes are in. When the server offers strata's `nars/`
-   * endpoint, the uncompressed NARs strata serve names in its narinfos come back to back, up to
+   * endpoint, the NARs strata serve names in its narinfos come back to back (as one compressed
+   * stream, `nars.zst/` or `nars.xz/`, when its narinfos offer compressed NARs), up to
    * {@link NARS_BATCH} per request (all requests at once, on the transport's connections), and
    * are cut apart by their NarSize; any other path, or a request refused (a path gone or changed
    * since its narinfo), is read with {@link narBytes}. The caller decides how much to ask for at
@@ -440,24 +457,28 @@ export class BinaryCacheStore implements Store {
       }),
     );
     const out: Array<Promise<Uint8Array>> = new Array(paths.length);
-    const batched: number[] = [];
+    // By the compression strata serve offers them in: `nars/`, `nars.zst/` or `nars.xz/`.
+    const batched = new Map<ServedNars, number[]>();
     infos.forEach((ni, i) => {
-      if (this.narsEndpoint && this.#fileIsNar(ni) && ni.url === `nar/${ni.path.hashPart}-${ni.narHash.toNix32()}.nar`) batched.push(i);
-      else out[i] = this.narBytes(paths[i]!);
+      const kind = this.narsEndpoint ? servedNars(ni) : undefined;
+      if (kind === undefined || (kind === 'none' && !this.#fileIsNar(ni))) out[i] = this.narBytes(paths[i]!);
+      else batched.set(kind, [...(batched.get(kind) ?? []), i]);
     });
-    for (let start = 0; start < batched.length; start += NARS_BATCH) {
-      const group = batched.slice(start, start + NARS_BATCH);
-      const settle = group.map((i) => {
-        let resolve!: (b: Uint8Array) => void;
-        let reject!: (e: unknown) => void;
-        out[i] = new Promise<Uint8Array>((res, rej) => ((resolve = res), (reject = rej)));
-        return { resolve, reject };
-      });
-      const fallback = () => group.forEach((i, k) => this.narBytes(paths[i]!).then(settle[k]!.resolve, settle[k]!.reject));
-      this.#readNars(group.map((i) => infos[i]!), settle).then(
-        (refused) => refused && fallback(),
-        (e: unknown) => settle.forEach((s) => s.reject(e)),
-      );
+    for (const [kind, list] of batched) {
+      for (let start = 0; start < list.length; start += NARS_BATCH) {
+        const group = list.slice(start, start + NARS_BATCH);
+        const settle = group.map((i) => {
+          let resolve!: (b: Uint8Array) => void;
+          let reject!: (e: unknown) => void;
+          out[i] = new Promise<Uint8Array>((res, rej) => ((resolve = res), (reject = rej)));
+          return { resolve, reject };
+        });
+        const fallback = () => group.forEach((i, k) => this.narBytes(paths[i]!).then(settle[k]!.resolve, settle[k]!.reject));
+        this.#readNars(group.map((i) => infos[i]!), settle, kind).then(
+          (refused) => refused && fallback(),
+          (e: unknown) => settle.forEach((s) => s.reject(e)),
+        );
+      }
     }
     // Marked handled: a NAR may fail before its reader gets to it (the reader still sees why).
     for (const p of out) p.catch(() => {});
@@ -468,10 +489,19 @@ export class BinaryCacheStore implements Store {
    * Reads one `nars/` answer into the NARs of `infos`, settling each as its last byte arrives;
    * `true` when the server refused the request (404), so the caller reads them one by one.
    */
-  async #readNars(infos: NarInfo[], settle: Array<{ resolve: (b: Uint8Array) => void; reject: (e: unknown) => void }>): Promise<boolean> {
-    const key = `nars/${infos.map((ni) => `${ni.path.hashPart}-${ni.narHash.toNix32()}`).join(',')}`;
-    const stream = await this.transport.getStream(key);
-    if (!stream) return true;
+  async #readNars(infos: NarInfo[], settle: Array<{ resolve: (b: Uint8Array) => void; reject: (e: unknown) => void }>, kind: ServedNars): Promise<boolean> {
+    const key = `nars${NARS_EXT[kind]}/${infos.map((ni) => `${ni.path.hashPart}-${ni.narHash.toNix32()}`).join(',')}`;
+    const answer = await this.transport.getStream(key);
+    if (!answer) return true;
+    let stream: Readable = answer;
+    if (kind !== 'none') {
+      // A bad stream fails the read below with COMPRESSION_INVALID; what is read is cut by
+      // NarSize as before, so no more than the NARs asked for is ever held.
+      const { decompressor } = await compressionModule();
+      const unpacked = decompressor(kind);
+      pipeline(answer, unpacked).catch(() => {});
+      stream = unpacked;
+    }
     let i = 0;
     let parts: Buffer[] = [];
     let have = 0;

@@ -46,4 +46,4 @@ export interface CacheTransport {
 export const NARS_BATCH = 90;
 
 /** Keys a cache may contain: no traversal, no absolute paths, no odd characters. */
-export const CACHE_KEY_RE = /^(?:nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo|nar\/[A-Za-z0-9+_-][A-Za-z0-9+._-]{0,199}|closure\/[0-9a-df-np-sv-z]{32}(?:,[0-9a-df-np-sv-z]{32}){0,239}|nars\/[0-9a-df-np-sv-z]{32}-[0-9a-df-np-sv-z]{52}(?:,[0-9a-df-np-sv-z]{32}-[0-9a-df-np-sv-z]{52}){0,89}|log\/[A-Za-z0-9+._-]{1,250}|debuginfo\/[0-9a-f]{1,80})$/;
+export const CACHE_KEY_RE = /^(?:nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo|nar\/[A-Za-z0-9+_-][A-Za-z0-9+._-]{0,199}|closure\/[0-9a-df-np-sv-z]{32}(?:,[0-9a-df-np-sv-z]{32}){0,239}|nars(?:\.zst|\.xz)?\/[0-9a-df-np-sv-z]{32}-[0-9a-df-np-sv-z]{52}(?:,[0-9a-df-np-sv-z]{32}-[0-9a-df-np-sv-z]{52}){0,89}|log\/[A-Za-z0-9+._-]{1,250}|debuginfo\/[0-9a-f]{1,80})$/;
