@@ -78,12 +78,10 @@ class Counter extends Transform {
  * ```
  */
 export async function copyPaths(from: Store, to: Store, paths: StorePath[], options: CopyOptions = {}): Promise<CopyResult> {
-  const prefetch = (from as Partial<{ prefetchClosure(p: StorePath[]): Promise<void> }>).prefetchClosure;
-  if (options.recursive && prefetch) await prefetch.call(from, paths);
+  if (options.recursive) await from.prefetchClosure?.(paths);
   // A closure walked narinfo by narinfo (one request per level of a chain): the NARs the
   // destination lacks are downloaded while the walk goes on, not after it.
-  const ahead = (from as Partial<{ prefetchNars(wanted: (p: StorePath) => Promise<boolean>, budget: number): () => void }>).prefetchNars;
-  const stopAhead = options.recursive && ahead ? ahead.call(from, async (p) => !(await to.isValidPath(p)), AHEAD_BYTES) : undefined;
+  const stopAhead = options.recursive ? from.prefetchNars?.(async (p) => !(await to.isValidPath(p)), AHEAD_BYTES) : undefined;
   try {
     return await copyFound(from, to, paths, options);
   } finally {

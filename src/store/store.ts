@@ -109,6 +109,20 @@ export interface Store {
    */
   changeToken?(): Buffer | undefined;
 
+  /**
+   * Optional, for remote stores: fetches the narinfos of the closures of `paths` ahead, in as few
+   * requests as the server allows (strata serve's `closure/` endpoint), so that the walk that
+   * follows is answered from memory; does nothing when the server cannot. `copyPaths -r` and
+   * substitution call it first.
+   */
+  prefetchClosure?(paths: StorePath[]): Promise<void>;
+  /**
+   * Optional, for remote stores walked narinfo by narinfo: from now on, downloads the small NARs
+   * of the paths the walk finds and `wanted` says yes to, while the walk goes on, holding at most
+   * `budget` bytes until {@link narBytes} takes them. Returns a function that stops it.
+   */
+  prefetchNars?(wanted: (path: StorePath) => Promise<boolean>, budget: number): () => void;
+
   /** Streams the NAR serialisation of a valid path. */
   narFromPath(path: StorePath): Promise<Readable>;
   /**

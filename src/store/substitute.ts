@@ -45,14 +45,10 @@ function priorityOf(s: Store): number {
 export async function substitutePaths(target: Store, substituters: Store[], paths: StorePath[], trust: TrustPolicy, options: SubstituteOptions = {}): Promise<SubstituteResult> {
   const subs = [...substituters].sort((a, b) => priorityOf(a) - priorityOf(b));
 
-  for (const s of subs) {
-    const prefetch = (s as Partial<{ prefetchClosure(p: StorePath[]): Promise<void> }>).prefetchClosure;
-    if (prefetch) await prefetch.call(s, paths).catch(() => {});
-  }
+  for (const s of subs) await s.prefetchClosure?.(paths).catch(() => {});
   // The first substituter is the one paths are taken from when it has them: its NARs the target
   // lacks are downloaded while the walk below goes on (see copyPaths).
-  const ahead = subs[0] && (subs[0] as Partial<{ prefetchNars(wanted: (p: StorePath) => Promise<boolean>, budget: number): () => void }>).prefetchNars;
-  const stopAhead = ahead ? ahead.call(subs[0], async (p) => !(await target.isValidPath(p)), AHEAD_BYTES) : undefined;
+  const stopAhead = subs[0]?.prefetchNars?.(async (p) => !(await target.isValidPath(p)), AHEAD_BYTES);
   try {
     return await substituteFrom(target, subs, paths, trust, options);
   } finally {
