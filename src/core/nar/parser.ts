@@ -86,6 +86,17 @@ const T_ENTRY = tag('entry');
 const T_NAME = tag('name');
 const T_NODE = tag('node');
 
+/** The states where the token can only be one tag, and the state after it. */
+const FIXED_TAGS: Readonly<Record<number, readonly [Buffer, number]>> = {
+  [OPEN]: [T_OPEN, TYPE_KEY],
+  [TYPE_KEY]: [T_TYPE, TYPE],
+  [CONTENTS_KEY]: [T_CONTENTS, CONTENTS],
+  [TARGET_KEY]: [T_TARGET, TARGET],
+  [ENTRY_OPEN]: [T_OPEN, NAME_KEY],
+  [NAME_KEY]: [T_NAME, NAME],
+  [ENTRY_CLOSE]: [T_CLOSE, DIRECTORY_ITEM],
+};
+
 /** The longest body read whole: a 4095-byte target plus its one byte of padding. */
 const HOLD_SIZE = MAX_TARGET_LENGTH + 1;
 const EMPTY = new Uint8Array(0);
@@ -281,18 +292,16 @@ export class NarParser {
 
   /** A token's body, `b[s..s+n)` (its padding already checked), where the grammar is at. */
   #body(b: Uint8Array, s: number, n: number, handler: NarHandler): void {
+    const fixed = FIXED_TAGS[this.#state] as readonly [Buffer, number] | undefined;
+    if (fixed !== undefined) {
+      this.#expect(b, s, n, fixed[0]);
+      this.#state = fixed[1];
+      return;
+    }
     switch (this.#state) {
       case MAGIC:
         if (!is(b, s, n, T_MAGIC)) fail("bad magic, this is not a NAR (expected 'nix-archive-1')", 0);
         this.#state = OPEN;
-        return;
-      case OPEN:
-        this.#expect(b, s, n, T_OPEN);
-        this.#state = TYPE_KEY;
-        return;
-      case TYPE_KEY:
-        this.#expect(b, s, n, T_TYPE);
-        this.#state = TYPE;
         return;
       case TYPE:
         if (is(b, s, n, T_REGULAR)) {
@@ -320,10 +329,6 @@ export class NarParser {
         this.#expect(b, s, n, T_CONTENTS);
         this.#state = CONTENTS;
         return;
-      case CONTENTS_KEY:
-        this.#expect(b, s, n, T_CONTENTS);
-        this.#state = CONTENTS;
-        return;
       case CONTENTS_PADDING:
         this.#state = REGULAR_CLOSE;
         return;
@@ -331,10 +336,6 @@ export class NarParser {
         this.#expect(b, s, n, T_CLOSE);
         handler.regularEnd();
         this.#nodeDone();
-        return;
-      case TARGET_KEY:
-        this.#expect(b, s, n, T_TARGET);
-        this.#state = TARGET;
         return;
       case TARGET: {
         const problem = targetProblem(b.subarray(s, s + n));
@@ -357,14 +358,6 @@ export class NarParser {
         if (!is(b, s, n, T_ENTRY)) fail(`expected 'entry' or ')' but found ${quoteBytes(b.subarray(s, s + n))}`, this.#tokenAt);
         this.#state = ENTRY_OPEN;
         return;
-      case ENTRY_OPEN:
-        this.#expect(b, s, n, T_OPEN);
-        this.#state = NAME_KEY;
-        return;
-      case NAME_KEY:
-        this.#expect(b, s, n, T_NAME);
-        this.#state = NAME;
-        return;
       case NAME:
         this.#name(b, s, n);
         this.#state = NODE_KEY;
@@ -376,10 +369,6 @@ export class NarParser {
         this.#state = OPEN;
         return;
       }
-      case ENTRY_CLOSE:
-        this.#expect(b, s, n, T_CLOSE);
-        this.#state = DIRECTORY_ITEM;
-        return;
     }
   }
 
