@@ -4,6 +4,8 @@ import { join } from 'node:path';
 
 import { parseNarInfo } from '../../src/core/narinfo.js';
 import type { StorePath } from '../../src/core/store-path.js';
+import { openStore } from '../../src/store/open.js';
+import type { Store } from '../../src/store/store.js';
 import { loadVector } from '../support/vectors.js';
 
 export const vectors = loadVector('binary-cache.json');
@@ -50,3 +52,19 @@ export function writeKeys(dir: string): { sk: string; pk: string } {
 
 /** The target path of the vectors' substitution runs (with one reference). */
 export const DEPENDENT = '/nix/store/gl35v4rh9ccxzsbhfbf6rxb68hlm46i9-dependent';
+
+/**
+ * Opens the cache at `url` and a fresh destination store in `work` (with a narinfo disk cache of
+ * its own there), runs `run` on them, and closes both whatever happens.
+ */
+export async function withCopyStores(work: string, url: string, run: (cache: Store, local: Store) => Promise<void>): Promise<void> {
+  process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
+  const cache = await openStore(url);
+  const local = await openStore(join(work, 'dst'));
+  try {
+    await run(cache, local);
+  } finally {
+    await cache.close();
+    await local.close();
+  }
+}

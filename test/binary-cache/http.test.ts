@@ -16,7 +16,7 @@ import { substitutePaths } from '../../src/store/substitute.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { filledStore } from '../serve/_serve.js';
-import { DEPENDENT, PUBLIC_KEY, SECRET_KEY } from './_cache.js';
+import { DEPENDENT, PUBLIC_KEY, SECRET_KEY, withCopyStores } from './_cache.js';
 
 const dir = new StoreDir();
 const DEP = dir.parse(DEPENDENT);
@@ -24,25 +24,22 @@ const DEP = dir.parse(DEPENDENT);
 describe('http:// caches (strata client against strata serve, loopback)', () => {
   it('substitutes a closure in one closure request plus one nars.zst/ request (no request per NAR), signatures checked', async () => {
     const work = tempDir();
-    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
     const src = await filledStore(work);
     const server = new CacheServer(src, { signKey: parseSecretKey(SECRET_KEY), compression: 'zstd' });
     const l = await listen(server, { host: '127.0.0.1', port: 0 });
-    const cache = await openStore(l.url);
-    const local = await openStore(join(work, 'dst'));
     try {
-      const r = await substitutePaths(local, [cache], [DEP], { trustedPublicKeys: [PUBLIC_KEY] });
-      expect(r.missing).toEqual([]);
-      expect(r.substituted.map((p) => p.name)).toEqual(['simple', 'dependent']);
-      const m = server.metrics.render();
-      expect(m).toContain('strata_serve_requests_total{route="closure",status="200"} 1');
-      expect(m).not.toContain('route="narinfo"');
-      // The server offers zstd NARs: the client asks for both in one zstd-compressed answer.
-      expect(m).toContain('strata_serve_requests_total{route="nars",status="200"} 1');
-      expect(m).not.toContain('route="nar"');
+      await withCopyStores(work, l.url, async (cache, local) => {
+        const r = await substitutePaths(local, [cache], [DEP], { trustedPublicKeys: [PUBLIC_KEY] });
+        expect(r.missing).toEqual([]);
+        expect(r.substituted.map((p) => p.name)).toEqual(['simple', 'dependent']);
+        const m = server.metrics.render();
+        expect(m).toContain('strata_serve_requests_total{route="closure",status="200"} 1');
+        expect(m).not.toContain('route="narinfo"');
+        // The server offers zstd NARs: the client asks for both in one zstd-compressed answer.
+        expect(m).toContain('strata_serve_requests_total{route="nars",status="200"} 1');
+        expect(m).not.toContain('route="nar"');
+      });
     } finally {
-      await cache.close();
-      await local.close();
       await l.close();
       await src.close();
     }

@@ -21,9 +21,10 @@ import { copyPaths } from '../../src/store/copy.js';
 import type { LocalStore } from '../../src/store/local/local-store.js';
 import { openStore } from '../../src/store/open.js';
 import { substitutePaths } from '../../src/store/substitute.js';
+import { storeView } from '../support/store-view.js';
 import { tempDir } from '../support/tmp.js';
 import { filledStore } from '../serve/_serve.js';
-import { DEPENDENT, narOf, writeVectorCache } from './_cache.js';
+import { DEPENDENT, narOf, withCopyStores, writeVectorCache } from './_cache.js';
 
 const dir = new StoreDir();
 const DEP = dir.parse(DEPENDENT);
@@ -134,13 +135,7 @@ describe('strata serve: nars/', () => {
     const work = tempDir();
     const store = await filledStore(work);
     let infoReads = 0;
-    const counted = new Proxy(store, {
-      get(target, prop, receiver) {
-        const v = Reflect.get(target, prop, receiver);
-        if (prop === 'queryPathInfo') return (p: Parameters<typeof store.queryPathInfo>[0]) => (infoReads++, target.queryPathInfo(p));
-        return typeof v === 'function' ? v.bind(target) : v;
-      },
-    });
+    const counted = storeView(store, { queryPathInfo: (p) => (infoReads++, store.queryPathInfo(p)) });
     const server = new CacheServer(counted, { compression: 'none' });
     try {
       const ni = parseNarInfo(await bytesOf((await server.handle({ method: 'GET', url: `/${DEP.hashPart}.narinfo` })).body));
@@ -163,15 +158,11 @@ describe('strata serve: nars/', () => {
     const work = tempDir();
     const store = await filledStore(work);
     const opened: Readable[] = [];
-    const counted = new Proxy(store, {
-      get(target, prop, receiver) {
-        const v = Reflect.get(target, prop, receiver);
-        if (prop === 'narFromPath') return async (p: Parameters<typeof store.narFromPath>[0]) => {
-          const s = await target.narFromPath(p);
-          opened.push(s);
-          return s;
-        };
-        return typeof v === 'function' ? v.bind(target) : v;
+    const counted = storeView(store, {
+      narFromPath: async (p) => {
+        const s = await store.narFromPath(p);
+        opened.push(s);
+        return s;
       },
     });
     const server = new CacheServer(counted, { compression: 'none' });
@@ -205,57 +196,34 @@ describe('strata serve: nars/', () => {
 });
 
 describe('strata copy from strata serve over nars/', () => {
-  it('fetches a closure with one closure request and one nars request, no request per NAR', async () => {
-    const work = tempDir();
-    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
-    const src = await filledStore(work);
-    const server = new CacheServer(src, { compression: 'none' });
-    const l = await listen(server, { host: '127.0.0.1', port: 0 });
-    const cache = await openStore(l.url);
-    const local = await openStore(join(work, 'dst'));
-    try {
-      const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
-      expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
-      expect(await local.isValidPath(DEP)).toBe(true);
-      const m = server.metrics.render();
-      expect(m).toContain('strata_serve_requests_total{route="closure",status="200"} 1');
-      expect(m).toContain('strata_serve_requests_total{route="nars",status="200"} 1');
-      expect(m).not.toContain('route="nar"');
-    } finally {
-      await cache.close();
-      await local.close();
-      await l.close();
-      await src.close();
-    }
-  });
-
-  for (const compression of ['zstd', 'xz'] as const) {
-    it(`from a server offering ${compression} NARs: one nars${compression === 'zstd' ? '.zst' : '.xz'}/ request, the answer one ${compression} stream`, async () => {
+  for (const compression of ['none', 'zstd', 'xz'] as const) {
+    const ext = { none: '', zstd: '.zst', xz: '.xz' }[compression];
+    it(`from a server offering ${compression} NARs: one closure request and one nars${ext}/ request, no request per NAR`, async () => {
       const work = tempDir();
-      process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
       const src = await filledStore(work);
       const server = new CacheServer(src, { compression });
       const l = await listen(server, { host: '127.0.0.1', port: 0 });
-      const cache = await openStore(l.url);
-      const local = await openStore(join(work, 'dst'));
       try {
-        const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
-        expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
-        expect(await local.isValidPath(DEP)).toBe(true);
-        const m = server.metrics.render();
-        expect(m).toContain('strata_serve_requests_total{route="nars",status="200"} 1');
-        expect(m).not.toContain('route="nar"');
-        // The answer is the NARs back to back, compressed as one stream.
-        const names = (await servedNames(server)).map((n) => n.name.slice(0, 85)).join(','); // <hash part>-<NAR hash>
-        const ext = compression === 'zstd' ? '.zst' : '.xz';
-        const res = await server.handle({ method: 'GET', url: `/nars${ext}/${names}` });
-        expect(res.status).toBe(200);
-        const { decompressor } = await import('../../src/compression/index.js');
-        const plain = Buffer.concat(await Readable.from([await bytesOf(res.body)]).pipe(decompressor(compression)).toArray());
-        expect(plain.length).toBe((await servedNames(server)).reduce((n, s) => n + s.narSize, 0));
+        await withCopyStores(work, l.url, async (cache, local) => {
+          const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
+          expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
+          expect(await local.isValidPath(DEP)).toBe(true);
+          const m = server.metrics.render();
+          expect(m).toContain('strata_serve_requests_total{route="closure",status="200"} 1');
+          expect(m).toContain('strata_serve_requests_total{route="nars",status="200"} 1');
+          expect(m).not.toContain('route="nar"');
+          // The answer is the NARs back to back (compressed as one stream unless `none`).
+          const names = (await servedNames(server)).map((n) => n.name.slice(0, 85)).join(','); // <hash part>-<NAR hash>
+          const res = await server.handle({ method: 'GET', url: `/nars${ext}/${names}` });
+          expect(res.status).toBe(200);
+          let plain = await bytesOf(res.body);
+          if (compression !== 'none') {
+            const { decompressor } = await import('../../src/compression/index.js');
+            plain = Buffer.concat(await Readable.from([plain]).pipe(decompressor(compression)).toArray());
+          }
+          expect(plain.length).toBe((await servedNames(server)).reduce((n, s) => n + s.narSize, 0));
+        });
       } finally {
-        await cache.close();
-        await local.close();
         await l.close();
         await src.close();
       }
@@ -303,26 +271,23 @@ describe('strata copy from strata serve over nars/', () => {
   for (const c of cases) {
     it(`refuses ${c.name}: nothing becomes valid`, async () => {
       const work = tempDir();
-      process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
       const src = await filledStore(work);
       const t = await tamperingServer(new CacheServer(src, { compression: c.compression ?? 'none' }), c.tamper);
-      const cache = await openStore(t.url);
-      const local = await openStore(join(work, 'dst'));
       try {
-        const e = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false }).then(
-          () => undefined,
-          (x: unknown) => x,
-        );
-        expect(isStrataError(e), String(e)).toBe(true);
-        if (c.code) expect((e as { code: string }).code).toBe(c.code);
-        if (c.message) expect((e as Error).message).toMatch(c.message);
-        expect((e as Error).message).not.toContain('\n');
-        expect(t.nars()).toBe(1);
-        expect(t.nar(), 'a failed nars/ answer is not read again NAR by NAR').toBe(0);
-        expect(await local.queryValidPaths(await src.queryAllValidPaths())).toEqual([]);
+        await withCopyStores(work, t.url, async (cache, local) => {
+          const e = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false }).then(
+            () => undefined,
+            (x: unknown) => x,
+          );
+          expect(isStrataError(e), String(e)).toBe(true);
+          if (c.code) expect((e as { code: string }).code).toBe(c.code);
+          if (c.message) expect((e as Error).message).toMatch(c.message);
+          expect((e as Error).message).not.toContain('\n');
+          expect(t.nars()).toBe(1);
+          expect(t.nar(), 'a failed nars/ answer is not read again NAR by NAR').toBe(0);
+          expect(await local.queryValidPaths(await src.queryAllValidPaths())).toEqual([]);
+        });
       } finally {
-        await cache.close();
-        await local.close();
         await t.close();
         await src.close();
       }
@@ -331,20 +296,17 @@ describe('strata copy from strata serve over nars/', () => {
 
   it('reads the NARs one by one when the server refuses nars/ (a path changed since its narinfo)', async () => {
     const work = tempDir();
-    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
     const src = await filledStore(work);
     const server = new CacheServer(src, { compression: 'none' });
     const t = await tamperingServer(server, (_res, _body, http) => (http.writeHead(404).end(), true));
-    const cache = await openStore(t.url);
-    const local = await openStore(join(work, 'dst'));
     try {
-      const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
-      expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
-      expect(t.nars()).toBe(1);
-      expect(t.nar()).toBe(2);
+      await withCopyStores(work, t.url, async (cache, local) => {
+        const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
+        expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
+        expect(t.nars()).toBe(1);
+        expect(t.nar()).toBe(2);
+      });
     } finally {
-      await cache.close();
-      await local.close();
       await t.close();
       await src.close();
     }
@@ -390,60 +352,51 @@ describe('a closure walked narinfo by narinfo (a static cache)', () => {
 
   it('downloads the NARs the destination lacks while the walk goes on, each once', async () => {
     const work = tempDir();
-    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
     const c = await staticCache(work);
-    const local = await openStore(join(work, 'dst'));
-    const cache = await openStore(`${c.url}?ttl-positive=0&ttl-negative=0`);
     try {
-      const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
-      expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
-      const nars = c.seen.filter((u) => u.startsWith('/nar/'));
-      expect(nars).toHaveLength(2);
-      // dependent's NAR is asked for before the narinfo of its reference, the walk's next level, is in.
-      const lastNarInfo = c.seen.findLastIndex((u) => u.startsWith('answered') && u.endsWith('.narinfo'));
-      expect(c.seen.findIndex((u) => u.startsWith('/nar/'))).toBeLessThan(lastNarInfo);
+      await withCopyStores(work, `${c.url}?ttl-positive=0&ttl-negative=0`, async (cache, local) => {
+        const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
+        expect(r.copied.map((p) => p.name)).toEqual(['simple', 'dependent']);
+        const nars = c.seen.filter((u) => u.startsWith('/nar/'));
+        expect(nars).toHaveLength(2);
+        // dependent's NAR is asked for before the narinfo of its reference, the walk's next level, is in.
+        const lastNarInfo = c.seen.findLastIndex((u) => u.startsWith('answered') && u.endsWith('.narinfo'));
+        expect(c.seen.findIndex((u) => u.startsWith('/nar/'))).toBeLessThan(lastNarInfo);
+      });
     } finally {
-      await cache.close();
-      await local.close();
       await c.close();
     }
   });
 
   it('substitutePaths too: NARs are asked for while the walk goes on', async () => {
     const work = tempDir();
-    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
     const c = await staticCache(work);
-    const local = await openStore(join(work, 'dst'));
-    const cache = await openStore(`${c.url}?ttl-positive=0&ttl-negative=0`);
     try {
-      const r = await substitutePaths(local, [cache], [DEP], { requireSigs: false });
-      expect(r.substituted.map((p) => p.name)).toEqual(['simple', 'dependent']);
-      expect(c.seen.filter((u) => u.startsWith('/nar/'))).toHaveLength(2);
-      const lastNarInfo = c.seen.findLastIndex((u) => u.startsWith('answered') && u.endsWith('.narinfo'));
-      expect(c.seen.findIndex((u) => u.startsWith('/nar/'))).toBeLessThan(lastNarInfo);
+      await withCopyStores(work, `${c.url}?ttl-positive=0&ttl-negative=0`, async (cache, local) => {
+        const r = await substitutePaths(local, [cache], [DEP], { requireSigs: false });
+        expect(r.substituted.map((p) => p.name)).toEqual(['simple', 'dependent']);
+        expect(c.seen.filter((u) => u.startsWith('/nar/'))).toHaveLength(2);
+        const lastNarInfo = c.seen.findLastIndex((u) => u.startsWith('answered') && u.endsWith('.narinfo'));
+        expect(c.seen.findIndex((u) => u.startsWith('/nar/'))).toBeLessThan(lastNarInfo);
+      });
     } finally {
-      await cache.close();
-      await local.close();
       await c.close();
     }
   });
 
   it('does not download ahead what the destination has', async () => {
     const work = tempDir();
-    process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
     const c = await staticCache(work);
-    const local = await openStore(join(work, 'dst'));
-    const cache = await openStore(`${c.url}?ttl-positive=0&ttl-negative=0`);
     try {
-      const simple = (await cache.queryPathInfo(DEP))!.references.find((p) => p.name === 'simple')!;
-      await copyPaths(cache, local, [simple], { requireSigs: false });
-      c.seen.length = 0;
-      const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
-      expect(r.copied.map((p) => p.name)).toEqual(['dependent']);
-      expect(c.seen.filter((u) => u.startsWith('/nar/'))).toHaveLength(1);
+      await withCopyStores(work, `${c.url}?ttl-positive=0&ttl-negative=0`, async (cache, local) => {
+        const simple = (await cache.queryPathInfo(DEP))!.references.find((p) => p.name === 'simple')!;
+        await copyPaths(cache, local, [simple], { requireSigs: false });
+        c.seen.length = 0;
+        const r = await copyPaths(cache, local, [DEP], { recursive: true, requireSigs: false });
+        expect(r.copied.map((p) => p.name)).toEqual(['dependent']);
+        expect(c.seen.filter((u) => u.startsWith('/nar/'))).toHaveLength(1);
+      });
     } finally {
-      await cache.close();
-      await local.close();
       await c.close();
     }
   });

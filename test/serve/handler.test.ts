@@ -11,6 +11,7 @@ import { CacheServer } from '../../src/serve/cache-server.js';
 import { listen } from '../../src/serve/listen.js';
 import { ServeMetrics } from '../../src/serve/metrics.js';
 import { openStore } from '../../src/store/open.js';
+import { storeView } from '../support/store-view.js';
 import { tempDir } from '../support/tmp.js';
 import { DEPENDENT, narinfosOf } from '../binary-cache/_cache.js';
 import { filledStore } from './_serve.js';
@@ -161,13 +162,7 @@ describe('memoised narinfos', () => {
   it('a hit re-reads no path info, HEAD leaves the memoised GET answer whole, and a deleted path is 404 at once', async () => {
     const { work, store, leaf } = await storeWithLeaf();
     let infoReads = 0;
-    const counted = new Proxy(store, {
-      get(target, prop, receiver) {
-        const v = Reflect.get(target, prop, receiver);
-        if (prop === 'queryPathInfo') return (p: Parameters<typeof store.queryPathInfo>[0]) => (infoReads++, target.queryPathInfo(p));
-        return typeof v === 'function' ? v.bind(target) : v;
-      },
-    });
+    const counted = storeView(store, { queryPathInfo: (p) => (infoReads++, store.queryPathInfo(p)) });
     const server = new CacheServer(counted, { compression: 'none' });
     try {
       const url = `/${leaf.hashPart}.narinfo`;
@@ -198,15 +193,11 @@ describe('memoised narinfos', () => {
     it(`${withToken ? 'with' : 'without'} the store's change token: ${withToken ? 'a hit makes no query until something is committed' : 'every hit is re-checked with a query'}; a deleted path is 404`, async () => {
       const { work, store, leaf } = await storeWithLeaf();
       let checks = 0;
-      const counted = new Proxy(store, {
-        get(target, prop, receiver) {
-          const v = Reflect.get(target, prop, receiver);
-          if (prop === 'isValidPath') return (p: Parameters<typeof store.isValidPath>[0]) => (checks++, target.isValidPath(p));
-          if (prop === 'queryPathInfo') return (p: Parameters<typeof store.queryPathInfo>[0]) => (checks++, target.queryPathInfo(p));
-          // A store that cannot tell cheaply (the layered store, a proxy) has no token.
-          if (prop === 'changeToken' && !withToken) return undefined;
-          return typeof v === 'function' ? v.bind(target) : v;
-        },
+      const counted = storeView(store, {
+        isValidPath: (p) => (checks++, store.isValidPath(p)),
+        queryPathInfo: (p) => (checks++, store.queryPathInfo(p)),
+        // A store that cannot tell cheaply (the layered store, a proxy) has no token.
+        ...(withToken ? {} : { changeToken: undefined }),
       });
       const server = new CacheServer(counted, { compression: 'none' });
       const other = await openStore(join(work, 'local'));
@@ -238,15 +229,7 @@ describe('memoised narinfos', () => {
   it(`a signature added by another process shows in the next answer (the memo is not served stale), ${withToken ? 'with' : 'without'} the store's change token`, async () => {
       const { work, store, leaf } = await storeWithLeaf();
       // Without a token (the layered store's case) a hit is re-checked by a query: of the row, not only its validity.
-      const served = withToken
-        ? store
-        : new Proxy(store, {
-            get(target, prop, receiver) {
-              if (prop === 'changeToken') return undefined;
-              const v = Reflect.get(target, prop, receiver);
-              return typeof v === 'function' ? v.bind(target) : v;
-            },
-          });
+      const served = withToken ? store : storeView(store, { changeToken: undefined });
       const server = new CacheServer(served, { compression: 'none' });
       const other = await openStore(join(work, 'local'));
       try {

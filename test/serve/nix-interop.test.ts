@@ -9,6 +9,7 @@ import { CacheServer } from '../../src/serve/cache-server.js';
 import { listen } from '../../src/serve/listen.js';
 import { openStore } from '../../src/store/open.js';
 import { haveNix } from '../support/nix.js';
+import { storeView } from '../support/store-view.js';
 import { tempDir } from '../support/tmp.js';
 import { DEPENDENT, PUBLIC_KEY, SECRET_KEY } from '../binary-cache/_cache.js';
 import { filledStore, nixAsync } from './_serve.js';
@@ -45,14 +46,10 @@ describe.skipIf(!haveNix())('real Nix 2.8 substitutes from strata serve', () => 
     const store = await filledStore(work);
     // The store's own paths carry the vector key's signatures: strip them by serving through a
     // store view with no sigs, so only the untrusted on-the-fly signature remains.
-    const bare = new Proxy(store, {
-      get(target, prop, receiver) {
-        if (prop === 'queryPathInfo') return async (p: Parameters<typeof store.queryPathInfo>[0]) => {
-          const info = await target.queryPathInfo(p);
-          return info && { ...info, sigs: [] };
-        };
-        const v = Reflect.get(target, prop, receiver);
-        return typeof v === 'function' ? v.bind(target) : v;
+    const bare = storeView(store, {
+      queryPathInfo: async (p) => {
+        const info = await store.queryPathInfo(p);
+        return info && { ...info, sigs: [] };
       },
     });
     const server = new CacheServer(bare, { signKey: generateKeyPair('other-key-1').secretKey, compression: 'zstd' });
