@@ -19,7 +19,7 @@ import { Readable } from 'node:stream';
 
 import { StrataError } from '../core/error.js';
 import { Hash } from '../core/hash.js';
-import { u64At } from '../core/nar/format.js';
+import { paddingOf, u64At } from '../core/nar/format.js';
 import { type NarHandler, NarParser } from '../core/nar/parser.js';
 import type { StoreDir, StorePath } from '../core/store-path.js';
 import type { NarSource, PathInfo, Store } from './store.js';
@@ -85,46 +85,6 @@ class Reader {
     return out;
   }
 
-  /** Scratch for {@link small} reads that straddle two chunks. */
-  private readonly scratch = Buffer.alloc(32);
-  /** Where {@link small} left its bytes: a view's array and offset, valid until the next read. */
-  buf: Uint8Array = this.scratch;
-  at = 0;
-
-  /**
-   * Reads `n` ≤ 32 bytes without allocating (the many lengths and tags of a NAR): sets
-   * {@link buf} and {@link at} to the chunk itself, or to the scratch buffer across chunks.
-   */
-  async small(n: number): Promise<void> {
-    if (this.chunk.length - this.pos >= n) {
-      this.buf = this.chunk;
-      this.at = this.pos;
-      this.pos += n;
-      this.offset += n;
-      return;
-    }
-    let filled = 0;
-    await this.take(n, (p) => {
-      this.scratch.set(p, filled);
-      filled += p.length;
-    });
-    this.buf = this.scratch;
-    this.at = 0;
-  }
-
-  /**
-   * {@link small} without a promise when the bytes are in the current chunk (nearly always: an
-   * await per length and tag was half the cost of finding the NARs' ends). False otherwise.
-   */
-  trySmall(n: number): boolean {
-    if (this.chunk.length - this.pos < n) return false;
-    this.buf = this.chunk;
-    this.at = this.pos;
-    this.pos += n;
-    this.offset += n;
-    return true;
-  }
-
   /**
    * Passes the unread bytes to `sink`, chunk after chunk, until it takes fewer than it was given
    * or says it is done: the bytes it took are consumed, the rest stays for the next read.
@@ -142,13 +102,7 @@ class Reader {
 
   async u64(): Promise<number> {
     const at = this.offset;
-    if (!this.trySmall(8)) await this.small(8);
-    return this.lastU64(at);
-  }
-
-  /** The u64 {@link small} or {@link trySmall} just read (8 bytes at {@link at}). */
-  lastU64(at: number): number {
-    const n = u64At(this.buf, this.at);
+    const n = u64At(await this.bytes(8), 0);
     if (n === undefined) invalid('a number larger than 2^53', at);
     return n;
   }
@@ -158,7 +112,7 @@ class Reader {
     const at = this.offset;
     const n = await this.u64();
     if (n > max) invalid(`${what} of ${n} bytes (at most ${max})`, at);
-    const b = await this.bytes(n + ((8 - (n % 8)) % 8));
+    const b = await this.bytes(n + paddingOf(n));
     return b.subarray(0, n);
   }
 
