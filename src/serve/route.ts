@@ -3,10 +3,9 @@
  * file: every route is a fixed shape of nix32 hashes and known suffixes, so no crafted URL can
  * name anything outside the store (traversal, encoded slashes, NUL bytes simply do not match).
  */
-import { NARS_BATCH } from '../store/binary-cache/transport.js';
+import { NARS_BATCH, SERVED_EXT, type ServedCompression } from '../store/binary-cache/transport.js';
 
-/** Where a NAR file of the served store lives: `nar/<path hash>-<NAR hash nix32><ext>`. */
-export type ServedCompression = 'none' | 'xz' | 'zstd';
+export { type ServedCompression, servedNarUrl } from '../store/binary-cache/transport.js';
 
 /** A recognised request target. */
 export type Route =
@@ -32,7 +31,8 @@ const CLOSURE_RE = new RegExp(`^/closure/(${H32}(?:,${H32}){0,239})$`);
 // `nars/` answers the NARs back to back as they are; `nars.zst/` and `nars.xz/` compress the whole answer.
 const NARS_RE = new RegExp(`^/nars(\\.xz|\\.zst)?/(${H32}-${H52}(?:,${H32}-${H52}){0,${NARS_BATCH - 1}})$`);
 
-const EXT: Record<string, ServedCompression> = { '': 'none', '.xz': 'xz', '.zst': 'zstd' };
+/** A suffix of a NAR file or `nars` answer → its compression (the inverse of SERVED_EXT). */
+const EXT: Record<string, ServedCompression> = Object.fromEntries(Object.entries(SERVED_EXT).map(([c, ext]) => [ext, c as ServedCompression]));
 
 /**
  * The route of a raw request target, or `undefined` (404). The query string, if any, is ignored;
@@ -72,12 +72,6 @@ export function parseRoute(target: string): Route | undefined {
  */
 export function narinfoHashPart(target: string): string | undefined {
   return target.length === 41 && target.charCodeAt(0) === 0x2f && target.endsWith('.narinfo') ? target.slice(1, 33) : undefined;
-}
-
-/** The URL a served narinfo points at. */
-export function servedNarUrl(hashPart: string, narHashNix32: string, compression: ServedCompression): string {
-  const ext = compression === 'none' ? '' : compression === 'xz' ? '.xz' : '.zst';
-  return `nar/${hashPart}-${narHashNix32}.nar${ext}`;
 }
 
 /** A short label per route for metrics. */

@@ -34,7 +34,7 @@ import type { AddPathOptions, GcResult, OptimiseResult, PathInfo, Store, VerifyR
 import { HashingStream } from './hashing-stream.js';
 import { DEFAULT_TTL_NEGATIVE, DEFAULT_TTL_POSITIVE, type NarInfoDiskCache } from './narinfo-disk-cache.js';
 import { Spool } from './spool.js';
-import { type CacheTransport, NARS_BATCH } from './transport.js';
+import { type CacheTransport, NARS_BATCH, SERVED_EXT, type ServedCompression, servedNarUrl } from './transport.js';
 
 /** Options for {@link BinaryCacheStore.open}. */
 export interface BinaryCacheOptions {
@@ -70,20 +70,13 @@ function notValid(store: BinaryCacheStore, path: StorePath, action: string): Str
   return new StrataError('PATH_NOT_VALID', `Cannot ${action} '${full}': it is not valid in '${store.uri}'`, { value: full });
 }
 
-/** The compressions strata serve offers its NARs in, and so its `nars/` answers. */
-type ServedNars = 'none' | 'zstd' | 'xz';
-const NARS_EXT: Record<ServedNars, string> = { none: '', zstd: '.zst', xz: '.xz' };
-
 /**
- * How strata serve offers the NAR of `ni` (its URL is the one strata serve writes for it:
- * `nar/<hash part>-<NAR hash>.nar[.zst|.xz]`), or `undefined` for a URL of another shape.
+ * The compression strata serve offers the NAR of `ni` in, when its URL is the one strata serve
+ * writes for that compression; `undefined` for a NAR offered any other way.
  */
-function servedNars(ni: NarInfo): ServedNars | undefined {
-  const stem = `nar/${ni.path.hashPart}-${ni.narHash.toNix32()}.nar`;
-  if (!ni.url.startsWith(stem)) return undefined;
-  const ext = ni.url.slice(stem.length);
-  const kind = (Object.keys(NARS_EXT) as ServedNars[]).find((k) => NARS_EXT[k] === ext);
-  return kind !== undefined && ni.compression === kind ? kind : undefined;
+function servedCompression(ni: NarInfo): ServedCompression | undefined {
+  const c = ni.compression as ServedCompression;
+  return Object.hasOwn(SERVED_EXT, c) && ni.url === servedNarUrl(ni.path.hashPart, ni.narHash.toNix32(), c) ? c : undefined;
 }
 
 /**
@@ -458,9 +451,9 @@ export class BinaryCacheStore implements Store {
     );
     const out: Array<Promise<Uint8Array>> = new Array(paths.length);
     // By the compression strata serve offers them in: `nars/`, `nars.zst/` or `nars.xz/`.
-    const batched = new Map<ServedNars, number[]>();
+    const batched = new Map<ServedCompression, number[]>();
     infos.forEach((ni, i) => {
-      const kind = this.narsEndpoint ? servedNars(ni) : undefined;
+      const kind = this.narsEndpoint ? servedCompression(ni) : undefined;
       if (kind === undefined || (kind === 'none' && !this.#fileIsNar(ni))) out[i] = this.narBytes(paths[i]!);
       else batched.set(kind, [...(batched.get(kind) ?? []), i]);
     });
@@ -489,8 +482,8 @@ export class BinaryCacheStore implements Store {
    * Reads one `nars/` answer into the NARs of `infos`, settling each as its last byte arrives;
    * `true` when the server refused the request (404), so the caller reads them one by one.
    */
-  async #readNars(infos: NarInfo[], settle: Array<{ resolve: (b: Uint8Array) => void; reject: (e: unknown) => void }>, kind: ServedNars): Promise<boolean> {
-    const key = `nars${NARS_EXT[kind]}/${infos.map((ni) => `${ni.path.hashPart}-${ni.narHash.toNix32()}`).join(',')}`;
+  async #readNars(infos: NarInfo[], settle: Array<{ resolve: (b: Uint8Array) => void; reject: (e: unknown) => void }>, kind: ServedCompression): Promise<boolean> {
+    const key = `nars${SERVED_EXT[kind]}/${infos.map((ni) => `${ni.path.hashPart}-${ni.narHash.toNix32()}`).join(',')}`;
     const answer = await this.transport.getStream(key);
     if (!answer) return true;
     let stream: Readable = answer;

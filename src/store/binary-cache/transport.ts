@@ -45,5 +45,14 @@ export interface CacheTransport {
  */
 export const NARS_BATCH = 90;
 
+/** The compressions strata serve offers NARs in, and the suffix of their files and `nars` answers. */
+export type ServedCompression = 'none' | 'xz' | 'zstd';
+export const SERVED_EXT: Readonly<Record<ServedCompression, string>> = { none: '', xz: '.xz', zstd: '.zst' };
+
+/** Where strata serve offers the NAR of a path: `nar/<path hash>-<NAR hash nix32>.nar[.xz|.zst]`. */
+export function servedNarUrl(hashPart: string, narHashNix32: string, compression: ServedCompression): string {
+  return `nar/${hashPart}-${narHashNix32}.nar${SERVED_EXT[compression]}`;
+}
+
 /** Keys a cache may contain: no traversal, no absolute paths, no odd characters. */
 export const CACHE_KEY_RE = /^(?:nix-cache-info|[0-9a-df-np-sv-z]{32}\.narinfo|nar\/[A-Za-z0-9+_-][A-Za-z0-9+._-]{0,199}|closure\/[0-9a-df-np-sv-z]{32}(?:,[0-9a-df-np-sv-z]{32}){0,239}|nars(?:\.zst|\.xz)?\/[0-9a-df-np-sv-z]{32}-[0-9a-df-np-sv-z]{52}(?:,[0-9a-df-np-sv-z]{32}-[0-9a-df-np-sv-z]{52}){0,89}|log\/[A-Za-z0-9+._-]{1,250}|debuginfo\/[0-9a-f]{1,80})$/;
