@@ -16,11 +16,12 @@ import { type SecretKey, signPathInfo } from '../core/signature.js';
 import type { StorePath } from '../core/store-path.js';
 import { BinaryCacheStore } from '../store/binary-cache/binary-cache-store.js';
 import { FileTransport } from '../store/binary-cache/file-transport.js';
+import { type ServedCompression, servedNarUrl } from '../store/binary-cache/transport.js';
 import { computeClosure } from '../store/closure.js';
 import { readAtMost } from '../store/read-at-most.js';
 import type { PathInfo, Store } from '../store/store.js';
 import { ServeMetrics } from './metrics.js';
-import { MAX_TARGET, narinfoHashPart, parseRoute, type Route, routeLabel, type ServedCompression, servedNarUrl } from './route.js';
+import { MAX_TARGET, narinfoHashPart, parseRoute, type Route, routeLabel } from './route.js';
 
 /** A request as the handler sees it. */
 export interface ServeRequest {

@@ -5,8 +5,6 @@
  */
 import { NARS_BATCH, SERVED_EXT, type ServedCompression } from '../store/binary-cache/transport.js';
 
-export { type ServedCompression, servedNarUrl } from '../store/binary-cache/transport.js';
-
 /** A recognised request target. */
 export type Route =
   | { kind: 'cache-info' }
