@@ -172,7 +172,7 @@ describe('strata serve: nars/', () => {
       expect(head.status).toBe(200);
       expect(head.body).toBeUndefined();
       await new Promise((r) => setTimeout(r, 50));
-      expect(opened.length).toBeLessThanOrEqual(1);
+      expect(opened).toHaveLength(1);
       for (const s of opened) expect([s.destroyed, s.readableEnded]).toEqual([true, false]);
     } finally {
       await store.close();
