@@ -84,6 +84,11 @@ const SMALL_NAR = 64 * 1024;
 const NARS_PIECE = 64 * 1024;
 const NEWLINE = Buffer.from('\n');
 
+/** Whether the store's change token `token` shows no commit since `hit` was last found valid. */
+function vouched(hit: Memo, token: Buffer | undefined): boolean {
+  return token !== undefined && hit.validAt !== undefined && token.equals(hit.validAt);
+}
+
 function text(status: number, body: string, route: string, type = 'text/plain; charset=utf-8'): ServeResponse {
   const buf = Buffer.from(body);
   return { status, headers: { 'content-type': type, 'content-length': String(buf.length) }, body: buf, route };
@@ -128,25 +133,21 @@ export class CacheServer {
    */
   async handle(req: ServeRequest): Promise<ServeResponse> {
     if (req.url.length > MAX_TARGET) return text(414, 'URI too long\n', 'unknown');
-    const quick = this.answerFromMemo(req.method, req.url);
-    if (quick !== undefined) return quick;
-    // A memo hit the change token cannot vouch for: its row is read again and compared, so a
-    // deleted path is never served, nor stale signatures, nor a path deleted and registered
-    // again with other contents. With a token this is the first hit per path after a commit;
-    // without one (the layered store) every hit, still sparing the signing and the rendering.
-    if (req.method === 'GET' || req.method === 'HEAD') {
-      const hit = this.#memo.get(narinfoHashPart(req.url) ?? '');
-      if (hit !== undefined) {
-        try {
-          const token = this.store.changeToken?.();
-          if (sameRow(await this.store.queryPathInfo(hit.path), hit.info)) {
-            hit.validAt = token;
-            this.metrics.layerHit(hit.layer);
-            return req.method === 'GET' ? hit.get : hit.head;
-          }
-        } catch {
-          // Answered (or refused) by the slow path below, with its error handling.
+    const hit = req.method === 'GET' || req.method === 'HEAD' ? this.#memo.get(narinfoHashPart(req.url) ?? '') : undefined;
+    if (hit !== undefined) {
+      const token = this.store.changeToken?.();
+      if (vouched(hit, token)) return this.#answer(hit, req.method);
+      // A memo hit the change token cannot vouch for: its row is read again and compared, so a
+      // deleted path is never served, nor stale signatures, nor a path deleted and registered
+      // again with other contents. With a token this is the first hit per path after a commit;
+      // without one (the layered store) every hit, still sparing the signing and the rendering.
+      try {
+        if (sameRow(await this.store.queryPathInfo(hit.path), hit.info)) {
+          hit.validAt = token;
+          return this.#answer(hit, req.method);
         }
+      } catch {
+        // Answered (or refused) by the slow path below, with its error handling.
       }
     }
     const route = parseRoute(req.url);
@@ -180,9 +181,11 @@ export class CacheServer {
   answerFromMemo(method: string | undefined, url: string | undefined): ServeResponse | undefined {
     if (url === undefined || (method !== 'GET' && method !== 'HEAD')) return undefined;
     const hit = this.#memo.get(narinfoHashPart(url) ?? '');
-    if (hit?.validAt === undefined) return undefined;
-    const token = this.store.changeToken?.();
-    if (token === undefined || !token.equals(hit.validAt)) return undefined;
+    return hit !== undefined && vouched(hit, this.store.changeToken?.()) ? this.#answer(hit, method) : undefined;
+  }
+
+  /** The memoised answer to a GET or HEAD of `hit`'s narinfo, counted as a hit of its layer. */
+  #answer(hit: Memo, method: string): ServeResponse {
     this.metrics.layerHit(hit.layer);
     return method === 'GET' ? hit.get : hit.head;
   }
@@ -259,8 +262,7 @@ export class CacheServer {
    */
   async #knownInfo(hashPart: string, token: Buffer | undefined): Promise<PathInfo | undefined> {
     const hit = this.#memo.get(hashPart);
-    if (token !== undefined && hit?.validAt !== undefined && token.equals(hit.validAt)) return hit.info;
-    return this.#info(hashPart);
+    return hit !== undefined && vouched(hit, token) ? hit.info : this.#info(hashPart);
   }
 
   async #info(hashPart: string): Promise<PathInfo | undefined> {
