@@ -588,11 +588,9 @@ export class BinaryCacheStore implements Store {
     const { decompressor } = await compressionModule();
     const full = this.storeDir.print(ni.path);
     const url = ni.url.replace(/^\.\//, '');
-    const file = await this.transport.getStream(url).catch((e: unknown) => {
-      throw this.#badUrl(e, ni, full);
-    });
-    if (!file) throw this.#narMissing(full, url);
     const mismatch = (field: string) => this.#mismatch(full, field);
+    // The stages first: a compression strata cannot read fails here, before a file is opened
+    // that nothing would then close (a descriptor left to the garbage collector).
     const stages: NodeJS.ReadWriteStream[] = [];
     if (ni.fileHash !== undefined || ni.fileSize !== undefined) stages.push(new HashingStream({ hash: ni.fileHash, size: ni.fileSize, fail: mismatch('File') }));
     // When the file is the NAR, the file check already is the NAR check: the bytes are hashed
@@ -601,6 +599,10 @@ export class BinaryCacheStore implements Store {
       stages.push(decompressor(ni.compression));
       stages.push(new HashingStream({ hash: ni.narHash, size: ni.narSize, fail: mismatch('Nar') }));
     }
+    const file = await this.transport.getStream(url).catch((e: unknown) => {
+      throw this.#badUrl(e, ni, full);
+    });
+    if (!file) throw this.#narMissing(full, url);
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     // pipeline() destroys every stage with the first error, `out` included, so the consumer sees it.
     pipeline([file, ...stages, out]).catch(() => {});
