@@ -162,9 +162,9 @@ const WINDOW_BYTES = 2 << 20;
 export const AHEAD_BYTES = 8 << 20;
 
 /** A source that can fetch many small NARs in one request (strata serve's `nars/` endpoint). */
-type ManySource = Store & { narsEndpoint: boolean; narBytesMany(paths: StorePath[]): Promise<Array<Promise<Uint8Array>>> };
+type ManySource = Store & Required<Pick<Store, 'narBytesMany'>>;
 
-const isManySource = (s: Store): s is ManySource => (s as Partial<ManySource>).narsEndpoint === true && typeof (s as Partial<ManySource>).narBytesMany === 'function';
+const isManySource = (s: Store): s is ManySource => s.narBytesMany !== undefined;
 
 interface Window {
   source: ManySource;

@@ -131,6 +131,13 @@ export interface Store {
    * one read and one hash, no stream stages per path.
    */
   narBytes?(path: StorePath): Promise<Uint8Array>;
+  /**
+   * Optional, only on sources that fetch many small NARs in one request (a binary cache served
+   * by `strata serve`, with its `nars/` endpoint): the NARs of `paths`, each verified as by
+   * {@link narBytes}, one promise per path in order, each settling once its own bytes are in.
+   * Everything asked for is held until its promise is consumed, so callers ask window by window.
+   */
+  narBytesMany?(paths: StorePath[]): Promise<Array<Promise<Uint8Array>>>;
 
   /**
    * Adds a path from its NAR and declared info. The NAR's hash and size are verified against

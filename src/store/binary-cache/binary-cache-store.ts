@@ -157,8 +157,8 @@ export class BinaryCacheStore implements Store {
   cacheInfo: CacheInfo;
   /** Whether the server offers strata's `closure/` endpoint (`StrataClosure: 1`). */
   readonly closureEndpoint: boolean;
-  /** Whether the server offers strata's `nars/` endpoint (`StrataNars: 1`). */
-  readonly narsEndpoint: boolean;
+  /** Present when the server offers strata's `nars/` endpoint (`StrataNars: 1`): see {@link #narBytesMany}. */
+  readonly narBytesMany?: (paths: StorePath[]) => Promise<Array<Promise<Uint8Array>>>;
   readonly #options: BinaryCacheOptions;
   /** hashPart → narinfo, or null for "not there"; one lookup per path per process. */
   readonly #narInfos = new Map<string, NarInfo | null>();
@@ -182,7 +182,7 @@ export class BinaryCacheStore implements Store {
     this.cacheInfo = info;
     this.#cacheInfoWritten = written;
     this.closureEndpoint = closure;
-    this.narsEndpoint = nars;
+    if (nars) this.narBytesMany = (paths) => this.#narBytesMany(paths);
     this.#options = options;
     const c = options.compression ?? 'xz';
     if (!WRITABLE_COMPRESSIONS.has(c)) {
@@ -432,16 +432,14 @@ export class BinaryCacheStore implements Store {
   }
 
   /**
-   * The NARs of `paths` in memory, each verified as by {@link narBytes}: one promise per path, in
-   * order, each settling once its own bytes are in. When the server offers strata's `nars/`
-   * endpoint, the NARs strata serve names in its narinfos come back to back (as one compressed
-   * stream, `nars.zst/` or `nars.xz/`, when its narinfos offer compressed NARs), up to
-   * {@link NARS_BATCH} per request (all requests at once, on the transport's connections), and
-   * are cut apart by their NarSize; any other path, or a request refused (a path gone or changed
-   * since its narinfo), is read with {@link narBytes}. The caller decides how much to ask for at
-   * once: everything asked for is held until its promise is consumed.
+   * `Store.narBytesMany` from a server with strata's `nars/` endpoint: the NARs strata serve
+   * names in its narinfos come back to back (as one compressed stream, `nars.zst/` or
+   * `nars.xz/`, when its narinfos offer compressed NARs), up to {@link NARS_BATCH} per request
+   * (all requests at once, on the transport's connections), and are cut apart by their NarSize;
+   * any other path, or a request refused (a path gone or changed since its narinfo), is read with
+   * {@link narBytes}.
    */
-  async narBytesMany(paths: StorePath[]): Promise<Array<Promise<Uint8Array>>> {
+  async #narBytesMany(paths: StorePath[]): Promise<Array<Promise<Uint8Array>>> {
     const infos = await Promise.all(
       paths.map(async (p) => {
         const ni = await this.queryNarInfo(p);
@@ -453,7 +451,7 @@ export class BinaryCacheStore implements Store {
     // By the compression strata serve offers them in: `nars/`, `nars.zst/` or `nars.xz/`.
     const batched = new Map<ServedCompression, number[]>();
     infos.forEach((ni, i) => {
-      const kind = this.narsEndpoint ? servedCompression(ni) : undefined;
+      const kind = servedCompression(ni);
       if (kind === undefined || (kind === 'none' && !this.#fileIsNar(ni))) out[i] = this.narBytes(paths[i]!);
       else batched.set(kind, [...(batched.get(kind) ?? []), i]);
     });
