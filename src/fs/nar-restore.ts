@@ -116,7 +116,8 @@ export function restoreNarSync(nar: Uint8Array, target: string, options: Restore
 export interface RestoreSink {
   write(piece: Uint8Array): number;
   readonly done: boolean;
-  end(): RestoreResult;
+  /** The result, with the directory restored into (the caller's staging entry). */
+  end(): RestoreResult & { target: string };
   fail(e: unknown): unknown;
 }
 
@@ -127,7 +128,7 @@ export function startRestore(target: string, options: RestoreOptions = {}): Rest
     get done() {
       return r.done;
     },
-    end: () => r.finish(),
+    end: () => ({ target, ...r.finish() }),
     fail: (e) => r.fail(e),
   };
 }

@@ -302,20 +302,9 @@ export class LocalStore implements LocalFsStore {
       };
       try {
         const options = { ...CANONICAL, umask: process.umask() };
-        const sinks = () => {
-          const tmp = staging.entry();
-          const r = startRestore(tmp, options);
-          return {
-            write: r.write,
-            get done() {
-              return r.done;
-            },
-            end: () => ({ tmp, ...r.end() }),
-            fail: r.fail,
-          };
-        };
+        const sinks = () => startRestore(staging.entry(), options);
         for await (const e of readExport(source, this.storeDir, sinks)) {
-          const { tmp, narHash, narSize, nodes } = e.nar;
+          const { target: tmp, narHash, narSize, nodes } = e.nar;
           batch.push({ info: exportedInfo(e, narHash, narSize), tmp, nodes, registration: {} });
           if (batch.length >= BATCH_PATHS) await flush();
         }
