@@ -132,6 +132,40 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
     }
   });
 
+  it('refuses a small file (narinfo, nix-cache-info) past 4 MiB, whether its length is declared or streamed', async () => {
+    const big = Buffer.alloc(4 * 1024 * 1024 + 1, 'a');
+    let streamedBytes = 0;
+    const srv = createServer((req, res) => {
+      if (req.url === '/nix-cache-info') return void res.writeHead(200, { 'content-length': String(big.length) }).end(big);
+      // No content-length: chunked, 64 KiB at a time, for as long as the client reads.
+      res.writeHead(200);
+      const piece = big.subarray(0, 64 * 1024);
+      const more = () => {
+        while (!res.destroyed && streamedBytes < 64 * 1024 * 1024) {
+          streamedBytes += piece.length;
+          if (!res.write(piece)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      res.on('close', () => res.destroy());
+      more();
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as AddressInfo).port;
+    const t = new HttpTransport(`http://127.0.0.1:${port}`, { retries: 0 });
+    try {
+      for (const key of ['nix-cache-info', `${'0'.repeat(32)}.narinfo`]) {
+        const e = await t.getFile(key).catch((x: unknown) => x);
+        expect(isStrataError(e, 'HTTP_ERROR'), key).toBe(true);
+        expect((e as Error).message).toBe(`Cannot fetch 'http://127.0.0.1:${port}/${key}': it is larger than 4194304 bytes`);
+      }
+      expect(streamedBytes, 'the streamed file is not read to its end').toBeLessThan(64 * 1024 * 1024);
+    } finally {
+      await t.close();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+
   it('strata copy --from http:// runs on Node\'s own HTTP client: undici (150-300 ms to load here) is never loaded', async () => {
     ensureBuilt();
     const work = tempDir();

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 
 import { StrataError } from '../../core/error.js';
+import { readAtMost } from '../read-at-most.js';
 import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
 
 /** Options for {@link HttpTransport}. */
@@ -168,27 +169,20 @@ export class HttpTransport implements CacheTransport {
   async getFile(key: string): Promise<Buffer | undefined> {
     const res = await this.#request('GET', key);
     if (!res) return undefined;
-    const declared = Number(res.headers['content-length'] ?? 0);
-    if (declared > MAX_SMALL_FILE) {
+    const tooBig = () => new StrataError('HTTP_ERROR', `Cannot fetch '${this.#url(key)}': it is larger than ${MAX_SMALL_FILE} bytes`, { value: this.#url(key) });
+    if (Number(res.headers['content-length'] ?? 0) > MAX_SMALL_FILE) {
       res.body.destroy();
-      throw new StrataError('HTTP_ERROR', `Cannot fetch '${this.#url(key)}': it is larger than ${MAX_SMALL_FILE} bytes`, { value: this.#url(key) });
+      throw tooBig();
     }
-    const chunks: Buffer[] = [];
-    let total = 0;
+    let file: Buffer | undefined;
     try {
-      for await (const c of res.body) {
-        total += (c as Buffer).length;
-        if (total > MAX_SMALL_FILE) {
-          res.body.destroy();
-          throw new StrataError('HTTP_ERROR', `Cannot fetch '${this.#url(key)}': it is larger than ${MAX_SMALL_FILE} bytes`, { value: this.#url(key) });
-        }
-        chunks.push(c as Buffer);
-      }
+      file = await readAtMost(res.body, MAX_SMALL_FILE);
     } catch (e) {
       if (e instanceof StrataError) throw e;
       throw new StrataError('HTTP_ERROR', `Cannot fetch '${this.#url(key)}': ${describe(e)}`, { value: this.#url(key), cause: e });
     }
-    return Buffer.concat(chunks);
+    if (!file) throw tooBig();
+    return file;
   }
 
   async getStream(key: string): Promise<Readable | undefined> {

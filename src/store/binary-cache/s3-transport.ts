@@ -19,6 +19,7 @@ import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCom
 import { StrataError } from '../../core/error.js';
 import { isNoSuchKey, isRetryable, s3Error } from './_s3-errors.js';
 import { type Attempt, MIN_PART_SIZE, uploadMultipart } from './_s3-multipart.js';
+import { readAtMost } from '../read-at-most.js';
 import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
 
 /** Options for {@link S3Transport}; the names follow Nix's `s3://` store parameters. */
@@ -166,21 +167,14 @@ export class S3Transport implements CacheTransport {
       res.body.destroy();
       throw tooBig();
     }
-    const chunks: Buffer[] = [];
-    let total = 0;
+    let file: Buffer | undefined;
     try {
-      for await (const c of res.body) {
-        total += (c as Buffer).length;
-        if (total > MAX_SMALL_FILE) {
-          res.body.destroy();
-          throw tooBig();
-        }
-        chunks.push(c as Buffer);
-      }
+      file = await readAtMost(res.body, MAX_SMALL_FILE);
     } catch (e) {
       throw s3Error(e, 'fetch', this.#target(key), { endpoint: this.endpoint, bucket: this.bucket, attempts: 1 });
     }
-    return Buffer.concat(chunks);
+    if (!file) throw tooBig();
+    return file;
   }
 
   /** The object's body as the server sends it: one GET, no ranges, nothing buffered. */
