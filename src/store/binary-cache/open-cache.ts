@@ -7,6 +7,7 @@ import { StrataError } from '../../core/error.js';
 import type { OpenOptions } from '../open.js';
 import type { StoreUri } from '../uri.js';
 import { BinaryCacheStore, type BinaryCacheOptions } from './binary-cache-store.js';
+import type { CacheTransport } from './transport.js';
 import { cacheOptions, intParam } from './cache-params.js';
 
 /**
@@ -23,16 +24,24 @@ export async function openBinaryCache(uri: string, parsed: StoreUri, _options: O
   }
   if (parsed.scheme === 'http' || parsed.scheme === 'https') {
     const { HttpTransport } = await import('./http-transport.js');
-    const { NarInfoDiskCache } = await import('./narinfo-disk-cache.js');
-    options.diskCache = await NarInfoDiskCache.open();
     const transport = new HttpTransport(parsed.url, { timeout: intParam(uri, p, 'timeout', 1), retries: intParam(uri, p, 'retries', 0) });
-    try {
-      return await BinaryCacheStore.open(uri, transport, options);
-    } catch (e) {
-      await transport.close();
-      options.diskCache?.close();
-      throw e;
-    }
+    return openRemoteCache(uri, transport, options);
   }
   throw new StrataError('URI_UNSUPPORTED', `Cannot open '${uri}' as a binary cache`, { value: uri });
+}
+
+/**
+ * Opens a cache over the network (HTTP, S3) with Nix's narinfo disk cache beside it; when the
+ * cache cannot be opened, the transport's connections and the disk cache are closed again.
+ */
+export async function openRemoteCache(uri: string, transport: CacheTransport, options: BinaryCacheOptions): Promise<BinaryCacheStore> {
+  const { NarInfoDiskCache } = await import('./narinfo-disk-cache.js');
+  const diskCache = await NarInfoDiskCache.open();
+  try {
+    return await BinaryCacheStore.open(uri, transport, { ...options, diskCache });
+  } catch (e) {
+    await transport.close();
+    diskCache?.close();
+    throw e;
+  }
 }

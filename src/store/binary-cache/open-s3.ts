@@ -8,8 +8,9 @@
  */
 import { StrataError } from '../../core/error.js';
 import { boolParam, type StoreUri } from '../uri.js';
-import { BinaryCacheStore, type BinaryCacheOptions } from './binary-cache-store.js';
+import type { BinaryCacheOptions, BinaryCacheStore } from './binary-cache-store.js';
 import { cacheOptions, intParam } from './cache-params.js';
+import { openRemoteCache } from './open-cache.js';
 import { S3Transport } from './s3-transport.js';
 
 function invalid(uri: string, why: string): StrataError {
@@ -43,13 +44,5 @@ export async function openS3Cache(uri: string, parsed: Extract<StoreUri, { schem
     multipartUpload: boolParam(uri, p, 'multipart-upload', true),
     partSize: bufferSize,
   });
-  const { NarInfoDiskCache } = await import('./narinfo-disk-cache.js');
-  options.diskCache = await NarInfoDiskCache.open();
-  try {
-    return await BinaryCacheStore.open(uri, transport, options);
-  } catch (e) {
-    await transport.close();
-    options.diskCache?.close();
-    throw e;
-  }
+  return openRemoteCache(uri, transport, options);
 }
