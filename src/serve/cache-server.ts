@@ -226,6 +226,9 @@ export class CacheServer {
         return this.#nar(route, label);
       case 'nars':
         return this.#nars(route, label);
+      case 'listing':
+        // Not offered: a listing is only ever uploaded (see #put), and clients read the NAR.
+        return text(404, 'not found\n', label);
       case 'upload-nar': {
         // Only HEAD matters here (nix copy asks whether it must upload); pending files exist.
         const exists = this.#uploadDir !== undefined && existsSync(join(this.#uploadDir, 'nar', route.file));
@@ -419,6 +422,12 @@ export class CacheServer {
         }
         return text(200, 'ok\n', label);
       }
+      case 'listing':
+        // `write-nar-listing=true` uploads `<hash>.ls` before the NAR and fails the copy
+        // unless it is taken. It is derived from the NAR, which is what the store keeps, so it
+        // is read and dropped.
+        if (body) await finished(body.resume());
+        return text(200, 'ok\n', label);
       case 'narinfo': {
         const raw = body ? await readAtMost(body, MAX_SMALL_BODY) : Buffer.alloc(0);
         if (raw === undefined) return text(413, 'too large\n', label);

@@ -11,6 +11,7 @@ export type Route =
   | { kind: 'narinfo'; hashPart: string }
   | { kind: 'nar'; hashPart: string; narHash: string; compression: ServedCompression }
   | { kind: 'upload-nar'; file: string }
+  | { kind: 'listing'; hashPart: string }
   | { kind: 'closure'; hashParts: string[] }
   | { kind: 'nars'; items: Array<{ hashPart: string; narHash: string }>; compression: ServedCompression }
   | { kind: 'metrics' }
@@ -22,6 +23,8 @@ export const MAX_TARGET = 8 * 1024;
 const H32 = '[0-9a-df-np-sv-z]{32}';
 const H52 = '[0-9a-df-np-sv-z]{52}';
 const NARINFO_RE = new RegExp(`^/(${H32})\\.narinfo$`);
+// What `nix copy --to 'http://…?write-nar-listing=true'` uploads beside each narinfo.
+const LISTING_RE = new RegExp(`^/(${H32})\\.ls$`);
 const NAR_RE = new RegExp(`^/nar/(${H32})-(${H52})\\.nar(\\.xz|\\.zst)?$`);
 // What `nix copy --to http://` uploads: `nar/<file hash nix32>.nar[.ext]`.
 const UPLOAD_RE = new RegExp(`^/nar/(${H52}\\.nar(?:\\.xz|\\.zst|\\.bz2|\\.br|\\.lz4|\\.lzip)?)$`);
@@ -52,6 +55,8 @@ export function parseRoute(target: string): Route | undefined {
   }
   let m = NARINFO_RE.exec(path);
   if (m) return { kind: 'narinfo', hashPart: m[1]! };
+  m = LISTING_RE.exec(path);
+  if (m) return { kind: 'listing', hashPart: m[1]! };
   m = NAR_RE.exec(path);
   if (m) return { kind: 'nar', hashPart: m[1]!, narHash: m[2]!, compression: EXT[m[3] ?? '']! };
   m = UPLOAD_RE.exec(path);

@@ -66,6 +66,37 @@ describe.skipIf(!haveNix())('real Nix 2.8 substitutes from strata serve', () => 
     }
   });
 
+  it('nix copy --to http://…?write-nar-listing=true uploads into a --writable strata serve (the .ls files are taken)', async () => {
+    const work = tempDir();
+    const src = await filledStore(work);
+    const reader = new CacheServer(src, { compression: 'none' });
+    const lr = await listen(reader, { host: '127.0.0.1', port: 0 });
+    const nixStore = join(work, 'nixstore');
+    try {
+      const r = await nixAsync('nix-store', ['--store', nixStore, '-r', DEPENDENT, '--option', 'substituters', lr.url, '--option', 'trusted-public-keys', PUBLIC_KEY]);
+      expect(r.code).toBe(0);
+    } finally {
+      await lr.close();
+      await src.close();
+    }
+    const target = await openStore(join(work, 'target'));
+    const server = new CacheServer(target, { writable: true });
+    const l = await listen(server, { host: '127.0.0.1', port: 0 });
+    try {
+      const r = await nixAsync('nix', ['copy', '--store', nixStore, '--to', `${l.url}?compression=xz&write-nar-listing=true`, DEPENDENT]);
+      expect(r.stderr).not.toMatch(/error|warning/);
+      expect(r.code).toBe(0);
+      expect(await target.isValidPath(dir.parse(DEPENDENT))).toBe(true);
+      expect(await target.isValidPath(dir.parse(SIMPLE))).toBe(true);
+      // Taken, not offered.
+      expect((await server.handle({ method: 'GET', url: `/${dir.parse(SIMPLE).hashPart}.ls` })).status).toBe(404);
+    } finally {
+      await l.close();
+      await server.close();
+      await target.close();
+    }
+  });
+
   it('nix copy --to http:// uploads into a --writable strata serve, verified into its store', async () => {
     const work = tempDir();
     // Real Nix's own chroot store holding the closure, fetched from a strata server.
