@@ -1,4 +1,5 @@
-import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
@@ -14,12 +15,14 @@ import { copyPaths } from '../../src/store/copy.js';
 import { openStore } from '../../src/store/open.js';
 import { substitutePaths } from '../../src/store/substitute.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
+import { haveNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
-import { filledStore } from '../serve/_serve.js';
-import { DEPENDENT, PUBLIC_KEY, SECRET_KEY, withCopyStores } from './_cache.js';
+import { filledStore, nixAsync } from '../serve/_serve.js';
+import { DEPENDENT, PUBLIC_KEY, SECRET_KEY, withCopyStores, writeVectorCache } from './_cache.js';
 
 const dir = new StoreDir();
 const DEP = dir.parse(DEPENDENT);
+const SIMPLE = '/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple';
 
 describe('http:// caches (strata client against strata serve, loopback)', () => {
   it('substitutes a closure in one closure request plus one nars.zst/ request (no request per NAR), signatures checked', async () => {
@@ -206,6 +209,79 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
     } finally {
       await l.close();
       await target.close();
+    }
+  });
+
+  it('follows redirects (relative, to another server) and absolute NAR URLs in narinfos, as Nix 2.8 does; refuses loops and non-http targets', async () => {
+    const work = tempDir();
+    const root = join(work, 'cache');
+    const started: Server[] = [];
+    const serve = async (handler: (url: string, res: import('node:http').ServerResponse) => void): Promise<string> => {
+      const srv = createServer((req, res) => handler(req.url ?? '/', res));
+      started.push(srv);
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+      return `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    };
+    const file = (res: import('node:http').ServerResponse, rel: string) => {
+      let body: Buffer;
+      try {
+        body = readFileSync(join(root, rel));
+      } catch {
+        return void res.writeHead(404).end();
+      }
+      res.writeHead(200).end(body);
+    };
+    // The NARs live on another server: the simple path's narinfo names its NAR there by an
+    // absolute URL, and the front redirects every other NAR there.
+    const farHits: string[] = [];
+    const far = await serve((url, res) => (farHits.push(url), file(res, url.slice('/store/'.length))));
+    writeVectorCache(root, 'xz', (text) => (text.includes('-simple\n') ? text.replace(/^URL: (.*)$/m, (_m, u: string) => `URL: ${far}/store/${u}`) : text));
+    const front = await serve((url, res) => {
+      if (url === '/nar/loop') res.writeHead(307, { location: '/nar/loop' }).end();
+      else if (url.startsWith('/nar/')) res.writeHead(302, { location: `${far}/store${url}` }).end();
+      else if (url === '/nix-cache-info') res.writeHead(301, { location: '/moved/nix-cache-info' }).end();
+      else if (url.startsWith('/moved/')) file(res, url.slice('/moved/'.length));
+      else if (url.endsWith('.narinfo')) file(res, url.slice(1));
+      else res.writeHead(404).end();
+    });
+    try {
+      await withCopyStores(work, front, async (cache, local) => {
+        await copyPaths(cache, local, [DEP], { recursive: true, trustedPublicKeys: [PUBLIC_KEY] });
+        expect(await local.isValidPath(DEP)).toBe(true);
+        expect(await local.isValidPath(dir.parse(SIMPLE))).toBe(true);
+      });
+      expect(farHits.filter((u) => u.startsWith('/store/nar/'))).toHaveLength(2);
+      // Real Nix substitutes the same closure through the same servers.
+      if (haveNix()) {
+        const r = await nixAsync('nix-store', ['--store', join(work, 'nixdst'), '-r', DEPENDENT, '--option', 'substituters', front, '--option', 'trusted-public-keys', PUBLIC_KEY]);
+        expect(r.stderr).not.toMatch(/error/);
+        expect(r.code).toBe(0);
+      }
+      // A redirect loop and a redirect out of HTTP end with one clear line each; no retries.
+      const t = new HttpTransport(front, { retries: 2, backoffMs: 5 });
+      const far2 = await serve((_url, res) => res.writeHead(302, { location: 'file:///etc/passwd' }).end());
+      const t2 = new HttpTransport(far2, { retries: 2, backoffMs: 5 });
+      try {
+        const loop = await t.getStream('nar/loop').catch((e: unknown) => e);
+        expect(isStrataError(loop, 'HTTP_ERROR')).toBe(true);
+        expect((loop as Error).message).toMatch(/HTTP 307 after 10 redirects/);
+        // Redirected to a server without the file: absent, as a 404 of the cache itself.
+        expect(await t.getStream('nar/missing')).toBeUndefined();
+        const e2 = await t2.getFile('nix-cache-info').catch((e: unknown) => e);
+        expect(isStrataError(e2, 'HTTP_ERROR')).toBe(true);
+        expect((e2 as Error).message).toMatch(/HTTP 302 to 'file:\/\/\/etc\/passwd', which is not an http\(s\) URL/);
+        // Absolute URLs are for reading only.
+        const e3 = await t.putFile(`${far}/store/x`, Buffer.from('x'), 'text/plain').catch((e: unknown) => e);
+        expect(isStrataError(e3, 'CACHE_KEY_INVALID')).toBe(true);
+      } finally {
+        await t.close();
+        await t2.close();
+      }
+    } finally {
+      for (const srv of started) {
+        srv.closeAllConnections();
+        await new Promise<void>((r) => srv.close(() => r()));
+      }
     }
   });
 });

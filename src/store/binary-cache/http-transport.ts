@@ -1,7 +1,8 @@
 /**
  * `http://` and `https://` caches over Node's own `http` client: one keep-alive Agent per store
  * with a few connections, so many narinfo requests are in flight at once and no request pays for
- * a TCP handshake; timeouts, and retries with exponential backoff for what may be transient.
+ * a TCP handshake; timeouts, retries with exponential backoff for what may be transient, and
+ * redirects followed (and absolute NAR URLs read) as Nix's curl does.
  * Node's client rather than undici: loading undici (1 MB of JavaScript and a WebAssembly HTTP
  * parser) cost 150-300 ms of every `strata copy --from http://…` here, more than the 300 narinfo
  * and NAR requests of a whole closure; `node:http` is part of Node's start-up snapshot.
@@ -60,14 +61,25 @@ function dump(body: Readable): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Redirects followed per request, as many as Nix's curl follows (CURLOPT_MAXREDIRS). */
+const MAX_REDIRECTS = 10;
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/**
+ * A narinfo's URL may be absolute (NARs kept on another server): Nix 2.8 fetches an `http(s)://`
+ * URL as it is. Only for reading: keys written are always the cache's own.
+ */
+const ABSOLUTE_RE = /^https?:\/\//;
+
+type Client = { agent: http.Agent; request: typeof http.request };
+
 /** A binary cache served over HTTP(S). */
 export class HttpTransport implements CacheTransport {
   readonly uri: string;
   readonly #origin: string;
   readonly #basePath: string;
-  readonly #url0: URL;
   readonly #agentOptions: http.AgentOptions;
-  #agent: Promise<{ agent: http.Agent; request: typeof http.request }> | undefined;
+  /** One client per protocol: a redirect or an absolute NAR URL may lead from http to https. */
+  readonly #clients = new Map<string, Promise<Client>>();
   readonly #timeout: number;
   readonly #retries: number;
   readonly #backoff: number;
@@ -75,7 +87,6 @@ export class HttpTransport implements CacheTransport {
   constructor(url: string, options: HttpTransportOptions = {}) {
     const u = new URL(url);
     this.uri = url;
-    this.#url0 = u;
     this.#origin = u.origin;
     this.#basePath = u.pathname.replace(/\/+$/, '');
     this.#timeout = (options.timeout ?? 30) * 1000;
@@ -86,27 +97,31 @@ export class HttpTransport implements CacheTransport {
     this.#agentOptions = { keepAlive: true, maxSockets: options.connections ?? 8, timeout: 30_000, scheduling: 'lifo' };
   }
 
-  /** The agent, created on first use: `https` (and TLS) is loaded only for an https:// cache. */
-  #client(): Promise<{ agent: http.Agent; request: typeof http.request }> {
-    this.#agent ??= (async () => {
-      if (this.#url0.protocol === 'https:') {
-        const mod: typeof https = await import('node:https');
-        return { agent: new mod.Agent(this.#agentOptions), request: mod.request as typeof http.request };
-      }
-      return { agent: new http.Agent(this.#agentOptions), request: http.request };
-    })();
-    return this.#agent;
+  /** The agent of `protocol`, created on first use: `https` (and TLS) is loaded only when used. */
+  #client(protocol: string): Promise<Client> {
+    let client = this.#clients.get(protocol);
+    if (!client) {
+      client = (async () => {
+        if (protocol === 'https:') {
+          const mod: typeof https = await import('node:https');
+          return { agent: new mod.Agent(this.#agentOptions), request: mod.request as typeof http.request };
+        }
+        return { agent: new http.Agent(this.#agentOptions), request: http.request };
+      })();
+      this.#clients.set(protocol, client);
+    }
+    return client;
   }
 
   /** One attempt: resolves once the status and headers are in; the timeout covers connecting, waiting and every gap in the body. */
-  async #once(method: string, key: string, body: Buffer | Readable | undefined, headers: Record<string, string>): Promise<Response> {
-    const { agent, request } = await this.#client();
+  async #once(method: string, url: URL, body: Buffer | Readable | undefined, headers: Record<string, string>): Promise<Response> {
+    const { agent, request } = await this.#client(url.protocol);
     return new Promise<Response>((resolve, reject) => {
       const req = request({
-        protocol: this.#url0.protocol,
-        hostname: this.#url0.hostname.replace(/^\[|\]$/g, ''),
-        port: this.#url0.port,
-        path: `${this.#basePath}/${key}`,
+        protocol: url.protocol,
+        hostname: url.hostname.replace(/^\[|\]$/g, ''),
+        port: url.port,
+        path: `${url.pathname}${url.search}`,
         method,
         headers,
         agent,
@@ -129,13 +144,19 @@ export class HttpTransport implements CacheTransport {
   }
 
   #url(key: string): string {
-    return `${this.#origin}${this.#basePath}/${key}`;
+    return ABSOLUTE_RE.test(key) ? key : `${this.#origin}${this.#basePath}/${key}`;
   }
 
-  #check(key: string): void {
-    if (!CACHE_KEY_RE.test(key)) {
-      throw new StrataError('CACHE_KEY_INVALID', `Cannot access '${key}' in '${this.uri}': it is not a cache file name`, { value: key });
-    }
+  /** Where `key` is fetched from: a cache file name under the cache's URL, or (reading) an absolute http(s) URL. */
+  #target(method: string, key: string): URL {
+    if (ABSOLUTE_RE.test(key) && method !== 'PUT') {
+      try {
+        return new URL(key);
+      } catch {
+        // Refused below, as any other odd key.
+      }
+    } else if (CACHE_KEY_RE.test(key)) return new URL(this.#url(key));
+    throw new StrataError('CACHE_KEY_INVALID', `Cannot access '${key}' in '${this.uri}': it is not a cache file name`, { value: key });
   }
 
   /**
@@ -143,14 +164,17 @@ export class HttpTransport implements CacheTransport {
    * "not there" to Nix), and throws `HTTP_ERROR` for anything else once retries are spent.
    */
   async #request(method: string, key: string, body?: () => Buffer | Readable, headers: Record<string, string> = {}): Promise<Response | undefined> {
-    this.#check(key);
+    let url = this.#target(method, key);
     const action = method === 'PUT' ? 'upload' : 'fetch';
     let last: string;
+    let redirects = 0;
+    let redirected = false;
     for (let attempt = 0; ; attempt++) {
-      if (attempt > 0) await sleep(this.#backoff * 2 ** (attempt - 1) * (0.75 + Math.random() / 2));
+      if (attempt > 0 && !redirected) await sleep(this.#backoff * 2 ** (attempt - 1) * (0.75 + Math.random() / 2));
+      redirected = false;
       let res: Response;
       try {
-        res = await this.#once(method, key, body?.(), headers);
+        res = await this.#once(method, url, body?.(), headers);
       } catch (e) {
         last = describe(e);
         if (attempt < this.#retries) continue;
@@ -160,6 +184,24 @@ export class HttpTransport implements CacheTransport {
       await dump(res.body);
       if (res.statusCode === 404 || res.statusCode === 403) return undefined;
       last = `HTTP ${res.statusCode}`;
+      // Followed as Nix's curl does (a CDN, a moved cache); an upload's body is not sent twice.
+      const location = res.headers.location;
+      if (REDIRECTS.has(res.statusCode) && location !== undefined && method !== 'PUT') {
+        const next = URL.canParse(location, url.href) ? new URL(location, url) : undefined;
+        if (next === undefined || (next.protocol !== 'http:' && next.protocol !== 'https:')) {
+          last += ` to '${location}', which is not an http(s) URL`;
+          break;
+        }
+        if (++redirects > MAX_REDIRECTS) {
+          last += ` after ${MAX_REDIRECTS} redirects`;
+          break;
+        }
+        url = next;
+        // A redirect is not a failed attempt.
+        redirected = true;
+        attempt--;
+        continue;
+      }
       if (!retryable(res.statusCode) || attempt >= this.#retries) break;
     }
     const attempts = this.#retries + 1;
@@ -224,7 +266,6 @@ export class HttpTransport implements CacheTransport {
   }
 
   async close(): Promise<void> {
-    const client = await this.#agent;
-    client?.agent.destroy();
+    for (const client of this.#clients.values()) (await client).agent.destroy();
   }
 }
