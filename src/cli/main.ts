@@ -17,7 +17,9 @@ program
   .name('strata')
   .description('A layered, Nix-compatible store')
   .version(process.env['npm_package_version'] ?? '0.1.0', '--version')
-  .showHelpAfterError()
+  // A usage error is one line and a pointer to the help, as Nix's "Try 'nix --help'", not the
+  // whole help (~60 lines) after a typo.
+  .showHelpAfterError("Try 'strata --help' or 'strata COMMAND --help' for more information.")
   .exitOverride()
   .configureOutput({ outputError: (s, write) => write(s) });
 for (const o of GLOBAL_OPTIONS) program.option(o.flags, o.description);

@@ -62,7 +62,12 @@ describe('strata dump / restore / hash', () => {
     const bad = await runStrata(['hash', 'path', '--type', 'crc32', tmp]);
     expect(bad.code).toBe(2);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
-    expect((await runStrata(['hash', 'path'])).code).toBe(2);
+    // A usage error commander finds: its line and a pointer to the help, not the whole help.
+    for (const args of [['hash', 'path'], ['hash', 'path', '--bogus', tmp], ['frob']]) {
+      const r = await runStrata(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.toString(), args.join(' ')).toMatch(/^error: [^\n]+\nTry 'strata --help' or 'strata COMMAND --help' for more information\.\n$/);
+    }
     const missing = await runStrata(['hash', 'path', join(tmp, 'nope')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/^error: .*nope.*\n$/);
