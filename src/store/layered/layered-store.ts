@@ -221,12 +221,13 @@ export class LayeredStore implements LocalFsStore {
   async copyUp(paths: StorePath[], lowers: Lower[] = this.lowers): Promise<StorePath[]> {
     let remaining = [...new Map(paths.map((p) => [p.baseName, p])).values()];
     const found: StorePath[] = [];
-    for (const l of lowers) {
+    for (const [i, l] of lowers.entries()) {
       if (remaining.length === 0) break;
       let here: StorePath[];
       if (l.realStoreDir) {
         // A lower in the overlay is a local store: its database is read directly.
         const { copyUpRows } = await import('./copy-up.js');
+        await this.copyUpShadowed(l, remaining, lowers.slice(0, i));
         here = (await copyUpRows(this.storeDir, this.upper.db, (l.store as LocalStore).db, remaining, (drv) => this.lowerDerivationOutputs(drv))).found;
       } else {
         here = await l.store.queryValidPaths(remaining);
@@ -238,6 +239,29 @@ export class LayeredStore implements LocalFsStore {
       remaining = remaining.filter((p) => !got.has(p.baseName));
     }
     return found;
+  }
+
+  /**
+   * Copies up, from the lowers above `lower`, the members of its closure of `paths` that they
+   * hold too: overlayfs shows their files, not `lower`'s, so their rows must come from them (two
+   * builds of one input-addressed path may differ). Then `copyUpRows` from `lower` keeps them.
+   */
+  private async copyUpShadowed(lower: Lower, paths: StorePath[], above: Lower[]): Promise<void> {
+    const local = above.filter((l) => l.realStoreDir);
+    const db = (lower.store as LocalStore).db;
+    if (local.length === 0 || db.queryValid(paths).length === 0) return;
+    const members = db.queryClosureRows(paths).map((r) => this.storeDir.parse(r.path));
+    if (members.length === 0) return;
+    const have = new Set(this.upper.db.queryValid(members).map((p) => p.baseName));
+    let missing = members.filter((p) => !have.has(p.baseName));
+    for (const l of local) {
+      if (missing.length === 0) return;
+      const held = await l.store.queryValidPaths(missing);
+      if (held.length === 0) continue;
+      await this.copyUp(held, [l]);
+      const got = new Set(held.map((p) => p.baseName));
+      missing = missing.filter((p) => !got.has(p.baseName));
+    }
   }
 
   /**
