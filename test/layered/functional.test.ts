@@ -118,6 +118,12 @@ describe.runIf(isRoot)('layered store: real Nix functional scenarios', () => {
     const ok = await openStore(good);
     expect(await ok.isValidPath(lower.paths.top)).toBe(true);
     await ok.close();
+    // upper-layer is a path setting: Nix canonicalises it (no symlinks resolved) before its mount check.
+    for (const upper of [`${work}/store-b/`, `${work}/./store-b`, `${work}//store-b`, `${work}/other/../store-b`]) {
+      const same = await openStore(`local-overlay://?root=${work}/merged-store&lower-store=${lower.root}&upper-layer=${upper}`);
+      expect(await same.isValidPath(lower.paths.mid)).toBe(true);
+      await same.close();
+    }
     for (const bad of [
       `local-overlay://?root=${work}/other&lower-store=${lower.root}&upper-layer=${work}/store-b`,
       `local-overlay://?root=${work}/merged-store&lower-store=${work}/other&upper-layer=${work}/store-b`,

@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 import { StrataError } from '../../core/error.js';
 import { localStoreConfig, localStoreConfigOf } from '../local/config.js';
@@ -167,10 +167,12 @@ export async function openLocalOverlay(uri: string): Promise<LayeredStore> {
   const parsed = parseStoreUri(uri);
   const params = parsed.params;
   const root = params.get('root') ?? (parsed.scheme === 'local-overlay' ? parsed.root : undefined);
-  const upperLayer = params.get('upper-layer');
-  if (!upperLayer) {
+  const upperSetting = params.get('upper-layer');
+  if (!upperSetting) {
     throw new StrataError('URI_INVALID', `Cannot open '${uri}': overlay store requires the 'upper-layer' setting`, { value: uri });
   }
+  // A path setting, canonicalised as Nix does (`.`, `..`, `//`, a trailing `/`; symlinks kept).
+  const upperLayer = resolve(upperSetting);
   const { openStore } = await import('../open.js');
   const lowerUri = params.get('lower-store') || 'local';
   const lowerStore = await openStore(lowerUri);
