@@ -12,6 +12,7 @@ import { mkdirSync, readFileSync, renameSync, symlinkSync, unlinkSync } from 'no
 import { dirname, join, resolve } from 'node:path';
 
 import { StrataError } from '../core/error.js';
+import { nix32Encode } from '../core/hash.js';
 import type { StorePath } from '../core/store-path.js';
 import type { Store } from '../store/store.js';
 import {
@@ -394,7 +395,7 @@ async function addProfileRoot(
     if (stateDir === undefined) return;
     const autoDir = join(stateDir, 'gcroots', 'auto');
     mkdirSync(autoDir, { recursive: true });
-    replaceSymlink(link, join(autoDir, createHash('sha1').update(link).digest('hex').slice(0, 32)));
+    replaceSymlink(link, join(autoDir, nix32Encode(createHash('sha1').update(link).digest())));
   } catch (e) {
     options.onEvent?.({
       type: 'warning',

@@ -91,6 +91,27 @@ describe('strata env on a plain local store', () => {
   });
 });
 
+describe.runIf(haveNix)('the profile\'s GC root', () => {
+  it('is the indirect root real Nix makes for the same link (gcroots/auto/<nix32 of sha1>)', async () => {
+    const work = tempDir();
+    const root = join(work, 'store');
+    await makePackageLower(root, LOWER);
+    const spec = join(work, 'replit.nix');
+    writeFileSync(spec, '{ pkgs }: {\n  deps = [ pkgs.hello ];\n}\n');
+    const r = await runStrata(['env', spec, '--store', root]);
+    expect(r.code, r.stderr).toBe(0);
+    const profile = /export STRATA_ENV=(\S+)/.exec(r.stdout.toString())![1]!;
+    const auto = join(root, 'nix/var/nix/gcroots/auto');
+    const ours = readdirSync(auto);
+    expect(ours).toHaveLength(1);
+    // Nix names the root of a link after the link: registering the same link adds no second root.
+    const link = join(work, '.cache/strata/profile');
+    const n = runNix('nix-store', ['--store', root, '--add-root', link, '--indirect', '-r', profile]);
+    expect(n.code, n.stderr).toBe(0);
+    expect(readdirSync(auto)).toEqual(ours);
+  });
+});
+
 describe.runIf(isRoot)('strata env and strata shell over a layered store (real overlayfs)', () => {
   it('runs lower, upper, built and substituted packages, caches, notices staleness and answers from a fresh cache without the store', async () => {
     const work = tempDir();
