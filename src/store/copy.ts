@@ -116,6 +116,16 @@ async function copyFound(from: Store, to: Store, paths: StorePath[], options: Co
   return { copied, present };
 }
 
+/** Options for {@link copyItems}. */
+export interface CopyItemsOptions extends Pick<CopyOptions, 'concurrency' | 'onProgress'> {
+  /**
+   * Called when reading a path's NAR from its source fails (unreadable, corrupt, not the bytes
+   * its info declares), before the failure stops the copy: substitution then tries the path's
+   * next substituter, as Nix does.
+   */
+  onSourceError?: ((info: PathInfo, error: unknown) => void) | undefined;
+}
+
 /** Protects `paths` in `to` from a concurrent GC, when `to` is a store with GC roots. */
 export async function addTempRoots(to: Store, paths: StorePath[]): Promise<void> {
   if (isLocalFsStore(to)) await to.addTempRoots(paths);
@@ -233,18 +243,26 @@ async function readWhole(nar: Readable, info: PathInfo, to: Store): Promise<Uint
  * started and is thrown once the running transfers settle; batches (or paths) already added
  * stay, each complete and verified.
  */
-export async function copyItems(to: Store, items: CopyItem[], options: Pick<CopyOptions, 'concurrency' | 'onProgress'> = {}): Promise<StorePath[]> {
+export async function copyItems(to: Store, items: CopyItem[], options: CopyItemsOptions = {}): Promise<StorePath[]> {
   const ordered = topoSortInfos(items.map((i) => i.info));
   const sourceOf = new Map(items.map((i) => [i.info.path.baseName, i.source]));
   const progress: CopyProgress = { pathsDone: 0, pathsTotal: ordered.length, bytesDone: 0, bytesTotal: ordered.reduce((s, i) => s + i.narSize, 0) };
   const report = (finished?: StorePath) => options.onProgress?.({ ...progress, finished });
   const limit = Math.max(1, options.concurrency ?? 8);
+  /** Tells the caller that reading `info`'s NAR from its source failed, and rethrows. */
+  const blame = (info: PathInfo) => (e: unknown): never => {
+    options.onSourceError?.(info, e);
+    throw e;
+  };
   /** The NAR of `info` from its source, counted for the progress report. */
   const openNar = async (info: PathInfo): Promise<Readable> => {
-    const nar = await sourceOf.get(info.path.baseName)!.narFromPath(info.path);
+    const nar = await sourceOf.get(info.path.baseName)!.narFromPath(info.path).catch(blame(info));
     const counted = new Counter((n) => ((progress.bytesDone += n), report()));
     // pipe() does not forward errors: a failed verification must reach the destination.
-    nar.on('error', (e) => counted.destroy(e));
+    nar.on('error', (e) => {
+      options.onSourceError?.(info, e);
+      counted.destroy(e);
+    });
     // The destination may stop reading early (it found the NAR bad itself); a verification
     // error the source raises after that has no reader left and must not crash the process.
     // While the destination reads, its own listener still receives the error.
@@ -254,8 +272,8 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
   /** A small NAR in memory: from the source in one piece when it can, else its stream read whole. */
   const wholeNar = async (info: PathInfo): Promise<Uint8Array> => {
     const source = sourceOf.get(info.path.baseName)!;
-    if (!source.narBytes) return readWhole(await openNar(info), info, to);
-    const bytes = await source.narBytes(info.path);
+    if (!source.narBytes) return readWhole(await openNar(info), info, to).catch(blame(info));
+    const bytes = await source.narBytes(info.path).catch(blame(info));
     progress.bytesDone += bytes.length;
     report();
     return bytes;
@@ -263,7 +281,7 @@ export async function copyItems(to: Store, items: CopyItem[], options: Pick<Copy
   if (to.addFromNars) {
     const windows = new NarWindows(ordered, sourceOf);
     const windowed = async (info: PathInfo): Promise<Uint8Array> => {
-      const bytes = await windows.get(info);
+      const bytes = await windows.get(info).catch(blame(info));
       progress.bytesDone += bytes.length;
       report();
       return bytes;

@@ -1,13 +1,16 @@
 /**
  * Substitution: fetching what a store lacks from binary caches (or any other stores), as Nix's
  * substitution goals do. Each path comes from the first substituter (by priority) that has it
- * *and* passes the signature policy; its references are substituted first; every NAR is
- * verified by the target before the path becomes valid. Builds (src/build) and `strata env`
+ * *and* passes the signature policy, or the next such one when fetching its NAR from that one
+ * fails; its references are substituted first; every NAR is verified by the target before the
+ * path becomes valid. Builds (src/build) and `strata env`
  * call {@link substitutePaths} for the paths no layer has.
  */
-import type { StorePath } from '../core/store-path.js';
+import type { StorePath, StoreDir } from '../core/store-path.js';
+import type { TrustedKeys } from '../core/signature.js';
+import { topoSortInfos } from './closure.js';
 import { AHEAD_BYTES, addTempRoots, type CopyProgress, copyItems, type CopyItem } from './copy.js';
-import type { Store } from './store.js';
+import type { PathInfo, Store } from './store.js';
 import { acceptable, type TrustPolicy, trustedKeysOf } from './trust.js';
 
 /** What {@link substitutePaths} did. */
@@ -59,7 +62,7 @@ export async function substitutePaths(target: Store, substituters: Store[], path
 async function substituteFrom(target: Store, subs: Store[], paths: StorePath[], trust: TrustPolicy, options: SubstituteOptions): Promise<SubstituteResult> {
   const keys = trustedKeysOf(trust);
   const requireSigs = trust.requireSigs !== false;
-  const found = new Map<string, CopyItem>();
+  const found = new Map<string, Candidate>();
   const reasons = new Map<string, string>();
   const seen = new Set<string>();
   const missing: StorePath[] = [];
@@ -87,7 +90,7 @@ async function substituteFrom(target: Store, subs: Store[], paths: StorePath[], 
               why.push(`${s.uri}: not signed by any of the keys in 'trusted-public-keys'`);
               continue;
             }
-            found.set(p.baseName, { info, source: s });
+            found.set(p.baseName, { info, source: s, rank: subs.indexOf(s) });
             for (const r of info.references) if (!r.equals(p)) next.push(r);
             return;
           }
@@ -113,6 +116,55 @@ async function substituteFrom(target: Store, subs: Store[], paths: StorePath[], 
       changed = true;
     }
   }
-  const substituted = await copyItems(target, [...found.values()], options);
+  const substituted = await copyFalling(target, subs, [...found.values()], keys, requireSigs, options);
   return { substituted, missing, reasons };
+}
+
+/** A path to substitute, from `subs[rank]`. */
+interface Candidate extends CopyItem {
+  rank: number;
+}
+
+/**
+ * Copies `items`; when reading a path's NAR from its substituter fails (unreachable, corrupt,
+ * not the declared bytes), what was added stays and the path is taken from the next substituter
+ * that has it acceptably with the same references, as Nix's substitution goal tries the next
+ * substituter. With none left, the failure is thrown. Returns the paths added, references first.
+ */
+async function copyFalling(target: Store, subs: Store[], items: Candidate[], keys: TrustedKeys, requireSigs: boolean, options: SubstituteOptions): Promise<StorePath[]> {
+  const added: PathInfo[] = [];
+  let pending = items;
+  for (;;) {
+    const failed = new Set<string>();
+    try {
+      const copied = new Set((await copyItems(target, pending, { ...options, onSourceError: (info) => failed.add(info.path.baseName) })).map((p) => p.baseName));
+      added.push(...pending.filter((i) => copied.has(i.info.path.baseName)).map((i) => i.info));
+      return topoSortInfos(added).map((i) => i.path);
+    } catch (e) {
+      if (failed.size === 0) throw e;
+      const valid = new Set((await target.queryValidPaths(pending.map((i) => i.info.path))).map((p) => p.baseName));
+      const next: Candidate[] = [];
+      for (const item of pending) {
+        const name = item.info.path.baseName;
+        if (valid.has(name)) added.push(item.info);
+        else if (!failed.has(name)) next.push(item);
+        else {
+          const other = await nextCandidate(target.storeDir, subs, item, keys, requireSigs);
+          if (!other) throw e;
+          next.push(other);
+        }
+      }
+      pending = next;
+    }
+  }
+}
+
+/** The next substituter after `item`'s that has its path acceptably, with the same references. */
+async function nextCandidate(storeDir: StoreDir, subs: Store[], item: Candidate, keys: TrustedKeys, requireSigs: boolean): Promise<Candidate | undefined> {
+  const refs = (i: PathInfo) => i.references.map((r) => r.baseName).sort().join(' ');
+  for (let rank = item.rank + 1; rank < subs.length; rank++) {
+    const info = await subs[rank]!.queryPathInfo(item.info.path).catch(() => undefined);
+    if (info && acceptable(storeDir, info, keys, requireSigs) && refs(info) === refs(item.info)) return { info, source: subs[rank]!, rank };
+  }
+  return undefined;
 }

@@ -237,6 +237,34 @@ describe('hostile caches are refused and nothing becomes valid', () => {
     }
   });
 
+  it('substitutePaths takes a path from the next substituter when its NAR from the first is corrupt, as Nix does', async () => {
+    const work = tempDir();
+    const corrupt = (d: string) => {
+      const f = join(d, vec('xz', SIMPLE).nar_file);
+      const b = readFileSync(f);
+      b[b.length - 20] = b[b.length - 20]! ^ 1;
+      writeFileSync(f, b);
+    };
+    writeVectorCache(join(work, 'bad'), 'xz');
+    corrupt(join(work, 'bad'));
+    writeVectorCache(join(work, 'good'), 'zstd');
+    const bad = await openStore(`file://${join(work, 'bad')}`);
+    const good = await openStore(`file://${join(work, 'good')}`);
+    const local = await openStore(join(work, 'local'));
+    const alone = await openStore(join(work, 'alone'));
+    try {
+      const r = await substitutePaths(local, [bad, good], [dir.parse(DEPENDENT)], { trustedPublicKeys: [PUBLIC_KEY] });
+      expect(r.substituted.map((p) => p.name)).toEqual(['simple', 'dependent']);
+      expect(r.missing).toEqual([]);
+      expect((await local.queryAllValidPaths()).map((p) => p.name).sort()).toEqual(['dependent', 'simple']);
+      // With no other substituter the failure stands and nothing of the chain becomes valid.
+      await expectRefused(substitutePaths(alone, [bad], [dir.parse(DEPENDENT)], { trustedPublicKeys: [PUBLIC_KEY] }), 'COMPRESSION_INVALID', /Cannot decompress 'xz' data/);
+      expect(await alone.queryAllValidPaths()).toEqual([]);
+    } finally {
+      for (const s of [bad, good, local, alone]) await s.close();
+    }
+  });
+
   it('a cache with another StoreDir is refused when opened', async () => {
     const work = tempDir();
     writeVectorCache(join(work, 'c'), 'xz');
