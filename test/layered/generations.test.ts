@@ -4,7 +4,7 @@
  * is still wrong (dangling rows, whiteouts over lower paths, duplicates).
  */
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import type { LocalStore } from '../../src/store/local/local-store.js';
 import { fsck } from '../../src/store/layered/fsck.js';
 import { initLayered, openLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
+import { runStrata } from '../support/cli.js';
 import { makeLower } from '../support/layered.js';
 import { isRoot } from '../support/mounts.js';
 import { runNix } from '../support/nix.js';
@@ -129,4 +130,40 @@ describe.runIf(isRoot)('changing lowers', () => {
       await store.close();
     }
   });
+
+  it('fsck names a whiteout inside a lower path (a file deleted through the merged dir), and --repair brings it back', async () => {
+    const work = tempDir();
+    const lower = await makeLower(join(work, 'lower'));
+    const tree = join(work, 'tree');
+    mkdirSync(join(tree, 'sub'), { recursive: true });
+    writeFileSync(join(tree, 'sub', 'f'), 'f\n');
+    writeFileSync(join(tree, 'g'), 'g\n');
+    const l = (await openStore(lower.root)) as LocalStore;
+    const pkg = (await l.addPath(tree, { name: 'pkg' })).path;
+    await l.close();
+    const dir = join(work, 'layered');
+    const store = await initLayered(dir, [lower.root]);
+    try {
+      expect(await store.isValidPath(pkg)).toBe(true); // a copied-up row: real Nix verifies it
+      const merged = store.realPath(pkg);
+      chmodSync(merged, 0o755);
+      chmodSync(join(merged, 'sub'), 0o755);
+      rmSync(join(merged, 'sub', 'f'));
+      chmodSync(join(merged, 'sub'), 0o555);
+      chmodSync(merged, 0o555);
+      expect(runNix('nix-store', ['--store', dir, '--verify', '--check-contents']).code).not.toBe(0);
+      const report = await fsck(store);
+      expect(report.problems).toEqual([{ kind: 'whiteout', path: store.storeDir.print(pkg), detail: "the upper layer hides 'sub/f' of the copy in lower0" }]);
+      const cli = await runStrata(['--store', `layered://${dir}`, 'fsck']);
+      expect(cli.code).toBe(1);
+      expect((await fsck(store, { repair: true })).repaired).toEqual([store.storeDir.print(pkg)]);
+      expect(readFileSync(join(merged, 'sub', 'f'), 'utf8')).toBe('f\n');
+      expect(readdirSync(join(dir, 'upper'))).not.toContain(pkg.baseName); // (real Nix made '.links')
+      const v = runNix('nix-store', ['--store', dir, '--verify', '--check-contents']);
+      expect(v.code, v.stderr).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
 });
+

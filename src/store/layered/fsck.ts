@@ -4,8 +4,8 @@
  *
  * - dangling: an upper-DB row whose files are in no layer (a new lower generation dropped it),
  *   and every upper path that refers to one;
- * - whiteout: an entry in the upper layer that hides a path a lower holds (overlayfs marks them
- *   as 0:0 character devices);
+ * - whiteout: an entry in the upper layer that hides a path a lower holds, or a file inside it
+ *   (overlayfs marks them as 0:0 character devices);
  * - duplicate: a path both in the upper layer and in a lower (harmless, costs space).
  */
 import { lstatSync, readdirSync } from 'node:fs';
@@ -29,6 +29,21 @@ export interface FsckReport {
 function isWhiteout(p: string): boolean {
   const st = lstatSync(p);
   return st.isCharacterDevice() && st.rdev === 0;
+}
+
+/**
+ * The first whiteout inside an upper-layer tree, relative to it: a file deleted through the
+ * merged dir from a lower path leaves the path's directories in the upper with a whiteout in them.
+ */
+function nestedWhiteout(p: string, rel = ''): string | undefined {
+  if (!lstatSync(p).isDirectory()) return undefined;
+  for (const e of readdirSync(p).sort()) {
+    const child = join(p, e);
+    if (isWhiteout(child)) return `${rel}${e}`;
+    const deeper = nestedWhiteout(child, `${rel}${e}/`);
+    if (deeper !== undefined) return deeper;
+  }
+  return undefined;
 }
 
 /** Finds every problem; with `repair`, fixes what it can and says what it cannot. */
@@ -59,8 +74,12 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
     }
     const lower = await store.lowerHas(path);
     if (!lower) continue;
-    if (isWhiteout(join(store.upperLayer, name))) {
+    const inUpper = join(store.upperLayer, name);
+    const hidden = isWhiteout(inUpper) ? undefined : nestedWhiteout(inUpper);
+    if (isWhiteout(inUpper)) {
       problems.push({ kind: 'whiteout', path: dir.print(path), detail: `the upper layer hides the copy in ${lower.name}` });
+    } else if (hidden !== undefined) {
+      problems.push({ kind: 'whiteout', path: dir.print(path), detail: `the upper layer hides '${hidden}' of the copy in ${lower.name}` });
     } else {
       problems.push({ kind: 'duplicate', path: dir.print(path), detail: `both the upper layer and ${lower.name} hold it` });
     }
