@@ -1,10 +1,11 @@
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { initLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
+import { runStrata } from '../support/cli.js';
 import { hashTree, makeLower } from '../support/layered.js';
 import { isRoot } from '../support/mounts.js';
 import { runNix } from '../support/nix.js';
@@ -50,4 +51,30 @@ describe.runIf(isRoot)('layered store basics (real overlayfs)', () => {
     }
     expect(hashTree(lower.root)).toBe(before);
   });
+
+  it('init refuses one lower given twice before writing anything, and a failed mount leaves nothing behind', async () => {
+    const work = tempDir();
+    const lower = await makeLower(join(work, 'lower'));
+    const dir = join(work, 'layered');
+    for (const second of [lower.root, `${lower.root}/`, `local?root=${lower.root}`]) {
+      const r = await runStrata(['init', dir, '--lower', lower.root, '--lower', second]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`error: Cannot initialise '${dir}': lowers 'lower0' and 'lower1' are the same store ('${lower.root}/nix/store')\n`);
+      expect(existsSync(dir)).toBe(false);
+    }
+    // A lower whose store dir went missing: the mount fails; init undoes what it made, and a
+    // directory that was there already keeps what it held.
+    renameSync(join(lower.root, 'nix/store'), join(work, 'moved'));
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'notes'), 'mine\n');
+    const r = await runStrata(['init', dir, '--lower', lower.root]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: Cannot mount overlay at/);
+    expect(readdirSync(dir)).toEqual(['notes']);
+    renameSync(join(work, 'moved'), join(lower.root, 'nix/store'));
+    const ok = await runStrata(['init', dir, '--lower', lower.root]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect((await runStrata(['umount', dir])).code).toBe(0);
+  });
 });
+

@@ -157,9 +157,27 @@ export async function initLayered(dir: string, lowerUris: string[], extra: { tru
   if (!opened.some((l) => l.realStoreDir)) {
     throw new StrataError('URI_INVALID', `Cannot initialise '${dir}': at least one lower must be a local store (the overlay needs a lower dir)`, { value: dir });
   }
-  for (const d of [p.upper, p.work, p.merged, p.state]) mkdirSync(d, { recursive: true });
-  writeLayeredConfig(dir, { version: 1, lowers, trustedPublicKeys: extra.trustedPublicKeys ?? [], substituters: extra.substituters ?? [] });
-  return openLayered(`layered://${dir}`, dir);
+  // overlayfs refuses a lower dir stacked twice ("conflicting lowerdir path"): say which, up front.
+  const seen = new Map<string, string>();
+  for (const l of opened) {
+    if (!l.realStoreDir) continue;
+    const first = seen.get(l.realStoreDir);
+    if (first !== undefined) throw new StrataError('URI_INVALID', `Cannot initialise '${dir}': lowers '${first}' and '${l.name}' are the same store ('${l.realStoreDir}')`, { value: l.realStoreDir });
+    seen.set(l.realStoreDir, l.name);
+  }
+  // What init creates, removed again if it fails (a mount the kernel refuses): no half-made store.
+  const made = [dir, join(dir, 'nix'), p.upper, p.work].filter((d) => !existsSync(d));
+  try {
+    for (const d of [p.upper, p.work, p.merged, p.state]) mkdirSync(d, { recursive: true });
+    writeLayeredConfig(dir, { version: 1, lowers, trustedPublicKeys: extra.trustedPublicKeys ?? [], substituters: extra.substituters ?? [] });
+    return await openLayered(`layered://${dir}`, dir);
+  } catch (e) {
+    if (!isMounted(dir)) {
+      rmSync(p.config, { force: true });
+      for (const d of made.reverse()) rmSync(d, { recursive: true, force: true });
+    }
+    throw e;
+  }
 }
 
 /** Opens real Nix's `local-overlay://` store with Nix's parameters and mount check. */
