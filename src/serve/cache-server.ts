@@ -3,8 +3,8 @@
  * (see `listen.ts` for the node:http adapter). Serves any store — local, layered — as a binary
  * cache real Nix substitutes from, and with `writable` accepts `nix copy --to http://…`.
  */
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
@@ -230,9 +230,13 @@ export class CacheServer {
         // Not offered: a listing is only ever uploaded (see #put), and clients read the NAR.
         return text(404, 'not found\n', label);
       case 'upload-nar': {
-        // Only HEAD matters here (nix copy asks whether it must upload); pending files exist.
-        const exists = this.#uploadDir !== undefined && existsSync(join(this.#uploadDir, 'nar', route.file));
-        return exists ? { status: 200, headers: { 'content-length': '0' }, route: label } : text(404, 'not found\n', label);
+        // nix copy asks (HEAD) whether it must upload; and a Nix that uploaded keeps the narinfo
+        // it wrote in its disk cache, so it fetches the NAR by this name later: the uploaded
+        // file, byte for byte (its FileHash).
+        const file = this.#uploadDir === undefined ? undefined : join(this.#uploadDir, 'nar', route.file);
+        const size = file === undefined ? undefined : await stat(file).then((st) => st.size, () => undefined);
+        if (size === undefined) return text(404, 'not found\n', label);
+        return { status: 200, headers: { 'content-type': 'application/x-nix-nar', 'content-length': String(size) }, body: createReadStream(file!), route: label };
       }
     }
   }

@@ -97,6 +97,38 @@ describe.skipIf(!haveNix())('real Nix 2.8 substitutes from strata serve', () => 
     }
   });
 
+  it('a Nix that uploaded with nix copy --to http:// substitutes back through the narinfo it remembers (the uploaded NAR file is served)', async () => {
+    const work = tempDir();
+    const src = await filledStore(work);
+    const reader = new CacheServer(src, { compression: 'none' });
+    const lr = await listen(reader, { host: '127.0.0.1', port: 0 });
+    const nixStore = join(work, 'nixstore');
+    try {
+      const r = await nixAsync('nix-store', ['--store', nixStore, '-r', DEPENDENT, '--option', 'substituters', lr.url, '--option', 'trusted-public-keys', PUBLIC_KEY]);
+      expect(r.code).toBe(0);
+    } finally {
+      await lr.close();
+      await src.close();
+    }
+    const target = await openStore(join(work, 'target'));
+    const server = new CacheServer(target, { writable: true });
+    const l = await listen(server, { host: '127.0.0.1', port: 0 });
+    // One narinfo disk cache for both runs, as one user's.
+    const env = { XDG_CACHE_HOME: join(work, 'xdg') };
+    try {
+      const up = await nixAsync('nix', ['copy', '--store', nixStore, '--to', `${l.url}?compression=xz`, DEPENDENT], env);
+      expect(up.code).toBe(0);
+      const down = await nixAsync('nix-store', ['--store', join(work, 'back'), '-r', DEPENDENT, '--option', 'substituters', l.url, '--option', 'trusted-public-keys', PUBLIC_KEY], env);
+      expect(down.stderr).not.toMatch(/error/);
+      expect(down.code).toBe(0);
+      expect(existsSync(join(work, 'back', SIMPLE.slice(1)))).toBe(true);
+    } finally {
+      await l.close();
+      await server.close();
+      await target.close();
+    }
+  });
+
   it('nix copy --to http:// uploads into a --writable strata serve, verified into its store', async () => {
     const work = tempDir();
     // Real Nix's own chroot store holding the closure, fetched from a strata server.
