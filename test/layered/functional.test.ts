@@ -15,7 +15,7 @@ import { encodeNar } from '../../src/core/nar/writer.js';
 import type { StorePath } from '../../src/core/store-path.js';
 import type { LocalStore } from '../../src/store/local/local-store.js';
 import type { LayeredStore } from '../../src/store/layered/layered-store.js';
-import { initLayered, openLayered } from '../../src/store/layered/open-layered.js';
+import { initLayered, type MountState, openLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
 import { runStrata, strataOk } from '../support/cli.js';
 import { hashTree, makeLower, type LowerFixture } from '../support/layered.js';
@@ -199,6 +199,30 @@ describe.runIf(isRoot)('layered store: real Nix functional scenarios', () => {
     } finally {
       await s.close();
     }
+  });
+
+  it('stale-file-handle after a crash: a remount owed by a killed process is made at the next open', async () => {
+    const { dir, lowers, store } = await setup();
+    const dup = await store.addText('dup', 'duplicated\n', []);
+    await store.close();
+    await addToLower(lowers[0]!.root, 'dup', 'duplicated\n');
+    const s = await openLayered(`layered://${dir}`, dir);
+    const merged = s.realPath(dup.path);
+    expect(readFileSync(merged, 'utf8')).toBe('duplicated\n'); // the overlay caches the upper copy
+    // As a GC killed between deleting the upper copy and remounting: the files go, no remount.
+    s.deleteObjectFiles(dup.path);
+    await s.close();
+    const states: MountState[] = [];
+    const again = await openLayered(`layered://${dir}`, dir, { onMount: (m) => states.push(m) });
+    try {
+      expect(states.map((m) => [m.action, m.reason])).toEqual([['remounted', 'a deletion from the upper layer was not followed by a remount']]);
+      expect(lstatSync(merged).ino).toBe(lstatSync(join(lowers[0]!.root, 'nix/store', dup.path.baseName)).ino);
+    } finally {
+      await again.close();
+    }
+    const third: MountState[] = [];
+    await (await openLayered(`layered://${dir}`, dir, { onMount: (m) => third.push(m) })).close();
+    expect(third.map((m) => m.action)).toEqual(['none']);
   });
 
   it('gc: a rooted path survives; without the root GC empties the upper layer', async () => {

@@ -34,6 +34,8 @@ export function layeredPaths(dir: string) {
     merged: join(dir, 'nix', 'store'),
     state: join(dir, 'nix', 'var', 'nix'),
     log: join(dir, 'nix', 'var', 'log', 'nix'),
+    /** Exists while a deletion straight from the upper layer still owes a remount. */
+    remountMarker: join(dir, 'nix', 'var', 'nix', 'strata-remount-needed'),
     upper: join(dir, 'upper'),
     work: join(dir, 'work'),
   };

@@ -88,16 +88,14 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
   const report: FsckReport = { problems, repaired: [], unrepaired: [] };
   if (!options.repair) return report;
   const { removeTree } = await import('../../fs/remove-tree.js');
-  let remount = false;
   for (const p of problems) {
     if (p.kind === 'whiteout' || p.kind === 'duplicate') {
       // Removing the upper entry lets the lower copy show through again.
+      store.requestRemount();
       removeTree(join(store.upperLayer, dir.parse(p.path).baseName));
       report.repaired.push(p.path);
-      remount = true;
     }
   }
-  if (remount) store.requestRemount();
   for (const d of dangling) {
     // Nothing in reach holds it: a substituter could (see strata.json "substituters").
     const fetched = await store.fetchFromSubstituters(d);

@@ -13,7 +13,7 @@
  *   merged dir; never a byte or a lock in a lower;
  * - deleting: per layer (see `deleteObjectFiles`), GC follows upper-DB referrers only.
  */
-import { existsSync, lstatSync, readdirSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -51,6 +51,8 @@ export interface LayeredOptions {
   upperLayer: string;
   /** Called after strata deleted straight from the upper layer (resets overlayfs caches). */
   remount: () => void;
+  /** A file that exists while a remount is owed (strata's managed mounts honour it when opening). */
+  remountMarker?: string | undefined;
   /** Keys trusted for paths fetched from binary-cache lowers (strata.json `trustedPublicKeys`). */
   trustedPublicKeys?: string[] | undefined;
   /** Refuse unsigned paths from binary-cache lowers (default true). */
@@ -439,8 +441,8 @@ export class LayeredStore implements LocalFsStore {
     if (!lexists(inUpper)) return 0;
     const freed = treeSize(inUpper);
     if (this.localLowerHas(path)) {
+      this.requestRemount();
       removeTree(inUpper);
-      this.remountNeeded = true;
     } else {
       removeTree(this.upper.realPath(path));
     }
@@ -462,8 +464,13 @@ export class LayeredStore implements LocalFsStore {
     return [...names];
   }
 
-  /** Asks for a remount at the next `remountIfNecessary` (after editing the upper layer directly). */
+  /**
+   * Asks for a remount at the next `remountIfNecessary`; call it *before* editing the upper layer
+   * directly. With a `remountMarker`, the request is also written down, so a process killed
+   * before it remounts leaves it for the next open (stale overlay dentries otherwise stay).
+   */
   requestRemount(): void {
+    if (!this.remountNeeded && this.options.remountMarker) writeFileSync(this.options.remountMarker, '');
     this.remountNeeded = true;
   }
 
@@ -482,6 +489,7 @@ export class LayeredStore implements LocalFsStore {
     if (!this.remountNeeded) return;
     this.remountNeeded = false;
     this.options.remount();
+    if (this.options.remountMarker) rmSync(this.options.remountMarker, { force: true });
   }
 
   async deletePaths(paths: StorePath[]): Promise<GcResult> {
@@ -521,9 +529,9 @@ export class LayeredStore implements LocalFsStore {
       if (!this.localLowerHas(path)) continue;
       const inUpper = join(this.options.upperLayer, name);
       bytesSaved += treeSize(inUpper);
+      this.requestRemount();
       removeTree(inUpper);
       filesLinked++;
-      this.remountNeeded = true;
     }
     this.remountIfNecessary();
     return { filesLinked, bytesSaved };

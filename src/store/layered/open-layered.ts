@@ -69,11 +69,12 @@ export async function ensureMounted(dir: string, lowers: Lower[], upper: LocalSt
     }
   }
   const problem = mountProblem(layout);
+  const owed = existsSync(p.remountMarker) ? 'a deletion from the upper layer was not followed by a remount' : undefined;
   const state: MountState = { layout, action: 'none', rescued: [], lost: [] };
   if (problem === 'it is not mounted') {
     mountOverlay(layout);
     state.action = 'mounted';
-  } else if (problem !== undefined || changed.length > 0 || options.force) {
+  } else if (problem !== undefined || changed.length > 0 || owed !== undefined || options.force) {
     const rescueDir = join(dir, 'rescue');
     const moves = await rescueDropped(upper, lowers, p.upper, rescueDir, state);
     unmountOverlay(layout.mergedDir);
@@ -81,8 +82,10 @@ export async function ensureMounted(dir: string, lowers: Lower[], upper: LocalSt
     rmSync(rescueDir, { recursive: true, force: true });
     mountOverlay(layout);
     state.action = 'remounted';
-    state.reason = problem ?? (changed.length > 0 ? changed.join('; ') : 'asked for');
+    state.reason = problem ?? (changed.length > 0 ? changed.join('; ') : (owed ?? 'asked for'));
   }
+  // Any fresh mount has fresh dentries: nothing is owed any more.
+  if (state.action !== 'none') rmSync(p.remountMarker, { force: true });
   if (changed.length > 0) writeLayeredConfig(dir, config);
   return state;
 }
@@ -128,7 +131,7 @@ export async function openLayered(uri: string, dir: string, options: { mount?: b
       options.onMount?.(state);
     }
     const layout = layoutOf(dir, lowers);
-    return new LayeredStore(uri, upper, lowers, { upperLayer: p.upper, remount: () => remountOverlay(layout), substituters: config.substituters, trustedPublicKeys: config.trustedPublicKeys });
+    return new LayeredStore(uri, upper, lowers, { upperLayer: p.upper, remount: () => remountOverlay(layout), remountMarker: p.remountMarker, substituters: config.substituters, trustedPublicKeys: config.trustedPublicKeys });
   } catch (e) {
     await upper?.close();
     for (const l of lowers) await l.store.close();
