@@ -38,7 +38,7 @@ export interface CacheInfo {
   storeDir?: string | undefined;
   /** Whether clients may query many paths at once (`WantMassQuery: 1`). */
   wantMassQuery?: boolean | undefined;
-  /** Lower is preferred (cache.nixos.org says 40, Nix's default is 50). */
+  /** Lower is preferred (cache.nixos.org says 40; absent, Nix 2.8 uses 0). */
   priority?: number | undefined;
 }
 

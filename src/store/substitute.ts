@@ -29,9 +29,10 @@ export interface SubstituteOptions {
   onProgress?: ((p: CopyProgress) => void) | undefined;
 }
 
+/** A substituter's priority, lower first; 0 when it has none, as Nix's store setting defaults. */
 function priorityOf(s: Store): number {
   const p = (s as Partial<{ priority: number }>).priority;
-  return typeof p === 'number' ? p : 50;
+  return typeof p === 'number' ? p : 0;
 }
 
 /**

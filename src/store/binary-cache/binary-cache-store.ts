@@ -214,9 +214,12 @@ export class BinaryCacheStore implements Store {
     return new BinaryCacheStore(uri, transport, info, text !== undefined, closure, nars, options);
   }
 
-  /** Lower is preferred; Nix's default is 50. */
+  /**
+   * Lower is preferred. Nix 2.8's default is 0 (its store setting), so a cache that names no
+   * Priority (what `nix copy --to file://` writes) comes before cache.nixos.org's 40.
+   */
   get priority(): number {
-    return this.cacheInfo.priority ?? 50;
+    return this.cacheInfo.priority ?? 0;
   }
 
   // ---------------------------------------------------------------------------------------------
