@@ -102,7 +102,8 @@ export async function buildDerivation(
       cores: options.cores,
     });
     for (const f of files) {
-      writeFileSync(join(buildDir, f.name), f.contents, { mode: 0o600 });
+      // As Nix writes them: mode 0666 less its umask (0022).
+      writeFileSync(join(buildDir, f.name), f.contents, { mode: 0o644 });
       written.push(f.name);
     }
 

@@ -82,6 +82,8 @@ export function builderEnvironment(
   env.set('TERM', 'xterm-256color');
 
   if (isFixedOutput(drv)) {
+    // Nix tells fixed-output builders it checks their output (old fetchurl skips its own check).
+    env.set('NIX_OUTPUT_CHECKED', '1');
     // Fixed-output builds may see the network and chosen host variables (e.g. proxies); their
     // result is checked against the declared hash anyway.
     const host = options.hostEnv ?? process.env;

@@ -80,6 +80,44 @@ describe.skipIf(!isRoot)('realise: builder environment', () => {
     }
   });
 
+  it('a fixed-output builder also gets NIX_OUTPUT_CHECKED=1 and its impureEnvVars; passAsFile files are 0644', async () => {
+    // Seen with real Nix 2.8 (sandbox off): `NIX_OUTPUT_CHECKED=1` for fixed-output builds only,
+    // each impureEnvVars name with the host's value or empty, `.attr-*` files mode 0644.
+    const root = tempDir();
+    const store = await openChroot(root);
+    const old = process.env['STRATA_TEST_PROXY'];
+    process.env['STRATA_TEST_PROXY'] = 'http://proxy:3128';
+    try {
+      const drv = await addShDrv(
+        store,
+        'fod-env',
+        '/usr/bin/env; /usr/bin/stat -c "mode=%a" "$pPath"; printf hello > $out',
+        {
+          env: {
+            impureEnvVars: 'STRATA_TEST_PROXY STRATA_TEST_UNSET',
+            passAsFile: 'p',
+            p: 'x',
+          },
+          fixed: {
+            hashAlgo: 'sha256',
+            hash: '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824',
+          },
+        },
+      );
+      await realiseOrThrow(store, [drv]);
+      const log = execFileSync('bzip2', ['-dc', buildLogPath(store.logDir, drv)]).toString();
+      const lines = log.split('\n');
+      expect(lines).toContain('NIX_OUTPUT_CHECKED=1');
+      expect(lines).toContain('STRATA_TEST_PROXY=http://proxy:3128');
+      expect(lines).toContain('STRATA_TEST_UNSET=');
+      expect(lines).toContain('mode=644');
+    } finally {
+      if (old === undefined) delete process.env['STRATA_TEST_PROXY'];
+      else process.env['STRATA_TEST_PROXY'] = old;
+      await store.close();
+    }
+  });
+
   it('`strata realise -v` streams the builder output as it comes', async () => {
     ensureBuilt();
     const root = tempDir();
