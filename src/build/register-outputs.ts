@@ -18,6 +18,7 @@ import { removeTree } from '../fs/remove-tree.js';
 import { StagingDir } from '../store/local/staging.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import { canonicaliseOutput } from './canonicalise.js';
+import { checkOutputReferences, legacyOutputChecks } from './output-checks.js';
 import { lexists } from '../fs/exists.js';
 
 /** One build's outputs, as found after the builder ran. */
@@ -65,7 +66,8 @@ async function scanOutput(
 
 /**
  * Checks the built outputs and computes their path infos (nothing is moved yet). Throws
- * `BUILD_WROTE_OUTSIDE`, `OUTPUT_MISSING`, `OUTPUT_INVALID` or `HASH_MISMATCH`.
+ * `BUILD_WROTE_OUTSIDE`, `OUTPUT_MISSING`, `OUTPUT_INVALID`, `HASH_MISMATCH` or
+ * `REFERENCE_NOT_ALLOWED`.
  *
  * @example const infos = await checkOutputs(store, built);
  */
@@ -123,6 +125,8 @@ export async function checkOutputs(store: LocalFsStore, b: BuiltOutputs): Promis
       ca,
     });
   }
+  const checks = legacyOutputChecks(b.drv);
+  await checkOutputReferences(store, b.drvPath, b.outputs, infos, () => checks);
   return infos;
 }
 

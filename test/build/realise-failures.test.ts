@@ -7,7 +7,7 @@ import { join } from 'node:path';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { BuildFailure, realise } from '../../src/build/index.js';
+import { BuildFailure, realise, realiseOrThrow } from '../../src/build/index.js';
 import { isStrataError } from '../../src/core/error.js';
 import { Hash } from '../../src/core/hash.js';
 import type { StorePath } from '../../src/core/store-path.js';
@@ -123,6 +123,70 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
     expect(e.message).toContain(
       `specified ${want.toSri()} (${want.toString('nix32')}), got ${got.toSri()} (${got.toString('nix32')})`,
     );
+  });
+
+  /** `dep` (no references) and `dep2` (refers to dep), built; the input map of a user of dep2 and dep. */
+  async function twoDeps(): Promise<{ dep: string; dep2: string; inputDrvs: Map<string, string[]> }> {
+    const depDrv = await addShDrv(store, 'dep', 'echo dep > $out');
+    const [d] = await realiseOrThrow(store, [depDrv]);
+    const dep = store.storeDir.print(d!.get('out')!);
+    const dep2Drv = await addShDrv(store, 'dep2', `echo ${dep} > $out`, {
+      inputDrvs: new Map([[depDrv.baseName, ['out']]]),
+    });
+    const [d2] = await realiseOrThrow(store, [dep2Drv]);
+    const dep2 = store.storeDir.print(d2!.get('out')!);
+    const inputDrvs = new Map([
+      [depDrv.baseName, ['out']],
+      [dep2Drv.baseName, ['out']],
+    ]);
+    return { dep, dep2, inputDrvs };
+  }
+
+  // Real Nix 2.8 refuses each of these with "output '…' is not allowed to refer to the
+  // following paths: …dep" and registers nothing.
+  it.each([
+    ['allowedReferences', 'echo $dep > $out', (_dep: string, dep2: string) => dep2],
+    ['allowedRequisites', 'echo $dep2 > $out', (_dep: string, dep2: string) => `${dep2} out`],
+    ['disallowedReferences', 'echo $dep > $out', (dep: string) => dep],
+    ['disallowedRequisites', 'echo $dep2 > $out', (dep: string) => dep],
+  ])('an output breaking %s gives REFERENCE_NOT_ALLOWED naming the path', async (attr, script, spec) => {
+    const { dep, dep2, inputDrvs } = await twoDeps();
+    const drv = await addShDrv(store, 'restricted', script, {
+      inputDrvs,
+      env: { dep, dep2, [attr]: spec(dep, dep2) },
+    });
+    const e = await failOf(drv);
+    expect(isStrataError(e, 'REFERENCE_NOT_ALLOWED'), String(e)).toBe(true);
+    expect(e.message).toMatch(
+      new RegExp(`-restricted': it is not allowed to refer to '${dep}' \\(${attr}\\)$`),
+    );
+  });
+
+  it('outputs within their allowed references and requisites (self and sibling outputs by name) are registered', async () => {
+    const { dep, dep2, inputDrvs } = await twoDeps();
+    const drv = await addShDrv(store, 'within', 'echo $dep2 $out $dev > $out; echo x > $dev', {
+      inputDrvs,
+      outputs: ['out', 'dev'],
+      env: {
+        dep2,
+        allowedReferences: `${dep2} out dev`,
+        // The output itself need not be listed: Nix ignores self-references here.
+        allowedRequisites: `${dep2} ${dep} dev`,
+        disallowedReferences: dep,
+        disallowedRequisites: '',
+      },
+    });
+    const [outs] = await realiseOrThrow(store, [drv]);
+    expect(await store.isValidPath(outs!.get('out')!)).toBe(true);
+  });
+
+  it('a restriction naming neither a store path nor an output is refused', async () => {
+    const drv = await addShDrv(store, 'badspec', 'echo > $out', {
+      env: { allowedReferences: 'nonsense' },
+    });
+    const e = await failOf(drv);
+    expect(isStrataError(e, 'DRV_INVALID'), String(e)).toBe(true);
+    expect(e.message).toContain("'allowedReferences' holds 'nonsense'");
   });
 
   it('a flat fixed output that is a directory is refused', async () => {

@@ -1,0 +1,116 @@
+/**
+ * The reference restrictions a derivation may put on its outputs (Nix 2.8's `checkOutputs`):
+ * `allowedReferences`, `allowedRequisites`, `disallowedReferences` and `disallowedRequisites`,
+ * each a whitespace-separated list of store paths or names of the derivation's own outputs.
+ * A violation fails the build before anything is registered, as in Nix.
+ */
+import { StrataError } from '../core/error.js';
+import type { Derivation } from '../core/derivation/index.js';
+import { type StorePath, sortStorePaths } from '../core/store-path.js';
+import type { LocalFsStore, PathInfo } from '../store/store.js';
+
+/** The restrictions on one output; an absent list means no restriction. */
+export interface OutputChecks {
+  allowedReferences?: string[] | undefined;
+  allowedRequisites?: string[] | undefined;
+  disallowedReferences?: string[] | undefined;
+  disallowedRequisites?: string[] | undefined;
+  /** Nix ignores an output's self-reference in the requisite checks of plain derivations. */
+  ignoreSelfRefs: boolean;
+}
+
+/** The checks of a derivation without structured attributes: the same for every output. */
+export function legacyOutputChecks(drv: Derivation): OutputChecks {
+  const list = (k: string): string[] | undefined => {
+    const v = drv.env.get(k);
+    return v === undefined ? undefined : v.split(/\s+/).filter((s) => s !== '');
+  };
+  return {
+    allowedReferences: list('allowedReferences'),
+    allowedRequisites: list('allowedRequisites'),
+    disallowedReferences: list('disallowedReferences'),
+    disallowedRequisites: list('disallowedRequisites'),
+    ignoreSelfRefs: true,
+  };
+}
+
+/**
+ * Checks the freshly built outputs (`infos`, not registered yet) against their restrictions.
+ * Throws `REFERENCE_NOT_ALLOWED` naming the offending paths, or `DRV_INVALID` for a specifier
+ * that is neither a store path nor an output name.
+ */
+export async function checkOutputReferences(
+  store: LocalFsStore,
+  drvPath: StorePath,
+  outputs: Map<string, StorePath>,
+  infos: PathInfo[],
+  checksOf: (outputName: string) => OutputChecks | undefined,
+): Promise<void> {
+  const dir = store.storeDir;
+  const fresh = new Map(infos.map((i) => [i.path.baseName, i]));
+
+  /** The closure of an output; its sibling outputs are not valid yet, so their new infos count. */
+  const closure = async (start: StorePath): Promise<Map<string, StorePath>> => {
+    const done = new Map<string, StorePath>();
+    const queue = [start];
+    while (queue.length > 0) {
+      const p = queue.shift()!;
+      if (done.has(p.baseName)) continue;
+      done.set(p.baseName, p);
+      const info = fresh.get(p.baseName) ?? (await store.queryPathInfo(p));
+      if (info === undefined) {
+        throw new StrataError(
+          'PATH_NOT_VALID',
+          `Cannot check the references of '${dir.print(start)}': '${dir.print(p)}' is not valid`,
+          { value: dir.print(p) },
+        );
+      }
+      queue.push(...info.references);
+    }
+    return done;
+  };
+
+  for (const [outputName, path] of outputs) {
+    const info = fresh.get(path.baseName);
+    if (info === undefined) continue; // Valid before this build: checked when it was built.
+    const checks = checksOf(outputName);
+    if (checks === undefined) continue;
+    const check = async (
+      spec: string[] | undefined,
+      allowed: boolean,
+      recursive: boolean,
+      attr: string,
+    ): Promise<void> => {
+      if (spec === undefined) return;
+      const specSet = new Set<string>();
+      for (const s of spec) {
+        if (dir.isStorePath(s)) specSet.add(dir.parse(s).baseName);
+        else if (outputs.has(s)) specSet.add(outputs.get(s)!.baseName);
+        else {
+          throw new StrataError(
+            'DRV_INVALID',
+            `Cannot build '${dir.print(drvPath)}': '${attr}' holds '${s}', neither a store path nor an output name`,
+            { value: s },
+          );
+        }
+      }
+      const used = recursive
+        ? await closure(path)
+        : new Map(info.references.map((r) => [r.baseName, r]));
+      if (recursive && checks.ignoreSelfRefs) used.delete(path.baseName);
+      const bad = sortStorePaths([...used.values()].filter((u) => specSet.has(u.baseName) !== allowed));
+      if (bad.length > 0) {
+        throw new StrataError(
+          'REFERENCE_NOT_ALLOWED',
+          `Cannot register '${dir.print(path)}': it is not allowed to refer to ${bad.map((b) => `'${dir.print(b)}'`).join(', ')} (${attr})`,
+          { value: dir.print(path) },
+        );
+      }
+    };
+    // Nix's order: the first violated restriction is the one reported.
+    await check(checks.allowedReferences, true, false, 'allowedReferences');
+    await check(checks.allowedRequisites, true, true, 'allowedRequisites');
+    await check(checks.disallowedReferences, false, false, 'disallowedReferences');
+    await check(checks.disallowedRequisites, false, true, 'disallowedRequisites');
+  }
+}
