@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 
 import type { LocalStore } from '../../src/store/local/local-store.js';
 import { fsck } from '../../src/store/layered/fsck.js';
-import { initLayered, openLayered } from '../../src/store/layered/open-layered.js';
+import { initLayered, type MountState, openLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
 import { runStrata } from '../support/cli.js';
 import { makeLower } from '../support/layered.js';
@@ -72,6 +72,53 @@ describe.runIf(isRoot)('changing lowers', () => {
     }
     const v = runNix('nix-store', ['--store', dir, '--verify', '--check-contents']);
     expect(v.code, v.stderr).toBe(0);
+  });
+
+  it('a switch of generations killed midway: finished rescue copies are used as they are, before or after the unmount', async () => {
+    const work = tempDir();
+    const gen1 = await makeLower(join(work, 'gen1'));
+    const tree = join(work, 'tree');
+    mkdirSync(join(tree, 'bin'), { recursive: true });
+    writeFileSync(join(tree, 'bin', 'tool'), 'tool\n');
+    const g1 = (await openStore(gen1.root)) as LocalStore;
+    const pkg = (await g1.addPath(tree, { name: 'pkg' })).path;
+    await g1.close();
+    setGeneration(gen1.root, 'gen-1');
+    const gen2 = await makeLower(join(work, 'gen2'), 'two');
+    setGeneration(gen2.root, 'gen-2');
+    const bigdisk = join(work, 'bigdisk');
+    mkdirSync(bigdisk);
+    bindMount(gen1.root, bigdisk);
+    // Two users over the same disk, each relying on `pkg`, which generation 2 drops.
+    const dirs = ['before-unmount', 'after-unmount'].map((n) => join(work, n));
+    for (const dir of dirs) {
+      const s = await initLayered(dir, [bigdisk]);
+      await s.addText('mine', `uses ${s.storeDir.print(pkg)}`, [pkg]);
+      await s.close();
+    }
+    bindMount(gen2.root, bigdisk);
+    // Killed after copying `pkg` out of the old mount (which still shows generation 1) ...
+    for (const dir of dirs) {
+      mkdirSync(join(dir, 'rescue'));
+      spawnSync('cp', ['-a', join(dir, 'nix/store', pkg.baseName), join(dir, 'rescue', pkg.baseName)]);
+      mkdirSync(join(dir, 'rescue', `.part-${gen1.paths.dummy.baseName}`)); // an unfinished copy
+    }
+    // ... and, for the second user, also after unmounting it.
+    expect(spawnSync('umount', [join(dirs[1]!, 'nix/store')]).status).toBe(0);
+    for (const dir of dirs) {
+      const states: MountState[] = [];
+      const s = await openLayered(`layered://${dir}`, dir, { onMount: (m) => states.push(m) });
+      try {
+        expect(states[0]!.rescued).toEqual([s.storeDir.print(pkg)]);
+        expect(existsSync(join(dir, 'rescue'))).toBe(false);
+        expect(readFileSync(join(s.realPath(pkg), 'bin', 'tool'), 'utf8')).toBe('tool\n');
+        expect((await fsck(s)).problems).toEqual([]);
+      } finally {
+        await s.close();
+      }
+      const v = runNix('nix-store', ['--store', dir, '--verify', '--check-contents']);
+      expect(v.code, v.stderr).toBe(0);
+    }
   });
 
   it('fsck names dangling rows, their referrers, whiteouts and duplicates; --repair fixes what it can', async () => {

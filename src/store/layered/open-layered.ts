@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path';
 
 import { StrataError } from '../../core/error.js';
+import { lexists } from '../../fs/exists.js';
 import { localStoreConfig, localStoreConfigOf } from '../local/config.js';
 import { LocalStore } from '../local/local-store.js';
 import { boolParam, parseStoreUri } from '../uri.js';
@@ -69,13 +70,22 @@ export async function ensureMounted(dir: string, lowers: Lower[], upper: LocalSt
     }
   }
   const problem = mountProblem(layout);
-  const owed = existsSync(p.remountMarker) ? 'a deletion from the upper layer was not followed by a remount' : undefined;
+  const rescueDir = join(dir, 'rescue');
   const state: MountState = { layout, action: 'none', rescued: [], lost: [] };
+  if (problem === 'it is not mounted' && existsSync(rescueDir)) {
+    // A switch killed after unmounting: its rescued copies are complete (`rescueDropped`), and
+    // the old generation they came from is gone: they go into the upper now, or never.
+    for (const name of completeRescues(rescueDir)) {
+      if (!lexists(join(p.upper, name))) renameSync(join(rescueDir, name), join(p.upper, name));
+      state.rescued.push(`${upper.storeDir.path}/${name}`);
+    }
+    rmSync(rescueDir, { recursive: true, force: true });
+  }
+  const owed = existsSync(p.remountMarker) ? 'a deletion from the upper layer was not followed by a remount' : undefined;
   if (problem === 'it is not mounted') {
     mountOverlay(layout);
     state.action = 'mounted';
   } else if (problem !== undefined || changed.length > 0 || owed !== undefined || options.force) {
-    const rescueDir = join(dir, 'rescue');
     const moves = await rescueDropped(upper, lowers, p.upper, rescueDir, state);
     unmountOverlay(layout.mergedDir);
     for (const name of moves) renameSync(join(rescueDir, name), join(p.upper, name));
@@ -90,25 +100,40 @@ export async function ensureMounted(dir: string, lowers: Lower[], upper: LocalSt
   return state;
 }
 
-/** Copies out of the old mount the upper DB's paths that no (new) layer holds any more. */
+/** Names of the finished copies in a rescue dir (a copy is made as `.part-NAME`, then renamed). */
+function completeRescues(rescueDir: string): string[] {
+  return readdirSync(rescueDir).filter((n) => !n.startsWith('.part-'));
+}
+
+/**
+ * Copies out of the old mount the upper DB's paths that no (new) layer holds any more. Each copy
+ * is made under a temporary name and renamed when whole, so a switch killed meanwhile leaves
+ * either finished copies (used as they are next time) or parts (made again).
+ */
 async function rescueDropped(upper: LocalStore, lowers: Lower[], upperDir: string, rescueDir: string, state: MountState): Promise<string[]> {
   const moves: string[] = [];
   const upperNames = new Set(readdirSync(upperDir));
+  const done = new Set(existsSync(rescueDir) ? completeRescues(rescueDir) : []);
   for (const path of await upper.queryAllValidPaths()) {
     if (upperNames.has(path.baseName)) continue;
     let held = false;
     for (const l of lowers) if (await l.store.isValidPath(path)) held = true;
     if (held) continue;
     const old = upper.realPath(path);
-    if (!existsSync(old)) {
-      state.lost.push(upper.storeDir.print(path));
-      continue;
-    }
-    mkdirSync(rescueDir, { recursive: true });
-    const r = spawnSync('cp', ['-a', old, join(rescueDir, path.baseName)]);
-    if (r.status !== 0) {
-      state.lost.push(upper.storeDir.print(path));
-      continue;
+    if (!done.has(path.baseName)) {
+      if (!existsSync(old)) {
+        state.lost.push(upper.storeDir.print(path));
+        continue;
+      }
+      mkdirSync(rescueDir, { recursive: true });
+      const part = join(rescueDir, `.part-${path.baseName}`);
+      rmSync(part, { recursive: true, force: true });
+      const r = spawnSync('cp', ['-a', old, part]);
+      if (r.status !== 0) {
+        state.lost.push(upper.storeDir.print(path));
+        continue;
+      }
+      renameSync(part, join(rescueDir, path.baseName));
     }
     moves.push(path.baseName);
     state.rescued.push(upper.storeDir.print(path));
