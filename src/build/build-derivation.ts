@@ -13,6 +13,7 @@ import { removeTree } from '../fs/remove-tree.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import { type Isolation, runBuilder } from './builder.js';
 import { builderEnvironment } from './environment.js';
+import { exportReferencesGraph } from './export-references.js';
 import { BuildLog } from './logs.js';
 import type { BuildNamespace } from './namespace.js';
 import { checkOutputs, publishOutputs } from './register-outputs.js';
@@ -93,7 +94,7 @@ export async function buildDerivation(
   let scratch: string | undefined;
   /** What this build may have left in a shared upper (or in the store, without isolation). */
   const inUpper: string[] = [];
-  /** Files strata itself wrote into the build dir (`passAsFile`, structured attrs). */
+  /** Files strata itself wrote into the build dir (`passAsFile`, `exportReferencesGraph`). */
   const written: string[] = [];
   try {
     const { env, files } = builderEnvironment(req.drv, {
@@ -101,6 +102,7 @@ export async function buildDerivation(
       buildDir,
       cores: options.cores,
     });
+    files.push(...(await exportReferencesGraph(store, req.drvPath, req.drv, req.inputClosure)));
     for (const f of files) {
       // As Nix writes them: mode 0666 less its umask (0022).
       writeFileSync(join(buildDir, f.name), f.contents, { mode: 0o644 });

@@ -8,7 +8,7 @@ import { dirname } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { buildLogPath, realiseOrThrow } from '../../src/build/index.js';
+import { buildLogPath, realise, realiseOrThrow } from '../../src/build/index.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { haveNix, runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
@@ -114,6 +114,50 @@ describe.skipIf(!isRoot)('realise: builder environment', () => {
     } finally {
       if (old === undefined) delete process.env['STRATA_TEST_PROXY'];
       else process.env['STRATA_TEST_PROXY'] = old;
+      await store.close();
+    }
+  });
+
+  it('exportReferencesGraph writes each closure into the build dir as Nix 2.8 does', async () => {
+    const root = tempDir();
+    const store = await openChroot(root);
+    try {
+      const depDrv = await addShDrv(store, 'dep', 'echo dep > $out');
+      const [d] = await realiseOrThrow(store, [depDrv]);
+      const dep = store.storeDir.print(d!.get('out')!);
+      const dep2Drv = await addShDrv(store, 'dep2', `echo ${dep} > $out`, {
+        inputDrvs: new Map([[depDrv.baseName, ['out']]]),
+      });
+      const [d2] = await realiseOrThrow(store, [dep2Drv]);
+      const dep2 = store.storeDir.print(d2!.get('out')!);
+      const drv = await addShDrv(store, 'erg', '/bin/mkdir $out; /bin/cp graph g2 $out/; /usr/bin/stat -c %a graph > $out/mode', {
+        inputDrvs: new Map([
+          [depDrv.baseName, ['out']],
+          [dep2Drv.baseName, ['out']],
+        ]),
+        // A path inside a store object names the object, as in Nix.
+        env: { exportReferencesGraph: `graph ${dep2} g2 ${dep}/x` },
+      });
+      const [o] = await realiseOrThrow(store, [drv]);
+      const out = store.realPath(o!.get('out')!);
+      // What real Nix 2.8 wrote for the same pair: paths sorted, derivers empty.
+      const [first, second] = [dep, dep2].sort((a, b) => (a < b ? -1 : 1));
+      const entry = (p: string): string => (p === dep ? `${dep}\n\n0\n` : `${dep2}\n\n1\n${dep}\n`);
+      expect(readFileSync(`${out}/graph`, 'utf8')).toBe(entry(first!) + entry(second!));
+      expect(readFileSync(`${out}/g2`, 'utf8')).toBe(`${dep}\n\n0\n`);
+      expect(readFileSync(`${out}/mode`, 'utf8')).toBe('644\n');
+
+      const outside = await addShDrv(store, 'erg-outside', 'echo > $out', {
+        env: { exportReferencesGraph: `graph ${dep}` },
+      });
+      const [r] = await realise(store, [outside]);
+      expect(r!.error?.message).toContain(`cannot export the references of '${dep}', which is not in its input closure`);
+      const odd = await addShDrv(store, 'erg-odd', 'echo > $out', {
+        env: { exportReferencesGraph: 'graph' },
+      });
+      const [r2] = await realise(store, [odd]);
+      expect(r2!.error?.message).toContain("'exportReferencesGraph' has an odd number of words");
+    } finally {
       await store.close();
     }
   });
