@@ -112,6 +112,27 @@ describe.runIf(haveNix)('the profile\'s GC root', () => {
   });
 });
 
+describe.runIf(isRoot)('strata env over local-overlay://', () => {
+  it('answers the second run from the cache although the lower is opened read-write', async () => {
+    const work = tempDir();
+    const lower = join(work, 'lower');
+    await makePackageLower(lower, LOWER);
+    // No published generation (a lower real Nix made): its DB file is the fingerprint.
+    rmSync(join(lower, 'nix/var/nix/strata-generation'));
+    for (const d of ['upper', 'work', 'merged/nix/store']) mkdirSync(join(work, d), { recursive: true });
+    const m = runNix('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower}/nix/store,upperdir=${work}/upper,workdir=${work}/work`, `${work}/merged/nix/store`]);
+    expect(m.code, m.stderr).toBe(0);
+    const uri = `local-overlay://?root=${work}/merged&lower-store=${lower}&upper-layer=${work}/upper`;
+    const spec = join(work, 'replit.nix');
+    writeFileSync(spec, '{ pkgs }: {\n  deps = [ pkgs.hello ];\n}\n');
+    const first = await runStrata(['env', spec, '--store', uri]);
+    expect(first.code, first.stderr).toBe(0);
+    const second = await runStrata(['env', spec, '--store', uri]);
+    expect(second.stderr).toBe('');
+    expect(second.stdout.toString()).toBe(first.stdout.toString());
+  });
+});
+
 describe.runIf(isRoot)('strata env and strata shell over a layered store (real overlayfs)', () => {
   it('runs lower, upper, built and substituted packages, caches, notices staleness and answers from a fresh cache without the store', async () => {
     const work = tempDir();

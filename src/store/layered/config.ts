@@ -87,8 +87,8 @@ export function writeLayeredConfig(dir: string, config: LayeredConfig): void {
 
 /**
  * A lower store's generation: the `strata-generation` file a publisher writes beside its DB
- * (`nix/var/nix/strata-generation`), else a fingerprint of the DB file, which changes whenever
- * the lower's contents do.
+ * (`nix/var/nix/strata-generation`), else a fingerprint of the DB file and its WAL, which changes
+ * whenever the lower's contents do.
  */
 export function lowerGeneration(lowerRoot: string): string {
   const published = join(lowerRoot, 'nix', 'var', 'nix', 'strata-generation');
@@ -96,6 +96,9 @@ export function lowerGeneration(lowerRoot: string): string {
   const db = join(lowerRoot, 'nix', 'var', 'nix', 'db', 'db.sqlite');
   if (!existsSync(db)) return 'none';
   const st = statSync(db);
-  const wal = existsSync(`${db}-wal`) ? statSync(`${db}-wal`) : undefined;
+  // An empty WAL holds no rows: it is there while some process has the DB open (a lower opened
+  // read-write, as `local-overlay://` opens it), and must not make each run a new generation.
+  const walStat = existsSync(`${db}-wal`) ? statSync(`${db}-wal`) : undefined;
+  const wal = walStat && walStat.size > 0 ? walStat : undefined;
   return `db-${st.size}-${Math.floor(st.mtimeMs)}${wal ? `-${wal.size}-${Math.floor(wal.mtimeMs)}` : ''}`;
 }
