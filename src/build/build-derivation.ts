@@ -13,7 +13,8 @@ import { removeTree } from '../fs/remove-tree.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import { type Isolation, runBuilder } from './builder.js';
 import { builderEnvironment } from './environment.js';
-import { exportReferencesGraph } from './export-references.js';
+import { exportReferencesGraph, exportReferencesGraphJson } from './export-references.js';
+import { structuredAttrsOf } from './structured-attrs.js';
 import { BuildLog } from './logs.js';
 import type { BuildNamespace } from './namespace.js';
 import { checkOutputs, publishOutputs } from './register-outputs.js';
@@ -94,15 +95,20 @@ export async function buildDerivation(
   let scratch: string | undefined;
   /** What this build may have left in a shared upper (or in the store, without isolation). */
   const inUpper: string[] = [];
-  /** Files strata itself wrote into the build dir (`passAsFile`, `exportReferencesGraph`). */
+  /** Files strata itself wrote into the build dir (`passAsFile`, `exportReferencesGraph`, `.attrs.*`). */
   const written: string[] = [];
   try {
+    const attrs = structuredAttrsOf(req.drv.env, store.storeDir.print(req.drvPath));
     const { env, files } = builderEnvironment(req.drv, {
       storeDir: store.storeDir.path,
       buildDir,
       cores: options.cores,
+      outputPaths: new Map([...req.outputs].map(([n, p]) => [n, store.storeDir.print(p)])),
+      exportedGraphs:
+        attrs && (await exportReferencesGraphJson(store, req.drvPath, attrs, req.inputClosure)),
     });
-    files.push(...(await exportReferencesGraph(store, req.drvPath, req.drv, req.inputClosure)));
+    if (attrs === undefined)
+      files.push(...(await exportReferencesGraph(store, req.drvPath, req.drv, req.inputClosure)));
     for (const f of files) {
       // As Nix writes them: mode 0666 less its umask (0022).
       writeFileSync(join(buildDir, f.name), f.contents, { mode: 0o644 });

@@ -5,8 +5,14 @@
 import { availableParallelism } from 'node:os';
 
 import { Hash } from '../core/hash.js';
-import { StrataError } from '../core/error.js';
 import { type Derivation, isFixedOutput } from '../core/derivation/index.js';
+import {
+  dumpJson,
+  type JsonValue,
+  stringsAttr,
+  structuredAttrsOf,
+  structuredAttrsShell,
+} from './structured-attrs.js';
 
 /** Where the build happens and what the machine offers. */
 export interface EnvironmentOptions {
@@ -16,6 +22,10 @@ export interface EnvironmentOptions {
   buildDir: string;
   /** `NIX_BUILD_CORES`; default: the CPUs of this machine, as Nix's `cores` setting. */
   cores?: number | undefined;
+  /** Output name → full output path (`outputs` of structured attributes). */
+  outputPaths?: Map<string, string> | undefined;
+  /** Structured attributes only: the `exportReferencesGraph` results, by key (export-references.ts). */
+  exportedGraphs?: { [key: string]: JsonValue } | undefined;
   /** Where impure variables of fixed-output derivations are read from (default `process.env`). */
   hostEnv?: NodeJS.ProcessEnv | undefined;
 }
@@ -35,8 +45,9 @@ export interface BuilderEnvironment {
 
 /**
  * Computes the builder's environment: Nix's fixed variables, then every derivation env entry
- * (those named in `passAsFile` go through a file in the build dir and `<name>Path`), then for
- * fixed-output derivations the host's values of `impureEnvVars`.
+ * (those named in `passAsFile` go through a file in the build dir and `<name>Path`) or, with
+ * structured attributes, `.attrs.json` and `.attrs.sh` instead, then for fixed-output
+ * derivations the host's values of `impureEnvVars`.
  *
  * @example
  * ```ts
@@ -48,13 +59,7 @@ export function builderEnvironment(
   drv: Derivation,
   options: EnvironmentOptions,
 ): BuilderEnvironment {
-  if (drv.env.has('__json')) {
-    throw new StrataError(
-      'UNSUPPORTED',
-      `Cannot build '${drv.name}': structured attributes (__json) are not supported yet`,
-      { value: drv.name },
-    );
-  }
+  const attrs = structuredAttrsOf(drv.env, drv.name);
   const env = new Map<string, string>();
   // Nix sets PATH to a value that cannot work, so builders spell out every program they use.
   env.set('PATH', '/path-not-set');
@@ -66,7 +71,8 @@ export function builderEnvironment(
     (drv.env.get('passAsFile') ?? '').split(/\s+/).filter((s) => s !== ''),
   );
   const files: BuildDirFile[] = [];
-  for (const [k, v] of drv.env) {
+  // With structured attributes the derivation's env reaches the builder only through the files.
+  for (const [k, v] of attrs === undefined ? drv.env : []) {
     if (!passAsFile.has(k)) {
       env.set(k, v);
       continue;
@@ -81,13 +87,28 @@ export function builderEnvironment(
   env.set('NIX_LOG_FD', '2');
   env.set('TERM', 'xterm-256color');
 
+  if (attrs !== undefined) {
+    const outputs: { [key: string]: JsonValue } = {};
+    for (const [name, path] of options.outputPaths ?? []) outputs[name] = path;
+    // Nix's order: `outputs` replaced first, then each exported graph under its key.
+    const json: { [key: string]: JsonValue } = { ...attrs, outputs, ...options.exportedGraphs };
+    files.push({ name: '.attrs.sh', contents: structuredAttrsShell(json) });
+    env.set('NIX_ATTRS_SH_FILE', `${options.buildDir}/.attrs.sh`);
+    files.push({ name: '.attrs.json', contents: dumpJson(json) });
+    env.set('NIX_ATTRS_JSON_FILE', `${options.buildDir}/.attrs.json`);
+  }
+
   if (isFixedOutput(drv)) {
     // Nix tells fixed-output builders it checks their output (old fetchurl skips its own check).
     env.set('NIX_OUTPUT_CHECKED', '1');
     // Fixed-output builds may see the network and chosen host variables (e.g. proxies); their
     // result is checked against the declared hash anyway.
     const host = options.hostEnv ?? process.env;
-    for (const k of (drv.env.get('impureEnvVars') ?? '').split(/\s+/).filter((s) => s !== '')) {
+    const impure =
+      attrs === undefined
+        ? (drv.env.get('impureEnvVars') ?? '').split(/\s+/).filter((s) => s !== '')
+        : (stringsAttr(attrs, 'impureEnvVars', drv.name) ?? []);
+    for (const k of impure) {
       env.set(k, host[k] ?? '');
     }
   }

@@ -9,6 +9,7 @@ import type { Derivation } from '../core/derivation/index.js';
 import { type StorePath, sortStorePaths } from '../core/store-path.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import type { BuildDirFile } from './environment.js';
+import { JsonNumber, type JsonValue } from './structured-attrs.js';
 
 /** The file names Nix accepts (no slash, no leading dot or dash). */
 const FILE_NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
@@ -35,27 +36,7 @@ export async function exportReferencesGraph(
       { value },
     );
   }
-  const inputs = new Set(inputClosure.map((p) => p.baseName));
-  const infos = new Map<string, PathInfo>();
-  const addClosure = async (start: StorePath, into: Map<string, StorePath>): Promise<void> => {
-    const queue = [start];
-    while (queue.length > 0) {
-      const p = queue.shift()!;
-      if (into.has(p.baseName)) continue;
-      const info = infos.get(p.baseName) ?? (await store.queryPathInfo(p));
-      if (info === undefined) {
-        throw new StrataError(
-          'PATH_NOT_VALID',
-          `Cannot build '${full}': '${dir.print(p)}' in 'exportReferencesGraph' is not valid`,
-          { value: dir.print(p) },
-        );
-      }
-      infos.set(p.baseName, info);
-      into.set(p.baseName, p);
-      queue.push(...info.references);
-    }
-  };
-
+  const graph = new ReferenceGraph(store, full, inputClosure);
   const files: BuildDirFile[] = [];
   for (let i = 0; i < tokens.length; i += 2) {
     const name = tokens[i]!;
@@ -77,27 +58,130 @@ export async function exportReferencesGraph(
         { value: target },
       );
     }
-    if (!inputs.has(start.baseName)) {
-      throw new StrataError(
-        'DRV_INVALID',
-        `Cannot build '${full}': cannot export the references of '${dir.print(start)}', which is not in its input closure`,
-        { value: dir.print(start) },
-      );
-    }
-    const closure = new Map<string, StorePath>();
-    await addClosure(start, closure);
-    for (const p of [...closure.values()]) {
-      if (!p.isDerivation()) continue;
-      for (const out of (await store.queryDerivationOutputs(p)).values())
-        await addClosure(out, closure);
-    }
     let text = '';
-    for (const p of sortStorePaths(closure.values())) {
-      const refs = sortStorePaths(infos.get(p.baseName)!.references);
+    for (const p of await graph.exported([start])) {
+      const refs = sortStorePaths(graph.info(p).references);
       text += `${dir.print(p)}\n\n${refs.length}\n`;
       for (const r of refs) text += `${dir.print(r)}\n`;
     }
     files.push({ name, contents: text });
   }
   return files;
+}
+
+/**
+ * The same for structured attributes: `exportReferencesGraph` is an object of key → store path
+ * (or list of them), and each key gets, in `.attrs.json`, the path infos of the closure as
+ * `nix path-info --json --closure-size` prints them.
+ */
+export async function exportReferencesGraphJson(
+  store: LocalFsStore,
+  drvPath: StorePath,
+  attrs: { [key: string]: JsonValue },
+  inputClosure: StorePath[],
+): Promise<{ [key: string]: JsonValue }> {
+  const spec = attrs['exportReferencesGraph'];
+  const result: { [key: string]: JsonValue } = {};
+  if (spec === undefined || spec === null || typeof spec !== 'object' || Array.isArray(spec) || spec instanceof JsonNumber)
+    return result;
+  const dir = store.storeDir;
+  const full = dir.print(drvPath);
+  const graph = new ReferenceGraph(store, full, inputClosure);
+  for (const key of Object.keys(spec)) {
+    const v = spec[key]!;
+    const list = Array.isArray(v) ? v : [v];
+    const starts: StorePath[] = [];
+    for (const s of list) {
+      if (typeof s !== 'string' || !dir.isStorePath(s)) {
+        throw new StrataError(
+          'DRV_INVALID',
+          `Cannot build '${full}': 'exportReferencesGraph.${key}' holds ${JSON.stringify(s)}, which is not a store path`,
+          { value: key },
+        );
+      }
+      starts.push(dir.parse(s));
+    }
+    const infos: JsonValue[] = [];
+    for (const p of await graph.exported(starts)) {
+      const info = graph.info(p);
+      const o: { [key: string]: JsonValue } = {
+        path: dir.print(p),
+        narHash: `sha256:${info.narHash.toNix32()}`,
+        narSize: new JsonNumber(String(info.narSize)),
+        references: sortStorePaths(info.references).map((r) => dir.print(r)),
+      };
+      if (info.ca !== undefined) o['ca'] = info.ca;
+      let size = 0;
+      for (const q of (await graph.closure([p])).values()) size += graph.info(q).narSize;
+      o['closureSize'] = new JsonNumber(String(size));
+      infos.push(o);
+    }
+    result[key] = infos;
+  }
+  return result;
+}
+
+/** Closures over the store's path infos, as Nix's `exportReferences` takes them. */
+class ReferenceGraph {
+  private readonly infos = new Map<string, PathInfo>();
+  private readonly inputs: Set<string>;
+
+  constructor(
+    private readonly store: LocalFsStore,
+    /** The derivation being built, for messages. */
+    private readonly full: string,
+    inputClosure: StorePath[],
+  ) {
+    this.inputs = new Set(inputClosure.map((p) => p.baseName));
+  }
+
+  /** The info of a path met in a closure. */
+  info(p: StorePath): PathInfo {
+    return this.infos.get(p.baseName)!;
+  }
+
+  async closure(starts: StorePath[], into = new Map<string, StorePath>()): Promise<Map<string, StorePath>> {
+    const dir = this.store.storeDir;
+    const queue = [...starts];
+    while (queue.length > 0) {
+      const p = queue.shift()!;
+      if (into.has(p.baseName)) continue;
+      const info = this.infos.get(p.baseName) ?? (await this.store.queryPathInfo(p));
+      if (info === undefined) {
+        throw new StrataError(
+          'PATH_NOT_VALID',
+          `Cannot build '${this.full}': '${dir.print(p)}' in 'exportReferencesGraph' is not valid`,
+          { value: dir.print(p) },
+        );
+      }
+      this.infos.set(p.baseName, info);
+      into.set(p.baseName, p);
+      queue.push(...info.references);
+    }
+    return into;
+  }
+
+  /**
+   * The closure of paths of the input closure, plus the closures of the outputs of any
+   * derivation in it; sorted as Nix's StorePathSet.
+   */
+  async exported(starts: StorePath[]): Promise<StorePath[]> {
+    const dir = this.store.storeDir;
+    const paths = new Map<string, StorePath>();
+    for (const start of starts) {
+      if (!this.inputs.has(start.baseName)) {
+        throw new StrataError(
+          'DRV_INVALID',
+          `Cannot build '${this.full}': cannot export the references of '${dir.print(start)}', which is not in its input closure`,
+          { value: dir.print(start) },
+        );
+      }
+      await this.closure([start], paths);
+    }
+    for (const p of [...paths.values()]) {
+      if (!p.isDerivation()) continue;
+      await this.closure([...(await this.store.queryDerivationOutputs(p)).values()], paths);
+    }
+    return sortStorePaths(paths.values());
+  }
 }

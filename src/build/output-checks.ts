@@ -2,12 +2,14 @@
  * The reference restrictions a derivation may put on its outputs (Nix 2.8's `checkOutputs`):
  * `allowedReferences`, `allowedRequisites`, `disallowedReferences` and `disallowedRequisites`,
  * each a whitespace-separated list of store paths or names of the derivation's own outputs.
+ * With structured attributes they are per output, under `outputChecks`, with size limits too.
  * A violation fails the build before anything is registered, as in Nix.
  */
 import { StrataError } from '../core/error.js';
 import type { Derivation } from '../core/derivation/index.js';
 import { type StorePath, sortStorePaths } from '../core/store-path.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
+import { JsonNumber, type JsonValue, stringsAttr } from './structured-attrs.js';
 
 /** The restrictions on one output; an absent list means no restriction. */
 export interface OutputChecks {
@@ -15,8 +17,47 @@ export interface OutputChecks {
   allowedRequisites?: string[] | undefined;
   disallowedReferences?: string[] | undefined;
   disallowedRequisites?: string[] | undefined;
+  /** Structured attributes only: limits on the output's NAR size and its closure's. */
+  maxSize?: bigint | undefined;
+  maxClosureSize?: bigint | undefined;
   /** Nix ignores an output's self-reference in the requisite checks of plain derivations. */
   ignoreSelfRefs: boolean;
+}
+
+/**
+ * The checks of one output under structured attributes: `outputChecks.<output>` with the same
+ * four lists (JSON lists of strings) and `maxSize`/`maxClosureSize`; self-references count.
+ */
+export function structuredOutputChecks(
+  attrs: { [key: string]: JsonValue },
+  outputName: string,
+  what: string,
+): OutputChecks | undefined {
+  const all = attrs['outputChecks'];
+  if (all === undefined || all === null || typeof all !== 'object' || Array.isArray(all) || all instanceof JsonNumber)
+    return undefined;
+  const o = all[outputName];
+  if (o === undefined || o === null || typeof o !== 'object' || Array.isArray(o) || o instanceof JsonNumber)
+    return undefined;
+  const size = (k: string): bigint | undefined => {
+    const v = o[k];
+    if (v === undefined) return undefined;
+    if (!(v instanceof JsonNumber) || !v.isInteger || v.literal.startsWith('-')) {
+      throw new StrataError('DRV_INVALID', `Cannot build '${what}': 'outputChecks.${outputName}.${k}' must be a non-negative integer`, {
+        value: k,
+      });
+    }
+    return BigInt(v.literal);
+  };
+  return {
+    allowedReferences: stringsAttr(o, 'allowedReferences', what),
+    allowedRequisites: stringsAttr(o, 'allowedRequisites', what),
+    disallowedReferences: stringsAttr(o, 'disallowedReferences', what),
+    disallowedRequisites: stringsAttr(o, 'disallowedRequisites', what),
+    maxSize: size('maxSize'),
+    maxClosureSize: size('maxClosureSize'),
+    ignoreSelfRefs: false,
+  };
 }
 
 /** The checks of a derivation without structured attributes: the same for every output. */
@@ -49,9 +90,11 @@ export async function checkOutputReferences(
   const dir = store.storeDir;
   const fresh = new Map(infos.map((i) => [i.path.baseName, i]));
 
+  const sizes = new Map<string, number>();
   /** The closure of an output; its sibling outputs are not valid yet, so their new infos count. */
   const closure = async (start: StorePath): Promise<Map<string, StorePath>> => {
     const done = new Map<string, StorePath>();
+    let size = 0;
     const queue = [start];
     while (queue.length > 0) {
       const p = queue.shift()!;
@@ -65,8 +108,10 @@ export async function checkOutputReferences(
           { value: dir.print(p) },
         );
       }
+      size += info.narSize;
       queue.push(...info.references);
     }
+    sizes.set(start.baseName, size);
     return done;
   };
 
@@ -107,6 +152,25 @@ export async function checkOutputReferences(
         );
       }
     };
+    const full = dir.print(path);
+    if (checks.maxSize !== undefined && BigInt(info.narSize) > checks.maxSize) {
+      throw new StrataError(
+        'OUTPUT_TOO_LARGE',
+        `Cannot register '${full}': it is ${info.narSize} bytes, more than its maxSize of ${checks.maxSize}`,
+        { value: full },
+      );
+    }
+    if (checks.maxClosureSize !== undefined) {
+      await closure(path);
+      const size = sizes.get(path.baseName)!;
+      if (BigInt(size) > checks.maxClosureSize) {
+        throw new StrataError(
+          'OUTPUT_TOO_LARGE',
+          `Cannot register '${full}': its closure is ${size} bytes, more than its maxClosureSize of ${checks.maxClosureSize}`,
+          { value: full },
+        );
+      }
+    }
     // Nix's order: the first violated restriction is the one reported.
     await check(checks.allowedReferences, true, false, 'allowedReferences');
     await check(checks.allowedRequisites, true, true, 'allowedRequisites');

@@ -18,7 +18,12 @@ import { removeTree } from '../fs/remove-tree.js';
 import { StagingDir } from '../store/local/staging.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import { canonicaliseOutput } from './canonicalise.js';
-import { checkOutputReferences, legacyOutputChecks } from './output-checks.js';
+import {
+  checkOutputReferences,
+  legacyOutputChecks,
+  structuredOutputChecks,
+} from './output-checks.js';
+import { structuredAttrsOf } from './structured-attrs.js';
 import { lexists } from '../fs/exists.js';
 
 /** One build's outputs, as found after the builder ran. */
@@ -125,8 +130,11 @@ export async function checkOutputs(store: LocalFsStore, b: BuiltOutputs): Promis
       ca,
     });
   }
-  const checks = legacyOutputChecks(b.drv);
-  await checkOutputReferences(store, b.drvPath, b.outputs, infos, () => checks);
+  const attrs = structuredAttrsOf(b.drv.env, drvName);
+  const checks = attrs === undefined ? legacyOutputChecks(b.drv) : undefined;
+  await checkOutputReferences(store, b.drvPath, b.outputs, infos, (o) =>
+    attrs === undefined ? checks : structuredOutputChecks(attrs, o, drvName),
+  );
   return infos;
 }
 
