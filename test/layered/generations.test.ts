@@ -121,6 +121,21 @@ describe.runIf(isRoot)('changing lowers', () => {
     }
   });
 
+  it('processes that notice a new generation at once remount it once: no overlays stacked on one upper', async () => {
+    const work = tempDir();
+    const lower = await makeLower(join(work, 'lower'));
+    const dir = join(work, 'layered');
+    await (await initLayered(dir, [lower.root])).close();
+    const merged = join(dir, 'nix/store');
+    const mounts = () => readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.split(' ')[1] === merged).length;
+    for (let gen = 2; gen <= 4; gen++) {
+      setGeneration(lower.root, `gen-${gen}`);
+      const runs = await Promise.all([1, 2, 3].map(() => runStrata(['--store', `layered://${dir}`, 'path-info', `/nix/store/${lower.paths.top.baseName}`])));
+      for (const r of runs) expect(r.code, r.stderr).toBe(0);
+      expect(mounts()).toBe(1);
+    }
+  });
+
   it('fsck names dangling rows, their referrers, whiteouts and duplicates; --repair fixes what it can', async () => {
     const work = tempDir();
     const lower = await makeLower(join(work, 'lower'));

@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { StrataError } from '../../core/error.js';
 import { lexists } from '../../fs/exists.js';
 import { localStoreConfig, localStoreConfigOf } from '../local/config.js';
+import { closeFd, lockFdSync, openLockFile } from '../local/flock.js';
 import { LocalStore } from '../local/local-store.js';
 import { boolParam, parseStoreUri } from '../uri.js';
 import { layeredPaths, lowerGeneration, type LowerConfig, readLayeredConfig, writeLayeredConfig } from './config.js';
@@ -56,6 +57,31 @@ export interface MountState {
  * upper layer while unmounted, and only then is the new stack mounted: no upper data is lost.
  */
 export async function ensureMounted(dir: string, lowers: Lower[], upper: LocalStore, options: { force?: boolean } = {}): Promise<MountState> {
+  const lock = takeMountLock(dir);
+  try {
+    return await ensureMountedLocked(dir, lowers, upper, options);
+  } finally {
+    closeFd(lock);
+  }
+}
+
+/**
+ * One process at a time checks and changes the mount of a layered dir: two that both saw a new
+ * generation would otherwise both unmount and mount, leaving two overlays stacked on one upper
+ * dir (undefined behaviour in overlayfs). Held until the returned descriptor is closed.
+ */
+function takeMountLock(dir: string): number {
+  const fd = openLockFile(join(layeredPaths(dir).state, 'strata-mount.lock'));
+  try {
+    lockFdSync(fd, 'exclusive');
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+  return fd;
+}
+
+async function ensureMountedLocked(dir: string, lowers: Lower[], upper: LocalStore, options: { force?: boolean }): Promise<MountState> {
   const config = readLayeredConfig(dir);
   const layout = layoutOf(dir, lowers);
   const p = layeredPaths(dir);
@@ -156,7 +182,15 @@ export async function openLayered(uri: string, dir: string, options: { mount?: b
       options.onMount?.(state);
     }
     const layout = layoutOf(dir, lowers);
-    return new LayeredStore(uri, upper, lowers, { upperLayer: p.upper, remount: () => remountOverlay(layout), remountMarker: p.remountMarker, substituters: config.substituters, trustedPublicKeys: config.trustedPublicKeys });
+    const remount = () => {
+      const lock = takeMountLock(dir);
+      try {
+        remountOverlay(layout);
+      } finally {
+        closeFd(lock);
+      }
+    };
+    return new LayeredStore(uri, upper, lowers, { upperLayer: p.upper, remount, remountMarker: p.remountMarker, substituters: config.substituters, trustedPublicKeys: config.trustedPublicKeys });
   } catch (e) {
     await upper?.close();
     for (const l of lowers) await l.store.close();

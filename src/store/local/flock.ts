@@ -16,6 +16,11 @@ export function lockFd(fd: number, kind: LockKind): Promise<void> {
   });
 }
 
+/** Waits for the lock, blocking the thread (for the few callers that cannot be async). */
+export function lockFdSync(fd: number, kind: LockKind): void {
+  flockSync(fd, kind === 'shared' ? 'sh' : 'ex');
+}
+
 /** Takes the lock if it is free; false when another holder has it. */
 export function tryLockFd(fd: number, kind: LockKind): boolean {
   try {
