@@ -284,4 +284,41 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
       }
     }
   });
+
+  it('sends the user and password of the cache URL (as curl does for Nix) to the cache only, and keeps the password out of messages', async () => {
+    const seen: Array<string | undefined> = [];
+    const started: Server[] = [];
+    const serve = async (handler: (url: string, auth: string | undefined, res: import('node:http').ServerResponse) => void): Promise<number> => {
+      const srv = createServer((req, res) => handler(req.url ?? '/', req.headers.authorization, res));
+      started.push(srv);
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+      return (srv.address() as AddressInfo).port;
+    };
+    const other = await serve((_url, auth, res) => (seen.push(auth), res.writeHead(200).end('nar')));
+    const port = await serve((url, auth, res) => {
+      if (auth !== `Basic ${Buffer.from('alice:s3cr%t').toString('base64')}`) res.writeHead(401).end();
+      else if (url === '/nar/elsewhere.nar') res.writeHead(302, { location: `http://localhost:${other}/nar/x.nar` }).end();
+      else res.writeHead(200).end('StoreDir: /nix/store\n');
+    });
+    const t = new HttpTransport(`http://alice:s3cr%25t@127.0.0.1:${port}`, { retries: 0 });
+    try {
+      expect((await t.getFile('nix-cache-info'))?.toString()).toBe('StoreDir: /nix/store\n');
+      expect(t.uri).toBe(`http://127.0.0.1:${port}`);
+      // Another origin a redirect leads to gets no credentials.
+      expect(Buffer.concat(await (await t.getStream('nar/elsewhere.nar'))!.toArray()).toString()).toBe('nar');
+      expect(seen).toEqual([undefined]);
+      const wrong = new HttpTransport(`http://alice:nope@127.0.0.1:${port}`, { retries: 0 });
+      const e = await wrong.getFile('nix-cache-info').catch((x: unknown) => x);
+      await wrong.close();
+      expect(isStrataError(e, 'HTTP_ERROR')).toBe(true);
+      expect((e as Error).message).toContain('HTTP 401');
+      expect((e as Error).message).not.toContain('nope');
+    } finally {
+      await t.close();
+      for (const srv of started) {
+        srv.closeAllConnections();
+        await new Promise<void>((r) => srv.close(() => r()));
+      }
+    }
+  });
 });

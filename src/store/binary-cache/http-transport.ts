@@ -72,10 +72,25 @@ const ABSOLUTE_RE = /^https?:\/\//;
 
 type Client = { agent: http.Agent; request: typeof http.request };
 
+/** A URL's `user:password`, decoded, or undefined when it names none. */
+function userinfo(u: URL): string | undefined {
+  if (u.username === '' && u.password === '') return undefined;
+  const decode = (s: string) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s; // a stray '%': taken as written
+    }
+  };
+  return `${decode(u.username)}:${decode(u.password)}`;
+}
+
 /** A binary cache served over HTTP(S). */
 export class HttpTransport implements CacheTransport {
   readonly uri: string;
   readonly #origin: string;
+  /** `user:password` from the cache URL, sent (as curl sends it) to the cache's own origin only. */
+  readonly #auth: string | undefined;
   readonly #basePath: string;
   readonly #agentOptions: http.AgentOptions;
   /** One client per protocol: a redirect or an absolute NAR URL may lead from http to https. */
@@ -86,7 +101,9 @@ export class HttpTransport implements CacheTransport {
 
   constructor(url: string, options: HttpTransportOptions = {}) {
     const u = new URL(url);
-    this.uri = url;
+    this.#auth = userinfo(u);
+    // The password stays out of messages and of the disk cache's key.
+    this.uri = this.#auth === undefined ? url : url.replace(/^([a-z]+:\/\/)[^@/]*@/i, '$1');
     this.#origin = u.origin;
     this.#basePath = u.pathname.replace(/\/+$/, '');
     this.#timeout = (options.timeout ?? 30) * 1000;
@@ -120,6 +137,7 @@ export class HttpTransport implements CacheTransport {
       const req = request({
         protocol: url.protocol,
         hostname: url.hostname.replace(/^\[|\]$/g, ''),
+        auth: url.origin === this.#origin ? this.#auth : userinfo(url),
         port: url.port,
         path: `${url.pathname}${url.search}`,
         method,
