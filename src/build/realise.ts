@@ -18,6 +18,7 @@ import type { StorePath } from '../core/store-path.js';
 import { readDerivation } from '../store/derivation-add.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import { canIsolate } from './builder.js';
+import { checkCanBuildLocally } from './platform.js';
 import { buildDerivation } from './build-derivation.js';
 import { BuildDirs } from './build-dirs.js';
 import { BuildNamespace } from './namespace.js';
@@ -311,6 +312,8 @@ class Realiser {
     }
     for (const p of inputPaths) await store.addTempRoot(p);
     const inputClosure = await this.closure(inputPaths);
+    // As Nix, only now that it must be built here (after substitution and the inputs).
+    checkCanBuildLocally(drv, full);
 
     await this.slots(async () => {
       this.checkNotStopped(full);

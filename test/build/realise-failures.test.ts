@@ -14,7 +14,8 @@ import type { StorePath } from '../../src/core/store-path.js';
 import type { LocalFsStore } from '../../src/store/store.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
-import { addShDrv, openChroot, snapshot } from './helpers.js';
+import { addDerivation } from '../../src/store/derivation-add.js';
+import { addShDrv, openChroot, shDrv, snapshot } from './helpers.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -187,6 +188,30 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
     const e = await failOf(drv);
     expect(isStrataError(e, 'DRV_INVALID'), String(e)).toBe(true);
     expect(e.message).toContain("'allowedReferences' holds 'nonsense'");
+  });
+
+  // Real Nix 2.8 on this x86_64 machine: "a 'aarch64-linux' with features {} is required to
+  // build '…', but I am a 'x86_64-linux' with features {benchmark, big-parallel, nixos-test}".
+  it('a derivation for another system, or needing a feature this machine lacks, is not built', async () => {
+    const arm = shDrv('arm', 'echo > $out');
+    arm.system = 'aarch64-linux';
+    arm.env.set('system', 'aarch64-linux');
+    const e = await failOf(await addDerivation(store, arm));
+    expect(isStrataError(e, 'SYSTEM_UNSUPPORTED'), String(e)).toBe(true);
+    expect(e.message).toMatch(
+      /it needs a 'aarch64-linux' with features \{\}, but this machine is a 'x86_64-linux' with features \{benchmark, big-parallel, nixos-test(, kvm)?\}$/,
+    );
+    const feat = await addShDrv(store, 'feat', 'echo > $out', {
+      env: { requiredSystemFeatures: 'big-parallel kvm-nope' },
+    });
+    const e2 = await failOf(feat);
+    expect(isStrataError(e2, 'SYSTEM_UNSUPPORTED'), String(e2)).toBe(true);
+    expect(e2.message).toContain("needs a 'x86_64-linux' with features {big-parallel, kvm-nope}");
+    // What Nix does build here: an i686 derivation (extra-platforms) and a feature it has.
+    const i686 = shDrv('i686', 'echo > $out', { env: { requiredSystemFeatures: 'big-parallel' } });
+    i686.system = 'i686-linux';
+    i686.env.set('system', 'i686-linux');
+    await realiseOrThrow(store, [await addDerivation(store, i686)]);
   });
 
   it('a flat fixed output that is a directory is refused', async () => {
