@@ -35,7 +35,7 @@ function notValid(store: Store, p: StorePath): StrataError {
   return new StrataError('PATH_NOT_VALID', `Cannot compute the closure of '${store.storeDir.print(p)}': it is not valid in '${store.uri}'`, { value: store.storeDir.print(p) });
 }
 
-/** Orders path infos so that references come before their referrers (self-references ignored). */
+/** Orders path infos so that references come before their referrers (self-references ignored), in the order Nix's topoSortPaths gives reversed. */
 export function topoSortInfos(infos: Iterable<PathInfo>): PathInfo[] {
   const byName = new Map([...infos].map((i) => [i.path.baseName, i]));
   const out: PathInfo[] = [];
@@ -44,7 +44,8 @@ export function topoSortInfos(infos: Iterable<PathInfo>): PathInfo[] {
     if (done.has(name)) return;
     done.add(name);
     const info = byName.get(name)!;
-    for (const r of info.references) if (r.baseName !== name && byName.has(r.baseName)) visit(r.baseName);
+    // References in name order, as Nix walks its sorted sets: `nix-store -q` prints this order.
+    for (const r of info.references.map((x) => x.baseName).sort()) if (r !== name && byName.has(r)) visit(r);
     out.push(info);
   };
   for (const name of [...byName.keys()].sort()) visit(name);

@@ -25,43 +25,66 @@ export function register(program: Command): void {
       await withStore(cmd, async (store) => {
         const { StrataError } = await import('../../core/error.js');
         const dir = store.storeDir;
-        const results = new Set<string>();
-        for (const arg of args) {
-          const p = parsePathArg(store, arg);
+        const paths = args.map((a) => parsePathArg(store, a));
+        const infoOf = async (p: (typeof paths)[number]) => {
           const info = await store.queryPathInfo(p);
           if (!info) throw new StrataError('PATH_NOT_VALID', `Path '${dir.print(p)}' is not valid`, { value: dir.print(p) });
-          switch (mode) {
-            case 'references':
-              for (const r of info.references) results.add(dir.print(r));
-              break;
-            case 'referrers':
-              for (const r of await store.queryReferrers(p)) results.add(dir.print(r));
-              break;
-            case 'requisites': {
-              const { computeClosure, topoSortInfos } = await import('../../store/closure.js');
-              for (const i of topoSortInfos((await computeClosure(store, [p])).values())) results.add(dir.print(i.path));
-              break;
+          return info;
+        };
+        // As nix-store -q: --deriver and --outputs answer each argument in turn (repeats
+        // included); the relation queries print the union of their answers once, references
+        // before referrers.
+        const lines: string[] = [];
+        switch (mode) {
+          case 'deriver':
+            for (const p of paths) {
+              const info = await infoOf(p);
+              lines.push(info.deriver ? dir.print(info.deriver) : 'unknown-deriver');
             }
-            case 'deriver':
-              results.add(info.deriver ? dir.print(info.deriver) : 'unknown-deriver');
-              break;
-            case 'outputs': {
+            break;
+          case 'outputs':
+            for (const p of paths) {
+              // A path that is not a derivation is its own output, valid or not, as in Nix.
               if (!p.isDerivation()) {
-                results.add(dir.print(p));
-                break;
+                lines.push(dir.print(p));
+                continue;
               }
-              for (const o of (await store.queryDerivationOutputs(p)).values()) results.add(dir.print(o));
-              break;
+              await infoOf(p);
+              const outs = [...(await store.queryDerivationOutputs(p)).values()].map((o) => dir.print(o));
+              lines.push(...outs.sort());
             }
-            case 'roots': {
-              const { rootsOf } = await import('../roots-query.js');
-              for (const line of await rootsOf(store, p)) results.add(line);
-              break;
+            break;
+          case 'references':
+          case 'referrers':
+          case 'requisites': {
+            const { computeClosure, topoSortInfos } = await import('../../store/closure.js');
+            for (const p of paths) await infoOf(p);
+            let union: Map<string, Awaited<ReturnType<typeof infoOf>>>;
+            if (mode === 'requisites') union = await computeClosure(store, paths);
+            else {
+              union = new Map();
+              for (const p of paths) {
+                const related = mode === 'references' ? (await infoOf(p)).references : await store.queryReferrers(p);
+                for (const r of related) {
+                  if (union.has(r.baseName)) continue;
+                  const info = await store.queryPathInfo(r);
+                  // Nix orders a path it cannot read as one without references.
+                  union.set(r.baseName, info ?? { ...(await infoOf(p)), path: r, references: [] });
+                }
+              }
             }
+            for (const i of topoSortInfos(union.values())) lines.push(dir.print(i.path));
+            break;
+          }
+          case 'roots': {
+            const { rootsOf } = await import('../roots-query.js');
+            for (const p of paths) await infoOf(p);
+            lines.push(...(await rootsOf(store, paths)));
+            break;
           }
         }
-        if (globalOptions(cmd).json) process.stdout.write(`${JSON.stringify([...results])}\n`);
-        else if (results.size > 0) process.stdout.write(`${[...results].join('\n')}\n`);
+        if (globalOptions(cmd).json) process.stdout.write(`${JSON.stringify(lines)}\n`);
+        else if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
       });
     });
 }

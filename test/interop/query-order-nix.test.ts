@@ -1,0 +1,76 @@
+/**
+ * `strata query` prints what `nix-store -q` prints, line for line: the relation queries as the
+ * union of their answers in Nix's topological order, --deriver and --outputs once per argument,
+ * and --roots through a derivation's outputs (keep-derivations).
+ */
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { beforeAll, describe, expect, it } from 'vitest';
+
+import { runStrata } from '../support/cli.js';
+import { haveNix, runNix } from '../support/nix.js';
+import { tempDir } from '../support/tmp.js';
+
+beforeAll(() => {
+  if (!haveNix()) throw new Error('real Nix 2.8 (nix-bin) is required: run scripts/setup.sh');
+});
+
+const EXPR = `
+let
+  a = builtins.toFile "a.txt" "A";
+  b = derivation { name = "b"; system = "x86_64-linux"; builder = "/bin/sh"; args = ["-c" "echo \${a} > $out"]; };
+  c = derivation { name = "c"; system = "x86_64-linux"; builder = "/bin/sh";
+    args = ["-c" "/bin/mkdir $out; echo \${b} > $out/r; echo $out > $out/self; /bin/ln -s \${a} $out/l"]; };
+  m = derivation { name = "m"; system = "x86_64-linux"; builder = "/bin/sh"; outputs = [ "out" "dev" "bin" "lib" ];
+    args = ["-c" "echo \${a} > $out; echo \${c} > $dev; echo $out > $bin; echo x > $lib"]; };
+in { inherit b c m; }
+`;
+
+describe('strata query against nix-store -q', () => {
+  it('prints the same lines in the same order', { timeout: 120_000 }, async () => {
+    const work = tempDir();
+    const root = join(work, 'store');
+    writeFileSync(join(work, 'default.nix'), EXPR);
+    const build = runNix('nix-build', ['--store', root, '--option', 'sandbox', 'true', '--option', 'sandbox-paths', '/bin /lib /lib64 /usr', '--no-out-link', join(work, 'default.nix')]);
+    expect(build.stderr).not.toMatch(/^error/m);
+    expect(build.code).toBe(0);
+    const [b, c, mOut] = build.stdout.trim().split('\n') as [string, string, string];
+    expect(mOut).toMatch(/-m$/);
+    const q = (flag: string, path: string): string => runNix('nix-store', ['--store', root, '-q', flag, path]).stdout.trim();
+    const a = q('--references', b);
+    const bDrv = q('--deriver', b);
+    const cDrv = q('--deriver', c);
+    const mDrv = q('--deriver', mOut);
+    const outputOf = (name: string): string => q('--outputs', mDrv).split('\n').find((o) => o.endsWith(`-m-${name}`))!;
+    const [mBin, mDev, mLib] = [outputOf('bin'), outputOf('dev'), outputOf('lib')];
+    // A root on m's out keeps m.drv alive; one on a.txt directly.
+    mkdirSync(join(work, 'links'));
+    symlinkSync(mOut, join(work, 'links', 'result'));
+    mkdirSync(join(root, 'nix/var/nix/gcroots/auto'), { recursive: true });
+    symlinkSync(join(work, 'links', 'result'), join(root, 'nix/var/nix/gcroots/auto/r1'));
+    symlinkSync(a, join(root, 'nix/var/nix/gcroots/a'));
+
+    const cases: string[][] = [
+      ['--references', c],
+      ['--references', mDev, mOut, mBin],
+      ['--references', mDrv],
+      ['--referrers', a],
+      ['--referrers', a, b, c],
+      ['--requisites', mDev, a],
+      ['--requisites', mDrv, mOut],
+      ['--deriver', a, a],
+      ['--deriver', mOut, mDev, b, mBin],
+      ['--outputs', mDrv],
+      ['--outputs', mDrv, cDrv, mDrv],
+      ['--outputs', mLib, '/nix/store/00000000000000000000000000000000-absent'],
+      ['--roots', mDrv],
+      ['--roots', bDrv],
+    ];
+    for (const args of cases) {
+      const n = runNix('nix-store', ['--store', root, '-q', ...args]);
+      const s = await runStrata(['--store', root, 'query', ...args]);
+      expect({ args, code: s.code, out: s.stdout.toString() }).toEqual({ args, code: n.code, out: n.stdout });
+    }
+  });
+});
