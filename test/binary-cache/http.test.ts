@@ -53,7 +53,8 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
     process.env['XDG_CACHE_HOME'] = join(work, 'xdg');
     const src = await filledStore(work);
     const target = await openStore(join(work, 'target'));
-    const l = await listen(new CacheServer(target, { writable: true }), { host: '127.0.0.1', port: 0 });
+    const server = new CacheServer(target, { writable: true });
+    const l = await listen(server, { host: '127.0.0.1', port: 0 });
     const remote = await openStore(`${l.url}?compression=zstd`);
     try {
       const r = await copyPaths(src, remote, [DEP], { recursive: true });
@@ -62,6 +63,7 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
     } finally {
       await remote.close();
       await l.close();
+      await server.close(); // its staging dir of uploads
       await target.close();
       await src.close();
     }
