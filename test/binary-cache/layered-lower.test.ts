@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 
 import { StoreDir } from '../../src/core/store-path.js';
 import { copyPaths } from '../../src/store/copy.js';
+import { fsck } from '../../src/store/layered/fsck.js';
 import { initLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
 import { hashTree } from '../support/layered.js';
@@ -62,6 +63,23 @@ describe.runIf(isRoot)('a binary cache as a lower of a layered store', () => {
       const v = runNix('nix-store', ['--store', layered, '--verify', '--check-contents']);
       expect(v.code, v.stderr).toBe(0);
       expect(hashTree(lowerRoot)).toBe(before);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('fsck: paths fetched from the cache into the upper are no duplicates, and --repair leaves them', async () => {
+    const work = tempDir();
+    const { lowerRoot, cacheUri } = await fixture(work);
+    const layered = join(work, 'layered');
+    const store = await initLayered(layered, [lowerRoot, cacheUri], { trustedPublicKeys: [PUBLIC_KEY] });
+    try {
+      expect(await store.isValidPath(DEP)).toBe(true);
+      expect(readdirSync(join(layered, 'upper'))).toEqual([DEP.baseName]);
+      expect((await fsck(store, { repair: true })).problems).toEqual([]);
+      expect(readdirSync(join(layered, 'upper'))).toEqual([DEP.baseName]);
+      const v = runNix('nix-store', ['--store', layered, '--verify', '--check-contents']);
+      expect(v.code, v.stderr).toBe(0);
     } finally {
       await store.close();
     }

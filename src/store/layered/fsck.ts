@@ -2,11 +2,12 @@
  * Cross-layer consistency of a layered store (`strata fsck`): what the layers disagree about
  * after lowers changed behind the upper's back.
  *
- * - dangling: an upper-DB row whose files are in no layer (a new lower generation dropped it),
- *   and every upper path that refers to one;
+ * - dangling: an upper-DB row whose files are in no layer of the overlay (a new lower generation
+ *   dropped it), and every upper path that refers to one;
  * - whiteout: an entry in the upper layer that hides a path a lower holds, or a file inside it
  *   (overlayfs marks them as 0:0 character devices);
- * - duplicate: a path both in the upper layer and in a lower (harmless, costs space).
+ * - duplicate: a path both in the upper layer and in a lower of the overlay (harmless, costs space;
+ *   a binary-cache lower's paths belong in the upper layer).
  */
 import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -55,7 +56,7 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
 
   for (const path of await store.upper.queryAllValidPaths()) {
     if (upperNames.has(path.baseName) && !isWhiteout(join(store.upperLayer, path.baseName))) continue;
-    if (await store.lowerHas(path)) continue;
+    if (store.overlayLowerHas(path)) continue;
     dangling.push(path);
     problems.push({ kind: 'dangling', path: dir.print(path), detail: 'its row is in the upper DB but no layer holds its files' });
   }
@@ -72,7 +73,7 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
     } catch {
       continue;
     }
-    const lower = await store.lowerHas(path);
+    const lower = store.overlayLowerHas(path);
     if (!lower) continue;
     const inUpper = join(store.upperLayer, name);
     const hidden = isWhiteout(inUpper) ? undefined : nestedWhiteout(inUpper);
@@ -97,7 +98,7 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
     }
   }
   for (const d of dangling) {
-    // Nothing in reach holds it: a substituter could (see strata.json "substituters").
+    // Nothing in the overlay holds it: a binary-cache lower or a substituter could (strata.json).
     const fetched = await store.fetchFromSubstituters(d);
     (fetched ? report.repaired : report.unrepaired).push(dir.print(d));
   }

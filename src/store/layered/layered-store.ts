@@ -431,6 +431,14 @@ export class LayeredStore implements LocalFsStore {
   }
 
   /**
+   * The first lower in the overlay (a local one) that holds `path`: the one whose files show
+   * through the merged dir. A binary-cache lower's paths are fetched into the upper layer instead.
+   */
+  overlayLowerHas(path: StorePath): Lower | undefined {
+    return this.lowers.find((l) => l.realStoreDir !== undefined && (l.store as LocalStore).db.isValid(path));
+  }
+
+  /**
    * Deletes one object's files, per layer (nix-local-overlay.md §6), after its upper row went:
    * in both layers → straight from the upper dir (no whiteout; a remount follows); upper only →
    * through the merged dir; lower only → nothing. Returns the bytes freed (0 when nothing was,
@@ -451,7 +459,7 @@ export class LayeredStore implements LocalFsStore {
 
   /** Whether a local lower (one whose files are in the overlay) holds `path`; synchronous. */
   private localLowerHas(path: StorePath): boolean {
-    return this.lowers.some((l) => l.realStoreDir !== undefined && (l.store as LocalStore).db.isValid(path));
+    return this.overlayLowerHas(path) !== undefined;
   }
 
   /**
@@ -476,12 +484,13 @@ export class LayeredStore implements LocalFsStore {
 
   /**
    * Puts back the files of a path whose upper row survived but whose files no layer has (a lower
-   * generation dropped it), from the first substituter that has it. The row is kept; the NAR is
+   * generation dropped it), from the first binary-cache lower or substituter that has it. The row is kept; the NAR is
    * verified against it before the files appear.
    */
   async fetchFromSubstituters(path: StorePath): Promise<boolean> {
     const { repairFromSubstituters } = await import('../repair.js');
-    return repairFromSubstituters(this.upper, this.options.substituters ?? [], path);
+    const caches = this.lowers.filter((l) => l.realStoreDir === undefined).map((l) => l.store.uri);
+    return repairFromSubstituters(this.upper, [...caches, ...(this.options.substituters ?? [])], path);
   }
 
   /** Runs the remount when a deletion straight from the upper layer asked for one. */
