@@ -101,6 +101,15 @@ export async function checkOutputs(store: LocalFsStore, b: BuiltOutputs): Promis
         { value: dir.print(path) },
       );
     }
+    // As Nix: a group- or world-writable output may have been changed by someone else meanwhile.
+    const st = lstatSync(staged);
+    if (!st.isSymbolicLink() && (st.mode & 0o022) !== 0) {
+      throw new StrataError(
+        'OUTPUT_INVALID',
+        `Cannot register '${dir.print(path)}': it is group- or world-writable (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}), so someone else may have changed it`,
+        { value: dir.print(path) },
+      );
+    }
     canonicaliseOutput(staged, dir.print(path));
   }
 

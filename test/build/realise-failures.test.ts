@@ -223,6 +223,22 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
     expect(e.message).toContain('should be a non-executable regular file');
   });
 
+  // Real Nix 2.8: "suspicious ownership or permission on '…' for output 'out'; rejecting this
+  // build output" (it checks the output itself, not what is inside).
+  it('a group- or world-writable output is refused', async () => {
+    const drv = await addShDrv(store, 'writable', '/bin/mkdir $out; echo > $out/f; /bin/chmod 1777 $out');
+    const e = await failOf(drv);
+    expect(isStrataError(e, 'OUTPUT_INVALID'), String(e)).toBe(true);
+    expect(e.message).toMatch(/-writable': it is group- or world-writable \(mode 1777\)/);
+    const file = await addShDrv(store, 'writable-file', 'echo > $out; /bin/chmod 664 $out');
+    expect(isStrataError(await failOf(file), 'OUTPUT_INVALID')).toBe(true);
+    // Inside the output, modes are only canonicalised, as in Nix.
+    const inner = await addShDrv(store, 'inner', '/bin/mkdir $out; echo > $out/f; /bin/chmod 4777 $out/f');
+    const [outs] = await realiseOrThrow(store, [inner]);
+    const { statSync } = await import('node:fs');
+    expect(statSync(`${store.realPath(outs!.get('out')!)}/f`).mode & 0o7777).toBe(0o555);
+  });
+
   it('an output holding a FIFO is refused', async () => {
     const drv = await addShDrv(store, 'fifo', '/bin/mkdir $out; /usr/bin/mkfifo $out/pipe');
     const e = await failOf(drv);
