@@ -6,19 +6,15 @@
 import { appendFileSync, chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Readable } from 'node:stream';
 
 import { describe, expect, it } from 'vitest';
 
-import { Hash } from '../../src/core/hash.js';
-import { encodeNar } from '../../src/core/nar/writer.js';
-import type { StorePath } from '../../src/core/store-path.js';
 import type { LocalStore } from '../../src/store/local/local-store.js';
 import type { LayeredStore } from '../../src/store/layered/layered-store.js';
 import { initLayered, type MountState, openLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
 import { runStrata, strataOk } from '../support/cli.js';
-import { hashTree, makeLower, type LowerFixture } from '../support/layered.js';
+import { addBuilt, hashTree, makeLower, type LowerFixture } from '../support/layered.js';
 import { isRoot } from '../support/mounts.js';
 import { runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
@@ -37,21 +33,6 @@ async function addToLower(root: string, name: string, text: string): Promise<voi
   const s = (await openStore(root)) as LocalStore;
   try {
     await s.addText(name, text, []);
-  } finally {
-    await s.close();
-  }
-}
-
-/** Registers an input-addressed path (a build's output: its name says nothing of its bytes) in a lower. */
-async function addBuilt(root: string, path: string, text: string, references: StorePath[] = []): Promise<StorePath> {
-  const s = (await openStore(root)) as LocalStore;
-  try {
-    const chunks: Buffer[] = [];
-    for await (const c of encodeNar({ type: 'regular', executable: false, size: text.length, contents: [Buffer.from(text)] })) chunks.push(Buffer.from(c));
-    const nar = Buffer.concat(chunks);
-    const info = { path: s.storeDir.parse(path), narHash: Hash.of('sha256', nar), narSize: nar.length, references, ultimate: true, sigs: [] };
-    await s.addFromNar(info, Readable.from([nar]));
-    return info.path;
   } finally {
     await s.close();
   }

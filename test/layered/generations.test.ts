@@ -14,7 +14,7 @@ import { fsck } from '../../src/store/layered/fsck.js';
 import { initLayered, type MountState, openLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
 import { runStrata } from '../support/cli.js';
-import { makeLower } from '../support/layered.js';
+import { addBuilt, makeLower } from '../support/layered.js';
 import { isRoot } from '../support/mounts.js';
 import { runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
@@ -119,6 +119,40 @@ describe.runIf(isRoot)('changing lowers', () => {
       const v = runNix('nix-store', ['--store', dir, '--verify', '--check-contents']);
       expect(v.code, v.stderr).toBe(0);
     }
+  });
+
+  it('a new generation that rebuilt a path the upper uses with other bytes: the bytes the upper row describes are kept', async () => {
+    const work = tempDir();
+    const gen1 = await makeLower(join(work, 'gen1'));
+    const dep = '/nix/store/dbdm1c9f4xd8p9s0dykwlajbc49l9g88-y';
+    const y = await addBuilt(gen1.root, dep, 'built for generation 1\n');
+    setGeneration(gen1.root, 'gen-1');
+    const gen2 = await makeLower(join(work, 'gen2'));
+    await addBuilt(gen2.root, dep, 'built again for generation 2\n'); // not reproducible
+    setGeneration(gen2.root, 'gen-2');
+    const bigdisk = join(work, 'bigdisk');
+    mkdirSync(bigdisk);
+    bindMount(gen1.root, bigdisk);
+    const dir = join(work, 'layered');
+    let store = await initLayered(dir, [bigdisk]);
+    await store.addText('mine', `uses ${dep}`, [y]);
+    await store.close();
+    bindMount(gen2.root, bigdisk);
+    const states: MountState[] = [];
+    store = await openLayered(`layered://${dir}`, dir, { onMount: (m) => states.push(m) });
+    try {
+      expect(states[0]!.rescued).toEqual([dep]);
+      expect(readFileSync(store.realPath(y), 'utf8')).toBe('built for generation 1\n');
+      const report = await fsck(store, { repair: true });
+      expect(report.problems).toEqual([{ kind: 'duplicate', path: dep, detail: 'both the upper layer and lower0 hold it, with other contents: the upper copy is kept' }]);
+      expect(report.repaired).toEqual([]);
+      expect((await store.optimise()).filesLinked).toBe(0);
+      expect(readFileSync(store.realPath(y), 'utf8')).toBe('built for generation 1\n');
+    } finally {
+      await store.close();
+    }
+    const v = runNix('nix-store', ['--store', dir, '--verify', '--check-contents']);
+    expect(v.code, v.stderr).toBe(0);
   });
 
   it('processes that notice a new generation at once remount it once: no overlays stacked on one upper', async () => {

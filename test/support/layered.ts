@@ -2,6 +2,10 @@
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
+import { Hash } from '../../src/core/hash.js';
+import { encodeNar } from '../../src/core/nar/writer.js';
 
 import type { StorePath } from '../../src/core/store-path.js';
 import type { LocalStore } from '../../src/store/local/local-store.js';
@@ -40,4 +44,19 @@ export function hashTree(dir: string): string {
   };
   walk(dir, '');
   return h.digest('hex');
+}
+
+/** Registers an input-addressed path (a build's output: its name says nothing of its bytes) in a store. */
+export async function addBuilt(root: string, path: string, text: string, references: StorePath[] = []): Promise<StorePath> {
+  const s = (await openStore(root)) as LocalStore;
+  try {
+    const chunks: Buffer[] = [];
+    for await (const c of encodeNar({ type: 'regular', executable: false, size: text.length, contents: [Buffer.from(text)] })) chunks.push(Buffer.from(c));
+    const nar = Buffer.concat(chunks);
+    const info = { path: s.storeDir.parse(path), narHash: Hash.of('sha256', nar), narSize: nar.length, references, ultimate: true, sigs: [] };
+    await s.addFromNar(info, Readable.from([nar]));
+    return info.path;
+  } finally {
+    await s.close();
+  }
 }

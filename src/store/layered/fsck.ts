@@ -53,6 +53,8 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
   const problems: FsckProblem[] = [];
   const upperNames = new Set(readdirSync(store.upperLayer));
   const dangling: StorePath[] = [];
+  /** Duplicates whose upper copy differs from the lower's: removing it would break its row. */
+  const keep = new Set<string>();
 
   for (const path of await store.upper.queryAllValidPaths()) {
     if (upperNames.has(path.baseName) && !isWhiteout(join(store.upperLayer, path.baseName))) continue;
@@ -82,7 +84,15 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
     } else if (hidden !== undefined) {
       problems.push({ kind: 'whiteout', path: dir.print(path), detail: `the upper layer hides '${hidden}' of the copy in ${lower.name}` });
     } else {
-      problems.push({ kind: 'duplicate', path: dir.print(path), detail: `both the upper layer and ${lower.name} hold it` });
+      // Other bytes under the same name (a rebuilt path): the upper copy is what its row says.
+      const own = await store.upper.queryPathInfo(path);
+      const theirs = await lower.store.queryPathInfo(path);
+      if (own && theirs && !own.narHash.equals(theirs.narHash)) {
+        keep.add(dir.print(path));
+        problems.push({ kind: 'duplicate', path: dir.print(path), detail: `both the upper layer and ${lower.name} hold it, with other contents: the upper copy is kept` });
+      } else {
+        problems.push({ kind: 'duplicate', path: dir.print(path), detail: `both the upper layer and ${lower.name} hold it` });
+      }
     }
   }
 
@@ -90,7 +100,7 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
   if (!options.repair) return report;
   const { removeTree } = await import('../../fs/remove-tree.js');
   for (const p of problems) {
-    if (p.kind === 'whiteout' || p.kind === 'duplicate') {
+    if (p.kind === 'whiteout' || (p.kind === 'duplicate' && !keep.has(p.path))) {
       // Removing the upper entry lets the lower copy show through again.
       store.requestRemount();
       removeTree(join(store.upperLayer, dir.parse(p.path).baseName));

@@ -524,7 +524,11 @@ export class LayeredStore implements LocalFsStore {
     return this.upper.verify(options);
   }
 
-  /** Deduplication only: upper copies of paths a lower now holds are removed. */
+  /**
+   * Deduplication only: upper copies of paths a lower now holds are removed (unless the lower's
+   * bytes differ from what the upper row describes, where Nix would leave a row that no longer
+   * matches the files).
+   */
   async optimise(): Promise<OptimiseResult> {
     let filesLinked = 0;
     let bytesSaved = 0;
@@ -535,7 +539,12 @@ export class LayeredStore implements LocalFsStore {
       } catch {
         continue;
       }
-      if (!this.localLowerHas(path)) continue;
+      const lower = this.overlayLowerHas(path);
+      if (!lower) continue;
+      // A rebuilt path (other bytes under the same name): the upper row describes the upper copy.
+      const own = await this.upper.queryPathInfo(path);
+      const theirs = own ? await lower.store.queryPathInfo(path) : undefined;
+      if (own && theirs && !own.narHash.equals(theirs.narHash)) continue;
       const inUpper = join(this.options.upperLayer, name);
       bytesSaved += treeSize(inUpper);
       this.requestRemount();

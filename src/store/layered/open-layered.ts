@@ -142,9 +142,12 @@ async function rescueDropped(upper: LocalStore, lowers: Lower[], upperDir: strin
   const done = new Set(existsSync(rescueDir) ? completeRescues(rescueDir) : []);
   for (const path of await upper.queryAllValidPaths()) {
     if (upperNames.has(path.baseName)) continue;
-    let held = false;
-    for (const l of lowers) if (await l.store.isValidPath(path)) held = true;
-    if (held) continue;
+    // Held when the new top lower of the overlay has the same bytes as the upper row says: a
+    // rebuilt path (same name, other bytes) or one only a binary-cache lower has needs its copy.
+    const shown = lowers.find((l) => l.realStoreDir !== undefined && (l.store as LocalStore).db.isValid(path));
+    const theirs = shown ? await shown.store.queryPathInfo(path) : undefined;
+    const own = await upper.queryPathInfo(path);
+    if (theirs && own && theirs.narHash.equals(own.narHash)) continue;
     const old = upper.realPath(path);
     if (!done.has(path.baseName)) {
       if (!existsSync(old)) {
