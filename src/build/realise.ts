@@ -36,6 +36,11 @@ export interface RealiseOptions {
    * logical path; `namespace` and `none` force one.
    */
   isolation?: 'auto' | 'namespace' | 'none' | undefined;
+  /**
+   * Stops the run (an interrupted command): running builders are killed, nothing more starts,
+   * and the run still cleans up (build dirs, namespace) before it returns.
+   */
+  signal?: AbortSignal | undefined;
   /** Asked for missing outputs before building; returns the paths it made valid. */
   substitute?: ((paths: StorePath[]) => Promise<StorePath[]>) | undefined;
   /** Builder output as it comes. */
@@ -117,6 +122,8 @@ class Realiser {
   ) {
     this.slots = pLimit(Math.max(1, options.jobs ?? 1));
     this.isolation = this.chooseIsolation();
+    if (options.signal?.aborted) this.abort.abort();
+    else options.signal?.addEventListener('abort', () => this.abort.abort(), { once: true });
   }
 
   private chooseIsolation(): 'namespace' | 'none' {

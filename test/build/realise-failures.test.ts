@@ -2,7 +2,8 @@
  * Builds that must fail: each gives one clear error line and leaves the store as it was (no new
  * valid path, no output or scratch left behind).
  */
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -12,7 +13,7 @@ import { isStrataError } from '../../src/core/error.js';
 import { Hash } from '../../src/core/hash.js';
 import type { StorePath } from '../../src/core/store-path.js';
 import type { LocalFsStore } from '../../src/store/store.js';
-import { ensureBuilt, runStrata } from '../support/cli.js';
+import { ROOT, ensureBuilt, runStrata } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { addDerivation } from '../../src/store/derivation-add.js';
 import { addShDrv, openChroot, shDrv, snapshot } from './helpers.js';
@@ -297,5 +298,35 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
       `error: Cannot build '/nix/store/${drv.baseName}': builder failed with exit code 7`,
     ]);
     expect(r.stderr).toMatch(/hint: the full log is in '.*\.bz2'/);
+  });
+
+  it('an interrupted `strata realise` kills its builder and leaves no build dir, scratch or output behind', async () => {
+    ensureBuilt();
+    const tmp = tempDir();
+    const marker = join(tempDir(), 'still-running');
+    const drv = await addShDrv(
+      store,
+      'slow',
+      `/bin/mkdir $out; echo partial > $out/x; /bin/sleep 5; echo > ${marker}`,
+    );
+    const before = await snapshot(store);
+    await store.close();
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'strata'), '--store', root, 'realise', store.storeDir.print(drv)], {
+      env: { ...process.env, TMPDIR: tmp },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+      if (stderr.includes('building ')) setTimeout(() => child.kill('SIGINT'), 300);
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code, stderr).toBe(1);
+    expect(stderr).toContain('error: Cannot realise: interrupted by SIGINT');
+    expect(readdirSync(tmp)).toEqual([]);
+    store = await openChroot(root);
+    expect(await snapshot(store)).toEqual(before);
+    await new Promise((r) => setTimeout(r, 5500));
+    expect(existsSync(marker)).toBe(false); // The builder died with the run.
   });
 });

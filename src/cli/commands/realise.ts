@@ -40,23 +40,46 @@ export function register(program: Command): void {
             );
           }
           const drvPaths = args.map((a) => parsePathArg(store, a));
-          const results = await realise(store, drvPaths, {
-            jobs,
-            keepGoing: opts.keepGoing === true,
-            cores,
-            onLog: g.verbose ? (_drv, chunk) => process.stderr.write(chunk) : undefined,
-            onEvent: (e) => {
-              if (e.type === 'warning') process.stderr.write(`warning: ${e.message}\n`);
-              else if (e.type === 'building' && !g.quiet)
-                process.stderr.write(`building '${store.storeDir.print(e.drvPath)}'...\n`);
-              else if (e.type === 'failed' && e.error instanceof BuildFailure) {
-                // Nix shows the end of the log right where the failure happens; the error line follows at exit.
-                process.stderr.write(
-                  `last ${e.error.logTail.length} log lines of '${store.storeDir.print(e.drvPath)}':\n${e.error.logTail.map((l) => `> ${l}\n`).join('')}`,
-                );
-              }
-            },
-          });
+          // Ctrl-C or a kill: stop the builders and let the run clean up (build dirs, the
+          // namespace, partial outputs) rather than die with them left behind. A second signal
+          // finds no handler and ends the process at once.
+          const interrupt = new AbortController();
+          let caught: NodeJS.Signals | undefined;
+          const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+          const onSignal = (sig: NodeJS.Signals): void => {
+            caught = sig;
+            for (const s of signals) process.off(s, onSignal);
+            interrupt.abort();
+          };
+          for (const s of signals) process.on(s, onSignal);
+          let results;
+          try {
+            results = await realise(store, drvPaths, {
+              signal: interrupt.signal,
+              jobs,
+              keepGoing: opts.keepGoing === true,
+              cores,
+              onLog: g.verbose ? (_drv, chunk) => process.stderr.write(chunk) : undefined,
+              onEvent: (e) => {
+                if (e.type === 'warning') process.stderr.write(`warning: ${e.message}\n`);
+                else if (e.type === 'building' && !g.quiet)
+                  process.stderr.write(`building '${store.storeDir.print(e.drvPath)}'...\n`);
+                else if (e.type === 'failed' && e.error instanceof BuildFailure) {
+                  // Nix shows the end of the log right where the failure happens; the error line follows at exit.
+                  process.stderr.write(
+                    `last ${e.error.logTail.length} log lines of '${store.storeDir.print(e.drvPath)}':\n${e.error.logTail.map((l) => `> ${l}\n`).join('')}`,
+                  );
+                }
+              },
+            });
+          } finally {
+            for (const s of signals) process.off(s, onSignal);
+          }
+          if (caught !== undefined) {
+            throw new StrataError('INTERRUPTED', `Cannot realise: interrupted by ${caught}`, {
+              value: caught,
+            });
+          }
           for (const r of results)
             for (const p of r.outputs?.values() ?? []) print(store.storeDir.print(p));
           const errors = results.filter((r) => r.error).map((r) => r.error!);
