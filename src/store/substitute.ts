@@ -130,10 +130,12 @@ interface Candidate extends CopyItem {
  * Copies `items`; when reading a path's NAR from its substituter fails (unreachable, corrupt,
  * not the declared bytes), what was added stays and the path is taken from the next substituter
  * that has it acceptably with the same references, as Nix's substitution goal tries the next
- * substituter. With none left, the failure is thrown. Returns the paths added, references first.
+ * substituter. With none left, the path is read once more from its own, then the failure is
+ * thrown. Returns the paths added, references first.
  */
 async function copyFalling(target: Store, subs: Store[], items: Candidate[], keys: TrustedKeys, requireSigs: boolean, options: SubstituteOptions): Promise<StorePath[]> {
   const added: PathInfo[] = [];
+  const again = new Set<string>();
   let pending = items;
   for (;;) {
     const failed = new Set<string>();
@@ -151,8 +153,13 @@ async function copyFalling(target: Store, subs: Store[], items: Candidate[], key
         else if (!failed.has(name)) next.push(item);
         else {
           const other = await nextCandidate(target.storeDir, subs, item, keys, requireSigs);
-          if (!other) throw e;
-          next.push(other);
+          if (other) next.push(other);
+          // With no other substituter, once more from its own: a NAR fetched in one answer with
+          // a bad one (strata serve's nars/) fails with it, though its own bytes may be fine.
+          else if (!again.has(name)) {
+            again.add(name);
+            next.push(item);
+          } else throw e;
         }
       }
       pending = next;

@@ -3,7 +3,7 @@
  * client that cuts them apart by NarSize: what it serves, what it refuses, and that a client
  * given bad bytes, too few bytes or a refusal still verifies every NAR and makes nothing valid.
  */
-import { appendFileSync, readFileSync, statSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -28,6 +28,7 @@ import { DEPENDENT, narOf, withCopyStores, writeVectorCache } from './_cache.js'
 
 const dir = new StoreDir();
 const DEP = dir.parse(DEPENDENT);
+const SIMPLE_PATH = '/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple';
 
 async function bytesOf(b: Buffer | Readable | undefined): Promise<Buffer> {
   if (b === undefined) return Buffer.alloc(0);
@@ -365,6 +366,37 @@ describe('a closure walked narinfo by narinfo (a static cache)', () => {
       });
     } finally {
       await c.close();
+    }
+  });
+
+  it('substitutePaths: a NAR failed only because an earlier one of the same nars/ answer was bad is read again from its substituter, the bad one from the next', async () => {
+    const work = tempDir();
+    const store = (await filledStore(work)) as LocalStore;
+    // The simple path's file changed behind the server's store (same size, other bytes).
+    const file = store.realPath(dir.parse(SIMPLE_PATH));
+    const bytes = readFileSync(file);
+    bytes[0] = bytes[0]! ^ 1;
+    writeFileSync(file, bytes);
+    const l = await listen(new CacheServer(store, { compression: 'none' }), { host: '127.0.0.1', port: 0 });
+    // The next substituter (Priority 60, after the server's 30) has the simple path only.
+    const other = join(work, 'other');
+    writeVectorCache(other, 'xz');
+    rmSync(join(other, `${DEP.hashPart}.narinfo`));
+    appendFileSync(join(other, 'nix-cache-info'), 'Priority: 60\n');
+    try {
+      await withCopyStores(work, `${l.url}?ttl-positive=0&ttl-negative=0`, async (cache, local) => {
+        const second = await openStore(`file://${other}`);
+        try {
+          const r = await substitutePaths(local, [cache, second], [DEP], { requireSigs: false });
+          expect(r.substituted.map((p) => p.name)).toEqual(['simple', 'dependent']);
+          expect((await local.queryPathInfo(dir.parse(SIMPLE_PATH)))?.narHash.toString()).toBe(parseNarInfo(readFileSync(join(other, `${dir.parse(SIMPLE_PATH).hashPart}.narinfo`), 'utf8')).narHash.toString());
+        } finally {
+          await second.close();
+        }
+      });
+    } finally {
+      await l.close();
+      await store.close();
     }
   });
 
