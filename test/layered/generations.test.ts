@@ -13,7 +13,7 @@ import type { LocalStore } from '../../src/store/local/local-store.js';
 import { fsck } from '../../src/store/layered/fsck.js';
 import { initLayered, type MountState, openLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
-import { runStrata } from '../support/cli.js';
+import { runStrata, strataOk } from '../support/cli.js';
 import { addBuilt, makeLower } from '../support/layered.js';
 import { isRoot } from '../support/mounts.js';
 import { runNix } from '../support/nix.js';
@@ -153,6 +153,22 @@ describe.runIf(isRoot)('changing lowers', () => {
     }
     const v = runNix('nix-store', ['--store', dir, '--verify', '--check-contents']);
     expect(v.code, v.stderr).toBe(0);
+  });
+
+  it('a lower written as local?root=DIR has its generation tracked as one written as DIR', async () => {
+    const work = tempDir();
+    const lower = await makeLower(join(work, 'lower'));
+    setGeneration(lower.root, 'gen-1');
+    const dir = join(work, 'layered');
+    await (await initLayered(dir, [`local?root=${lower.root}`])).close();
+    expect(JSON.parse(readFileSync(join(dir, 'strata.json'), 'utf8')).lowers[0].generation).toBe('gen-1');
+    setGeneration(lower.root, 'gen-2');
+    const states: MountState[] = [];
+    const s = await openLayered(`layered://${dir}`, dir, { onMount: (m) => states.push(m) });
+    await s.close();
+    expect(states.map((m) => [m.action, m.reason])).toEqual([['remounted', 'lower0 is now generation gen-2 (was gen-1)']]);
+    const layers = JSON.parse(await strataOk(['--store', `layered://${dir}`, '--json', 'layers']));
+    expect(layers[1].generation).toBe('gen-2');
   });
 
   it('processes that notice a new generation at once remount it once: no overlays stacked on one upper', async () => {

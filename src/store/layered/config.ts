@@ -6,6 +6,7 @@ import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'n
 import { join } from 'node:path';
 
 import { StrataError } from '../../core/error.js';
+import { parseStoreUri } from '../uri.js';
 
 export interface LowerConfig {
   /** A store URI: a local store root (`/mnt/bigdisk`), or a binary cache (`file://`, `http://`). */
@@ -101,4 +102,10 @@ export function lowerGeneration(lowerRoot: string): string {
   const walStat = existsSync(`${db}-wal`) ? statSync(`${db}-wal`) : undefined;
   const wal = walStat && walStat.size > 0 ? walStat : undefined;
   return `db-${st.size}-${Math.floor(st.mtimeMs)}${wal ? `-${wal.size}-${Math.floor(wal.mtimeMs)}` : ''}`;
+}
+
+/** The root of a local lower given as `/dir` or `local?root=/dir`; undefined for other stores. */
+export function localLowerRoot(uri: string): string | undefined {
+  const parsed = parseStoreUri(uri);
+  return parsed.scheme === 'local' ? (parsed.params.get('root') ?? parsed.root) : undefined;
 }

@@ -4,8 +4,7 @@ import { readdirSync } from 'node:fs';
 import { StrataError } from '../../core/error.js';
 import { LocalStore } from '../local/local-store.js';
 import type { Store } from '../store.js';
-import { parseStoreUri } from '../uri.js';
-import { lowerGeneration } from './config.js';
+import { localLowerRoot, lowerGeneration } from './config.js';
 import { LayeredStore } from './layered-store.js';
 import { mountMode } from './mounts.js';
 
@@ -48,8 +47,8 @@ export async function describeLayers(store: Store): Promise<LayerRow[]> {
   store.lowers.forEach((l, i) => {
     const local = l.store instanceof LocalStore ? l.store : undefined;
     let generation: string | undefined;
-    const parsed = parseStoreUri(l.store.uri);
-    if (parsed.scheme === 'local' && parsed.root) generation = lowerGeneration(parsed.params.get('root') ?? parsed.root);
+    const root = localLowerRoot(l.store.uri);
+    if (root !== undefined) generation = lowerGeneration(root);
     rows.push({
       name: l.name,
       kind: local ? 'local' : 'binary-cache',

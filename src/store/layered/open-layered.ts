@@ -14,7 +14,7 @@ import { localStoreConfig, localStoreConfigOf } from '../local/config.js';
 import { closeFd, lockFdSync, openLockFile } from '../local/flock.js';
 import { LocalStore } from '../local/local-store.js';
 import { boolParam, parseStoreUri } from '../uri.js';
-import { layeredPaths, lowerGeneration, type LowerConfig, readLayeredConfig, writeLayeredConfig } from './config.js';
+import { layeredPaths, localLowerRoot, lowerGeneration, type LowerConfig, readLayeredConfig, writeLayeredConfig } from './config.js';
 import { LayeredStore, type Lower } from './layered-store.js';
 import { findOverlayMount, mountOverlay, mountProblem, nixMountCheck, type OverlayLayout, remountOverlay, unmountOverlay } from './mounts.js';
 
@@ -87,9 +87,9 @@ async function ensureMountedLocked(dir: string, lowers: Lower[], upper: LocalSto
   const p = layeredPaths(dir);
   const changed: string[] = [];
   for (const lc of config.lowers) {
-    const parsed = parseStoreUri(lc.uri);
-    if (parsed.scheme !== 'local' || !parsed.root) continue;
-    const gen = lowerGeneration(parsed.params.get('root') ?? parsed.root);
+    const root = localLowerRoot(lc.uri);
+    if (root === undefined) continue;
+    const gen = lowerGeneration(root);
     if (gen !== lc.generation) {
       changed.push(`${lc.name} is now generation ${gen} (was ${lc.generation ?? 'unknown'})`);
       lc.generation = gen;
