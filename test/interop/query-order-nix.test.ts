@@ -1,7 +1,8 @@
 /**
  * `strata query` prints what `nix-store -q` prints, line for line: the relation queries as the
  * union of their answers in Nix's topological order, --deriver and --outputs once per argument,
- * and --roots through a derivation's outputs (keep-derivations).
+ * and --roots through a derivation's outputs (keep-derivations). `strata path-info` likewise
+ * prints what `nix path-info` prints.
  */
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -71,6 +72,39 @@ describe('strata query against nix-store -q', () => {
       const n = runNix('nix-store', ['--store', root, '-q', ...args]);
       const s = await runStrata(['--store', root, 'query', ...args]);
       expect({ args, code: s.code, out: s.stdout.toString() }).toEqual({ args, code: n.code, out: n.stdout });
+    }
+  });
+});
+
+describe('strata path-info against nix path-info', () => {
+  it('prints the same text and JSON: a set of paths, references first, sizes aligned', { timeout: 120_000 }, async () => {
+    const work = tempDir();
+    const root = join(work, 'store');
+    writeFileSync(join(work, 'default.nix'), EXPR);
+    const build = runNix('nix-build', ['--store', root, '--option', 'sandbox', 'true', '--option', 'sandbox-paths', '/bin /lib /lib64 /usr', '--no-out-link', join(work, 'default.nix')]);
+    expect(build.code).toBe(0);
+    const [b, c, mOut] = build.stdout.trim().split('\n') as [string, string, string];
+    const a = runNix('nix-store', ['--store', root, '-q', '--references', b]).stdout.trim();
+    const absent = '/nix/store/00000000000000000000000000000000-absent';
+    const cases: string[][] = [
+      ['-r', c],
+      ['-r', mOut, a],
+      [c, a, c],
+      ['-S', '-r', c],
+      ['-S', mOut, b, a],
+      ['--all'],
+      [c, absent],
+      ['--json', c, c],
+      ['--json', '-S', '-r', mOut],
+      ['--json', c, absent],
+    ];
+    for (const args of cases) {
+      const n = runNix('nix', ['path-info', '--store', root, ...args]);
+      const json = args[0] === '--json';
+      const s = await runStrata(['--store', root, ...(json ? ['--json'] : []), 'path-info', ...args.slice(json ? 1 : 0)]);
+      // Nix 2.8 ends its JSON without a newline; strata's --json ends every document with one.
+      const out = json ? s.stdout.toString().trimEnd() : s.stdout.toString();
+      expect({ args, code: s.code, out }).toEqual({ args, code: n.code, out: n.stdout });
     }
   });
 });

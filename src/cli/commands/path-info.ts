@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 
+import type { PathInfo } from '../../store/store.js';
+
 export function register(program: Command): void {
   program
     .command('path-info')
@@ -19,10 +21,13 @@ export function register(program: Command): void {
         const { StrataError } = await import('../../core/error.js');
         const dir = store.storeDir;
         const paths = opts.all ? await store.queryAllValidPaths() : args.map((a) => parsePathArg(store, a));
-        const targets = opts.recursive ? [...(await computeClosure!(store, paths)).values()].map((i) => i.path) : paths;
+        // A set, as in Nix: a path named twice is shown once.
+        const targets = opts.recursive
+          ? [...(await computeClosure!(store, paths)).values()].map((i) => i.path)
+          : [...new Map(paths.map((p) => [p.baseName, p])).values()];
         targets.sort((a, b) => (a.baseName < b.baseName ? -1 : 1));
         const out: Record<string, unknown>[] = [];
-        const lines: string[] = [];
+        const shown: { info: PathInfo; closureSize: number | undefined }[] = [];
         let missing: string | undefined;
         for (const p of targets) {
           const info = await store.queryPathInfo(p);
@@ -37,15 +42,25 @@ export function register(program: Command): void {
             for (const i of (await computeClosure!(store, [p])).values()) closureSize += i.narSize;
           }
           out.push(pathInfoJson(dir, info, closureSize !== undefined ? { closureSize } : {}));
-          // Nix right-aligns sizes in 11 columns.
-          lines.push(closureSize !== undefined ? `${dir.print(p)}\t${String(closureSize).padStart(11)}` : dir.print(p));
+          shown.push({ info, closureSize });
         }
-        if (json) process.stdout.write(`${JSON.stringify(out)}\n`);
-        else if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
-        // As in Nix: JSON marks invalid paths `"valid": false` and succeeds; text output fails.
-        if (missing !== undefined && !json) {
-          throw new StrataError('PATH_NOT_VALID', `Path '${missing}' is not valid`, { value: missing });
+        if (json) {
+          process.stdout.write(`${JSON.stringify(out)}\n`);
+          return;
         }
+        // As in Nix: JSON marks invalid paths `"valid": false` and succeeds; text output fails
+        // and prints nothing.
+        if (missing !== undefined) throw new StrataError('PATH_NOT_VALID', `Path '${missing}' is not valid`, { value: missing });
+        // Text lists references before their referrers (Nix's topological order), paths padded
+        // to one width before the sizes, which Nix right-aligns in 11 columns.
+        const { topoSortInfos } = await import('../../store/closure.js');
+        const byName = new Map(shown.map((s) => [s.info.path.baseName, s]));
+        const ordered = topoSortInfos(shown.map((s) => s.info)).map((i) => byName.get(i.path.baseName)!);
+        const width = Math.max(0, ...ordered.map((s) => dir.print(s.info.path).length));
+        const lines = ordered.map(({ info, closureSize }) =>
+          closureSize !== undefined ? `${dir.print(info.path).padEnd(width)}\t${String(closureSize).padStart(11)}` : dir.print(info.path),
+        );
+        if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
       });
     });
 }
