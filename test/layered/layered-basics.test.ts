@@ -76,5 +76,22 @@ describe.runIf(isRoot)('layered store basics (real overlayfs)', () => {
     expect(ok.code, ok.stderr).toBe(0);
     expect((await runStrata(['umount', dir])).code).toBe(0);
   });
+
+  it('layered:///dir?read-only=true answers queries and refuses writes, changing nothing', async () => {
+    const work = tempDir();
+    const lower = await makeLower(join(work, 'lower'));
+    const dir = join(work, 'layered');
+    await (await initLayered(dir, [lower.root])).close();
+    const before = hashTree(join(dir, 'nix/var'));
+    const uri = `layered://${dir}?read-only=true`;
+    const top = `/nix/store/${lower.paths.top.baseName}`;
+    expect((await runStrata(['--store', uri, 'path-info', top])).code).toBe(0);
+    writeFileSync(join(work, 'f'), 'new\n');
+    const add = await runStrata(['--store', uri, 'add', join(work, 'f')]);
+    expect(add.code).toBe(1);
+    expect(add.stderr).toMatch(/read-only/);
+    expect(readdirSync(join(dir, 'upper'))).toEqual([]);
+    expect(hashTree(join(dir, 'nix/var'))).toBe(before);
+  });
 });
 

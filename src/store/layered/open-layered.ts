@@ -174,13 +174,15 @@ async function rescueDropped(upper: LocalStore, lowers: Lower[], upperDir: strin
 export async function openLayered(uri: string, dir: string, options: { mount?: boolean; onMount?: (state: MountState) => void } = {}): Promise<LayeredStore> {
   const config = readLayeredConfig(dir);
   const p = layeredPaths(dir);
+  // `?read-only=true`: the upper DB opened read-only, and the mount left as it is.
+  const readOnly = boolParam(uri, parseStoreUri(uri).params, 'read-only', false);
   const lowers: Lower[] = [];
   let upper: LocalStore | undefined;
   try {
     for (const lc of config.lowers) lowers.push(await openLower(lc));
-    for (const d of [p.upper, p.work, p.merged]) mkdirSync(d, { recursive: true });
-    upper = await LocalStore.open(uri, localStoreConfig({ root: dir }));
-    if (options.mount ?? true) {
+    if (!readOnly) for (const d of [p.upper, p.work, p.merged]) mkdirSync(d, { recursive: true });
+    upper = await LocalStore.open(uri, localStoreConfig({ root: dir, readOnly }));
+    if (options.mount ?? !readOnly) {
       const state = await ensureMounted(dir, lowers, upper);
       options.onMount?.(state);
     }
