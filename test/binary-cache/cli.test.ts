@@ -9,7 +9,7 @@ import { ensureBuilt, ROOT, runStrata } from '../support/cli.js';
 import { haveNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 import { filledStore, nixAsync } from '../serve/_serve.js';
-import { DEPENDENT, PUBLIC_KEY, writeKeys } from './_cache.js';
+import { DEPENDENT, PUBLIC_KEY, writeKeys, writeVectorCache } from './_cache.js';
 
 const dir = new StoreDir();
 
@@ -53,6 +53,22 @@ describe.skipIf(!haveNix())('strata copy and strata serve on the command line, w
       await d2.close();
     });
   }
+
+  it('path-info --json of a binary cache: url, downloadHash, downloadSize (and closureDownloadSize with -S) as nix path-info prints them', async () => {
+    const work = tempDir();
+    for (const compression of ['xz', 'none']) {
+      const cache = join(work, compression);
+      writeVectorCache(cache, compression);
+      for (const flags of [[], ['-S'], ['-r']]) {
+        const nix = await nixAsync('nix', ['path-info', '--store', `file://${cache}`, '--json', ...flags, DEPENDENT]);
+        expect(nix.code, nix.stderr).toBe(0);
+        const mine = await runStrata(['--store', `file://${cache}`, '--json', 'path-info', ...flags, DEPENDENT]);
+        expect(mine.code, mine.stderr).toBe(0);
+        expect(JSON.parse(mine.stdout.toString()), `${compression} ${flags.join(' ')}`).toEqual(JSON.parse(nix.stdout));
+        expect(mine.stdout.toString()).toContain('"downloadHash"');
+      }
+    }
+  });
 
   it('strata serve prints its URL; nix path-info and nix store verify read it', async () => {
     const work = tempDir();

@@ -37,11 +37,17 @@ export function register(program: Command): void {
             continue;
           }
           let closureSize: number | undefined;
+          // The NAR files' sizes too, for a binary cache's paths (Nix counts 0 where unknown).
+          let closureDownloadSize: number | undefined;
           if (opts.closureSize) {
             closureSize = 0;
-            for (const i of (await computeClosure!(store, [p])).values()) closureSize += i.narSize;
+            closureDownloadSize = 0;
+            for (const i of (await computeClosure!(store, [p])).values()) {
+              closureSize += i.narSize;
+              closureDownloadSize += (i as { fileSize?: number }).fileSize ?? 0;
+            }
           }
-          out.push(pathInfoJson(dir, info, closureSize !== undefined ? { closureSize } : {}));
+          out.push(pathInfoJson(dir, info, closureSize !== undefined ? { closureSize, closureDownloadSize } : {}));
           shown.push({ info, closureSize });
         }
         if (json) {
