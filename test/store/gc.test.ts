@@ -376,6 +376,34 @@ describe('strata gc / delete (CLI)', () => {
   });
 });
 
+describe('a read-only store (read-only=true) through the CLI', () => {
+  it('refuses gc, delete and optimise and leaves every file as it was', async () => {
+    const root = join(tempDir(), 'store');
+    const p = await withStore(root, async (s) => {
+      await s.addText('twin-1', 'same bytes', []);
+      await s.addText('twin-2', 'same bytes', []);
+      return s.addText('dead', 'd', []);
+    });
+    // Junk a collection would remove, and a stale indirect root it would unlink.
+    writeFileSync(join(root, 'nix/store', `${p.path.baseName}.lock`), '');
+    mkdirSync(join(root, 'nix/var/nix/gcroots/auto'), { recursive: true });
+    symlinkSync('/nonexistent/result', join(root, 'nix/var/nix/gcroots/auto/stale'));
+    const snapshot = (): string[] =>
+      [
+        ...readdirSync(join(root, 'nix/store')).map((n) => `${n}:${lstatSync(join(root, 'nix/store', n)).nlink}`),
+        ...readdirSync(join(root, 'nix/var/nix'), { recursive: true }).map(String),
+      ].sort();
+    const before = snapshot();
+    ensureBuilt();
+    const ro = `${root}?read-only=true`;
+    for (const args of [['gc'], ['gc', '--print-dead'], ['delete', `/nix/store/${p.path.baseName}`], ['optimise']]) {
+      const r = await runStrata(['--store', ro, ...args]);
+      expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code: 1, stderr: expect.stringMatching(/^error: Cannot .*: store '.*' is read-only\n$/) });
+    }
+    expect(snapshot()).toEqual(before);
+  });
+});
+
 describe('gc while real Nix adds paths', () => {
   it('a real Nix adding a path while strata collects succeeds (through the roots socket) and keeps its path', async () => {
     const work = tempDir();

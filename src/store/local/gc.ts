@@ -489,6 +489,8 @@ async function withGcLock<T>(store: LocalStore, collector: Collector, report: Gc
  * ```
  */
 export async function collectGarbage(store: LocalStore, options: LocalGcOptions = {}): Promise<LocalGcResult> {
+  // Even --print-dead takes gc.lock and drops stale roots: nothing of it on a read-only store.
+  store.requireWritable('collect garbage');
   const shouldDelete = !options.dryRun && options.print === undefined;
   const report = options.report;
   const c = new Collector(store, options, shouldDelete);
@@ -518,6 +520,7 @@ export async function collectGarbage(store: LocalStore, options: LocalGcOptions 
  * ```
  */
 export async function deletePaths(store: LocalStore, paths: StorePath[], options: Pick<LocalGcOptions, 'report' | 'keepDerivations' | 'keepOutputs' | 'procDir'> = {}): Promise<LocalGcResult> {
+  store.requireWritable('delete paths');
   const report = options.report;
   const targets = sortStorePaths(new Map(paths.map((p) => [p.baseName, p])).values());
   for (const p of targets) {

@@ -103,7 +103,8 @@ export class LocalStore implements LocalFsStore {
     return join(this.config.realStoreDir, path.baseName);
   }
 
-  private requireWritable(action: string): void {
+  /** Refuses a write to a `read-only=true` store (checked where the write happens, CLI or not). */
+  requireWritable(action: string): void {
     if (this.config.readOnly) {
       throw new StrataError('STORE_READ_ONLY', `Cannot ${action}: store '${this.uri}' is read-only`, { value: this.uri });
     }
@@ -543,13 +544,11 @@ export class LocalStore implements LocalFsStore {
   }
 
   async deletePaths(paths: StorePath[]): Promise<GcResult> {
-    this.requireWritable('delete paths');
     const { deletePaths } = await import('./gc.js');
     return deletePaths(this, paths);
   }
 
   async collectGarbage(options: GcOptions = {}): Promise<GcResult> {
-    this.requireWritable('collect garbage');
     const { collectGarbage } = await import('./gc.js');
     return collectGarbage(this, options);
   }
@@ -560,7 +559,6 @@ export class LocalStore implements LocalFsStore {
   }
 
   async optimise(): Promise<OptimiseResult> {
-    this.requireWritable('optimise');
     const { optimiseStore } = await import('./optimise.js');
     return optimiseStore(this);
   }

@@ -128,6 +128,7 @@ async function optimisePath(pass: Pass, path: string): Promise<void> {
  * ```
  */
 export async function optimiseStore(store: LocalStore, options: { report?: OptimiseReport } = {}): Promise<OptimiseResult> {
+  store.requireWritable('optimise');
   const linksDir = join(store.config.realStoreDir, '.links');
   mkdirSync(linksDir, { recursive: true });
   // Inodes already in .links are skipped without hashing (Nix's `loadInodeHash`).
