@@ -91,12 +91,10 @@ export async function buildDerivation(
   const ownDirs = options.buildDirs ? undefined : new BuildDirs();
   const dirs = options.buildDirs ?? ownDirs!;
   const buildDir = dirs.acquire(drvName);
-  const rawLog = `${buildDir}.log`;
+  const rawLog = dirs.rawLog(buildDir);
   let scratch: string | undefined;
   /** What this build may have left in a shared upper (or in the store, without isolation). */
   const inUpper: string[] = [];
-  /** Files strata itself wrote into the build dir (`passAsFile`, `exportReferencesGraph`, `.attrs.*`). */
-  const written: string[] = [];
   try {
     const attrs = structuredAttrsOf(req.drv.env, store.storeDir.print(req.drvPath));
     const { env, files } = builderEnvironment(req.drv, {
@@ -112,7 +110,6 @@ export async function buildDerivation(
     for (const f of files) {
       // As Nix writes them: mode 0666 less its umask (0022).
       writeFileSync(join(buildDir, f.name), f.contents, { mode: 0o644 });
-      written.push(f.name);
     }
 
     let isolation: Isolation;
@@ -234,17 +231,12 @@ export async function buildDerivation(
     return infos;
   } finally {
     for (const p of inUpper) if (lexists(p)) removeTree(p);
-    // What strata put there goes; an empty build dir is kept for the next build (build-dirs.ts).
-    for (const f of written) rmSync(join(buildDir, f), { force: true });
     rmSync(rawLog, { force: true });
-    const leftover = dirs.release(buildDir);
-    if (leftover !== undefined) {
-      if (options.defer)
-        options.defer(
-          rm(leftover, { recursive: true, force: true }).catch(() => removeTree(leftover)),
-        );
-      else removeTree(leftover);
-    }
+    // Moved out of its name at once, removed off the main thread (build-dirs.ts).
+    const finished = dirs.release(buildDir);
+    if (options.defer)
+      options.defer(rm(finished, { recursive: true, force: true }).catch(() => removeTree(finished)));
+    else removeTree(finished);
     ownDirs?.close();
     if (scratch !== undefined) removeTree(scratch);
   }

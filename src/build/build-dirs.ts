@@ -1,82 +1,64 @@
 /**
- * The build dirs of one `realise` run: one private temp dir holding each build's
- * `nix-build-<drv name>-<n>` (n the smallest number free, as Nix numbers its build dirs) and its
- * raw log beside it.
+ * The build dirs of one `realise` run. Each build gets `$TMPDIR/nix-build-<drv name>-<n>`, n the
+ * smallest number free, made as Nix 2.8 makes it (mkdir 0700, the next number on EEXIST), so a
+ * builder that records its build dir (a compiler's debug info, a script's `pwd`) writes the same
+ * bytes under strata as under real Nix. Raw logs and finished dirs live in one private temp dir
+ * of the run.
  *
- * Why reuse: an empty build dir left by a finished build is renamed for the next build instead
- * of being removed and a new one made. On this VM's ext4 (mounted with `discard`) an rmdir
- * blocks the calling thread for 4-8 ms (100 rmdirs: 364 ms of wall time for 28 ms of CPU), on
- * the main thread, between two builds; a rename takes ~0.3 ms. A dir goes back to the pool only
- * when it is exactly as a build found it: an empty, real directory, mode 0700.
+ * Why a finished build's dir is renamed into the private dir rather than removed on the spot: on
+ * this VM's ext4 (mounted with `discard`) an rmdir blocks the calling thread for 4-8 ms (100
+ * rmdirs: 364 ms of wall time for 28 ms of CPU), where a rename takes ~0.3 ms; the caller removes
+ * what {@link BuildDirs.release} returns off the main thread, and the name is free at once.
  */
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 import { removeTree } from '../fs/remove-tree.js';
 
 export class BuildDirs {
   private root: string | undefined;
-  /** Names of the dirs builds hold now (the root is a fresh temp dir: nobody else makes any). */
-  private readonly running = new Set<string>();
-  /** Empty dirs of finished builds, by name, ready to be renamed for the next. */
-  private readonly free = new Map<string, string>();
-  private leftovers = 0;
+  private finished = 0;
 
-  /** An empty dir, mode 0700, named `nix-build-<drvName>-<n>` with n the smallest free. */
+  /** A new empty dir, mode 0700: `$TMPDIR/nix-build-<drvName>-<n>` with n the smallest free. */
   acquire(drvName: string): string {
-    this.root ??= mkdtempSync(join(tmpdir(), 'strata-build-'));
-    let name: string;
+    const parent = tmpdir();
     for (let n = 0; ; n++) {
-      name = `nix-build-${drvName}-${n}`;
-      if (!this.running.has(name)) break;
-    }
-    const dir = join(this.root, name);
-    if (this.free.has(name)) this.free.delete(name);
-    else {
-      const spare = this.free.keys().next();
-      if (spare.done) mkdirSync(dir, { mode: 0o700 });
-      else {
-        renameSync(this.free.get(spare.value)!, dir);
-        this.free.delete(spare.value);
+      const dir = join(parent, `nix-build-${drvName}-${n}`);
+      try {
+        mkdirSync(dir, { mode: 0o700 });
+        return dir;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
     }
-    this.running.add(name);
-    return dir;
+  }
+
+  /** Where the raw log of the build in `dir` goes while it runs (not in the build dir: the builder owns that). */
+  rawLog(dir: string): string {
+    this.root ??= mkdtempSync(join(tmpdir(), 'strata-build-'));
+    return join(this.root, `${basename(dir)}.log`);
   }
 
   /**
-   * Takes back a build's dir. Kept for reuse when it is as it was handed out (the caller has
-   * removed what strata itself put there): returns undefined. Otherwise it is moved aside, out of
-   * the way of later builds' names, and the caller removes what this returns.
+   * Takes back a build's dir: it is moved into the run's private dir, out of the way of later
+   * builds' names, and the caller removes what this returns (the dir itself when it could not be
+   * moved).
    */
-  release(dir: string): string | undefined {
-    const name = dir.slice(dir.lastIndexOf('/') + 1);
+  release(dir: string): string {
+    this.root ??= mkdtempSync(join(tmpdir(), 'strata-build-'));
+    const done = join(this.root, `.done-${this.finished++}`);
     try {
-      const st = lstatSync(dir);
-      if (st.isDirectory() && (st.mode & 0o7777) === 0o700 && readdirSync(dir).length === 0) {
-        this.free.set(name, dir);
-        this.running.delete(name);
-        return undefined;
-      }
+      renameSync(dir, done);
+      return done;
     } catch {
-      // Gone or unreadable: not reusable.
+      return dir;
     }
-    const aside = join(this.root!, `.leftover-${this.leftovers++}`);
-    try {
-      renameSync(dir, aside);
-    } catch {
-      return dir; // Its name stays taken for the rest of the run.
-    }
-    this.running.delete(name);
-    return aside;
   }
 
-  /** Removes the root and all in it (at the end of the run). */
+  /** Removes the private dir and all in it (at the end of the run). */
   close(): void {
     if (this.root !== undefined) removeTree(this.root);
     this.root = undefined;
-    this.free.clear();
-    this.running.clear();
   }
 }

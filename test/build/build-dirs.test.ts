@@ -1,63 +1,59 @@
-/** The run's build dirs (src/build/build-dirs.ts): Nix's names, reuse of clean dirs only. */
-import { chmodSync, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+/** The run's build dirs (src/build/build-dirs.ts): Nix's names and places, released out of the way. */
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { BuildDirs } from '../../src/build/build-dirs.js';
+import { tempDir } from '../support/tmp.js';
 
 describe('build dirs', () => {
   let dirs: BuildDirs | undefined;
-  afterEach(() => dirs?.close());
+  let tmp: string;
+  const oldTmp = process.env['TMPDIR'];
+  beforeEach(() => {
+    tmp = tempDir();
+    process.env['TMPDIR'] = tmp;
+  });
+  afterEach(() => {
+    dirs?.close();
+    dirs = undefined;
+    if (oldTmp === undefined) delete process.env['TMPDIR'];
+    else process.env['TMPDIR'] = oldTmp;
+  });
 
-  it('names dirs nix-build-<name>-<n>, n the smallest free among running builds', () => {
+  it('makes $TMPDIR/nix-build-<name>-<n>, mode 0700, n the smallest free (as Nix 2.8 names them)', () => {
     dirs = new BuildDirs();
+    // One some other process (real Nix, another strata) holds.
+    mkdirSync(join(tmp, 'nix-build-x.drv-0'));
     const a = dirs.acquire('x.drv');
     const b = dirs.acquire('x.drv');
-    expect([a, b].map((d) => d.slice(d.lastIndexOf('/') + 1))).toEqual([
-      'nix-build-x.drv-0',
-      'nix-build-x.drv-1',
-    ]);
+    expect([a, b]).toEqual([join(tmp, 'nix-build-x.drv-1'), join(tmp, 'nix-build-x.drv-2')]);
     expect(statSync(a).mode & 0o7777).toBe(0o700);
-    expect(dirs.release(a)).toBeUndefined();
-    expect(dirs.acquire('x.drv')).toBe(a);
+    expect(readdirSync(a)).toEqual([]);
   });
 
-  it('reuses an empty dir by renaming it (no rmdir, no mkdir) for the next build', () => {
+  it('release moves a dir out of its name (free again at once), keeping what is in it for the caller to remove', () => {
     dirs = new BuildDirs();
     const a = dirs.acquire('a.drv');
-    const ino = statSync(a).ino;
-    expect(dirs.release(a)).toBeUndefined();
-    const b = dirs.acquire('b.drv');
-    expect(b.endsWith('/nix-build-b.drv-0')).toBe(true);
-    expect(statSync(b).ino).toBe(ino);
+    writeFileSync(join(a, 'left'), 'x');
+    const log = dirs.rawLog(a);
+    expect(dirname(log)).not.toBe(tmp);
+    const moved = dirs.release(a);
     expect(existsSync(a)).toBe(false);
+    expect(readFileSync(join(moved, 'left'), 'utf8')).toBe('x');
+    expect(dirs.acquire('a.drv')).toBe(a);
+    expect(readdirSync(a)).toEqual([]);
   });
 
-  it('does not reuse a dir a builder left files in or changed the mode of; moves it out of the way', () => {
+  it('removes its private dir when closed; build dirs still held are the caller\'s', () => {
     dirs = new BuildDirs();
     const a = dirs.acquire('a.drv');
     const b = dirs.acquire('b.drv');
-    writeFileSync(`${a}/left`, 'x');
-    chmodSync(b, 0o755);
-    const asideA = dirs.release(a);
-    const asideB = dirs.release(b);
-    expect(asideA).toBeDefined();
-    expect(asideB).toBeDefined();
-    expect(readdirSync(asideA!)).toEqual(['left']);
-    // Their names are free again, and the next dirs are fresh.
-    const a2 = dirs.acquire('a.drv');
-    expect(a2).toBe(a);
-    expect(readdirSync(a2)).toEqual([]);
-    expect(statSync(dirs.acquire('b.drv')).mode & 0o7777).toBe(0o700);
-  });
-
-  it('removes everything when closed', () => {
-    dirs = new BuildDirs();
-    const a = dirs.acquire('a.drv');
-    writeFileSync(`${a}/left`, 'x');
+    writeFileSync(dirs.rawLog(b), 'log');
+    dirs.release(b);
     dirs.close();
-    expect(existsSync(dirname(a))).toBe(false);
-    dirs = undefined;
+    expect(readdirSync(tmp)).toEqual(['nix-build-a.drv-0']);
+    expect(existsSync(a)).toBe(true);
   });
 });
