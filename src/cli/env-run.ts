@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 
 import type { EnvEvent, Environment } from '../env/environment.js';
-import { globalOptions, storeUri } from './global.js';
+import { globalOptions, storeUri, trustedKeys } from './global.js';
 import { formatBytes } from './output.js';
 
 /** Loads (from cache, or builds) the environment of `spec` for a CLI command. */
@@ -16,9 +16,7 @@ export async function loadEnvironmentForCli(
 ): Promise<Environment> {
   const g = globalOptions(cmd);
   const { loadEnvironment } = await import('../env/environment.js');
-  const keys = (g.trustedPublicKeys ?? process.env['STRATA_TRUSTED_PUBLIC_KEYS'] ?? '')
-    .split(/\s+/)
-    .filter((k) => k.length > 0);
+  const keys = trustedKeys(g);
   const env = await loadEnvironment(spec, {
     storeUri: storeUri(cmd),
     useCache,

@@ -41,3 +41,8 @@ export function globalOptions(cmd: Command): GlobalOptions {
 export function storeUri(cmd: Command): string {
   return storeOf(globalOptions(cmd).store);
 }
+
+/** The keys `--trusted-public-keys` (else `$STRATA_TRUSTED_PUBLIC_KEYS`) names. */
+export function trustedKeys(g: GlobalOptions): string[] {
+  return (g.trustedPublicKeys ?? process.env['STRATA_TRUSTED_PUBLIC_KEYS'] ?? '').split(/\s+/).filter((k) => k.length > 0);
+}

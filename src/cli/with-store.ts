@@ -2,13 +2,12 @@
 import type { Command } from 'commander';
 
 import type { Store } from '../store/store.js';
-import { globalOptions, storeUri } from './global.js';
+import { globalOptions, storeUri, trustedKeys } from './global.js';
 
 export async function withStore<T>(cmd: Command, body: (store: Store) => Promise<T>, uri: string = storeUri(cmd)): Promise<T> {
   const { openStore } = await import('../store/open.js');
   const g = globalOptions(cmd);
-  const keys = (g.trustedPublicKeys ?? process.env['STRATA_TRUSTED_PUBLIC_KEYS'] ?? '').split(/\s+/).filter((k) => k.length > 0);
-  const store = await openStore(uri, { trustedPublicKeys: keys, requireSigs: g.requireSigs });
+  const store = await openStore(uri, { trustedPublicKeys: trustedKeys(g), requireSigs: g.requireSigs });
   try {
     return await body(store);
   } finally {

@@ -15,6 +15,7 @@ import { StrataError } from '../core/error.js';
 import { nix32Encode } from '../core/hash.js';
 import type { StorePath } from '../core/store-path.js';
 import type { Store } from '../store/store.js';
+import { substituterSet } from '../store/substituter-set.js';
 import {
   checkEnvCache,
   ENV_CACHE_VERSION,
@@ -26,9 +27,9 @@ import {
   writeEnvCache,
 } from './env-cache.js';
 import type { Collision } from './profile.js';
-import type { DrvRealiser, Substituter } from './resolve.js';
+import type { DrvRealiser } from './resolve.js';
 import { type EnvSpec, findSpecFile, specHash } from './spec.js';
-import { lowerGenerations, storeLayout, type StoreLayout } from './store-layout.js';
+import { lowerGenerations, storeLayout } from './store-layout.js';
 import type { EnvVariable } from './variables.js';
 
 /** What happens while an environment is made, for the caller to show (the library prints nothing). */
@@ -231,7 +232,13 @@ export async function buildEnvironment(
   const upperDb = upperDatabase(store);
   const rowsBefore = upperDb?.countValid();
   let copiedUp: number | undefined;
-  const subs = substituterSet(store, layout, options);
+  // Opened on first use: an environment whose deps all are in some layer never opens one.
+  const subs = substituterSet(
+    store,
+    [...layout.substituters, ...(options.substituters ?? [])],
+    { trustedPublicKeys: [...layout.trustedPublicKeys, ...(options.trustedPublicKeys ?? [])], requireSigs: options.requireSigs },
+    { openStore: options.openStore, onWarning: (message) => options.onEvent?.({ type: 'warning', message }) },
+  );
   let resolved;
   try {
     resolved = await resolveDeps(store, spec, {
@@ -298,50 +305,6 @@ export async function buildEnvironment(
     createdAt: new Date().toISOString(),
   };
   return { env, cache };
-}
-
-/**
- * The substituters of an environment build, opened on first use (a build whose deps all are in
- * some layer never opens one), with the store's and the caller's trusted keys.
- */
-function substituterSet(
-  store: Store,
-  layout: StoreLayout,
-  options: EnvironmentOptions,
-): { substitute: Substituter | undefined; count(): number; close(): Promise<void> } {
-  const uris = [...layout.substituters, ...(options.substituters ?? [])];
-  const opened: Store[] = [];
-  let count = 0;
-  const trust = {
-    trustedPublicKeys: [...layout.trustedPublicKeys, ...(options.trustedPublicKeys ?? [])],
-    requireSigs: options.requireSigs,
-  };
-  const substitute: Substituter = async (paths) => {
-    if (opened.length === 0) {
-      const { openStore } = await import('../store/open.js');
-      for (const uri of uris) {
-        try {
-          opened.push(await (options.openStore ?? openStore)(uri));
-        } catch (e) {
-          options.onEvent?.({
-            type: 'warning',
-            message: `cannot open substituter '${uri}': ${(e as Error).message}`,
-          });
-        }
-      }
-    }
-    const { substitutePaths } = await import('../store/substitute.js');
-    const r = await substitutePaths(store, opened, paths, trust);
-    count += r.substituted.length;
-    return r.substituted;
-  };
-  return {
-    substitute: uris.length > 0 ? substitute : undefined,
-    count: () => count,
-    close: async () => {
-      for (const s of opened.splice(0)) await s.close();
-    },
-  };
 }
 
 function dedupe<T extends { baseName: string }>(paths: T[]): T[] {

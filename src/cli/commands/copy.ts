@@ -12,14 +12,14 @@ export function register(program: Command): void {
     .action(async (args: string[], opts: { from?: string; to?: string; recursive?: boolean; jobs: string }, cmd: Command) => {
       const { openStore } = await import('../../store/open.js');
       const { copyPaths } = await import('../../store/copy.js');
-      const { globalOptions, storeUri } = await import('../global.js');
+      const { globalOptions, storeUri, trustedKeys } = await import('../global.js');
       const { parsePathArg } = await import('../with-store.js');
       const { UsageError } = await import('../output.js');
       const g = globalOptions(cmd);
       if (!opts.from && !opts.to) throw new UsageError('give --from, --to or both');
       const jobs = Number(opts.jobs);
       if (!Number.isInteger(jobs) || jobs < 1 || jobs > 256) throw new UsageError(`--jobs must be an integer from 1 to 256, not '${opts.jobs}'`);
-      const keys = (g.trustedPublicKeys ?? process.env['STRATA_TRUSTED_PUBLIC_KEYS'] ?? '').split(/\s+/).filter((k) => k !== '');
+      const keys = trustedKeys(g);
       const from = await openStore(opts.from ?? storeUri(cmd), { trustedPublicKeys: keys, requireSigs: g.requireSigs });
       let to;
       try {
