@@ -1,4 +1,7 @@
 /** Opens the command's store, runs the body, and always closes the store. */
+import { lstatSync, readlinkSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+
 import type { Command } from 'commander';
 
 import type { Store } from '../store/store.js';
@@ -15,7 +18,23 @@ export async function withStore<T>(cmd: Command, body: (store: Store) => Promise
   }
 }
 
-/** Parses a user-given path (full store path, or a path inside one) in the store's dir. */
+/**
+ * Parses a user-given path: a store path, a path inside one, or (as Nix's followLinksToStorePath
+ * takes it) a path relative to the working directory and symlinks to follow into the store, such
+ * as a `./result` link.
+ */
 export function parsePathArg(store: Store, arg: string) {
-  return store.storeDir.toStorePath(arg.startsWith('/') ? arg.replace(/\/+$/, '') : arg);
+  const dir = store.storeDir.path;
+  let path = resolve(arg);
+  for (let hops = 0; !path.startsWith(`${dir}/`) && hops < 40; hops++) {
+    let target: string;
+    try {
+      if (!lstatSync(path).isSymbolicLink()) break;
+      target = readlinkSync(path);
+    } catch {
+      break;
+    }
+    path = resolve(dirname(path), target);
+  }
+  return store.storeDir.toStorePath(path);
 }

@@ -51,6 +51,8 @@ describe('strata query against nix-store -q', () => {
     mkdirSync(join(root, 'nix/var/nix/gcroots/auto'), { recursive: true });
     symlinkSync(join(work, 'links', 'result'), join(root, 'nix/var/nix/gcroots/auto/r1'));
     symlinkSync(a, join(root, 'nix/var/nix/gcroots/a'));
+    // A link to a link (relative), as `nix-store -q` follows them into the store.
+    symlinkSync('result', join(work, 'links', 'again'));
 
     const cases: string[][] = [
       ['--references', c],
@@ -67,6 +69,9 @@ describe('strata query against nix-store -q', () => {
       ['--outputs', mLib, '/nix/store/00000000000000000000000000000000-absent'],
       ['--roots', mDrv],
       ['--roots', bDrv],
+      ['--references', join(work, 'links', 'again')],
+      ['--deriver', join(work, 'links', 'result'), `${c}/r`, `${c}/`],
+      ['--deriver', join(work, 'default.nix')],
     ];
     for (const args of cases) {
       const n = runNix('nix-store', ['--store', root, '-q', ...args]);
