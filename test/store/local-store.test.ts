@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
@@ -70,6 +70,24 @@ describe('LocalStore basics', () => {
       expect((await store.queryAllValidPaths()).length).toBe(2);
       expect(readFileSync(store.realPath(b.path), 'utf8')).toContain('refers to');
       expect(readFileSync(join(work, 's/nix/var/nix/db/schema'), 'utf8')).toBe('10');
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses a flat add of a directory or symlink with a clear error, staging nothing', async () => {
+    const work = tempDir();
+    mkdirSync(join(work, 'dir'));
+    writeFileSync(join(work, 'file'), 'x');
+    symlinkSync('file', join(work, 'link'));
+    const store = await openLocal(join(work, 's'));
+    try {
+      for (const name of ['dir', 'link']) {
+        const p = join(work, name);
+        await expect(store.addPath(p, { method: 'flat' })).rejects.toMatchObject({ code: 'NOT_A_FILE', message: `Cannot add '${p}' flat: it is not a regular file` });
+      }
+      expect(readdirSync(join(work, 's/nix/store'))).toEqual([]);
+      expect(await store.queryAllValidPaths()).toEqual([]);
     } finally {
       await store.close();
     }

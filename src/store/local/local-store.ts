@@ -2,7 +2,7 @@
  * A local Nix store: files under the real store dir, metadata in the Nix database. The same thing
  * real Nix keeps on disk, so either can open what the other wrote.
  */
-import { chmodSync, lutimesSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, lutimesSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -427,6 +427,12 @@ export class LocalStore implements LocalFsStore {
     const algo = options.hashAlgo ?? 'sha256';
     const references = options.references ?? [];
     this.checkReferencesValid([{ what: fsPath, references }]);
+    // Flat hashing reads one file's bytes: a directory or symlink (which Nix 2.8 also refuses)
+    // gets a clear error before anything is staged.
+    const st = method === 'flat' ? lstatSync(fsPath, { throwIfNoEntry: false }) : undefined;
+    if (st && !st.isFile()) {
+      throw new StrataError('NOT_A_FILE', `Cannot add '${fsPath}' flat: it is not a regular file`, { value: fsPath });
+    }
     const { restoreNar, dumpPath, hashFile, hashPath } = await loadFs();
     return this.withStaging(async (staging) => {
       const tmp = staging.entry();
