@@ -111,7 +111,15 @@ describe('a store written by real Nix, read by strata', () => {
       await store.close();
     }
     const drvPath = theirs.find((p) => p.path.endsWith('-use-dev.drv'))!.path;
-    expect(JSON.parse(await strataOk(['--store', root, 'derivation', 'show', drvPath]))).toEqual(JSON.parse(runNix('nix', ['show-derivation', '--store', root, drvPath]).stdout));
+    // Byte for byte: Nix's indentation, its \u00XX escapes (no \b or \f), each path once, in path order.
+    const weird = JSON.parse(await strataOk(['--store', root, 'derivation', 'show', drvPath]))[drvPath];
+    weird.env.ctl = 'a\u0001b\bc\fd\t"q" \\b é ✓';
+    delete weird.env.out;
+    weird.outputs = { out: {} };
+    const weirdPath = (await strataOk(['--store', root, 'derivation', 'add'], { input: JSON.stringify(weird) })).trim();
+    for (const args of [[drvPath], [weirdPath, drvPath, weirdPath]]) {
+      expect(await strataOk(['--store', root, 'derivation', 'show', ...args])).toBe(runNix('nix', ['show-derivation', '--store', root, ...args]).stdout);
+    }
     for (const q of ['--references', '--referrers', '--deriver', '--outputs']) {
       const n = runNix('nix-store', ['--store', root, '-q', q, drvPath]).stdout;
       expect(await strataOk(['--store', root, 'query', q, drvPath]), q).toBe(n);

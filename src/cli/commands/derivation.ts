@@ -22,14 +22,13 @@ export function register(program: Command): void {
     .action(async (args: string[], _opts: unknown, cmd: Command) => {
       const { withStore, parsePathArg } = await import('../with-store.js');
       const { readDerivation } = await import('../../store/derivation-add.js');
-      const { derivationToJson } = await import('../../core/derivation/index.js');
+      const { derivationToJson, showDerivationsText } = await import('../../core/derivation/index.js');
       await withStore(cmd, async (store) => {
-        const out: Record<string, unknown> = {};
-        for (const a of args) {
-          const p = parsePathArg(store, a);
-          out[store.storeDir.print(p)] = derivationToJson(store.storeDir, await readDerivation(store, p));
-        }
-        process.stdout.write(`${JSON.stringify(out)}\n`);
+        const out: Record<string, ReturnType<typeof derivationToJson>> = {};
+        // As Nix: each path once, in store path order.
+        const paths = args.map((a) => parsePathArg(store, a)).sort((x, y) => (x.baseName < y.baseName ? -1 : x.baseName > y.baseName ? 1 : 0));
+        for (const p of paths) out[store.storeDir.print(p)] = derivationToJson(store.storeDir, await readDerivation(store, p));
+        process.stdout.write(showDerivationsText(out));
       });
     });
 }

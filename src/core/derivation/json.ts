@@ -79,6 +79,18 @@ export function showDerivations(storeDir: StoreDir, drvs: Iterable<Derivation>):
   return Object.fromEntries([...drvs].map((drv) => [storeDir.print(derivationPath(storeDir, drv)), derivationToJson(storeDir, drv)]));
 }
 
+/**
+ * The text `nix show-derivation` (2.8) prints for {@link showDerivations}' object: indented by two
+ * spaces, a newline at the end, and control characters as `\u00XX` (Nix's JSON writer has no
+ * `\b` or `\f`, which JSON.stringify uses). Byte for byte what Nix prints.
+ */
+export function showDerivationsText(shown: Record<string, DerivationJson>): string {
+  // Backslashes occur only inside strings; `\\` is matched first, so an escaped backslash
+  // followed by a `b` is left alone.
+  const text = JSON.stringify(shown, null, 2).replace(/\\\\|\\b|\\f/g, (m) => (m === '\\b' ? '\\u0008' : m === '\\f' ? '\\u000c' : m));
+  return `${text}\n`;
+}
+
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
 function isObject(v: unknown): v is Record<string, Json> {
