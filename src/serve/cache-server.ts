@@ -306,6 +306,9 @@ export class CacheServer {
     const level = route.compression === this.compression ? this.#options.compressionLevel : undefined;
     const packed = compressor(route.compression, { level });
     nar.on('error', (e) => packed.destroy(e));
+    // pipe() does not end its source when the destination goes: a HEAD, or a client gone
+    // mid-download, would leave the NAR's open file behind, paused, for good.
+    packed.once('close', () => nar.destroy());
     return { status: 200, headers: { 'content-type': type }, body: nar.pipe(packed), route: label };
   }
 

@@ -1,4 +1,6 @@
-import { Agent, get as httpGet } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { Agent, get as httpGet, request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -311,6 +313,50 @@ describe('metrics', () => {
 });
 
 describe('listen() adapter', () => {
+  /** Descriptors of this process open on files whose path contains `name`. */
+  const openOn = (name: string) =>
+    readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).includes(name);
+      } catch {
+        return false;
+      }
+    }).length;
+
+  it('releases the NAR it was reading when a client HEADs a compressed NAR or goes away mid-download', async () => {
+    const work = tempDir();
+    const store = await filledStore(work);
+    const l = await listen(new CacheServer(store, { compression: 'zstd' }), { host: '127.0.0.1', port: 0 });
+    try {
+      // Random bytes: zstd cannot shrink them, so a download is still running when the client leaves.
+      writeFileSync(join(work, 'big.bin'), randomBytes(16 * 1024 * 1024));
+      const big = await store.addPath(join(work, 'big.bin'));
+      const ni = parseNarInfo(await (await fetch(`${l.url}/${big.path.hashPart}.narinfo`)).text());
+      const url = `${l.url}/${ni.url}`;
+      for (let i = 0; i < 3; i++) {
+        const head = await fetch(url, { method: 'HEAD' });
+        expect(head.status).toBe(200);
+        await new Promise<void>((resolve, reject) => {
+          const req = httpRequest(url, (res) => {
+            res.once('data', () => {
+              req.destroy();
+              resolve();
+            });
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      }
+      // The server notices the closed sockets within a few turns of the event loop.
+      for (let t = 0; t < 50 && openOn(big.path.baseName) > 0; t++) await new Promise((r) => setTimeout(r, 20));
+      expect(openOn(big.path.baseName)).toBe(0);
+      expect((await fetch(`${l.url}/nix-cache-info`)).status).toBe(200);
+    } finally {
+      await l.close();
+      await store.close();
+    }
+  });
+
   it('answers 431 to huge headers and keeps serving', async () => {
     const work = tempDir();
     const store = await filledStore(work);
