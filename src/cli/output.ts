@@ -42,3 +42,23 @@ export function formatBytes(n: number): string {
   }
   return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
+
+/**
+ * A size column of `nix path-info -s/-S`: the number right-aligned in 11 columns, or with `-h`
+ * scaled by 1024 while above 1024, one decimal, in 6 columns, then a unit letter (a space for
+ * bytes), as Nix's `%6.1f%c`.
+ */
+export function formatNixSize(n: number, human: boolean): string {
+  if (!human) return String(n).padStart(11);
+  const units = ' KMGTPEZY';
+  let power = 0;
+  let v = n;
+  while (v > 1024 && power < units.length - 1) {
+    v /= 1024;
+    power++;
+  }
+  // printf rounds an exact tie (x.x5, which division by 1024 makes common) to even; toFixed up.
+  let tenths = Math.round(v * 10);
+  if (Number.isInteger(v * 20) && !Number.isInteger(v * 10)) tenths = Math.floor(v * 10) % 2 === 0 ? Math.floor(v * 10) : Math.ceil(v * 10);
+  return `${(tenths / 10).toFixed(1).padStart(6)}${units[power]}`;
+}

@@ -2,6 +2,15 @@ import type { Command } from 'commander';
 
 import type { PathInfo } from '../../store/store.js';
 
+interface PathInfoOptions {
+  recursive?: boolean;
+  size?: boolean;
+  closureSize?: boolean;
+  humanReadable?: boolean;
+  sigs?: boolean;
+  all?: boolean;
+}
+
 export function register(program: Command): void {
   program
     .command('path-info')
@@ -9,8 +18,13 @@ export function register(program: Command): void {
     .argument('[paths...]', 'store paths')
     .option('--all', 'every valid path of the store')
     .option('-r, --recursive', 'the whole closure of each path')
+    .option('-s, --size', 'also the NAR size of each path')
     .option('-S, --closure-size', 'also the closure size of each path')
-    .action(async (args: string[], opts: { recursive?: boolean; closureSize?: boolean; all?: boolean }, cmd: Command) => {
+    .option('-h, --human-readable', 'with -s and -S, sizes such as 5.7M')
+    .option('--sigs', 'also the signatures of each path')
+    // -h is --human-readable here, as in nix path-info; help stays --help.
+    .helpOption('--help', 'display help for command')
+    .action(async (args: string[], opts: PathInfoOptions, cmd: Command) => {
       const { withStore, parsePathArg } = await import('../with-store.js');
       const { globalOptions } = await import('../global.js');
       const json = globalOptions(cmd).json === true; // keys of nix path-info --json, plus "layer"
@@ -58,14 +72,21 @@ export function register(program: Command): void {
         // and prints nothing.
         if (missing !== undefined) throw new StrataError('PATH_NOT_VALID', `Path '${missing}' is not valid`, { value: missing });
         // Text lists references before their referrers (Nix's topological order), paths padded
-        // to one width before the sizes, which Nix right-aligns in 11 columns.
+        // to one width when columns follow: sizes, then signatures.
         const { topoSortInfos } = await import('../../store/closure.js');
+        const { formatNixSize } = await import('../output.js');
         const byName = new Map(shown.map((s) => [s.info.path.baseName, s]));
         const ordered = topoSortInfos(shown.map((s) => s.info)).map((i) => byName.get(i.path.baseName)!);
         const width = Math.max(0, ...ordered.map((s) => dir.print(s.info.path).length));
-        const lines = ordered.map(({ info, closureSize }) =>
-          closureSize !== undefined ? `${dir.print(info.path).padEnd(width)}\t${String(closureSize).padStart(11)}` : dir.print(info.path),
-        );
+        const columns = opts.size || opts.closureSize || opts.sigs;
+        const size = (n: number) => `\t${formatNixSize(n, opts.humanReadable === true)}`;
+        const lines = ordered.map(({ info, closureSize }) => {
+          let line = columns ? dir.print(info.path).padEnd(width) : dir.print(info.path);
+          if (opts.size) line += size(info.narSize);
+          if (closureSize !== undefined) line += size(closureSize);
+          if (opts.sigs) line += `\t${[...(info.ultimate ? ['ultimate'] : []), ...(info.ca ? [`ca:${info.ca}`] : []), ...info.sigs].join(' ')}`;
+          return line;
+        });
         if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
       });
     });
