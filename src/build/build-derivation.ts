@@ -2,7 +2,7 @@
  * One build: prepare the build dir and the scratch overlay, run the builder, check and register
  * its outputs, clean up. The caller holds the outputs' path locks and has realised the inputs.
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -20,6 +20,7 @@ import type { BuildNamespace } from './namespace.js';
 import { checkOutputs, publishOutputs } from './register-outputs.js';
 import { lexists } from '../fs/exists.js';
 import { BuildDirs } from './build-dirs.js';
+import { isBuiltinBuilder, runBuiltin } from './builtins/index.js';
 
 /** Lines of log shown when a build fails (as Nix's default `log-lines`). */
 export const LOG_TAIL_LINES = 10;
@@ -62,6 +63,38 @@ export interface BuildOptions {
   /** Receives the builder's output as it comes (`-v`). */
   onLog?: ((drvPath: StorePath, chunk: Buffer) => void) | undefined;
   signal?: AbortSignal | undefined;
+}
+
+/**
+ * Runs a `builtin:` builder into `stagedDir`, its messages in the build log as Nix's are (an
+ * error as `error: …`). Returns the error message when it failed; a partial output is removed.
+ */
+async function runBuiltinLogged(
+  store: LocalFsStore,
+  req: BuildRequest,
+  stagedDir: string,
+  logFd: number,
+): Promise<string | undefined> {
+  const log = (line: string): void => {
+    writeSync(logFd, `${line}\n`);
+  };
+  const out = req.outputs.get('out');
+  const target = join(stagedDir, out?.baseName ?? 'out');
+  try {
+    await runBuiltin(req.drv.builder, {
+      env: req.drv.env,
+      target,
+      storeDir: store.storeDir.path,
+      realStoreDir: store.realStoreDir,
+      log,
+    });
+    return undefined;
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    log(`error: ${message}`);
+    if (lexists(target)) removeTree(target);
+    return message;
+  }
 }
 
 /** What to build. */
@@ -117,7 +150,16 @@ export async function buildDerivation(
     const fresh = [...req.outputs]
       .filter(([name]) => !req.alreadyValid.has(name))
       .map(([, p]) => p);
-    if (options.isolation === 'namespace' && req.alreadyValid.size === 0 && options.namespace) {
+    const builtin = isBuiltinBuilder(req.drv.builder);
+    if (builtin) {
+      // Written by strata itself, so no namespace: a private dir, renamed into the store after the checks.
+      const buildsDir = join(store.stateDir, 'builds');
+      mkdirSync(buildsDir, { recursive: true });
+      scratch = mkdtempSync(join(buildsDir, `${req.drvPath.hashPart}-`));
+      stagedDir = join(scratch, 'upper');
+      mkdirSync(stagedDir);
+      isolation = { kind: 'none' };
+    } else if (options.isolation === 'namespace' && req.alreadyValid.size === 0 && options.namespace) {
       const ns = await options.namespace();
       // Invalid leftovers of an interrupted build would show through the overlay: we hold the locks.
       for (const p of fresh) if (lexists(store.realPath(p))) removeTree(store.realPath(p));
@@ -172,8 +214,10 @@ export async function buildDerivation(
       options.onLog ? (c) => options.onLog!(req.drvPath, c) : undefined,
     );
     let exit;
+    let builtinError: string | undefined;
     try {
-      exit = await runBuilder({
+      if (builtin) builtinError = await runBuiltinLogged(store, req, stagedDir, log.fd);
+      exit = builtin ? { code: builtinError === undefined ? 0 : 1, signal: null } : await runBuilder({
         builder: req.drv.builder,
         args: req.drv.args,
         env,
@@ -192,6 +236,14 @@ export async function buildDerivation(
         'BUILD_CANCELLED',
         `Cannot build '${full}': the build was cancelled after another build failed`,
         { value: full },
+      );
+    }
+    if (builtinError !== undefined) {
+      throw new BuildFailure(
+        `Cannot build '${full}': ${req.drv.builder} failed: ${builtinError}`,
+        log.tailLines(LOG_TAIL_LINES),
+        log.path,
+        full,
       );
     }
     if (exit.code !== 0) {
@@ -214,7 +266,7 @@ export async function buildDerivation(
         outputs: req.outputs,
         alreadyValid: req.alreadyValid,
         stagedDir,
-        checkOutside: isolation.kind !== 'none',
+        checkOutside: builtin || isolation.kind !== 'none',
         othersOutputs: isolation.kind === 'session' ? options.othersOutputs : undefined,
         inputClosure: req.inputClosure,
       });
