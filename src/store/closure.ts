@@ -36,9 +36,9 @@ function notValid(store: Store, p: StorePath): StrataError {
 }
 
 /** Orders path infos so that references come before their referrers (self-references ignored), in the order Nix's topoSortPaths gives reversed. */
-export function topoSortInfos(infos: Iterable<PathInfo>): PathInfo[] {
+export function topoSortInfos<T extends Pick<PathInfo, 'path' | 'references'>>(infos: Iterable<T>): T[] {
   const byName = new Map([...infos].map((i) => [i.path.baseName, i]));
-  const out: PathInfo[] = [];
+  const out: T[] = [];
   const done = new Set<string>();
   const visit = (name: string): void => {
     if (done.has(name)) return;

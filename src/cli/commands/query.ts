@@ -1,9 +1,12 @@
 import type { Command } from 'commander';
 
+import type { StorePath } from '../../core/store-path.js';
+import type { PathInfo } from '../../store/store.js';
 import { UsageError } from '../output.js';
 
-type Mode = 'references' | 'referrers' | 'requisites' | 'deriver' | 'outputs' | 'roots';
-const MODES: Mode[] = ['references', 'referrers', 'requisites', 'deriver', 'outputs', 'roots'];
+const MODES = ['references', 'referrers', 'referrersClosure', 'requisites', 'deriver', 'outputs', 'hash', 'size', 'tree', 'graph', 'roots'] as const;
+type Mode = (typeof MODES)[number];
+const flagOf = (m: Mode) => `--${m.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
 export function register(program: Command): void {
   program
@@ -12,14 +15,20 @@ export function register(program: Command): void {
     .argument('<paths...>', 'store paths')
     .option('--references', 'direct references')
     .option('--referrers', 'paths that refer to it')
-    .option('--requisites', 'the closure')
-    .option('--deriver', 'the derivation that produced it')
-    .option('--outputs', 'the outputs of a derivation')
+    .option('--referrers-closure', 'paths that refer to it, directly or not')
+    .option('-R, --requisites', 'the closure')
+    .option('-d, --deriver', 'the derivation that produced it')
+    .option('--outputs', 'the outputs of a derivation (the default)')
+    .option('--hash', 'the NAR hash (sha256, base-32)')
+    .option('--size', 'the NAR size in bytes')
+    .option('--tree', 'the closure as a tree')
+    .option('--graph', 'the closure as a dot graph')
     .option('--roots', 'the GC roots that keep it alive')
     .action(async (args: string[], opts: Partial<Record<Mode, boolean>>, cmd: Command) => {
+      // As nix-store -q: --outputs when none is given, one kind of query at a time.
       const chosen = MODES.filter((m) => opts[m]);
-      if (chosen.length !== 1) throw new UsageError('Give exactly one of --references, --referrers, --requisites, --deriver, --outputs, --roots');
-      const mode = chosen[0]!;
+      if (chosen.length > 1) throw new UsageError(`Query type '${flagOf(chosen[1]!)}' conflicts with '${flagOf(chosen[0]!)}'`);
+      const mode = chosen[0] ?? 'outputs';
       const { withStore, parsePathArg } = await import('../with-store.js');
       const { globalOptions } = await import('../global.js');
       await withStore(cmd, async (store) => {
@@ -31,60 +40,91 @@ export function register(program: Command): void {
           if (!info) throw new StrataError('PATH_NOT_VALID', `Path '${dir.print(p)}' is not valid`, { value: dir.print(p) });
           return info;
         };
-        // As nix-store -q: --deriver and --outputs answer each argument in turn (repeats
-        // included); the relation queries print the union of their answers once, references
-        // before referrers.
+        // As nix-store -q: --deriver, --outputs, --hash and --size answer each argument in turn
+        // (repeats included); the relation queries print the union of their answers once,
+        // references before referrers. What was answered before a failure is printed, as Nix
+        // prints it.
         const lines: string[] = [];
-        switch (mode) {
-          case 'deriver':
-            for (const p of paths) {
-              const info = await infoOf(p);
-              lines.push(info.deriver ? dir.print(info.deriver) : 'unknown-deriver');
-            }
-            break;
-          case 'outputs':
-            for (const p of paths) {
-              // A path that is not a derivation is its own output, valid or not, as in Nix.
-              if (!p.isDerivation()) {
-                lines.push(dir.print(p));
-                continue;
-              }
-              await infoOf(p);
-              const outs = [...(await store.queryDerivationOutputs(p)).values()].map((o) => dir.print(o));
-              lines.push(...outs.sort());
-            }
-            break;
-          case 'references':
-          case 'referrers':
-          case 'requisites': {
-            const { computeClosure, topoSortInfos } = await import('../../store/closure.js');
-            for (const p of paths) await infoOf(p);
-            let union: Map<string, Awaited<ReturnType<typeof infoOf>>>;
-            if (mode === 'requisites') union = await computeClosure(store, paths);
-            else {
-              union = new Map();
+        const json = globalOptions(cmd).json === true;
+        try {
+          switch (mode) {
+            case 'deriver':
               for (const p of paths) {
-                const related = mode === 'references' ? (await infoOf(p)).references : await store.queryReferrers(p);
-                for (const r of related) {
-                  if (union.has(r.baseName)) continue;
-                  const info = await store.queryPathInfo(r);
-                  // Nix orders a path it cannot read as one without references.
-                  union.set(r.baseName, info ?? { ...(await infoOf(p)), path: r, references: [] });
+                const info = await infoOf(p);
+                lines.push(info.deriver ? dir.print(info.deriver) : 'unknown-deriver');
+              }
+              break;
+            case 'outputs':
+              for (const p of paths) {
+                // A path that is not a derivation is its own output, valid or not, as in Nix.
+                if (!p.isDerivation()) {
+                  lines.push(dir.print(p));
+                  continue;
+                }
+                await infoOf(p);
+                const outs = [...(await store.queryDerivationOutputs(p)).values()].map((o) => dir.print(o));
+                lines.push(...outs.sort());
+              }
+              break;
+            case 'hash':
+            case 'size':
+              for (const p of paths) {
+                const info = await infoOf(p);
+                lines.push(mode === 'hash' ? info.narHash.toString('nix32') : String(info.narSize));
+              }
+              break;
+            case 'tree':
+            case 'graph': {
+              const { treeLines, graphLines } = await import('../query-graph.js');
+              await (mode === 'tree' ? treeLines : graphLines)(store, paths, lines);
+              break;
+            }
+            case 'references':
+            case 'referrers':
+            case 'referrersClosure':
+            case 'requisites': {
+              const { computeClosure, topoSortInfos } = await import('../../store/closure.js');
+              // Nix orders a path it cannot read as one without references.
+              type Node = Pick<PathInfo, 'path' | 'references'>;
+              const nodeOf = async (p: StorePath): Promise<Node> => (await store.queryPathInfo(p)) ?? { path: p, references: [] };
+              let union: Map<string, Node>;
+              if (mode === 'requisites') {
+                for (const p of paths) await infoOf(p);
+                union = await computeClosure(store, paths);
+              } else if (mode === 'referrersClosure') {
+                // As Nix's flipped closure: the arguments themselves, valid or not.
+                union = new Map();
+                const todo = [...paths];
+                for (let p = todo.pop(); p !== undefined; p = todo.pop()) {
+                  if (union.has(p.baseName)) continue;
+                  union.set(p.baseName, await nodeOf(p));
+                  todo.push(...(await store.queryReferrers(p)));
+                }
+              } else {
+                for (const p of paths) await infoOf(p);
+                union = new Map();
+                for (const p of paths) {
+                  const related = mode === 'references' ? (await infoOf(p)).references : await store.queryReferrers(p);
+                  for (const r of related) {
+                    if (union.has(r.baseName)) continue;
+                    union.set(r.baseName, await nodeOf(r));
+                  }
                 }
               }
+              for (const i of topoSortInfos(union.values())) lines.push(dir.print(i.path));
+              break;
             }
-            for (const i of topoSortInfos(union.values())) lines.push(dir.print(i.path));
-            break;
+            case 'roots': {
+              const { rootsOf } = await import('../roots-query.js');
+              for (const p of paths) await infoOf(p);
+              lines.push(...(await rootsOf(store, paths)));
+              break;
+            }
           }
-          case 'roots': {
-            const { rootsOf } = await import('../roots-query.js');
-            for (const p of paths) await infoOf(p);
-            lines.push(...(await rootsOf(store, paths)));
-            break;
-          }
+        } finally {
+          if (!json && lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
         }
-        if (globalOptions(cmd).json) process.stdout.write(`${JSON.stringify(lines)}\n`);
-        else if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
+        if (json) process.stdout.write(`${JSON.stringify(lines)}\n`);
       });
     });
 }
