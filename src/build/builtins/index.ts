@@ -5,6 +5,7 @@
  * same checks and registration as any build's.
  */
 import { StrataError } from '../../core/error.js';
+import { builtinBuildenv } from './buildenv.js';
 import type { BuiltinContext } from './context.js';
 import { builtinFetchurl } from './fetchurl.js';
 
@@ -25,6 +26,8 @@ export async function runBuiltin(builder: string, ctx: BuiltinContext): Promise<
   switch (builder) {
     case 'builtin:fetchurl':
       return builtinFetchurl(ctx);
+    case 'builtin:buildenv':
+      return builtinBuildenv(ctx);
     default:
       throw new StrataError('UNSUPPORTED', `unsupported builtin builder '${builder.slice('builtin:'.length)}'`, {
         value: builder,
