@@ -56,14 +56,34 @@ async function respond(handler: CacheServer, req: IncomingMessage, res: ServerRe
   handler.metrics.observe(answer.route, answer.status, bytes, (performance.now() - start) / 1000);
 }
 
+/** Where {@link listen} listens, and its timeouts (the defaults suit production; tests shorten them). */
+export interface ListenOptions {
+  host?: string;
+  port?: number;
+  /** A client must send its whole request head within this (default 60 s, Node's usual). */
+  headersTimeoutMs?: number;
+  /** A socket with no byte moving either way for this long is closed (default 300 s). */
+  idleTimeoutMs?: number;
+}
+
 /**
  * Listens on `host:port` (port 0 picks a free one). Only what `host` names is bound.
  *
  * @example const { url, close } = await listen(new CacheServer(store), { host: '127.0.0.1', port: 0 });
  */
-export async function listen(handler: CacheServer, options: { host?: string; port?: number } = {}): Promise<Listening> {
-  // 16 KiB of headers is 20× what Nix sends; Node answers 431 beyond it.
-  const server = createServer({ maxHeaderSize: 16 * 1024, keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+export async function listen(handler: CacheServer, options: ListenOptions = {}): Promise<Listening> {
+  const headersTimeout = options.headersTimeoutMs ?? 60_000;
+  // 16 KiB of headers is 20× what Nix sends; Node answers 431 beyond it. No limit on a whole
+  // request (an upload of a large NAR takes what it takes), which in Node also turns off the
+  // one on its headers: that one is set again, or a client that never finishes its headers
+  // holds a socket for good (slowloris). Node checks it every `connectionsCheckingInterval`.
+  const server = createServer({
+    maxHeaderSize: 16 * 1024,
+    keepAliveTimeout: 65_000,
+    requestTimeout: 0,
+    headersTimeout,
+    connectionsCheckingInterval: Math.min(30_000, Math.max(10, Math.floor(headersTimeout / 2))),
+  }, (req, res) => {
     // The hot path without a promise: a memoised narinfo the store's change token vouches for.
     const start = performance.now();
     const quick = handler.answerFromMemo(req.method, req.url);
@@ -75,6 +95,10 @@ export async function listen(handler: CacheServer, options: { host?: string; por
     res.end(quick.body);
     handler.metrics.observe(quick.route, quick.status, quick.body === undefined ? 0 : (quick.body as Buffer).length, (performance.now() - start) / 1000);
   });
+  // A socket silent both ways this long is dropped (a client that stopped reading a NAR, or
+  // vanished without a FIN, would hold it and the NAR's open file forever): Nix's own client
+  // gives up on a transfer stalled as long (stalled-download-timeout, 300 s).
+  server.timeout = options.idleTimeoutMs ?? 300_000;
   const host = options.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -357,6 +357,58 @@ describe('listen() adapter', () => {
     }
   });
 
+  it('drops a client that never finishes its request headers, or stops reading a NAR, and keeps serving others', async () => {
+    // Node's defaults are none at all once requestTimeout is off (as uploads need): a slowloris
+    // client, or one gone silent mid-NAR, then held a socket (and the NAR's open file) for good.
+    const plain = await filledStore(tempDir());
+    const defaults = await listen(new CacheServer(plain), { host: '127.0.0.1', port: 0 });
+    try {
+      expect(defaults.server.headersTimeout).toBe(60_000);
+      expect(defaults.server.timeout).toBe(300_000);
+    } finally {
+      await defaults.close();
+      await plain.close();
+    }
+    const work = tempDir();
+    const store = await filledStore(work);
+    const l = await listen(new CacheServer(store, { compression: 'none' }), { host: '127.0.0.1', port: 0, headersTimeoutMs: 500, idleTimeoutMs: 1000 });
+    try {
+      writeFileSync(join(work, 'big.bin'), randomBytes(32 * 1024 * 1024));
+      const big = await store.addPath(join(work, 'big.bin'));
+      const ni = parseNarInfo(await (await fetch(`${l.url}/${big.path.hashPart}.narinfo`)).text());
+      // A client that sends half a request head: answered 408 and closed.
+      const slowloris = new Promise<string>((resolve, reject) => {
+        const s = connect(l.port, '127.0.0.1');
+        let got = '';
+        s.on('data', (c) => (got += c.toString('latin1')));
+        s.on('close', () => resolve(got));
+        s.on('error', reject);
+        s.write('GET /nix-cache-info HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+      });
+      // A client that asks for a 32 MiB NAR and stops reading after the first bytes.
+      const stalled = connect(l.port, '127.0.0.1');
+      stalled.on('error', () => {});
+      const first = new Promise<string>((resolve) => stalled.once('data', (c) => resolve(c.toString('latin1', 0, 16))));
+      stalled.write(`GET /${ni.url} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      try {
+        expect(await first).toMatch(/^HTTP\/1\.1 200/);
+        stalled.pause();
+        // Others are served meanwhile.
+        expect((await fetch(`${l.url}/nix-cache-info`)).status).toBe(200);
+        expect(await slowloris).toMatch(/^HTTP\/1\.1 408/);
+        // The server gives the silent socket up, and the NAR's file with it, while the client still sits there.
+        for (let t = 0; t < 250 && openOn(big.path.baseName) > 0; t++) await new Promise((r) => setTimeout(r, 20));
+        expect(openOn(big.path.baseName)).toBe(0);
+      } finally {
+        stalled.destroy();
+      }
+      expect((await fetch(`${l.url}/nix-cache-info`)).status).toBe(200);
+    } finally {
+      await l.close();
+      await store.close();
+    }
+  });
+
   it('answers 431 to huge headers and keeps serving', async () => {
     const work = tempDir();
     const store = await filledStore(work);
