@@ -72,6 +72,13 @@ describe('strata query against nix-store -q', () => {
       ['--references', join(work, 'links', 'again')],
       ['--deriver', join(work, 'links', 'result'), `${c}/r`, `${c}/`],
       ['--deriver', join(work, 'default.nix')],
+      // Nix checks validity only where it reads a path's own info: an invalid path has no
+      // referrers and is kept by no root, but an invalid derivation's outputs cannot be read.
+      ['--referrers', '/nix/store/00000000000000000000000000000000-absent'],
+      ['--referrers', '/nix/store/00000000000000000000000000000000-absent', a],
+      ['--roots', '/nix/store/00000000000000000000000000000000-absent', mDrv],
+      ['--roots', '/nix/store/00000000000000000000000000000000-absent.drv'],
+      ['--references', a, '/nix/store/00000000000000000000000000000000-absent'],
     ];
     for (const args of cases) {
       const n = runNix('nix-store', ['--store', root, '-q', ...args]);

@@ -101,7 +101,8 @@ export function register(program: Command): void {
                   todo.push(...(await store.queryReferrers(p)));
                 }
               } else {
-                for (const p of paths) await infoOf(p);
+                // Nix asks a path's references (it must be valid), not a referrer's (no check).
+                if (mode === 'references') for (const p of paths) await infoOf(p);
                 union = new Map();
                 for (const p of paths) {
                   const related = mode === 'references' ? (await infoOf(p)).references : await store.queryReferrers(p);
@@ -116,7 +117,9 @@ export function register(program: Command): void {
             }
             case 'roots': {
               const { rootsOf } = await import('../roots-query.js');
-              for (const p of paths) await infoOf(p);
+              // As Nix: only a derivation must be valid (its outputs are looked up); any other
+              // path is kept alive by the roots of its referrers, valid or not.
+              for (const p of paths) if (p.isDerivation()) await infoOf(p);
               lines.push(...(await rootsOf(store, paths)));
               break;
             }
