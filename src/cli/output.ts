@@ -19,7 +19,12 @@ export function renderError(e: unknown): string {
 }
 
 export function exitCodeFor(e: unknown): number {
-  return e instanceof UsageError ? 2 : 1;
+  if (e instanceof UsageError) return 2;
+  // `strata shell -- CMD` that cannot run CMD exits as a shell would (and as it does inside a
+  // mount namespace, where a shell's `exec` runs it).
+  if (isStrataError(e, 'SHELL_COMMAND_NOT_FOUND')) return 127;
+  if (isStrataError(e, 'SHELL_COMMAND_NOT_EXECUTABLE')) return 126;
+  return 1;
 }
 
 /** Writes a string to stdout and waits for it to drain (large outputs piped to `head` etc.). */

@@ -142,14 +142,16 @@ export async function runShell(env: Environment, options: ShellOptions = {}): Pr
     return await new Promise<number>((resolveExit, reject) => {
       const child = spawn(inv.file, inv.args, { env: inv.env, stdio: options.stdio ?? 'inherit' });
       child.on('error', (e) => {
+        // Typed apart, so the CLI exits 127 or 126 as a shell does, and as the namespace's
+        // `exec` does for the same command.
         const code = (e as NodeJS.ErrnoException).code;
-        reject(
-          new StrataError(
-            'SHELL_FAILED',
-            `Cannot run '${inv.file}': ${code === 'ENOENT' ? 'command not found' : e.message}`,
-            { value: inv.file },
-          ),
-        );
+        const [errorCode, state] =
+          code === 'ENOENT'
+            ? ['SHELL_COMMAND_NOT_FOUND', 'command not found']
+            : code === 'EACCES'
+              ? ['SHELL_COMMAND_NOT_EXECUTABLE', 'permission denied']
+              : ['SHELL_FAILED', e.message];
+        reject(new StrataError(errorCode, `Cannot run '${inv.file}': ${state}`, { value: inv.file }));
       });
       child.on('exit', (code, signal) => {
         if (code !== null) resolveExit(code);

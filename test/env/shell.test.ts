@@ -1,9 +1,13 @@
+import { existsSync } from 'node:fs';
+
 import { describe, expect, it } from 'vitest';
 
+import { exitCodeFor } from '../../src/cli/output.js';
 import { isStrataError } from '../../src/core/error.js';
 import type { Environment } from '../../src/env/environment.js';
-import { shellInvocation } from '../../src/env/shell.js';
+import { runShell, shellInvocation } from '../../src/env/shell.js';
 import { applyVariables, envVariables, formatExports } from '../../src/env/variables.js';
+import { tempDir } from '../support/tmp.js';
 
 const PROFILE = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-strata-env';
 
@@ -74,4 +78,28 @@ describe('shellInvocation()', () => {
       );
     }
   });
+});
+
+describe('runShell() of a command that cannot run', () => {
+  // As a shell: 127 for a command not found, 126 for one that is not executable, whether the
+  // command runs directly (the store at its logical dir) or through the mount namespace's exec.
+  const cases: [string, string[], number][] = [
+    ['not found', ['strata-test-no-such-command'], 127],
+    ['not found, by path', ['./strata-test-no-such-command'], 127],
+    ['not executable (a directory)', ['/'], 126],
+  ];
+  const exitOf = async (realStoreDir: string, command: string[]): Promise<number> => {
+    try {
+      return await runShell(env(realStoreDir), { command, stdio: 'pipe', baseEnv: { PATH: '/usr/bin:/bin' } });
+    } catch (e) {
+      return exitCodeFor(e);
+    }
+  };
+  for (const [what, command, status] of cases) {
+    it(`exits ${status} for a command ${what}, in a namespace or not`, async () => {
+      expect(await exitOf('/nix/store', command)).toBe(status);
+      if (process.getuid?.() !== 0 || !existsSync('/nix/store')) return;
+      expect(await exitOf(tempDir(), command)).toBe(status);
+    });
+  }
 });
