@@ -89,6 +89,7 @@ function readWhole(fd: number, path: Buffer, buf: Buffer, size: number): void {
 /** Streams a big file: the read of chunk n+1 runs while chunk n is hashed or pushed. */
 export async function streamFile(path: Buffer, size: number, writer: NarWriter, options: WalkOptions): Promise<void> {
   const fd = await openP(path);
+  let pending: Promise<{ buf: Buffer; n: number }> | undefined;
   try {
     const spare = options.reuseBuffers ? [Buffer.allocUnsafe(CHUNK_SIZE), Buffer.allocUnsafe(CHUNK_SIZE)] : [];
     let flip = 0;
@@ -99,7 +100,7 @@ export async function streamFile(path: Buffer, size: number, writer: NarWriter, 
       return readP(fd, buf, len, pos).then((n) => ({ buf, n }));
     };
     let pos = 0;
-    let pending = next(0);
+    pending = next(0);
     while (pending) {
       const { buf, n } = await pending;
       if (n === 0) changed(path);
@@ -110,6 +111,10 @@ export async function streamFile(path: Buffer, size: number, writer: NarWriter, 
       if (wait) await wait;
     }
   } finally {
+    // Left early (a destroyed stream, a failed write): the read of the next chunk may still be
+    // running on this descriptor. It settles first, so it neither fails unheard with EBADF (an
+    // unhandled rejection ends the process) nor reads a file that reuses the number.
+    await pending?.catch(() => {});
     await closeP(fd);
   }
 }

@@ -188,6 +188,44 @@ describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)',
     for await (const _ of s) break; // destroys the stream
     expect(s.destroyed).toBe(true);
   });
+  it('a dump stream destroyed mid-file leaves no read behind: no unhandled EBADF, the file closed', async () => {
+    // The read of the next chunk is in flight while one is pushed; closing the file under it
+    // made that read fail with EBADF as an unhandled rejection, which kills a process (strata
+    // serve, when a client went away mid-NAR).
+    const big = join(tmp, 'big');
+    writeFileSync(big, Buffer.alloc(8 * 1024 * 1024, 'x'));
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    const openOnBig = () =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${fd}`) === big;
+        } catch {
+          return false;
+        }
+      }).length;
+    try {
+      for (let i = 0; i < 300; i++) {
+        const s = dumpPath(big);
+        const chunks = 1 + (i % 4);
+        let n = 0;
+        await new Promise<void>((resolve) => {
+          s.on('data', () => {
+            if (++n === chunks) {
+              s.destroy();
+              resolve();
+            }
+          });
+        });
+      }
+      for (let t = 0; t < 100 && (openOnBig() > 0 || unhandled.length === 0); t++) await new Promise((r) => setTimeout(r, 10));
+      expect(unhandled).toEqual([]);
+      expect(openOnBig()).toBe(0);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
 });
 
 /** What real `nix-store --restore` 2.8 accepts but restoreNar rejects on purpose. */
