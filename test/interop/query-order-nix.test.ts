@@ -98,7 +98,21 @@ describe('strata path-info against nix path-info', () => {
     const [b, c, mOut] = build.stdout.trim().split('\n') as [string, string, string];
     const a = runNix('nix-store', ['--store', root, '-q', '--references', b]).stdout.trim();
     const absent = '/nix/store/00000000000000000000000000000000-absent';
+    const mDrv = runNix('nix-store', ['--store', root, '-q', '--deriver', mOut]).stdout.trim();
+    // A derivation instantiated but never built: its outputs are not valid.
+    writeFileSync(join(work, 'unbuilt.nix'), 'derivation { name = "unbuilt"; system = "x86_64-linux"; builder = "/bin/sh"; outputs = [ "out" "doc" ]; }');
+    const unbuilt = runNix('nix-instantiate', ['--store', root, join(work, 'unbuilt.nix')]).stdout.trim();
+    expect(unbuilt).toMatch(/-unbuilt\.drv$/);
     const cases: string[][] = [
+      // A derivation stands for its outputs; --derivation for itself, and a path for its deriver.
+      [mDrv],
+      ['-r', '-s', mDrv, c],
+      ['--derivation', mDrv, c],
+      ['--derivation', '-r', b],
+      ['--derivation', a],
+      [unbuilt],
+      ['--json', unbuilt, mDrv],
+      ['--json', '--derivation', mOut],
       ['-r', c],
       ['-r', mOut, a],
       [c, a, c],
@@ -117,6 +131,14 @@ describe('strata path-info against nix path-info', () => {
       // Nix 2.8 ends its JSON without a newline; strata's --json ends every document with one.
       const out = json ? s.stdout.toString().trimEnd() : s.stdout.toString();
       expect({ args, code: s.code, out }).toEqual({ args, code: n.code, out: n.stdout });
+    }
+    // A binary cache has no table of outputs: a derivation's are read from the .drv, as Nix does.
+    const cache = `file://${join(work, 'cache')}?compression=none`;
+    expect(runNix('nix', ['copy', '--store', root, '--to', cache, '--all']).code).toBe(0);
+    for (const args of [[mDrv], ['-r', mDrv], ['--derivation', mDrv], [unbuilt]]) {
+      const n = runNix('nix', ['path-info', '--store', cache, ...args]);
+      const s = await runStrata(['--store', cache, 'path-info', ...args]);
+      expect({ args, code: s.code, out: s.stdout.toString() }).toEqual({ args, code: n.code, out: n.stdout });
     }
   });
 });

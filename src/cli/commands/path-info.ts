@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 
-import type { PathInfo } from '../../store/store.js';
+import type { StorePath } from '../../core/store-path.js';
+import type { PathInfo, Store } from '../../store/store.js';
+import { UsageError } from '../output.js';
 
 interface PathInfoOptions {
   recursive?: boolean;
@@ -8,6 +10,7 @@ interface PathInfoOptions {
   closureSize?: boolean;
   humanReadable?: boolean;
   sigs?: boolean;
+  derivation?: boolean;
   all?: boolean;
 }
 
@@ -22,6 +25,7 @@ export function register(program: Command): void {
     .option('-S, --closure-size', 'also the closure size of each path')
     .option('-h, --human-readable', 'with -s and -S, sizes such as 5.7M')
     .option('--sigs', 'also the signatures of each path')
+    .option('--derivation', "a derivation itself rather than its outputs, and other paths' derivers")
     // -h is --human-readable here, as in nix path-info; help stays --help.
     .helpOption('--help', 'display help for command')
     .action(async (args: string[], opts: PathInfoOptions, cmd: Command) => {
@@ -34,7 +38,8 @@ export function register(program: Command): void {
         const computeClosure = opts.recursive || opts.closureSize ? (await import('../../store/closure.js')).computeClosure : undefined;
         const { StrataError } = await import('../../core/error.js');
         const dir = store.storeDir;
-        const paths = opts.all ? await store.queryAllValidPaths() : args.map((a) => parsePathArg(store, a));
+        if (opts.all && args.length > 0) throw new UsageError("'--all' does not expect arguments");
+        const paths = opts.all ? await store.queryAllValidPaths() : await installables(store, args.map((a) => parsePathArg(store, a)), opts.derivation === true);
         // A set, as in Nix: a path named twice is shown once.
         const targets = opts.recursive
           ? [...(await computeClosure!(store, paths)).values()].map((i) => i.path)
@@ -90,4 +95,32 @@ export function register(program: Command): void {
         if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
       });
     });
+}
+
+/**
+ * The paths arguments stand for, as `nix path-info` 2.8 takes them: a derivation stands for its
+ * outputs (whether built or not), or with --derivation for itself, and another path with
+ * --derivation for its valid deriver.
+ */
+async function installables(store: Store, paths: StorePath[], derivation: boolean): Promise<StorePath[]> {
+  const { StrataError } = await import('../../core/error.js');
+  const out: StorePath[] = [];
+  for (const p of paths) {
+    if (p.isDerivation() === derivation) {
+      out.push(p);
+    } else if (derivation) {
+      const [deriver] = (await store.queryValidDerivers(p)).sort((a, b) => (a.baseName < b.baseName ? -1 : 1));
+      if (!deriver) throw new StrataError('NO_DERIVER', `Cannot find the derivation of '${store.storeDir.print(p)}': it has no known valid deriver`, { value: store.storeDir.print(p) });
+      out.push(deriver);
+    } else {
+      if (!(await store.isValidPath(p))) throw new StrataError('PATH_NOT_VALID', `Path '${store.storeDir.print(p)}' is not valid`, { value: store.storeDir.print(p) });
+      // From the .drv itself, as Nix reads it: a binary cache has no table of outputs.
+      const { readDerivation } = await import('../../store/derivation-add.js');
+      for (const [name, o] of (await readDerivation(store, p)).outputs) {
+        if (!o.path) throw new StrataError('DRV_OUTPUT_UNKNOWN', `Cannot show output '${name}' of '${store.storeDir.print(p)}': its path is not known before it is built`, { value: store.storeDir.print(p) });
+        out.push(o.path);
+      }
+    }
+  }
+  return out;
 }
