@@ -9,12 +9,13 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import type { StorePath } from '../../src/core/store-path.js';
 import type { LocalStore } from '../../src/store/local/local-store.js';
 import { initLayered } from '../../src/store/layered/open-layered.js';
 import { openStore } from '../../src/store/open.js';
+import { S3Transport } from '../../src/store/binary-cache/s3-transport.js';
 import { substitutePaths } from '../../src/store/substitute.js';
 import { PUBLIC_KEY, writeKeys } from '../binary-cache/_cache.js';
 import { nixAsync } from '../serve/_serve.js';
@@ -245,6 +246,31 @@ describe.skipIf(unavailable !== undefined)('s3:// binary caches on a real S3 ser
     const missing = await strata(['copy', '--from', s3Uri(s3, 'no-such-bucket-here'), '--to', join(work, 'x'), '-r', topPrinted]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/^error: Cannot fetch '[^']*\/no-such-bucket-here\/nix-cache-info': bucket 'no-such-bucket-here' does not exist\nhint: create the bucket first[^\n]*\n$/);
+  });
+
+  it('a clock an hour off: the SDK learns the offset from the refusal and the request is retried, a HEAD too', async () => {
+    const bucket = await makeBucket(s3, 'skew');
+    const open = () => new S3Transport({ bucket, endpoint: s3.endpoint, backoffMs: 10, credentials: { accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey } });
+    const setup = open();
+    await setup.putFile('nix-cache-info', Buffer.from('StoreDir: /nix/store\n'), 'text/x-nix-cache-info');
+    await setup.close();
+    // This machine's clock an hour behind the server's (only Date: timers run as usual).
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() - 3600_000);
+    try {
+      // The first request of a process may be a HEAD (narinfos answered by the disk cache): its
+      // 403 has no body to name RequestTimeTooSkewed, only the Date header the SDK corrects from.
+      for (const op of [(t: S3Transport) => t.exists('nix-cache-info'), async (t: S3Transport) => (await t.getFile('nix-cache-info')) !== undefined]) {
+        const transport = open();
+        try {
+          expect(await op(transport)).toBe(true);
+        } finally {
+          await transport.close();
+        }
+      }
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('throttling (503 SlowDown) is retried with backoff; when it never ends, a clear error and no narinfo without its NAR', async () => {

@@ -10,7 +10,7 @@ interface SdkError {
   name?: string;
   code?: string;
   message?: string;
-  $metadata?: { httpStatusCode?: number };
+  $metadata?: { httpStatusCode?: number; clockSkewCorrected?: boolean };
   $fault?: 'client' | 'server';
 }
 
@@ -38,6 +38,9 @@ export function isRetryable(e: unknown): boolean {
   if (e instanceof StrataError) return false;
   const name = (e as SdkError).name ?? '';
   if (CREDENTIAL_NAMES.has(name)) return false;
+  // The SDK set its clock offset from the refusal's Date header: signed again, it may pass.
+  // A HEAD's 403 has no body to say RequestTimeTooSkewed, so this flag is all there is to go by.
+  if ((e as SdkError).$metadata?.clockSkewCorrected === true) return true;
   const status = statusOf(e);
   if (status !== undefined) return status >= 500 || status === 429 || RETRYABLE_NAMES.has(name);
   return RETRYABLE_NAMES.has(name) || socketCode(e) !== undefined;
