@@ -18,6 +18,22 @@ export async function readDerivation(store: Store, drvPath: StorePath): Promise<
   return parseDerivation(dir, text, drvPath.name.slice(0, -'.drv'.length));
 }
 
+/**
+ * A valid derivation's output paths in name order, read from the `.drv` as Nix reads them (a
+ * binary cache has no table of outputs); an output whose path is known only once built is an
+ * error.
+ */
+export async function derivationOutputPaths(store: Store, drvPath: StorePath): Promise<StorePath[]> {
+  const shown = store.storeDir.print(drvPath);
+  if (!(await store.isValidPath(drvPath))) throw new StrataError('PATH_NOT_VALID', `Path '${shown}' is not valid`, { value: shown });
+  const out: StorePath[] = [];
+  for (const [name, o] of (await readDerivation(store, drvPath)).outputs) {
+    if (!o.path) throw new StrataError('DRV_OUTPUT_UNKNOWN', `Cannot name output '${name}' of '${shown}': its path is known only once it is built`, { value: shown });
+    out.push(o.path);
+  }
+  return out;
+}
+
 /** The contents of a store path that is a single regular file (a `.drv`, a text file). */
 async function readRegularFile(store: Store, path: StorePath): Promise<Buffer> {
   const local = store as Store & { realPath?: (p: StorePath) => string };

@@ -1,6 +1,6 @@
 /**
  * `strata query --tree`, `--graph`, `--hash`, `--size`, `--referrers-closure` (and the short
- * `-R`, `-d`, and --outputs by default) print what `nix-store -q` 2.8 prints, byte for byte,
+ * `-R`, `-d`, --outputs by default, `-u` and `--include-outputs`) print what `nix-store -q` 2.8 prints, byte for byte,
  * including what Nix prints before it fails on an invalid path.
  */
 import { writeFileSync } from 'node:fs';
@@ -72,10 +72,27 @@ describe('strata query --tree/--graph/--hash/--size/--referrers-closure against 
       ['--deriver', c, absent],
       [mDrv, c],
       ['--references', '--references', c],
+      // -u: a derivation stands for its outputs (in path order), except for --deriver and --tree.
+      ['-u', '--hash', mDrv, c],
+      ['--use-output', '--size', mDrv],
+      ['-u', '-R', mDrv],
+      ['-u', '--graph', mDrv],
+      ['-u', '--tree', mDrv],
+      ['-u', '-d', mDrv],
+      ['-R', '--include-outputs', mDrv],
+      ['--requisites', '--include-outputs', mDrv, a],
     ];
     for (const args of cases) {
       const n = runNix('nix-store', ['--store', root, '-q', ...args]);
       const s = await runStrata(['--store', root, 'query', ...args]);
+      expect({ args, code: s.code, out: s.stdout.toString() }).toEqual({ args, code: n.code, out: n.stdout });
+    }
+    // A binary cache has no table of outputs: they are read from the .drv, as Nix reads them.
+    const cache = `file://${join(work, 'cache')}?compression=none`;
+    expect(runNix('nix', ['copy', '--store', root, '--to', cache, '--all']).code).toBe(0);
+    for (const args of [['--outputs', mDrv], ['-u', '--hash', mDrv], ['-R', '--include-outputs', mDrv]]) {
+      const n = runNix('nix-store', ['--store', cache, '-q', ...args]);
+      const s = await runStrata(['--store', cache, 'query', ...args]);
       expect({ args, code: s.code, out: s.stdout.toString() }).toEqual({ args, code: n.code, out: n.stdout });
     }
   });

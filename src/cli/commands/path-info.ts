@@ -113,13 +113,8 @@ async function installables(store: Store, paths: StorePath[], derivation: boolea
       if (!deriver) throw new StrataError('NO_DERIVER', `Cannot find the derivation of '${store.storeDir.print(p)}': it has no known valid deriver`, { value: store.storeDir.print(p) });
       out.push(deriver);
     } else {
-      if (!(await store.isValidPath(p))) throw new StrataError('PATH_NOT_VALID', `Path '${store.storeDir.print(p)}' is not valid`, { value: store.storeDir.print(p) });
-      // From the .drv itself, as Nix reads it: a binary cache has no table of outputs.
-      const { readDerivation } = await import('../../store/derivation-add.js');
-      for (const [name, o] of (await readDerivation(store, p)).outputs) {
-        if (!o.path) throw new StrataError('DRV_OUTPUT_UNKNOWN', `Cannot show output '${name}' of '${store.storeDir.print(p)}': its path is not known before it is built`, { value: store.storeDir.print(p) });
-        out.push(o.path);
-      }
+      const { derivationOutputPaths } = await import('../../store/derivation-add.js');
+      out.push(...(await derivationOutputPaths(store, p)));
     }
   }
   return out;

@@ -24,7 +24,9 @@ export function register(program: Command): void {
     .option('--tree', 'the closure as a tree')
     .option('--graph', 'the closure as a dot graph')
     .option('--roots', 'the GC roots that keep it alive')
-    .action(async (args: string[], opts: Partial<Record<Mode, boolean>>, cmd: Command) => {
+    .option('-u, --use-output', "a derivation's outputs instead of the derivation")
+    .option('--include-outputs', "with --requisites, the closure's derivations' valid outputs too")
+    .action(async (args: string[], opts: Partial<Record<Mode | 'useOutput' | 'includeOutputs', boolean>>, cmd: Command) => {
       // As nix-store -q: --outputs when none is given, one kind of query at a time.
       const chosen = MODES.filter((m) => opts[m]);
       if (chosen.length > 1) throw new UsageError(`Query type '${flagOf(chosen[1]!)}' conflicts with '${flagOf(chosen[0]!)}'`);
@@ -34,7 +36,14 @@ export function register(program: Command): void {
       await withStore(cmd, async (store) => {
         const { StrataError } = await import('../../core/error.js');
         const dir = store.storeDir;
-        const paths = args.map((a) => parsePathArg(store, a));
+        const { derivationOutputPaths } = await import('../../store/derivation-add.js');
+        const given = args.map((a) => parsePathArg(store, a));
+        // -u: a derivation stands for its outputs (not for --deriver, --tree: Nix ignores it there).
+        const paths: StorePath[] = [];
+        for (const p of given) {
+          if (opts.useOutput && p.isDerivation() && mode !== 'deriver' && mode !== 'tree') paths.push(...(await derivationOutputPaths(store, p)).sort((a, b) => (a.baseName < b.baseName ? -1 : 1)));
+          else paths.push(p);
+        }
         const infoOf = async (p: (typeof paths)[number]) => {
           const info = await store.queryPathInfo(p);
           if (!info) throw new StrataError('PATH_NOT_VALID', `Path '${dir.print(p)}' is not valid`, { value: dir.print(p) });
@@ -61,8 +70,7 @@ export function register(program: Command): void {
                   lines.push(dir.print(p));
                   continue;
                 }
-                await infoOf(p);
-                const outs = [...(await store.queryDerivationOutputs(p)).values()].map((o) => dir.print(o));
+                const outs = (await derivationOutputPaths(store, p)).map((o) => dir.print(o));
                 lines.push(...outs.sort());
               }
               break;
@@ -91,6 +99,20 @@ export function register(program: Command): void {
               if (mode === 'requisites') {
                 for (const p of paths) await infoOf(p);
                 union = await computeClosure(store, paths);
+                // --include-outputs: the valid outputs of every derivation in it, with their
+                // closures, until nothing is added.
+                for (let more = opts.includeOutputs ? [...union.values()] : []; more.length > 0; ) {
+                  const outs: StorePath[] = [];
+                  for (const i of more) {
+                    if (!i.path.isDerivation()) continue;
+                    // The database's table, else (a binary cache has none) the .drv itself.
+                    const table = [...(await store.queryDerivationOutputs(i.path)).values()];
+                    for (const o of table.length > 0 ? table : await derivationOutputPaths(store, i.path)) if (!union.has(o.baseName) && (await store.isValidPath(o))) outs.push(o);
+                  }
+                  const added = outs.length > 0 ? [...(await computeClosure(store, outs)).values()].filter((i) => !union.has(i.path.baseName)) : [];
+                  for (const i of added) union.set(i.path.baseName, i);
+                  more = added;
+                }
               } else if (mode === 'referrersClosure') {
                 // As Nix's flipped closure: the arguments themselves, valid or not.
                 union = new Map();
