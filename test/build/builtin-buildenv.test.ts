@@ -4,14 +4,13 @@
  * the profile is the one real Nix 2.8's `nix-store -r` of the same .drv makes, byte for byte;
  * a collision between packages of equal priority fails and registers nothing.
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { realise } from '../../src/build/index.js';
-import { haveNix, nixEnv, runNix } from '../support/nix.js';
+import { haveNix, nixInPrivateNix, runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 import { openChroot, snapshot } from './helpers.js';
 
@@ -40,23 +39,6 @@ function envFile(derivations: string): string {
 `,
   );
   return f;
-}
-
-/** Runs `script` with real Nix in a private mount namespace whose /nix is the empty dir `nixDir`. */
-function nixInPrivateNix(nixDir: string, script: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('unshare', ['-m', 'sh', '-c', `mount --bind "$NIXDIR" /nix && ${script}`], {
-      env: { ...nixEnv(), NIXDIR: nixDir },
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', reject);
-    child.on('close', (code) =>
-      resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
-  });
 }
 
 describe.skipIf(!isRoot || !haveNix())('builtin:buildenv', () => {

@@ -4,7 +4,7 @@
  * results match real Nix 2.8's `nix-store -r` of the same .drv (run in a throw-away /nix);
  * failing downloads give one clear error naming the URL and leave the store unchanged.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -16,28 +16,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { realise } from '../../src/build/index.js';
 import type { StorePath } from '../../src/core/store-path.js';
-import { haveNix, nixEnv, runNix } from '../support/nix.js';
+import { haveNix, nixEnv, nixInPrivateNix, runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 import { openChroot, snapshot } from './helpers.js';
 
 const isRoot = process.getuid?.() === 0;
-
-/** Runs `script` with real Nix in a private mount namespace whose /nix is the empty dir `nixDir`. */
-function nixInPrivateNix(nixDir: string, script: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('unshare', ['-m', 'sh', '-c', `mount --bind "$NIXDIR" /nix && ${script}`], {
-      env: { ...nixEnv(), NIXDIR: nixDir },
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', reject);
-    child.on('close', (code) =>
-      resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
-  });
-}
 
 interface Row {
   path: string;

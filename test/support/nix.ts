@@ -3,7 +3,7 @@
  * substituters, with its own config and narinfo cache, always against a chroot store (`--store
  * DIR`) so the machine's /nix is never touched. See ../shared/spec/formats.md §1.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,4 +40,24 @@ export function runNix(command: string, args: string[], options: { input?: strin
 /** True when real Nix is installed (CI installs it; the suite requires it). */
 export function haveNix(): boolean {
   return spawnSync('nix-store', ['--version']).status === 0;
+}
+
+/**
+ * Runs `script` (a shell line) with real Nix in a private mount namespace whose /nix is the dir
+ * `nixDir`: for what Nix does only in its real store dir (builds, with `sandbox = false`).
+ */
+export function nixInPrivateNix(nixDir: string, script: string): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('unshare', ['-m', 'sh', '-c', `mount --bind "$NIXDIR" /nix && ${script}`], {
+      env: { ...nixEnv(), NIXDIR: nixDir },
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+    );
+  });
 }
