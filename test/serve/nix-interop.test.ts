@@ -17,6 +17,22 @@ import { filledStore, nixAsync } from './_serve.js';
 const dir = new StoreDir();
 const SIMPLE = '/nix/store/94f9f6i31zwzwbf0kclq1naqxxi4c7v9-simple';
 
+/** Real Nix's own chroot store (`work/nixstore`) holding DEPENDENT's closure, fetched from a strata server. */
+async function nixStoreWithClosure(work: string, compression: 'none' | 'xz' | 'zstd'): Promise<string> {
+  const src = await filledStore(work);
+  const reader = new CacheServer(src, { compression });
+  const lr = await listen(reader, { host: '127.0.0.1', port: 0 });
+  const nixStore = join(work, 'nixstore');
+  try {
+    const r = await nixAsync('nix-store', ['--store', nixStore, '-r', DEPENDENT, '--option', 'substituters', lr.url, '--option', 'trusted-public-keys', PUBLIC_KEY]);
+    expect(r.code).toBe(0);
+  } finally {
+    await lr.close();
+    await src.close();
+  }
+  return nixStore;
+}
+
 describe.skipIf(!haveNix())('real Nix 2.8 substitutes from strata serve', () => {
   for (const compression of ['none', 'xz', 'zstd'] as const) {
     it(`compression=${compression}, signed on the fly: nix-store -r fetches the closure into a fresh chroot store`, async () => {
@@ -68,17 +84,7 @@ describe.skipIf(!haveNix())('real Nix 2.8 substitutes from strata serve', () => 
 
   it('nix copy --to http://…?write-nar-listing=true uploads into a --writable strata serve (the .ls files are taken)', async () => {
     const work = tempDir();
-    const src = await filledStore(work);
-    const reader = new CacheServer(src, { compression: 'none' });
-    const lr = await listen(reader, { host: '127.0.0.1', port: 0 });
-    const nixStore = join(work, 'nixstore');
-    try {
-      const r = await nixAsync('nix-store', ['--store', nixStore, '-r', DEPENDENT, '--option', 'substituters', lr.url, '--option', 'trusted-public-keys', PUBLIC_KEY]);
-      expect(r.code).toBe(0);
-    } finally {
-      await lr.close();
-      await src.close();
-    }
+    const nixStore = await nixStoreWithClosure(work, 'none');
     const target = await openStore(join(work, 'target'));
     const server = new CacheServer(target, { writable: true });
     const l = await listen(server, { host: '127.0.0.1', port: 0 });
@@ -99,17 +105,7 @@ describe.skipIf(!haveNix())('real Nix 2.8 substitutes from strata serve', () => 
 
   it('a Nix that uploaded with nix copy --to http:// substitutes back through the narinfo it remembers (the uploaded NAR file is served)', async () => {
     const work = tempDir();
-    const src = await filledStore(work);
-    const reader = new CacheServer(src, { compression: 'none' });
-    const lr = await listen(reader, { host: '127.0.0.1', port: 0 });
-    const nixStore = join(work, 'nixstore');
-    try {
-      const r = await nixAsync('nix-store', ['--store', nixStore, '-r', DEPENDENT, '--option', 'substituters', lr.url, '--option', 'trusted-public-keys', PUBLIC_KEY]);
-      expect(r.code).toBe(0);
-    } finally {
-      await lr.close();
-      await src.close();
-    }
+    const nixStore = await nixStoreWithClosure(work, 'none');
     const target = await openStore(join(work, 'target'));
     const server = new CacheServer(target, { writable: true });
     const l = await listen(server, { host: '127.0.0.1', port: 0 });
@@ -132,17 +128,7 @@ describe.skipIf(!haveNix())('real Nix 2.8 substitutes from strata serve', () => 
   it('nix copy --to http:// uploads into a --writable strata serve, verified into its store', async () => {
     const work = tempDir();
     // Real Nix's own chroot store holding the closure, fetched from a strata server.
-    const src = await filledStore(work);
-    const reader = new CacheServer(src, { compression: 'zstd' });
-    const lr = await listen(reader, { host: '127.0.0.1', port: 0 });
-    const nixStore = join(work, 'nixstore');
-    try {
-      const r = await nixAsync('nix-store', ['--store', nixStore, '-r', DEPENDENT, '--option', 'substituters', lr.url, '--option', 'trusted-public-keys', PUBLIC_KEY]);
-      expect(r.code).toBe(0);
-    } finally {
-      await lr.close();
-      await src.close();
-    }
+    const nixStore = await nixStoreWithClosure(work, 'zstd');
     const target = await openStore(join(work, 'target'));
     const server = new CacheServer(target, { writable: true });
     const l = await listen(server, { host: '127.0.0.1', port: 0 });
