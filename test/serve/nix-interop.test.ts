@@ -127,7 +127,6 @@ describe.skipIf(!haveNix())('real Nix 2.8 substitutes from strata serve', () => 
 
   it('nix copy --to http:// uploads into a --writable strata serve, verified into its store', async () => {
     const work = tempDir();
-    // Real Nix's own chroot store holding the closure, fetched from a strata server.
     const nixStore = await nixStoreWithClosure(work, 'zstd');
     const target = await openStore(join(work, 'target'));
     const server = new CacheServer(target, { writable: true });
