@@ -2,6 +2,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { realiseOrThrow } from '../../src/build/index.js';
 import { type Derivation } from '../../src/core/derivation/index.js';
 import type { StorePath } from '../../src/core/store-path.js';
 import { addDerivation } from '../../src/store/derivation-add.js';
@@ -82,4 +83,21 @@ export async function snapshot(store: LocalFsStore): Promise<StoreSnapshot> {
       .sort(),
     scratch: existsSync(builds) ? readdirSync(builds) : [],
   };
+}
+
+/** `dep` (no references) and `dep2` (refers to dep), built in `store`; the input map of a user of both. */
+export async function twoDeps(store: LocalFsStore): Promise<{ dep: string; dep2: string; inputDrvs: Map<string, string[]> }> {
+  const depDrv = await addShDrv(store, 'dep', 'echo dep > $out');
+  const [d] = await realiseOrThrow(store, [depDrv]);
+  const dep = store.storeDir.print(d!.get('out')!);
+  const dep2Drv = await addShDrv(store, 'dep2', `echo ${dep} > $out`, {
+    inputDrvs: new Map([[depDrv.baseName, ['out']]]),
+  });
+  const [d2] = await realiseOrThrow(store, [dep2Drv]);
+  const dep2 = store.storeDir.print(d2!.get('out')!);
+  const inputDrvs = new Map([
+    [depDrv.baseName, ['out']],
+    [dep2Drv.baseName, ['out']],
+  ]);
+  return { dep, dep2, inputDrvs };
 }

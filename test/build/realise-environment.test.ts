@@ -11,7 +11,7 @@ import { buildLogPath, realise, realiseOrThrow } from '../../src/build/index.js'
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { haveNix, runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
-import { addShDrv, openChroot } from './helpers.js';
+import { addShDrv, openChroot, twoDeps } from './helpers.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -121,19 +121,9 @@ describe.skipIf(!isRoot)('realise: builder environment', () => {
     const root = tempDir();
     const store = await openChroot(root);
     try {
-      const depDrv = await addShDrv(store, 'dep', 'echo dep > $out');
-      const [d] = await realiseOrThrow(store, [depDrv]);
-      const dep = store.storeDir.print(d!.get('out')!);
-      const dep2Drv = await addShDrv(store, 'dep2', `echo ${dep} > $out`, {
-        inputDrvs: new Map([[depDrv.baseName, ['out']]]),
-      });
-      const [d2] = await realiseOrThrow(store, [dep2Drv]);
-      const dep2 = store.storeDir.print(d2!.get('out')!);
+      const { dep, dep2, inputDrvs } = await twoDeps(store);
       const drv = await addShDrv(store, 'erg', '/bin/mkdir $out; /bin/cp graph g2 $out/; /usr/bin/stat -c %a graph > $out/mode', {
-        inputDrvs: new Map([
-          [depDrv.baseName, ['out']],
-          [dep2Drv.baseName, ['out']],
-        ]),
+        inputDrvs,
         // A path inside a store object names the object, as in Nix.
         env: { exportReferencesGraph: `graph ${dep2} g2 ${dep}/x` },
       });

@@ -16,7 +16,7 @@ import type { LocalFsStore } from '../../src/store/store.js';
 import { ROOT, ensureBuilt, runStrata } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { addDerivation } from '../../src/store/derivation-add.js';
-import { addShDrv, openChroot, shDrv, snapshot } from './helpers.js';
+import { addShDrv, openChroot, shDrv, snapshot, twoDeps } from './helpers.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -127,23 +127,6 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
     );
   });
 
-  /** `dep` (no references) and `dep2` (refers to dep), built; the input map of a user of dep2 and dep. */
-  async function twoDeps(): Promise<{ dep: string; dep2: string; inputDrvs: Map<string, string[]> }> {
-    const depDrv = await addShDrv(store, 'dep', 'echo dep > $out');
-    const [d] = await realiseOrThrow(store, [depDrv]);
-    const dep = store.storeDir.print(d!.get('out')!);
-    const dep2Drv = await addShDrv(store, 'dep2', `echo ${dep} > $out`, {
-      inputDrvs: new Map([[depDrv.baseName, ['out']]]),
-    });
-    const [d2] = await realiseOrThrow(store, [dep2Drv]);
-    const dep2 = store.storeDir.print(d2!.get('out')!);
-    const inputDrvs = new Map([
-      [depDrv.baseName, ['out']],
-      [dep2Drv.baseName, ['out']],
-    ]);
-    return { dep, dep2, inputDrvs };
-  }
-
   // Real Nix 2.8 refuses each of these with "output '…' is not allowed to refer to the
   // following paths: …dep" and registers nothing.
   it.each([
@@ -152,7 +135,7 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
     ['disallowedReferences', 'echo $dep > $out', (dep: string) => dep],
     ['disallowedRequisites', 'echo $dep2 > $out', (dep: string) => dep],
   ])('an output breaking %s gives REFERENCE_NOT_ALLOWED naming the path', async (attr, script, spec) => {
-    const { dep, dep2, inputDrvs } = await twoDeps();
+    const { dep, dep2, inputDrvs } = await twoDeps(store);
     const drv = await addShDrv(store, 'restricted', script, {
       inputDrvs,
       env: { dep, dep2, [attr]: spec(dep, dep2) },
@@ -165,7 +148,7 @@ describe.skipIf(!isRoot)('realise: failing builds', () => {
   });
 
   it('outputs within their allowed references and requisites (self and sibling outputs by name) are registered', async () => {
-    const { dep, dep2, inputDrvs } = await twoDeps();
+    const { dep, dep2, inputDrvs } = await twoDeps(store);
     const drv = await addShDrv(store, 'within', 'echo $dep2 $out $dev > $out; echo x > $dev', {
       inputDrvs,
       outputs: ['out', 'dev'],
