@@ -113,6 +113,7 @@ describe('strata path-info against nix path-info', () => {
       [unbuilt],
       ['--json', unbuilt, mDrv],
       ['--json', '--derivation', mOut],
+      ['--json', '--derivation', `${absent}.drv`],
       ['-r', c],
       ['-r', mOut, a],
       [c, a, c],

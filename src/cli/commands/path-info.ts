@@ -106,7 +106,11 @@ async function installables(store: Store, paths: StorePath[], derivation: boolea
   const { StrataError } = await import('../../core/error.js');
   const out: StorePath[] = [];
   for (const p of paths) {
-    if (p.isDerivation() === derivation) {
+    if (!p.isDerivation() && !derivation) {
+      out.push(p);
+    } else if (p.isDerivation() && derivation) {
+      // Nix reads the derivation even to show it: it must be valid, with --json too.
+      if (!(await store.isValidPath(p))) throw new StrataError('PATH_NOT_VALID', `Path '${store.storeDir.print(p)}' is not valid`, { value: store.storeDir.print(p) });
       out.push(p);
     } else if (derivation) {
       const [deriver] = (await store.queryValidDerivers(p)).sort((a, b) => (a.baseName < b.baseName ? -1 : 1));
