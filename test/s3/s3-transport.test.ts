@@ -1,19 +1,72 @@
 /**
  * S3Transport behaviour that needs no server: its staging directory.
  */
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { S3Transport } from '../../src/store/binary-cache/s3-transport.js';
+import { ensureBuilt, ROOT } from '../support/cli.js';
+
+const transport = () => new S3Transport({ bucket: 'b', endpoint: '127.0.0.1:1', scheme: 'http', credentials: { accessKeyId: 'a', secretAccessKey: 's' } });
 
 describe('S3Transport staging', () => {
   it('gives uploads that start at once one staging directory, and close() removes it', async () => {
-    const t = new S3Transport({ bucket: 'b', endpoint: '127.0.0.1:1', scheme: 'http', credentials: { accessKeyId: 'a', secretAccessKey: 's' } });
+    const t = transport();
     const dirs = await Promise.all(Array.from({ length: 8 }, () => t.stagingDir()));
     expect(new Set(dirs).size).toBe(1);
     expect(existsSync(dirs[0]!)).toBe(true);
     await t.close();
     expect(existsSync(dirs[0]!)).toBe(false);
+  });
+
+  it("removes the staging directory a killed process left behind (a spooled NAR in it), never a live process's", async () => {
+    ensureBuilt();
+    // A process that spools a file into its staging directory, prints the directory and waits.
+    const owner = () =>
+      new Promise<{ dir: string; kill: () => Promise<void> }>((resolve, reject) => {
+        const code = `
+          const { S3Transport } = await import(${JSON.stringify(join(ROOT, 'dist', 'store', 'binary-cache', 's3-transport.js'))});
+          const { writeFileSync } = await import('node:fs');
+          const t = new S3Transport({ bucket: 'b', endpoint: '127.0.0.1:1', scheme: 'http', credentials: { accessKeyId: 'a', secretAccessKey: 's' } });
+          const dir = await t.stagingDir();
+          writeFileSync(dir + '/.strata-upload-spooled', Buffer.alloc(1 << 20));
+          process.stdout.write(dir + '\\n');
+          setInterval(() => {}, 1000);`;
+        const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+        child.once('error', reject);
+        child.once('exit', (c) => reject(new Error(`owner exited ${c}`)));
+        child.stdout.once('data', (c: Buffer) =>
+          resolve({
+            dir: c.toString().trim(),
+            kill: () =>
+              new Promise<void>((r) => {
+                child.removeAllListeners('exit');
+                child.once('exit', () => r());
+                child.kill('SIGKILL');
+              }),
+          }),
+        );
+      });
+    const dead = await owner();
+    const live = await owner();
+    try {
+      await dead.kill();
+      expect(existsSync(join(dead.dir, '.strata-upload-spooled'))).toBe(true);
+      const t = transport();
+      try {
+        const mine = await t.stagingDir();
+        expect(mine).not.toBe(dead.dir);
+        expect(existsSync(dead.dir)).toBe(false);
+        expect(existsSync(join(live.dir, '.strata-upload-spooled'))).toBe(true);
+      } finally {
+        await t.close();
+      }
+    } finally {
+      await live.kill();
+      rmSync(live.dir, { recursive: true, force: true });
+    }
   });
 });

@@ -8,8 +8,7 @@
  * retried upload needs a fresh body stream read again from disk.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -19,6 +18,7 @@ import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCom
 import { StrataError } from '../../core/error.js';
 import { isNoSuchKey, isRetryable, s3Error } from './_s3-errors.js';
 import { type Attempt, MIN_PART_SIZE, uploadMultipart } from './_s3-multipart.js';
+import { type OwnedDir, ownedTempDir } from './_owned-dir.js';
 import { readAtMost } from '../read-at-most.js';
 import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
 
@@ -76,7 +76,7 @@ export class S3Transport implements CacheTransport {
   readonly #partConcurrency: number;
   readonly #retries: number;
   readonly #backoff: number;
-  #staging: Promise<string> | undefined;
+  #staging: Promise<OwnedDir> | undefined;
 
   constructor(options: S3TransportOptions) {
     this.bucket = options.bucket;
@@ -245,8 +245,9 @@ export class S3Transport implements CacheTransport {
   async stagingDir(): Promise<string> {
     // The promise is kept, not its result: 8 uploads start at once, and each must get the one
     // directory that close() removes, not a mkdtemp of its own.
-    this.#staging ??= mkdtemp(join(tmpdir(), 'strata-s3-'));
-    return this.#staging;
+    // Owned: a process killed mid-push leaves its spooled NARs there, and the next one removes them.
+    this.#staging ??= ownedTempDir('strata-s3-');
+    return (await this.#staging).path;
   }
 
   /** Top-level keys ending in `suffix`, over every page of the listing. */
@@ -276,6 +277,6 @@ export class S3Transport implements CacheTransport {
   async close(): Promise<void> {
     this.client.destroy();
     const staging = await this.#staging?.catch(() => undefined);
-    if (staging !== undefined) await rm(staging, { recursive: true, force: true });
+    await staging?.release();
   }
 }
