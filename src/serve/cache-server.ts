@@ -169,6 +169,9 @@ export class CacheServer {
       return { ...text(405, 'method not allowed\n', label), headers: { allow: this.#options.writable ? 'GET, HEAD, PUT' : 'GET, HEAD', 'content-length': '19' } };
     } catch (e) {
       const msg = isStrataError(e) ? e.message : `internal error: ${(e as Error).message}`;
+      // A path deleted since its narinfo was answered (a GC between the two requests) is gone,
+      // as a missing file is for a static cache; a client then tries its next substituter.
+      if (isStrataError(e, 'PATH_NOT_VALID') && req.method !== 'PUT') return text(404, `${msg}\n`, label);
       return text(isStrataError(e) && /INVALID|MISMATCH|UNTRUSTED/.test(e.code) ? 400 : 500, `${msg}\n`, label);
     }
   }

@@ -191,6 +191,28 @@ describe('memoised narinfos', () => {
     }
   });
 
+  it('a path deleted between its lookup and its NAR read (a GC racing the request) is 404, not 500', async () => {
+    const { work, store, leaf } = await storeWithLeaf();
+    const other = await openStore(join(work, 'local'));
+    // The deletion lands just as the NAR is opened: after every check the server makes first.
+    const racing = storeView(store, {
+      narFromPath: async (p) => {
+        await other.deletePaths([p]);
+        return store.narFromPath(p);
+      },
+    });
+    const server = new CacheServer(racing, { compression: 'none' });
+    try {
+      const ni = parseNarInfo(await body((await server.handle({ method: 'GET', url: `/${leaf.hashPart}.narinfo` })).body));
+      const nar = await server.handle({ method: 'GET', url: `/${ni.url}` });
+      expect(nar.status).toBe(404);
+      expect(await body(nar.body)).toMatch(/is not valid/);
+    } finally {
+      await other.close();
+      await store.close();
+    }
+  });
+
   for (const withToken of [true, false]) {
     it(`${withToken ? 'with' : 'without'} the store's change token: ${withToken ? 'a hit makes no query until something is committed' : 'every hit is re-checked with a query'}; a deleted path is 404`, async () => {
       const { work, store, leaf } = await storeWithLeaf();
