@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
+import { StrataError } from '../core/error.js';
 import type { CacheServer } from './cache-server.js';
 
 /** A listening server. */
@@ -100,12 +101,16 @@ export async function listen(handler: CacheServer, options: ListenOptions = {}):
   // gives up on a transfer stalled as long (stalled-download-timeout, 300 s).
   server.timeout = options.idleTimeoutMs ?? 300_000;
   const host = options.host ?? '127.0.0.1';
+  const shown = host.includes(':') ? `[${host}]` : host;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (e: NodeJS.ErrnoException) => {
+      const where = `${shown}:${options.port ?? 0}`;
+      const why = e.code === 'EADDRINUSE' ? 'the address is already in use' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EADDRNOTAVAIL' ? 'no such address on this machine' : e.message;
+      reject(new StrataError('LISTEN_FAILED', `Cannot listen on ${where}: ${why}`, { value: where, cause: e }));
+    });
     server.listen(options.port ?? 0, host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  const shown = host.includes(':') ? `[${host}]` : host;
   return {
     url: `http://${shown}:${port}`,
     port,

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 
 import { describe, expect, it } from 'vitest';
 
+import { isStrataError } from '../../src/core/error.js';
 import { parseNarInfo } from '../../src/core/narinfo.js';
 import { StoreDir } from '../../src/core/store-path.js';
 import { CacheServer } from '../../src/serve/cache-server.js';
@@ -427,6 +428,19 @@ describe('listen() adapter', () => {
       expect((await fetch(`${l.url}/nix-cache-info`)).status).toBe(200);
     } finally {
       await l.close();
+      await store.close();
+    }
+  });
+
+  it('a port already in use is one clear error naming the address', async () => {
+    const store = await filledStore(tempDir());
+    const first = await listen(new CacheServer(store), { host: '127.0.0.1', port: 0 });
+    try {
+      const e = await listen(new CacheServer(store), { host: '127.0.0.1', port: first.port }).catch((x: unknown) => x);
+      expect(isStrataError(e, 'LISTEN_FAILED')).toBe(true);
+      expect((e as Error).message).toBe(`Cannot listen on 127.0.0.1:${first.port}: the address is already in use`);
+    } finally {
+      await first.close();
       await store.close();
     }
   });
