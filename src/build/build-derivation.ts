@@ -74,6 +74,7 @@ async function runBuiltinLogged(
   req: BuildRequest,
   stagedDir: string,
   logFd: number,
+  signal: AbortSignal | undefined,
 ): Promise<string | undefined> {
   const log = (line: string): void => {
     writeSync(logFd, `${line}\n`);
@@ -87,6 +88,7 @@ async function runBuiltinLogged(
       storeDir: store.storeDir.path,
       realStoreDir: store.realStoreDir,
       log,
+      signal,
     });
     return undefined;
   } catch (e) {
@@ -216,7 +218,7 @@ export async function buildDerivation(
     let exit;
     let builtinError: string | undefined;
     try {
-      if (builtin) builtinError = await runBuiltinLogged(store, req, stagedDir, log.fd);
+      if (builtin) builtinError = await runBuiltinLogged(store, req, stagedDir, log.fd, options.signal);
       exit = builtin ? { code: builtinError === undefined ? 0 : 1, signal: null } : await runBuilder({
         builder: req.drv.builder,
         args: req.drv.args,

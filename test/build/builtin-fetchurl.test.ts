@@ -77,6 +77,10 @@ describe.skipIf(!isRoot || !haveNix())('builtin:fetchurl', () => {
       } else if (url === '/redirect') {
         res.writeHead(302, { location: '/f.txt' });
         res.end();
+      } else if (url === '/stall') {
+        // Headers and a few bytes, then nothing: a server that stalls mid-body.
+        res.writeHead(200, { 'content-length': '1000' });
+        res.write('hello');
       } else if (url === '/f.txt' || url === '/flaky') {
         res.end('hello world\n');
       } else {
@@ -88,6 +92,7 @@ describe.skipIf(!isRoot || !haveNix())('builtin:fetchurl', () => {
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
   afterAll(async () => {
+    server.closeAllConnections();
     await new Promise((r) => server.close(r));
     rmSync(data, { recursive: true, force: true });
   });
@@ -227,6 +232,25 @@ describe.skipIf(!isRoot || !haveNix())('builtin:fetchurl', () => {
   it('a download with the wrong hash fails with HASH_MISMATCH and registers nothing', async () => {
     const { error } = await failure(`{ url = "file://${join(data, 'f.txt')}"; sha256 = "${H.replace('0', '1')}"; }`);
     expect((error as { code?: string }).code, error.message).toBe('HASH_MISMATCH');
+  });
+
+  it('an interrupted realise drops a download from a stalled server at once; nothing becomes valid', async () => {
+    const { root, drvs } = instantiate(nixFile({ x: `{ url = "${base}/stall"; sha256 = "${H}"; }` }));
+    const store = await openChroot(root);
+    try {
+      const drv = store.storeDir.parse(drvs[0]!);
+      const before = await snapshot(store);
+      const interrupt = new AbortController();
+      const started = Date.now();
+      setTimeout(() => interrupt.abort(), 500);
+      const [r] = await realise(store, [drv], { signal: interrupt.signal });
+      expect(Date.now() - started, 'the stalled body does not hold the run').toBeLessThan(10_000);
+      expect(r!.outputs).toBeUndefined();
+      expect(r!.error).toBeDefined();
+      expect(await snapshot(store)).toEqual(before);
+    } finally {
+      await store.close();
+    }
   });
 
   it('a NAR that is not one fails unpacking and leaves nothing behind', async () => {

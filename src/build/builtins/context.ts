@@ -11,6 +11,8 @@ export interface BuiltinContext {
   realStoreDir: string;
   /** Appends one line to the build log. */
   log: (line: string) => void;
+  /** Stops the builtin (an interrupted or cancelled run): a download in progress is dropped. */
+  signal?: AbortSignal | undefined;
 }
 
 /** An environment entry Nix's builtins require: `attribute 'x' missing` otherwise. */

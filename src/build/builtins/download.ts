@@ -36,42 +36,49 @@ function transientStatus(status: number): boolean {
   return status !== 501 && status !== 505 && status !== 511;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((res) => setTimeout(res, ms));
+/** Waits `ms`, or less when `signal` aborts (the caller then checks it). */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((res) => {
+    const t = setTimeout(res, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(t), res()), { once: true });
+  });
 }
 
 /**
  * Opens `url` for reading: resolves once the body can be read (a 2xx response, or an open
- * file). Throws `DOWNLOAD_FAILED` naming the URL. `warn` receives the retry notices.
+ * file). Throws `DOWNLOAD_FAILED` naming the URL. `warn` receives the retry notices; `signal`
+ * stops the download, the body included (an interrupted realise must not wait for a stalled server).
  *
  * @example (await openDownload('file:///tmp/x', console.warn)).pipe(sink);
  */
-export async function openDownload(url: string, warn: (line: string) => void): Promise<Readable> {
+export async function openDownload(url: string, warn: (line: string) => void, signal?: AbortSignal): Promise<Readable> {
   for (let attempt = 1; ; attempt++) {
+    if (signal?.aborted) throw new DownloadError(url, 'interrupted', false);
     try {
-      return await openOnce(url);
+      return await openOnce(url, signal);
     } catch (e) {
+      if (signal?.aborted) throw new DownloadError(url, 'interrupted', false);
       if (!(e instanceof DownloadError) || !e.transient || attempt >= ATTEMPTS) throw e;
       const ms = Math.round(BASE_RETRY_MS * 2 ** (attempt - 1 + Math.random() * 0.5));
       warn(`warning: ${e.message}; retrying in ${ms} ms`);
-      await sleep(ms);
+      await sleep(ms, signal);
     }
   }
 }
 
-async function openOnce(url: string): Promise<Readable> {
+async function openOnce(url: string, signal: AbortSignal | undefined): Promise<Readable> {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
     throw new DownloadError(url, 'URL using bad/illegal format or missing URL (3)', false);
   }
-  if (parsed.protocol === 'file:') return openFile(url, parsed);
+  if (parsed.protocol === 'file:') return openFile(url, parsed, signal);
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
     throw new DownloadError(url, 'Unsupported protocol (1)', false);
   let current = parsed;
   for (let redirects = 0; ; redirects++) {
-    const res = await get(url, current);
+    const res = await get(url, current, signal);
     const status = res.statusCode ?? 0;
     const location = res.headers.location;
     if (status >= 300 && status < 400 && location !== undefined) {
@@ -91,14 +98,14 @@ async function openOnce(url: string): Promise<Readable> {
   }
 }
 
-async function get(url: string, target: URL): Promise<http.IncomingMessage> {
+async function get(url: string, target: URL, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
   const request: typeof http.request =
     target.protocol === 'https:'
       ? ((await import('node:https')) as typeof https).request
       : http.request;
   return new Promise((resolve, reject) => {
     // No TLS verification, as Nix's builtin: the output's hash is checked anyway.
-    const options: https.RequestOptions = { method: 'GET', rejectUnauthorized: false };
+    const options: https.RequestOptions = { method: 'GET', rejectUnauthorized: false, signal };
     const req = request(target, options, resolve);
     req.on('error', (e) => reject(new DownloadError(url, `${(e as NodeJS.ErrnoException).code ?? e.message} (${e.message})`, true)));
     req.end();
@@ -106,10 +113,10 @@ async function get(url: string, target: URL): Promise<http.IncomingMessage> {
 }
 
 /** A `file://` URL: the file itself, opened before the caller starts writing anything. */
-function openFile(url: string, parsed: URL): Promise<Readable> {
+function openFile(url: string, parsed: URL, signal: AbortSignal | undefined): Promise<Readable> {
   const path = decodeURIComponent(parsed.pathname);
   return new Promise((resolve, reject) => {
-    const s = createReadStream(path);
+    const s = createReadStream(path, { signal });
     s.once('ready', () => resolve(s));
     s.once('error', () => reject(new DownloadError(url, "Couldn't read a file:// file (37)", false)));
   });

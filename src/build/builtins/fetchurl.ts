@@ -28,7 +28,7 @@ export async function builtinFetchurl(ctx: BuiltinContext): Promise<void> {
   requireAttr(env, 'outputHashMode');
 
   ctx.log(`downloading '${url}'`);
-  const body = await openDownload(url, ctx.log);
+  const body = await openDownload(url, ctx.log, ctx.signal);
   try {
     if (unpack) {
       const nar = body.pipe(decompressor(url.endsWith('.xz') ? 'xz' : 'none'));
