@@ -3,9 +3,8 @@
  * (see `listen.ts` for the node:http adapter). Serves any store — local, layered — as a binary
  * cache real Nix substitutes from, and with `writable` accepts `nix copy --to http://…`.
  */
-import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
@@ -18,6 +17,7 @@ import { BinaryCacheStore } from '../store/binary-cache/binary-cache-store.js';
 import { FileTransport } from '../store/binary-cache/file-transport.js';
 import { type ServedCompression, servedNarUrl } from '../store/binary-cache/transport.js';
 import { computeClosure } from '../store/closure.js';
+import { type OwnedDir, ownedTempDir } from '../store/owned-temp-dir.js';
 import { readAtMost } from '../store/read-at-most.js';
 import type { PathInfo, Store } from '../store/store.js';
 import { ServeMetrics } from './metrics.js';
@@ -112,9 +112,10 @@ export class CacheServer {
   readonly store: Store;
   readonly metrics = new ServeMetrics();
   readonly #options: CacheServerOptions;
+  /** Where uploaded NAR files are staged (`nar/` inside), once the first upload came. */
   #uploadDir: string | undefined;
   readonly #memo = new Map<string, Memo>();
-  #uploads: BinaryCacheStore | undefined;
+  #uploads: Promise<{ dir: OwnedDir; cache: BinaryCacheStore }> | undefined;
 
   constructor(store: Store, options: CacheServerOptions = {}) {
     this.store = store;
@@ -404,13 +405,18 @@ export class CacheServer {
   // Uploads: NAR files land in a private staging dir; the narinfo that follows names one, and
   // the path is added from it through the store's verifying addFromNar.
 
+  /**
+   * The staging dir, made once (concurrent first uploads share it) and owned by this process: a
+   * server killed mid-upload leaves it to be removed by the next one (owned-temp-dir.ts).
+   */
   async #staging(): Promise<BinaryCacheStore> {
-    if (!this.#uploads) {
-      this.#uploadDir = mkdtempSync(join(tmpdir(), 'strata-serve-uploads-'));
-      mkdirSync(join(this.#uploadDir, 'nar'));
-      this.#uploads = await BinaryCacheStore.open('uploads', new FileTransport(this.#uploadDir), { storeDir: this.store.storeDir });
-    }
-    return this.#uploads;
+    this.#uploads ??= (async () => {
+      const dir = await ownedTempDir('strata-serve-uploads-');
+      mkdirSync(join(dir.path, 'nar'));
+      this.#uploadDir = dir.path;
+      return { dir, cache: await BinaryCacheStore.open('uploads', new FileTransport(dir.path), { storeDir: this.store.storeDir }) };
+    })();
+    return (await this.#uploads).cache;
   }
 
   async #put(route: Route, label: string, body: Readable | undefined): Promise<ServeResponse> {
@@ -463,6 +469,7 @@ export class CacheServer {
 
   /** Removes staged uploads. The store is the caller's to close. */
   async close(): Promise<void> {
-    if (this.#uploadDir) rmSync(this.#uploadDir, { recursive: true, force: true });
+    const staged = await this.#uploads?.catch(() => undefined);
+    await staged?.dir.release();
   }
 }

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { Agent, get as httpGet, request as httpRequest } from 'node:http';
@@ -14,6 +15,7 @@ import { CacheServer } from '../../src/serve/cache-server.js';
 import { listen } from '../../src/serve/listen.js';
 import { ServeMetrics } from '../../src/serve/metrics.js';
 import { openStore } from '../../src/store/open.js';
+import { ensureBuilt, ROOT } from '../support/cli.js';
 import { storeView } from '../support/store-view.js';
 import { tempDir } from '../support/tmp.js';
 import { DEPENDENT, narinfosOf } from '../binary-cache/_cache.js';
@@ -332,6 +334,67 @@ describe('metrics', () => {
     expect(text).toContain('strata_serve_request_duration_seconds_bucket{le="60"} 3\n');
     expect(text).toContain('strata_serve_request_duration_seconds_bucket{le="+Inf"} 4\n');
     expect(text).toContain('strata_serve_request_duration_seconds_count 4\n');
+  });
+});
+
+describe('uploads staging', () => {
+  it("removes the upload staging dir of a strata serve killed mid-upload, never a live server's", async () => {
+    ensureBuilt();
+    const tmp = tempDir();
+    const oldTmp = process.env['TMPDIR'];
+    process.env['TMPDIR'] = tmp;
+    const uploadKey = `/nar/${'1'.repeat(52)}.nar`;
+    // A writable server in its own process that has staged an upload, then waits.
+    const owner = () =>
+      new Promise<{ dir: string; kill: () => Promise<void> }>((resolve, reject) => {
+        const code = `
+          const { CacheServer } = await import(${JSON.stringify(join(ROOT, 'dist', 'serve', 'cache-server.js'))});
+          const { openStore } = await import(${JSON.stringify(join(ROOT, 'dist', 'store', 'open.js'))});
+          const { readdirSync } = await import('node:fs');
+          const { Readable } = await import('node:stream');
+          const staged = () => readdirSync(process.env.TMPDIR).filter((n) => n.startsWith('strata-serve-uploads-'));
+          const before = staged();
+          const server = new CacheServer(await openStore(process.argv[1]), { writable: true });
+          const r = await server.handle({ method: 'PUT', url: ${JSON.stringify(uploadKey)}, body: Readable.from([Buffer.alloc(1 << 20)]) });
+          if (r.status !== 200) throw new Error('upload ' + r.status);
+          process.stdout.write(staged().find((n) => !before.includes(n)) + '\\n');
+          setInterval(() => {}, 1000);`;
+        const child = spawn(process.execPath, ['--input-type=module', '-e', code, join(tempDir(), 'store')], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TMPDIR: tmp } });
+        child.once('error', reject);
+        child.once('exit', (c) => reject(new Error(`owner exited ${c}`)));
+        child.stdout.once('data', (c: Buffer) =>
+          resolve({
+            dir: join(tmp, c.toString().trim()),
+            kill: () =>
+              new Promise<void>((r) => {
+                child.removeAllListeners('exit');
+                child.once('exit', () => r());
+                child.kill('SIGKILL');
+              }),
+          }),
+        );
+      });
+    const dead = await owner();
+    const live = await owner();
+    const store = await openStore(join(tempDir(), 'mine'));
+    const server = new CacheServer(store, { writable: true });
+    try {
+      await dead.kill();
+      expect(readdirSync(join(dead.dir, 'nar'))).toHaveLength(1);
+      const r = await server.handle({ method: 'PUT', url: uploadKey, body: Readable.from([Buffer.alloc(16)]) });
+      expect(r.status).toBe(200);
+      const left = readdirSync(tmp).filter((n) => n.startsWith('strata-serve-uploads-')).map((n) => join(tmp, n));
+      expect(left).not.toContain(dead.dir);
+      expect(left).toContain(live.dir);
+      expect(left).toHaveLength(2);
+      await server.close();
+      expect(readdirSync(tmp).filter((n) => n.startsWith('strata-serve-uploads-')).map((n) => join(tmp, n))).toEqual([live.dir]);
+    } finally {
+      await live.kill();
+      await store.close();
+      if (oldTmp === undefined) delete process.env['TMPDIR'];
+      else process.env['TMPDIR'] = oldTmp;
+    }
   });
 });
 

@@ -18,7 +18,7 @@ import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCom
 import { StrataError } from '../../core/error.js';
 import { isNoSuchKey, isRetryable, s3Error } from './_s3-errors.js';
 import { type Attempt, MIN_PART_SIZE, uploadMultipart } from './_s3-multipart.js';
-import { type OwnedDir, ownedTempDir } from './_owned-dir.js';
+import { type OwnedDir, ownedTempDir } from '../owned-temp-dir.js';
 import { readAtMost } from '../read-at-most.js';
 import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
 

@@ -9,7 +9,7 @@ import { openSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { closeFd, lockFdSync, openLockFile, tryLockFd } from '../local/flock.js';
+import { closeFd, lockFdSync, openLockFile, tryLockFd } from './local/flock.js';
 
 const OWNER = '.owner';
 
