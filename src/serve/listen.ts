@@ -35,8 +35,12 @@ class ByteCounter extends Transform {
 async function respond(handler: CacheServer, req: IncomingMessage, res: ServerResponse, start: number): Promise<void> {
   // No `headers`: req.headers is built lazily from rawHeaders, and the handler needs none.
   const answer = await handler.handle({ method: req.method ?? 'GET', url: req.url ?? '/', body: req });
-  // Drain an unread request body so the connection can be reused.
-  if (!req.complete) req.resume();
+  // A request body the answer did not read (a refused upload) may be endless: it is not drained
+  // for the sake of keep-alive, the connection closes once the answer is out.
+  if (!req.complete) {
+    res.shouldKeepAlive = false;
+    req.resume();
+  }
   res.writeHead(answer.status, answer.headers);
   let bytes = 0;
   const body = answer.body;

@@ -495,6 +495,33 @@ describe('listen() adapter', () => {
     }
   });
 
+  it('refuses an upload to a read-only server and closes the connection instead of reading an endless body', async () => {
+    const store = await filledStore(tempDir());
+    const l = await listen(new CacheServer(store), { host: '127.0.0.1', port: 0 });
+    try {
+      const got = await new Promise<{ answer: string; sent: number }>((resolve, reject) => {
+        const s = connect(l.port, '127.0.0.1');
+        let answer = '';
+        let sent = 0;
+        const chunk = Buffer.alloc(64 * 1024);
+        const timer = setInterval(() => {
+          if (sent < 256 * 1024 * 1024 && !s.destroyed) s.write(chunk, () => (sent += chunk.length));
+        }, 5);
+        s.on('data', (c) => (answer += c.toString()));
+        s.on('close', () => (clearInterval(timer), resolve({ answer, sent })));
+        s.on('error', () => undefined);
+        setTimeout(() => (clearInterval(timer), s.destroy(), reject(new Error(`not closed; sent ${sent}`))), 10_000);
+        s.write(`PUT /nar/${'1'.repeat(52)}.nar HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n`);
+      });
+      expect(got.answer).toMatch(/^HTTP\/1\.1 403 /);
+      expect(got.answer).toMatch(/\r\nConnection: close\r\n/i);
+      expect((await fetch(`${l.url}/nix-cache-info`)).status).toBe(200);
+    } finally {
+      await l.close();
+      await store.close();
+    }
+  });
+
   it('a port already in use is one clear error naming the address', async () => {
     const store = await filledStore(tempDir());
     const first = await listen(new CacheServer(store), { host: '127.0.0.1', port: 0 });
