@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { runStrata } from '../support/cli.js';
-import { haveNix, runNix } from '../support/nix.js';
+import { haveNix, nixBuildExpr, runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
 
 beforeAll(() => {
@@ -31,12 +31,8 @@ in { inherit b c m; }
 describe('strata query against nix-store -q', () => {
   it('prints the same lines in the same order', { timeout: 120_000 }, async () => {
     const work = tempDir();
-    const root = join(work, 'store');
-    writeFileSync(join(work, 'default.nix'), EXPR);
-    const build = runNix('nix-build', ['--store', root, '--option', 'sandbox', 'true', '--option', 'sandbox-paths', '/bin /lib /lib64 /usr', '--no-out-link', join(work, 'default.nix')]);
-    expect(build.stderr).not.toMatch(/^error/m);
-    expect(build.code).toBe(0);
-    const [b, c, mOut] = build.stdout.trim().split('\n') as [string, string, string];
+    const { root, outs } = nixBuildExpr(work, EXPR);
+    const [b, c, mOut] = outs as [string, string, string];
     expect(mOut).toMatch(/-m$/);
     const q = (flag: string, path: string): string => runNix('nix-store', ['--store', root, '-q', flag, path]).stdout.trim();
     const a = q('--references', b);

@@ -61,3 +61,16 @@ export function nixInPrivateNix(nixDir: string, script: string): Promise<RunResu
     );
   });
 }
+
+/**
+ * Builds the attributes of the Nix expression `expr` with real `nix-build` into a new chroot
+ * store (sandboxed, the host's /bin, /lib and /usr visible) and returns the store's root and the
+ * output paths, one per attribute in name order.
+ */
+export function nixBuildExpr(work: string, expr: string): { root: string; outs: string[] } {
+  const root = join(work, 'store');
+  writeFileSync(join(work, 'default.nix'), expr);
+  const build = runNix('nix-build', ['--store', root, '--option', 'sandbox', 'true', '--option', 'sandbox-paths', '/bin /lib /lib64 /usr', '--no-out-link', join(work, 'default.nix')]);
+  if (build.code !== 0 || /^error/m.test(build.stderr)) throw new Error(`nix-build failed: ${build.stderr}`);
+  return { root, outs: build.stdout.trim().split('\n') };
+}
