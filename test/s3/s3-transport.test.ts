@@ -1,13 +1,13 @@
 /**
  * S3Transport behaviour that needs no server: its staging directory.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { S3Transport } from '../../src/store/binary-cache/s3-transport.js';
+import { startWaitingChild } from '../support/child.js';
 import { ensureBuilt, ROOT } from '../support/cli.js';
 
 const transport = () => new S3Transport({ bucket: 'b', endpoint: '127.0.0.1:1', scheme: 'http', credentials: { accessKeyId: 'a', secretAccessKey: 's' } });
@@ -25,31 +25,18 @@ describe('S3Transport staging', () => {
   it("removes the staging directory a killed process left behind (a spooled NAR in it), never a live process's", async () => {
     ensureBuilt();
     // A process that spools a file into its staging directory, prints the directory and waits.
-    const owner = () =>
-      new Promise<{ dir: string; kill: () => Promise<void> }>((resolve, reject) => {
-        const code = `
-          const { S3Transport } = await import(${JSON.stringify(join(ROOT, 'dist', 'store', 'binary-cache', 's3-transport.js'))});
-          const { writeFileSync } = await import('node:fs');
-          const t = new S3Transport({ bucket: 'b', endpoint: '127.0.0.1:1', scheme: 'http', credentials: { accessKeyId: 'a', secretAccessKey: 's' } });
-          const dir = await t.stagingDir();
-          writeFileSync(dir + '/.strata-upload-spooled', Buffer.alloc(1 << 20));
-          process.stdout.write(dir + '\\n');
-          setInterval(() => {}, 1000);`;
-        const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-        child.once('error', reject);
-        child.once('exit', (c) => reject(new Error(`owner exited ${c}`)));
-        child.stdout.once('data', (c: Buffer) =>
-          resolve({
-            dir: c.toString().trim(),
-            kill: () =>
-              new Promise<void>((r) => {
-                child.removeAllListeners('exit');
-                child.once('exit', () => r());
-                child.kill('SIGKILL');
-              }),
-          }),
-        );
-      });
+    const owner = async () => {
+      const code = `
+        const { S3Transport } = await import(${JSON.stringify(join(ROOT, 'dist', 'store', 'binary-cache', 's3-transport.js'))});
+        const { writeFileSync } = await import('node:fs');
+        const t = new S3Transport({ bucket: 'b', endpoint: '127.0.0.1:1', scheme: 'http', credentials: { accessKeyId: 'a', secretAccessKey: 's' } });
+        const dir = await t.stagingDir();
+        writeFileSync(dir + '/.strata-upload-spooled', Buffer.alloc(1 << 20));
+        process.stdout.write(dir + '\\n');
+        setInterval(() => {}, 1000);`;
+      const child = await startWaitingChild(code);
+      return { dir: child.line, kill: child.kill };
+    };
     const dead = await owner();
     const live = await owner();
     try {

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { Agent, get as httpGet, request as httpRequest } from 'node:http';
@@ -15,6 +14,7 @@ import { CacheServer } from '../../src/serve/cache-server.js';
 import { listen } from '../../src/serve/listen.js';
 import { ServeMetrics } from '../../src/serve/metrics.js';
 import { openStore } from '../../src/store/open.js';
+import { startWaitingChild } from '../support/child.js';
 import { ensureBuilt, ROOT } from '../support/cli.js';
 import { storeView } from '../support/store-view.js';
 import { tempDir } from '../support/tmp.js';
@@ -345,35 +345,22 @@ describe('uploads staging', () => {
     process.env['TMPDIR'] = tmp;
     const uploadKey = `/nar/${'1'.repeat(52)}.nar`;
     // A writable server in its own process that has staged an upload, then waits.
-    const owner = () =>
-      new Promise<{ dir: string; kill: () => Promise<void> }>((resolve, reject) => {
-        const code = `
-          const { CacheServer } = await import(${JSON.stringify(join(ROOT, 'dist', 'serve', 'cache-server.js'))});
-          const { openStore } = await import(${JSON.stringify(join(ROOT, 'dist', 'store', 'open.js'))});
-          const { readdirSync } = await import('node:fs');
-          const { Readable } = await import('node:stream');
-          const staged = () => readdirSync(process.env.TMPDIR).filter((n) => n.startsWith('strata-serve-uploads-'));
-          const before = staged();
-          const server = new CacheServer(await openStore(process.argv[1]), { writable: true });
-          const r = await server.handle({ method: 'PUT', url: ${JSON.stringify(uploadKey)}, body: Readable.from([Buffer.alloc(1 << 20)]) });
-          if (r.status !== 200) throw new Error('upload ' + r.status);
-          process.stdout.write(staged().find((n) => !before.includes(n)) + '\\n');
-          setInterval(() => {}, 1000);`;
-        const child = spawn(process.execPath, ['--input-type=module', '-e', code, join(tempDir(), 'store')], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TMPDIR: tmp } });
-        child.once('error', reject);
-        child.once('exit', (c) => reject(new Error(`owner exited ${c}`)));
-        child.stdout.once('data', (c: Buffer) =>
-          resolve({
-            dir: join(tmp, c.toString().trim()),
-            kill: () =>
-              new Promise<void>((r) => {
-                child.removeAllListeners('exit');
-                child.once('exit', () => r());
-                child.kill('SIGKILL');
-              }),
-          }),
-        );
-      });
+    const owner = async () => {
+      const code = `
+        const { CacheServer } = await import(${JSON.stringify(join(ROOT, 'dist', 'serve', 'cache-server.js'))});
+        const { openStore } = await import(${JSON.stringify(join(ROOT, 'dist', 'store', 'open.js'))});
+        const { readdirSync } = await import('node:fs');
+        const { Readable } = await import('node:stream');
+        const staged = () => readdirSync(process.env.TMPDIR).filter((n) => n.startsWith('strata-serve-uploads-'));
+        const before = staged();
+        const server = new CacheServer(await openStore(process.argv[1]), { writable: true });
+        const r = await server.handle({ method: 'PUT', url: ${JSON.stringify(uploadKey)}, body: Readable.from([Buffer.alloc(1 << 20)]) });
+        if (r.status !== 200) throw new Error('upload ' + r.status);
+        process.stdout.write(staged().find((n) => !before.includes(n)) + '\\n');
+        setInterval(() => {}, 1000);`;
+      const child = await startWaitingChild(code, [join(tempDir(), 'store')], { ...process.env, TMPDIR: tmp });
+      return { dir: join(tmp, child.line), kill: child.kill };
+    };
     const dead = await owner();
     const live = await owner();
     const store = await openStore(join(tempDir(), 'mine'));
