@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 
 import { nix32Encode } from '../../src/core/hash.js';
 import { StoreDir, StorePath } from '../../src/core/store-path.js';
@@ -325,6 +325,13 @@ describe.runIf(haveNix())(
       'realise (strata realise): a killed build leaves no output behind half-built, and re-running it builds',
       async () => {
         ensureBuilt();
+        // Killed runs leave their build dirs behind (so does Nix): in a temp dir of this test's.
+        const oldTmp = process.env['TMPDIR'];
+        process.env['TMPDIR'] = tempDir();
+        onTestFinished(() => {
+          if (oldTmp === undefined) delete process.env['TMPDIR'];
+          else process.env['TMPDIR'] = oldTmp;
+        });
         const root = tempDir();
         const store = await openLocal(root);
         const drvs: string[] = [];
