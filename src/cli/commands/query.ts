@@ -123,8 +123,8 @@ export function register(program: Command): void {
                   todo.push(...(await store.queryReferrers(p)));
                 }
               } else {
-                // Nix asks a path's references (it must be valid), not a referrer's (no check).
-                if (mode === 'references') for (const p of paths) await infoOf(p);
+                // Nix asks a path's references (it must be valid), not a referrer's (no check). An
+                // invalid argument fails in the loop, before any line is made: no separate pass.
                 union = new Map();
                 for (const p of paths) {
                   const related = mode === 'references' ? (await infoOf(p)).references : await store.queryReferrers(p);

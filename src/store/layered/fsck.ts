@@ -78,8 +78,9 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
     const lower = store.overlayLowerHas(path);
     if (!lower) continue;
     const inUpper = join(store.upperLayer, name);
-    const hidden = isWhiteout(inUpper) ? undefined : nestedWhiteout(inUpper);
-    if (isWhiteout(inUpper)) {
+    const whole = isWhiteout(inUpper);
+    const hidden = whole ? undefined : nestedWhiteout(inUpper);
+    if (whole) {
       problems.push({ kind: 'whiteout', path: dir.print(path), detail: `the upper layer hides the copy in ${lower.name}` });
     } else if (hidden !== undefined) {
       problems.push({ kind: 'whiteout', path: dir.print(path), detail: `the upper layer hides '${hidden}' of the copy in ${lower.name}` });

@@ -435,7 +435,7 @@ export class LayeredStore implements LocalFsStore {
    * through the merged dir. A binary-cache lower's paths are fetched into the upper layer instead.
    */
   overlayLowerHas(path: StorePath): Lower | undefined {
-    return this.lowers.find((l) => l.realStoreDir !== undefined && (l.store as LocalStore).db.isValid(path));
+    return overlayLowerOf(this.lowers, path);
   }
 
   /**
@@ -569,6 +569,11 @@ async function closureIn(store: Store, paths: StorePath[]): Promise<PathInfo[]> 
 }
 
 /** Bytes that deleting a tree frees: regular files with no other links, and symlinks. */
+/** The first local lower of `lowers` holding `path`: the one whose files the overlay shows. */
+export function overlayLowerOf(lowers: Lower[], path: StorePath): Lower | undefined {
+  return lowers.find((l) => l.realStoreDir !== undefined && (l.store as LocalStore).db.isValid(path));
+}
+
 export function treeSize(p: string): number {
   const st = lstatSync(p);
   if (st.isDirectory()) {
