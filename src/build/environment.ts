@@ -9,7 +9,7 @@ import { type Derivation, isFixedOutput } from '../core/derivation/index.js';
 import {
   dumpJson,
   type JsonValue,
-  stringsAttr,
+  listAttr,
   structuredAttrsOf,
   structuredAttrsShell,
 } from './structured-attrs.js';
@@ -104,11 +104,7 @@ export function builderEnvironment(
     // Fixed-output builds may see the network and chosen host variables (e.g. proxies); their
     // result is checked against the declared hash anyway.
     const host = options.hostEnv ?? process.env;
-    const impure =
-      attrs === undefined
-        ? (drv.env.get('impureEnvVars') ?? '').split(/\s+/).filter((s) => s !== '')
-        : (stringsAttr(attrs, 'impureEnvVars', drv.name) ?? []);
-    for (const k of impure) {
+    for (const k of listAttr(drv.env, attrs, 'impureEnvVars', drv.name)) {
       env.set(k, host[k] ?? '');
     }
   }

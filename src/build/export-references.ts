@@ -9,7 +9,7 @@ import type { Derivation } from '../core/derivation/index.js';
 import { type StorePath, sortStorePaths } from '../core/store-path.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import type { BuildDirFile } from './environment.js';
-import { JsonNumber, type JsonValue } from './structured-attrs.js';
+import { isJsonObject, JsonNumber, type JsonValue } from './structured-attrs.js';
 
 /** The file names Nix accepts (no slash, no leading dot or dash). */
 const FILE_NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
@@ -82,8 +82,7 @@ export async function exportReferencesGraphJson(
 ): Promise<{ [key: string]: JsonValue }> {
   const spec = attrs['exportReferencesGraph'];
   const result: { [key: string]: JsonValue } = {};
-  if (spec === undefined || spec === null || typeof spec !== 'object' || Array.isArray(spec) || spec instanceof JsonNumber)
-    return result;
+  if (!isJsonObject(spec)) return result;
   const dir = store.storeDir;
   const full = dir.print(drvPath);
   const graph = new ReferenceGraph(store, full, inputClosure);

@@ -9,7 +9,7 @@ import { StrataError } from '../core/error.js';
 import type { Derivation } from '../core/derivation/index.js';
 import { type StorePath, sortStorePaths } from '../core/store-path.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
-import { JsonNumber, type JsonValue, stringsAttr } from './structured-attrs.js';
+import { isJsonObject, JsonNumber, type JsonValue, stringsAttr } from './structured-attrs.js';
 
 /** The restrictions on one output; an absent list means no restriction. */
 export interface OutputChecks {
@@ -34,11 +34,9 @@ export function structuredOutputChecks(
   what: string,
 ): OutputChecks | undefined {
   const all = attrs['outputChecks'];
-  if (all === undefined || all === null || typeof all !== 'object' || Array.isArray(all) || all instanceof JsonNumber)
-    return undefined;
+  if (!isJsonObject(all)) return undefined;
   const o = all[outputName];
-  if (o === undefined || o === null || typeof o !== 'object' || Array.isArray(o) || o instanceof JsonNumber)
-    return undefined;
+  if (!isJsonObject(o)) return undefined;
   const size = (k: string): bigint | undefined => {
     const v = o[k];
     if (v === undefined) return undefined;

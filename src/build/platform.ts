@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 
 import { StrataError } from '../core/error.js';
 import type { Derivation } from '../core/derivation/index.js';
-import { stringsAttr, structuredAttrsOf } from './structured-attrs.js';
+import { isBuiltinBuilder } from './builtins/index.js';
+import { listAttr, structuredAttrsOf } from './structured-attrs.js';
 
 /** Node's names for CPUs → Nix's. */
 const NIX_CPU: Record<string, string> = {
@@ -38,13 +39,10 @@ export function hostFeatures(): string[] {
 /** Throws `SYSTEM_UNSUPPORTED` when this machine cannot build `drv`, with Nix's wording of why. */
 export function checkCanBuildLocally(drv: Derivation, display: string): void {
   const attrs = structuredAttrsOf(drv.env, display);
-  const required =
-    attrs === undefined
-      ? (drv.env.get('requiredSystemFeatures') ?? '').split(/\s+/).filter((s) => s !== '')
-      : (stringsAttr(attrs, 'requiredSystemFeatures', display) ?? []);
+  const required = listAttr(drv.env, attrs, 'requiredSystemFeatures', display);
   const system = hostSystem();
   const features = hostFeatures();
-  const builtin = drv.builder.startsWith('builtin:');
+  const builtin = isBuiltinBuilder(drv.builder);
   const platformOk = builtin || drv.system === system || extraPlatforms(system).includes(drv.system);
   if (platformOk && required.every((f) => features.includes(f))) return;
   const set = (xs: string[]): string => `{${[...new Set(xs)].sort().join(', ')}}`;

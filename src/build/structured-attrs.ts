@@ -216,7 +216,7 @@ export function structuredAttrsShell(json: { [key: string]: JsonValue }): string
     } else if (Array.isArray(value)) {
       const parts = value.map(simple);
       if (parts.every((p) => p !== undefined)) sh += `declare -a ${key}=(${parts.map((p) => `${p} `).join('')})\n`;
-    } else if (value !== null && typeof value === 'object' && !(value instanceof JsonNumber)) {
+    } else if (isJsonObject(value)) {
       const keys = sortedKeys(value);
       const parts = keys.map((k) => simple(value[k]!));
       if (parts.every((p) => p !== undefined))
@@ -226,12 +226,31 @@ export function structuredAttrsShell(json: { [key: string]: JsonValue }): string
   return sh;
 }
 
+/** A JSON object (not null, a list or a number). */
+export function isJsonObject(v: JsonValue | undefined): v is { [key: string]: JsonValue } {
+  return v !== undefined && v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof JsonNumber);
+}
+
+/**
+ * A list-valued attribute (`impureEnvVars`, `requiredSystemFeatures`, …): a JSON list of strings
+ * under structured attributes, else the whitespace-separated words of the env entry.
+ */
+export function listAttr(
+  env: ReadonlyMap<string, string>,
+  attrs: { [key: string]: JsonValue } | undefined,
+  name: string,
+  what: string,
+): string[] {
+  if (attrs !== undefined) return stringsAttr(attrs, name, what) ?? [];
+  return (env.get(name) ?? '').split(/\s+/).filter((s) => s !== '');
+}
+
 /** The derivation's structured attributes, or undefined when it has none (no `__json`). */
 export function structuredAttrsOf(env: Map<string, string>, what: string): { [key: string]: JsonValue } | undefined {
   const text = env.get('__json');
   if (text === undefined) return undefined;
   const v = parseJson(text, what);
-  if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof JsonNumber) {
+  if (!isJsonObject(v)) {
     throw new StrataError('DRV_INVALID', `Cannot build '${what}': its __json attribute is not a JSON object`, {
       value: what,
     });
