@@ -88,9 +88,12 @@ export async function checkOutputReferences(
   const dir = store.storeDir;
   const fresh = new Map(infos.map((i) => [i.path.baseName, i]));
 
-  const sizes = new Map<string, number>();
+  /** Closures of outputs (and their NAR size sums), each walked once though several checks may need it. */
+  const closures = new Map<string, { paths: StorePath[]; size: number }>();
   /** The closure of an output; its sibling outputs are not valid yet, so their new infos count. */
-  const closure = async (start: StorePath): Promise<Map<string, StorePath>> => {
+  const closure = async (start: StorePath): Promise<{ paths: StorePath[]; size: number }> => {
+    const known = closures.get(start.baseName);
+    if (known !== undefined) return known;
     const done = new Map<string, StorePath>();
     let size = 0;
     const queue = [start];
@@ -109,8 +112,9 @@ export async function checkOutputReferences(
       size += info.narSize;
       queue.push(...info.references);
     }
-    sizes.set(start.baseName, size);
-    return done;
+    const c = { paths: [...done.values()], size };
+    closures.set(start.baseName, c);
+    return c;
   };
 
   for (const [outputName, path] of outputs) {
@@ -138,10 +142,9 @@ export async function checkOutputReferences(
         }
       }
       const used = recursive
-        ? await closure(path)
-        : new Map(info.references.map((r) => [r.baseName, r]));
-      if (recursive && checks.ignoreSelfRefs) used.delete(path.baseName);
-      const bad = sortStorePaths([...used.values()].filter((u) => specSet.has(u.baseName) !== allowed));
+        ? (await closure(path)).paths.filter((u) => !checks.ignoreSelfRefs || u.baseName !== path.baseName)
+        : [...new Map(info.references.map((r) => [r.baseName, r])).values()];
+      const bad = sortStorePaths(used.filter((u) => specSet.has(u.baseName) !== allowed));
       if (bad.length > 0) {
         throw new StrataError(
           'REFERENCE_NOT_ALLOWED',
@@ -159,8 +162,7 @@ export async function checkOutputReferences(
       );
     }
     if (checks.maxClosureSize !== undefined) {
-      await closure(path);
-      const size = sizes.get(path.baseName)!;
+      const { size } = await closure(path);
       if (BigInt(size) > checks.maxClosureSize) {
         throw new StrataError(
           'OUTPUT_TOO_LARGE',
