@@ -306,14 +306,19 @@ export class CacheServer {
       const length = Buffer.isBuffer(body) ? body.length : info.narSize;
       return { status: 200, headers: { 'content-type': type, 'content-length': String(length) }, body, route: label };
     }
+    return { status: 200, headers: { 'content-type': type }, body: await this.#compressed(nar, route.compression), route: label };
+  }
+
+  /** `source` compressed with `compression` (at the configured level when it is the server's own). */
+  async #compressed(source: Readable, compression: Exclude<ServedCompression, 'none'>): Promise<Readable> {
     const { compressor } = await import('../compression/index.js');
-    const level = route.compression === this.compression ? this.#options.compressionLevel : undefined;
-    const packed = compressor(route.compression, { level });
-    nar.on('error', (e) => packed.destroy(e));
+    const level = compression === this.compression ? this.#options.compressionLevel : undefined;
+    const packed = compressor(compression, { level });
+    source.on('error', (e) => packed.destroy(e));
     // pipe() does not end its source when the destination goes: a HEAD, or a client gone
     // mid-download, would leave the NAR's open file behind, paused, for good.
-    packed.once('close', () => nar.destroy());
-    return { status: 200, headers: { 'content-type': type }, body: nar.pipe(packed), route: label };
+    packed.once('close', () => source.destroy());
+    return source.pipe(packed);
   }
 
   /**
@@ -340,13 +345,7 @@ export class CacheServer {
     const type = 'application/x-nix-nar';
     if (route.compression === 'none') return { status: 200, headers: { 'content-type': type, 'content-length': String(total) }, body: this.#concatNars(infos), route: label };
     // `nars.zst/`, `nars.xz/`: the same bytes as one compressed stream, as the NAR files are.
-    const { compressor } = await import('../compression/index.js');
-    const level = route.compression === this.compression ? this.#options.compressionLevel : undefined;
-    const packed = compressor(route.compression, { level });
-    const nars = this.#concatNars(infos);
-    nars.on('error', (e) => packed.destroy(e));
-    packed.once('close', () => nars.destroy());
-    return { status: 200, headers: { 'content-type': type }, body: nars.pipe(packed), route: label };
+    return { status: 200, headers: { 'content-type': type }, body: await this.#compressed(this.#concatNars(infos), route.compression), route: label };
   }
 
   /**
