@@ -5,7 +5,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 
 import { isStrataError } from '../../src/core/error.js';
 import { parseNarInfo } from '../../src/core/narinfo.js';
@@ -338,11 +338,16 @@ describe('metrics', () => {
 });
 
 describe('uploads staging', () => {
-  it("removes the upload staging dir of a strata serve killed mid-upload, never a live server's", async () => {
+  it("removes the upload staging dir of a strata serve killed mid-upload, never a live server's", { timeout: 60_000 }, async () => {
     ensureBuilt();
     const tmp = tempDir();
     const oldTmp = process.env['TMPDIR'];
     process.env['TMPDIR'] = tmp;
+    // Restored however the test ends (a timeout included): later tests must not inherit it.
+    onTestFinished(() => {
+      if (oldTmp === undefined) delete process.env['TMPDIR'];
+      else process.env['TMPDIR'] = oldTmp;
+    });
     const uploadKey = `/nar/${'1'.repeat(52)}.nar`;
     // A writable server in its own process that has staged an upload, then waits.
     const owner = async () => {
@@ -379,8 +384,6 @@ describe('uploads staging', () => {
     } finally {
       await live.kill();
       await store.close();
-      if (oldTmp === undefined) delete process.env['TMPDIR'];
-      else process.env['TMPDIR'] = oldTmp;
     }
   });
 });
