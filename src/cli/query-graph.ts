@@ -5,7 +5,7 @@
  * path is shown before the error, as Nix shows it.
  */
 import { StrataError } from '../core/error.js';
-import type { StorePath } from '../core/store-path.js';
+import { compareStorePaths, type StorePath } from '../core/store-path.js';
 import { topoSortInfos } from '../store/closure.js';
 import type { PathInfo, Store } from '../store/store.js';
 
@@ -59,7 +59,7 @@ export async function graphLines(store: Store, roots: StorePath[], out: string[]
   let edges = 0;
   // A set in name order, taken from the smallest, as Nix's std::set work list (a path already
   // drawn is left out: Nix takes it again only to skip it).
-  const work = [...new Map(roots.map((p) => [p.baseName, p])).values()].sort(byName);
+  const work = [...new Map(roots.map((p) => [p.baseName, p])).values()].sort(compareStorePaths);
   const done = new Set<string>();
   out.push('digraph G {');
   for (let p = work.shift(); p !== undefined; p = work.shift()) {
@@ -69,7 +69,7 @@ export async function graphLines(store: Store, roots: StorePath[], out: string[]
     out.push(`${q(name)} [label = ${q(p.name)}, shape = box, style = filled, fillcolor = ${q('#ff0000')}];`);
     const info = await infoOf(p);
     if (!info) throw notValid(store, p);
-    for (const r of [...info.references].sort(byName)) {
+    for (const r of [...info.references].sort(compareStorePaths)) {
       if (r.baseName === name) continue;
       if (!done.has(r.baseName)) insertSorted(work, r);
       out.push(`${q(r.baseName)} -> ${q(name)} [color = ${q(COLOURS[edges++ % COLOURS.length]!)}];`);
@@ -78,17 +78,13 @@ export async function graphLines(store: Store, roots: StorePath[], out: string[]
   out.push('}');
 }
 
-function byName(a: StorePath, b: StorePath): number {
-  return a.baseName < b.baseName ? -1 : a.baseName > b.baseName ? 1 : 0;
-}
-
 /** Inserts `p` into the name-ordered `list` unless it is there. */
 function insertSorted(list: StorePath[], p: StorePath): void {
   let lo = 0;
   let hi = list.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (byName(list[mid]!, p) < 0) lo = mid + 1;
+    if (compareStorePaths(list[mid]!, p) < 0) lo = mid + 1;
     else hi = mid;
   }
   if (list[lo]?.baseName !== p.baseName) list.splice(lo, 0, p);

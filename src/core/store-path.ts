@@ -180,7 +180,12 @@ export class StoreDir {
   }
 }
 
-/** Sorts store paths as Nix does (by base name, which matches full-path order in one dir). */
+/** Nix's order of store paths: by base name, which matches full-path order in one dir. */
+export function compareStorePaths(a: StorePath, b: StorePath): number {
+  return a.baseName < b.baseName ? -1 : a.baseName > b.baseName ? 1 : 0;
+}
+
+/** Sorts store paths as Nix does ({@link compareStorePaths}). */
 export function sortStorePaths(paths: Iterable<StorePath>): StorePath[] {
-  return [...paths].sort((a, b) => (a.baseName < b.baseName ? -1 : a.baseName > b.baseName ? 1 : 0));
+  return [...paths].sort(compareStorePaths);
 }

@@ -23,10 +23,11 @@ export function register(program: Command): void {
       const { withStore, parsePathArg } = await import('../with-store.js');
       const { readDerivation } = await import('../../store/derivation-add.js');
       const { derivationToJson, showDerivationsText } = await import('../../core/derivation/index.js');
+      const { compareStorePaths } = await import('../../core/store-path.js');
       await withStore(cmd, async (store) => {
         const out: Record<string, ReturnType<typeof derivationToJson>> = {};
         // As Nix: each path once, in store path order.
-        const paths = args.map((a) => parsePathArg(store, a)).sort((x, y) => (x.baseName < y.baseName ? -1 : x.baseName > y.baseName ? 1 : 0));
+        const paths = args.map((a) => parsePathArg(store, a)).sort(compareStorePaths);
         for (const p of paths) out[store.storeDir.print(p)] = derivationToJson(store.storeDir, await readDerivation(store, p));
         process.stdout.write(showDerivationsText(out));
       });

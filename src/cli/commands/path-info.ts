@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 
-import type { StorePath } from '../../core/store-path.js';
+import { compareStorePaths, type StorePath } from '../../core/store-path.js';
 import type { PathInfo, Store } from '../../store/store.js';
 import { UsageError } from '../output.js';
 
@@ -44,7 +44,7 @@ export function register(program: Command): void {
         const targets = opts.recursive
           ? [...(await computeClosure!(store, paths)).values()].map((i) => i.path)
           : [...new Map(paths.map((p) => [p.baseName, p])).values()];
-        targets.sort((a, b) => (a.baseName < b.baseName ? -1 : 1));
+        targets.sort(compareStorePaths);
         const out: Record<string, unknown>[] = [];
         const shown: { info: PathInfo; closureSize: number | undefined }[] = [];
         let missing: string | undefined;
@@ -113,7 +113,7 @@ async function installables(store: Store, paths: StorePath[], derivation: boolea
       if (!(await store.isValidPath(p))) throw new StrataError('PATH_NOT_VALID', `Path '${store.storeDir.print(p)}' is not valid`, { value: store.storeDir.print(p) });
       out.push(p);
     } else if (derivation) {
-      const [deriver] = (await store.queryValidDerivers(p)).sort((a, b) => (a.baseName < b.baseName ? -1 : 1));
+      const [deriver] = (await store.queryValidDerivers(p)).sort(compareStorePaths);
       if (!deriver) throw new StrataError('NO_DERIVER', `Cannot find the derivation of '${store.storeDir.print(p)}': it has no known valid deriver`, { value: store.storeDir.print(p) });
       out.push(deriver);
     } else {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 
-import type { StorePath } from '../../core/store-path.js';
+import { compareStorePaths, type StorePath } from '../../core/store-path.js';
 import type { PathInfo } from '../../store/store.js';
 import { UsageError } from '../output.js';
 
@@ -41,7 +41,7 @@ export function register(program: Command): void {
         // -u: a derivation stands for its outputs (not for --deriver, --tree: Nix ignores it there).
         const paths: StorePath[] = [];
         for (const p of given) {
-          if (opts.useOutput && p.isDerivation() && mode !== 'deriver' && mode !== 'tree') paths.push(...(await derivationOutputPaths(store, p)).sort((a, b) => (a.baseName < b.baseName ? -1 : 1)));
+          if (opts.useOutput && p.isDerivation() && mode !== 'deriver' && mode !== 'tree') paths.push(...(await derivationOutputPaths(store, p)).sort(compareStorePaths));
           else paths.push(p);
         }
         const infoOf = async (p: (typeof paths)[number]) => {
