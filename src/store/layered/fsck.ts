@@ -13,7 +13,7 @@ import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type { StorePath } from '../../core/store-path.js';
-import type { LayeredStore } from './layered-store.js';
+import { type LayeredStore, lowerCopyMatches } from './layered-store.js';
 
 export interface FsckProblem {
   kind: 'dangling' | 'refers-to-dangling' | 'whiteout' | 'duplicate';
@@ -86,9 +86,7 @@ export async function fsck(store: LayeredStore, options: { repair?: boolean } = 
       problems.push({ kind: 'whiteout', path: dir.print(path), detail: `the upper layer hides '${hidden}' of the copy in ${lower.name}` });
     } else {
       // Other bytes under the same name (a rebuilt path): the upper copy is what its row says.
-      const own = await store.upper.queryPathInfo(path);
-      const theirs = await lower.store.queryPathInfo(path);
-      if (own && theirs && !own.narHash.equals(theirs.narHash)) {
+      if ((await lowerCopyMatches(store.upper, lower, path)) === false) {
         keep.add(dir.print(path));
         problems.push({ kind: 'duplicate', path: dir.print(path), detail: `both the upper layer and ${lower.name} hold it, with other contents: the upper copy is kept` });
       } else {

@@ -542,9 +542,7 @@ export class LayeredStore implements LocalFsStore {
       const lower = this.overlayLowerHas(path);
       if (!lower) continue;
       // A rebuilt path (other bytes under the same name): the upper row describes the upper copy.
-      const own = await this.upper.queryPathInfo(path);
-      const theirs = own ? await lower.store.queryPathInfo(path) : undefined;
-      if (own && theirs && !own.narHash.equals(theirs.narHash)) continue;
+      if ((await lowerCopyMatches(this.upper, lower, path)) === false) continue;
       const inUpper = join(this.options.upperLayer, name);
       bytesSaved += treeSize(inUpper);
       this.requestRemount();
@@ -568,12 +566,23 @@ async function closureIn(store: Store, paths: StorePath[]): Promise<PathInfo[]> 
   return valid.length > 0 ? [...(await computeClosure(store, valid)).values()] : [];
 }
 
-/** Bytes that deleting a tree frees: regular files with no other links, and symlinks. */
 /** The first local lower of `lowers` holding `path`: the one whose files the overlay shows. */
 export function overlayLowerOf(lowers: Lower[], path: StorePath): Lower | undefined {
   return lowers.find((l) => l.realStoreDir !== undefined && (l.store as LocalStore).db.isValid(path));
 }
 
+/**
+ * Whether `lower`'s copy of `path` has the NAR hash the upper row records: false for a rebuilt
+ * path (same name, other bytes), whose upper copy is the one its row describes; undefined when
+ * either has no row. The lower is asked only when the upper has a row.
+ */
+export async function lowerCopyMatches(upper: Store, lower: Lower, path: StorePath): Promise<boolean | undefined> {
+  const own = await upper.queryPathInfo(path);
+  const theirs = own ? await lower.store.queryPathInfo(path) : undefined;
+  return own && theirs ? own.narHash.equals(theirs.narHash) : undefined;
+}
+
+/** Bytes that deleting a tree frees: regular files with no other links, and symlinks. */
 export function treeSize(p: string): number {
   const st = lstatSync(p);
   if (st.isDirectory()) {

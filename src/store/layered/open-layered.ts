@@ -15,7 +15,7 @@ import { closeFd, lockFdSync, openLockFile } from '../local/flock.js';
 import { LocalStore } from '../local/local-store.js';
 import { boolParam, parseStoreUri } from '../uri.js';
 import { layeredPaths, localLowerRoot, lowerGeneration, type LowerConfig, readLayeredConfig, writeLayeredConfig } from './config.js';
-import { LayeredStore, type Lower, overlayLowerOf } from './layered-store.js';
+import { LayeredStore, type Lower, lowerCopyMatches, overlayLowerOf } from './layered-store.js';
 import { findOverlayMount, mountOverlay, mountProblem, nixMountCheck, type OverlayLayout, remountOverlay, unmountOverlay } from './mounts.js';
 
 /** Opens a lower: local stores read-only (no lock, no write), caches as they are. */
@@ -146,9 +146,7 @@ async function rescueDropped(upper: LocalStore, lowers: Lower[], upperDir: strin
     // rebuilt path (same name, other bytes) or one only a binary-cache lower has needs its copy.
     // (The upper row is read only when a lower shows the path: this runs on every remount.)
     const shown = overlayLowerOf(lowers, path);
-    const theirs = shown ? await shown.store.queryPathInfo(path) : undefined;
-    const own = theirs ? await upper.queryPathInfo(path) : undefined;
-    if (theirs && own && theirs.narHash.equals(own.narHash)) continue;
+    if (shown && (await lowerCopyMatches(upper, shown, path)) === true) continue;
     const old = upper.realPath(path);
     if (!done.has(path.baseName)) {
       if (!existsSync(old)) {
