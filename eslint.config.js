@@ -19,8 +19,9 @@ export default tseslint.config(
   },
   {
     // The launcher is CommonJS (bin/package.json): start-up is cheaper without Node's ESM loader.
-    files: ['bin/strata'],
-    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', __dirname: 'readonly' } },
+    // native/index.js is CommonJS too: it requires its addon.
+    files: ['bin/strata', 'native/index.js'],
+    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', __dirname: 'readonly', exports: 'writable' } },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
 );

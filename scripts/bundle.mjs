@@ -18,7 +18,7 @@
  *
  * Left out (loaded from node_modules at run time, and only by the commands that use them):
  * packages with native addons, which must be `require`d from their own directory, and the AWS
- * SDK (2 MB, only for s3://). better-sqlite3 and fs-ext are bundled, being on every store
+ * SDK (2 MB, only for s3://). better-sqlite3, fs-ext and native/ are bundled, being on every store
  * command's path (better-sqlite3 is 16 small files), with their addons required directly:
  * better-sqlite3's `bindings` helper finds the addon from the caller's file name, which a bundle
  * would change, and probes a dozen paths doing so.
@@ -54,17 +54,22 @@ const betterSqliteAddon = {
   },
 };
 
-/** fs-ext's `require('./build/Release/fs_ext.node')`, from the package rather than the bundle's dir. */
-const fsExtAddon = {
-  name: 'fs-ext-addon',
+/**
+ * An addon a bundled package requires by a relative path (fs-ext's `./build/Release/fs_ext.node`,
+ * native/index.js's `./build/Release/strata_native.node`), required from the package instead
+ * of from the bundle's dir. `dir` is where the package's file really is (esbuild follows the
+ * node_modules/strata-native link to native/).
+ */
+const packageAddon = (pkg, dir, addon) => ({
+  name: `${pkg}-addon`,
   setup(b) {
-    b.onResolve({ filter: /^\.\/build\/Release\/fs_ext\.node$/ }, (args) =>
-      args.importer.includes('/node_modules/fs-ext/')
-        ? { path: 'fs-ext/build/Release/fs_ext.node', external: true }
-        : undefined,
+    b.onResolve({ filter: new RegExp(`^\\./build/Release/${addon}$`) }, (args) =>
+      args.importer.startsWith(dir) ? { path: `${pkg}/build/Release/${addon}`, external: true } : undefined,
     );
   },
-};
+});
+const fsExtAddon = packageAddon('fs-ext', join(ROOT, 'node_modules', 'fs-ext') + '/', 'fs_ext.node');
+const nativeAddon = packageAddon('strata-native', join(ROOT, 'native') + '/', 'strata_native.node');
 
 /**
  * Node built-ins that Node's own start-up does not load are made lazy: the bundle's `require`
@@ -216,7 +221,7 @@ for (const [name, load] of Object.entries(COMMAND_MODULES)) {
   modules.set(file, [...(modules.get(file) ?? []), name]);
 }
 
-const plugins = [betterSqliteAddon, fsExtAddon];
+const plugins = [betterSqliteAddon, fsExtAddon, nativeAddon];
 const builds = [
   { out: join(dist, 'strata.cjs'), entry, plugins },
   // `strata env` answered from a fresh cache, before any of the CLI loads (src/cli/env-fresh.ts).

@@ -19,10 +19,16 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Native addons (better-sqlite3, zstd-napi, node-liblzma, fs-ext) compile from source here.
+# Native addons (better-sqlite3, zstd-napi, node-liblzma, fs-ext, and strata's own native/)
+# compile from source here.
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "setup: npm ci (compiles native addons; a few minutes)" >&2
   JOBS=max npm ci --no-audit --no-fund
+fi
+# native/ is part of the checkout: rebuilt when its source changed since its last build.
+if [[ ! -e native/build/Release/strata_native.node || native/strata_native.c -nt native/build/Release/strata_native.node ]]; then
+  echo "setup: building native/" >&2
+  npm rebuild strata-native --no-audit --no-fund >/dev/null
 fi
 
 npm run --silent build

@@ -15,7 +15,7 @@ import { lexists } from '../../fs/exists.js';
 import type { AddNarsOptions, AddPathOptions, GcOptions, GcResult, LocalFsStore, NarSource, OptimiseResult, PathInfo, Registration, VerifyOptions, VerifyResult } from '../store.js';
 import type { LocalStoreConfig } from './config.js';
 import { NixDatabase } from './database.js';
-import { makeDurable } from './durable.js';
+import { EarlyWriteback, makeDurable } from './durable.js';
 import { acquirePathLocks, BigLock, PathLock, TempRoots } from './locks.js';
 import type { StagingDir } from './staging.js';
 
@@ -228,9 +228,10 @@ export class LocalStore implements LocalFsStore {
     if (todo.length === 0) return;
     await this.withStaging(async (staging) => {
       const staged: Staged[] = [];
+      const early = new EarlyWriteback(this.config.realStoreDir);
       try {
-        await this.stageNars(staging, staged, todo, options);
-        await this.publish(staged);
+        await this.stageNars(staging, staged, todo, options, early);
+        await this.publish(staged, early);
       } finally {
         await this.discard(staged);
       }
@@ -238,7 +239,7 @@ export class LocalStore implements LocalFsStore {
   }
 
   /** Restores and verifies each NAR of `todo` into `staging`, recording it in `staged`. */
-  private async stageNars(staging: StagingDir, staged: Staged[], todo: NarSource[], options: AddNarsOptions): Promise<void> {
+  private async stageNars(staging: StagingDir, staged: Staged[], todo: NarSource[], options: AddNarsOptions, early: EarlyWriteback): Promise<void> {
     const { restoreNar, restoreNarSync } = await loadFs();
     const restoreOptions = { ...CANONICAL, umask: process.umask() };
     await forEachLimited(todo, options.concurrency ?? 1, async ({ info, nar }) => {
@@ -247,6 +248,7 @@ export class LocalStore implements LocalFsStore {
       const source = await nar();
       const got = source instanceof Uint8Array ? restoreNarSync(source, entry.tmp, restoreOptions) : await restoreNar(source, entry.tmp, restoreOptions);
       entry.nodes = got.nodes;
+      early.restored(got.nodes);
       const full = this.storeDir.print(info.path);
       if (!got.narHash.equals(info.narHash)) {
         throw new StrataError('HASH_MISMATCH', `Cannot add '${full}': NAR hash mismatch, declared ${info.narHash.toString('nix32')}, got ${got.narHash.toString('nix32')}`, { value: full });
@@ -290,14 +292,16 @@ export class LocalStore implements LocalFsStore {
     const all: StorePath[] = [];
     await this.withStaging(async (staging) => {
       let batch: Staged[] = [];
+      let early = new EarlyWriteback(this.config.realStoreDir);
       const flush = async (): Promise<void> => {
         const list = this.uniqueWithReferences(batch);
         await this.addTempRoots(list.map((e) => e.info.path));
         await this.checkStagedDerivations(list);
-        await this.publish(list);
+        await this.publish(list, early);
         await this.discard(batch);
         const paths = list.map((e) => e.info.path);
         batch = [];
+        early = new EarlyWriteback(this.config.realStoreDir);
         all.push(...paths);
         onAdded(paths);
       };
@@ -307,6 +311,7 @@ export class LocalStore implements LocalFsStore {
         for await (const e of readExport(source, this.storeDir, sinks)) {
           const { target: tmp, narHash, narSize, nodes } = e.nar;
           batch.push({ info: exportedInfo(e, narHash, narSize), tmp, nodes, registration: {} });
+          early.restored(nodes);
           if (batch.length >= BATCH_PATHS) await flush();
         }
         if (batch.length > 0) await flush();
@@ -343,7 +348,7 @@ export class LocalStore implements LocalFsStore {
         await this.withPathLocks([info.path], async () => {
           const dest = this.realPath(info.path);
           moveIntoPlace(tmp, dest, removeTree);
-          makeDurable(this.config.realStoreDir, [dest], got.nodes);
+          await makeDurable(this.config.realStoreDir, [dest], got.nodes);
         });
       } finally {
         if (lexists(tmp)) removeTree(tmp);
@@ -353,10 +358,10 @@ export class LocalStore implements LocalFsStore {
 
   /**
    * Moves complete, verified objects into place under their locks, makes them durable (unless
-   * told not to), and registers them in one transaction. Paths someone else made valid
-   * meanwhile are left to them.
+   * told not to: `early` false; else the batch's write-back, if it started one), and registers
+   * them in one transaction. Paths someone else made valid meanwhile are left to them.
    */
-  private async publish(staged: Staged[], durable = true): Promise<void> {
+  private async publish(staged: Staged[], early?: EarlyWriteback | false): Promise<void> {
     if (staged.length === 0) return;
     const { removeTree } = await loadFs();
     await this.withPathLocks(
@@ -373,7 +378,7 @@ export class LocalStore implements LocalFsStore {
             e.placed = true;
             dests.push(dest);
           }
-          if (durable) makeDurable(this.config.realStoreDir, dests, fresh.reduce((n, e) => n + e.nodes, 0));
+          if (early !== false) await makeDurable(this.config.realStoreDir, dests, fresh.reduce((n, e) => n + e.nodes, 0), early);
           this.db.register(fresh.map((e) => ({ info: e.info, ...e.registration })));
         } catch (e) {
           // Still under the locks and not valid: nothing may stay under those names.

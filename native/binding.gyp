@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "strata_native",
+      "sources": ["strata_native.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}

@@ -1,0 +1,17 @@
+/**
+ * syncfs(2): writes back everything dirty on the file system holding a directory. Through the
+ * small addon in native/ (Node has fsync but no syncfs), run on libuv's thread pool, so the
+ * caller can keep working while the kernel writes.
+ */
+import { closeSync, constants as C, openSync } from 'node:fs';
+
+import { syncfs } from 'strata-native';
+
+export async function syncFileSystem(dir: string): Promise<void> {
+  const fd = openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
+  try {
+    await syncfs(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
