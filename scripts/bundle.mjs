@@ -25,7 +25,8 @@
  *
  * Usage: `node scripts/bundle.mjs [DIST_DIR]` (default dist/ of this checkout).
  */
-import { mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -57,19 +58,22 @@ const betterSqliteAddon = {
 /**
  * An addon a bundled package requires by a relative path (fs-ext's `./build/Release/fs_ext.node`,
  * native/index.js's `./build/Release/strata_native.node`), required from the package instead
- * of from the bundle's dir. `dir` is where the package's file really is (esbuild follows the
- * node_modules/strata-native link to native/).
+ * of from the bundle's dir. esbuild names an importer by its real path, so the package's dir is
+ * resolved the same way (node_modules/strata-native is a link to native/).
  */
-const packageAddon = (pkg, dir, addon) => ({
-  name: `${pkg}-addon`,
-  setup(b) {
-    b.onResolve({ filter: new RegExp(`^\\./build/Release/${addon}$`) }, (args) =>
-      args.importer.startsWith(dir) ? { path: `${pkg}/build/Release/${addon}`, external: true } : undefined,
-    );
-  },
-});
-const fsExtAddon = packageAddon('fs-ext', join(ROOT, 'node_modules', 'fs-ext') + '/', 'fs_ext.node');
-const nativeAddon = packageAddon('strata-native', join(ROOT, 'native') + '/', 'strata_native.node');
+const packageAddon = (pkg, addon) => {
+  const dir = dirname(realpathSync(createRequire(join(ROOT, 'package.json')).resolve(`${pkg}/package.json`))) + '/';
+  return {
+    name: `${pkg}-addon`,
+    setup(b) {
+      b.onResolve({ filter: new RegExp(`^\\./build/Release/${addon.replace('.', '\\.')}$`) }, (args) =>
+        args.importer.startsWith(dir) ? { path: `${pkg}/build/Release/${addon}`, external: true } : undefined,
+      );
+    },
+  };
+};
+const fsExtAddon = packageAddon('fs-ext', 'fs_ext.node');
+const nativeAddon = packageAddon('strata-native', 'strata_native.node');
 
 /**
  * Node built-ins that Node's own start-up does not load are made lazy: the bundle's `require`

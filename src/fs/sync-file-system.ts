@@ -5,9 +5,9 @@
  */
 import { closeSync, constants as C, openSync } from 'node:fs';
 
-import { syncfs } from 'strata-native';
-
 export async function syncFileSystem(dir: string): Promise<void> {
+  // Loaded on first use: every store command imports this module, few of them sync.
+  const { syncfs } = await import('strata-native');
   const fd = openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
   try {
     await syncfs(fd);
