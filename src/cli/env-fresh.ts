@@ -12,6 +12,7 @@ import { freshEnvironment } from '../env/environment.js';
 import { formatExports } from '../env/variables.js';
 import { environmentJson } from './env-json.js';
 import { GLOBAL_OPTIONS, storeOf } from './global.js';
+import { printJson } from './output.js';
 import { needsUserNamespace } from './rootless.js';
 
 /** The global options' flags (global.ts), by whether they take a value; nothing else is accepted. */
@@ -59,8 +60,7 @@ export async function answerFromFreshCache(argv: readonly string[]): Promise<boo
     return false; // the CLI reports it, with its own words
   }
   if (!env) return false;
-  process.stdout.write(
-    args.json ? `${JSON.stringify(environmentJson(env))}\n` : formatExports(env.variables),
-  );
+  if (args.json) printJson(environmentJson(env));
+  else process.stdout.write(formatExports(env.variables));
   return true;
 }

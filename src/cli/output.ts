@@ -32,8 +32,12 @@ export function print(line: string): void {
   process.stdout.write(line.endsWith('\n') ? line : `${line}\n`);
 }
 
+/**
+ * Writes the `--json` output: one line of JSON and no newline after it, byte for byte as Nix 2.8
+ * prints its own (`nix path-info --json`, `nix eval --json`, `nix store ls --json`).
+ */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
+  process.stdout.write(JSON.stringify(value));
 }
 
 /** Bytes for people: `512 B`, `1.5 MiB` (binary units, one decimal). */

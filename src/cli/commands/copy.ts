@@ -14,7 +14,7 @@ export function register(program: Command): void {
       const { copyPaths } = await import('../../store/copy.js');
       const { globalOptions, storeUri, trustedKeys } = await import('../global.js');
       const { parsePathArg } = await import('../with-store.js');
-      const { UsageError } = await import('../output.js');
+      const { printJson, UsageError } = await import('../output.js');
       const g = globalOptions(cmd);
       if (!opts.from && !opts.to) throw new UsageError('give --from, --to or both');
       const jobs = Number(opts.jobs);
@@ -58,7 +58,7 @@ export function register(program: Command): void {
         });
         bar?.stop();
         bar = undefined;
-        if (g.json) process.stdout.write(`${JSON.stringify({ copied: result.copied.map((p) => to.storeDir.print(p)), present: result.present.map((p) => to.storeDir.print(p)) })}\n`);
+        if (g.json) printJson({ copied: result.copied.map((p) => to.storeDir.print(p)), present: result.present.map((p) => to.storeDir.print(p)) });
         else if (!g.quiet) process.stderr.write(`copied ${result.copied.length} paths (${result.present.length} already present)\n`);
       } finally {
         bar?.stop();

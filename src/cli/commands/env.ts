@@ -20,7 +20,8 @@ export function register(program: Command): void {
       const env = await loadEnvironmentForCli(cmd, spec, opts.cache);
       if (globalOptions(cmd).json) {
         const { environmentJson } = await import('../env-json.js');
-        process.stdout.write(`${JSON.stringify(environmentJson(env))}\n`);
+        const { printJson } = await import('../output.js');
+        printJson(environmentJson(env));
         return;
       }
       const { formatExports } = await import('../../env/variables.js');

@@ -8,11 +8,11 @@ export function register(program: Command): void {
       const { withStore } = await import('../with-store.js');
       const { globalOptions } = await import('../global.js');
       const { describeLayers } = await import('../../store/layered/describe.js');
-      const { formatBytes } = await import('../output.js');
+      const { formatBytes, printJson } = await import('../output.js');
       await withStore(cmd, async (store) => {
         const rows = await describeLayers(store);
         if (globalOptions(cmd).json) {
-          process.stdout.write(`${JSON.stringify(rows)}\n`);
+          printJson(rows);
           return;
         }
         const table = [['LAYER', 'KIND', 'PRIORITY', 'PATHS', 'SIZE', 'GENERATION', 'HITS', 'URI'], ...rows.map((r) => [r.name, r.kind, String(r.priority), String(r.paths), formatBytes(r.narSize), r.generation ?? '-', String(r.hits), r.uri])];

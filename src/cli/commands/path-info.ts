@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 
 import { compareStorePaths, type StorePath } from '../../core/store-path.js';
 import type { PathInfo, Store } from '../../store/store.js';
-import { UsageError } from '../output.js';
+import { printJson, UsageError } from '../output.js';
 
 interface PathInfoOptions {
   recursive?: boolean;
@@ -70,7 +70,7 @@ export function register(program: Command): void {
           shown.push({ info, closureSize });
         }
         if (json) {
-          process.stdout.write(`${JSON.stringify(out)}\n`);
+          printJson(out);
           return;
         }
         // As in Nix: JSON marks invalid paths `"valid": false` and succeeds; text output fails

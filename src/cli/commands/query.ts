@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 
 import { compareStorePaths, type StorePath } from '../../core/store-path.js';
 import type { PathInfo } from '../../store/store.js';
-import { UsageError } from '../output.js';
+import { printJson, UsageError } from '../output.js';
 
 const MODES = ['references', 'referrers', 'referrersClosure', 'requisites', 'deriver', 'outputs', 'hash', 'size', 'tree', 'graph', 'roots'] as const;
 type Mode = (typeof MODES)[number];
@@ -149,7 +149,7 @@ export function register(program: Command): void {
         } finally {
           if (!json && lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
         }
-        if (json) process.stdout.write(`${JSON.stringify(lines)}\n`);
+        if (json) printJson(lines);
       });
     });
 }

@@ -10,8 +10,9 @@ export function register(program: Command): void {
     .action(async (path: string, opts: { canonicalise?: boolean }, cmd: Command) => {
       const { restoreNar } = await import('../../fs/nar-restore.js');
       const { globalOptions } = await import('../global.js');
+      const { printJson } = await import('../output.js');
       const { narHash, narSize } = await restoreNar(process.stdin, path, { canonicalise: opts.canonicalise === true });
       // Nix prints nothing; with --json we report what was unpacked.
-      if (globalOptions(cmd).json) process.stdout.write(`${JSON.stringify({ narHash: narHash.toSri(), narSize })}\n`);
+      if (globalOptions(cmd).json) printJson({ narHash: narHash.toSri(), narSize });
     });
 }
