@@ -37,21 +37,49 @@ export const COMMAND_MODULES: Readonly<Record<string, Loader>> = {
   shell: () => import('./commands/shell.js'),
 };
 
-export function commandNameOf(argv: string[], program: Command): string | undefined {
-  // The global options as `main` declared them: those that take a value skip the next argument.
+/** The flags `commands` declare, each with whether it takes a value (which skips the next argument). */
+function flagsOf(...commands: Command[]): Map<string, boolean> {
   const takesValue = new Map<string, boolean>();
-  for (const o of program.options) {
-    for (const flag of [o.long, o.short]) if (flag) takesValue.set(flag, o.required || o.optional);
+  for (const c of commands) {
+    for (const o of c.options) {
+      for (const flag of [o.long, o.short]) if (flag) takesValue.set(flag, o.required || o.optional);
+    }
   }
-  for (let i = 2; i < argv.length; i++) {
+  return takesValue;
+}
+
+/** The index in `argv` of the first argument from `from` on that is not one of `flags` or its value; -1 at an unknown option or the end. */
+function firstOperand(argv: readonly string[], from: number, flags: Map<string, boolean>): number {
+  for (let i = from; i < argv.length; i++) {
     const a = argv[i]!;
     const eq = a.indexOf('=');
-    const flag = eq > 0 ? a.slice(0, eq) : a;
-    const value = takesValue.get(flag);
-    if (value === undefined) return a.startsWith('-') ? undefined : a;
+    const value = flags.get(eq > 0 ? a.slice(0, eq) : a);
+    if (value === undefined) return a.startsWith('-') ? -1 : i;
     if (value && eq < 0) i++;
   }
-  return undefined;
+  return -1;
+}
+
+export function commandNameOf(argv: string[], program: Command): string | undefined {
+  // The global options as `main` declared them.
+  const i = firstOperand(argv, 2, flagsOf(program));
+  return i < 0 ? undefined : argv[i];
+}
+
+/**
+ * The command line as commander should read it: after `strata shell SPEC`, everything is the
+ * command's (`strata shell ./x.nix ls -l`), as after `env` or `sudo`. Commander would take
+ * `-l` for an option of `shell`, and `--json` or `-v` anywhere for strata's own, so a `--` goes
+ * after SPEC when the user wrote none there.
+ */
+export function argvForCommander(argv: string[], program: Command, name: string | undefined): string[] {
+  const command = name === 'shell' ? program.commands.find((c) => c.name() === name) : undefined;
+  if (!command) return argv;
+  const at = firstOperand(argv, 2, flagsOf(program));
+  // -1: a `--` (or an unknown option, which commander reports) before any spec.
+  const spec = firstOperand(argv, at + 1, flagsOf(program, command));
+  if (spec < 0 || argv[spec + 1] === '--') return argv;
+  return [...argv.slice(0, spec + 1), '--', ...argv.slice(spec + 1)];
 }
 
 /** Declares every command (for help and anything the table does not name), each module once, in table order. */

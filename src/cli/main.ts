@@ -7,7 +7,7 @@
 import { Command, CommanderError } from 'commander';
 
 import { BUNDLED_COMMANDS, runFullCli } from './bundled-commands.js';
-import { COMMAND_MODULES, commandNameOf, registerAllCommands } from './command-table.js';
+import { argvForCommander, COMMAND_MODULES, commandNameOf, registerAllCommands } from './command-table.js';
 import { GLOBAL_OPTIONS } from './global.js';
 import { exitCodeFor, renderError } from './output.js';
 import { needsUserNamespace, runInUserNamespace } from './rootless.js';
@@ -50,5 +50,5 @@ async function run(): Promise<void> {
   const load = name !== undefined && Object.hasOwn(COMMAND_MODULES, name) ? COMMAND_MODULES[name] : undefined;
   if (load) (await load()).register(program);
   else await registerAllCommands(program);
-  await program.parseAsync(process.argv);
+  await program.parseAsync(argvForCommander(process.argv, program, name));
 }

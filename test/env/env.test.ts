@@ -91,13 +91,33 @@ describe('strata env on a plain local store', () => {
   });
 });
 
+/** A local store holding LOWER's packages, and a replit.nix beside it that asks for hello. */
+async function helloSpec(): Promise<{ work: string; root: string; spec: string }> {
+  const work = tempDir();
+  const root = join(work, 'store');
+  await makePackageLower(root, LOWER);
+  const spec = join(work, 'replit.nix');
+  writeFileSync(spec, '{ pkgs }: {\n  deps = [ pkgs.hello ];\n}\n');
+  return { work, root, spec };
+}
+
+describe.runIf(isRoot)('strata shell SPEC CMD ARGS…', () => {
+  it('passes everything after the spec to the command, options included, with or without --', async () => {
+    const { root, spec } = await helloSpec();
+    const args = ['-l', '--json', '-v', '--no-cache', '--store', 'x', '--', '--help'];
+    const bare = await runStrata(['shell', '--store', root, spec, 'sh', '-c', 'hello; echo "$*"', 'sh', ...args]);
+    expect(bare.stderr).not.toMatch(/error/);
+    expect(bare.stdout.toString()).toBe(`Hello, world!\n${args.join(' ')}\n`);
+    expect(bare.code).toBe(0);
+    const dashed = await runStrata(['shell', '--store', root, spec, '--', 'sh', '-c', 'echo "$*"', 'sh', ...args]);
+    expect(dashed.stdout.toString()).toBe(`${args.join(' ')}\n`);
+    expect(dashed.code).toBe(0);
+  });
+});
+
 describe.runIf(haveNix)('the profile\'s GC root', () => {
   it('is the indirect root real Nix makes for the same link (gcroots/auto/<nix32 of sha1>)', async () => {
-    const work = tempDir();
-    const root = join(work, 'store');
-    await makePackageLower(root, LOWER);
-    const spec = join(work, 'replit.nix');
-    writeFileSync(spec, '{ pkgs }: {\n  deps = [ pkgs.hello ];\n}\n');
+    const { work, root, spec } = await helloSpec();
     const r = await runStrata(['env', spec, '--store', root]);
     expect(r.code, r.stderr).toBe(0);
     const profile = /export STRATA_ENV=(\S+)/.exec(r.stdout.toString())![1]!;
