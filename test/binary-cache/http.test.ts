@@ -112,6 +112,28 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
     }
   });
 
+  it("retries the statuses Nix 2.8 retries (408, 429, 5xx but 501, 505 and 511), as builtin:fetchurl's download does", async () => {
+    const hits = new Map<string, number>();
+    const srv = createServer((req, res) => {
+      const n = (hits.get(req.url!) ?? 0) + 1;
+      hits.set(req.url!, n);
+      const status = Number(req.url!.slice('/nar/'.length));
+      if (n === 1 || status === 501) res.writeHead(status).end();
+      else res.writeHead(200).end('ok');
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const t = new HttpTransport(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`, { retries: 3, backoffMs: 5 });
+    try {
+      for (const status of [408, 429, 503]) expect((await t.getFile(`nar/${status}`))?.toString(), String(status)).toBe('ok');
+      const e = await t.getFile('nar/501').catch((x: unknown) => x);
+      expect((e as Error).message).toMatch(/: HTTP 501 \(after up to 4 attempts\)$/);
+      expect(Object.fromEntries(hits)).toEqual({ '/nar/408': 2, '/nar/429': 2, '/nar/503': 2, '/nar/501': 1 });
+    } finally {
+      await t.close();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+
   it('gives up on a server that stalls before its headers or inside a body, after the timeout', async () => {
     const held: Array<import('node:http').ServerResponse> = [];
     const srv = createServer((req, res) => {

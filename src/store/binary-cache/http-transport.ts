@@ -10,11 +10,11 @@
 import { createReadStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import * as http from 'node:http';
-import type * as https from 'node:https';
 import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 
 import { StrataError } from '../../core/error.js';
+import { dump, httpRequest, HttpRequestError, type HttpResponse, MAX_REDIRECTS } from '../http-request.js';
 import { readAtMost } from '../read-at-most.js';
 import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
 
@@ -22,27 +22,16 @@ import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
 export interface HttpTransportOptions {
   /** Seconds to wait for a connection, for response headers, and between body chunks (default 30). */
   timeout?: number | undefined;
-  /** Extra attempts after a network error, 429 or 5xx (default 4: Nix's download-attempts is 5). */
+  /** Extra attempts after a network error, 408, 429 or most 5xx (default 4: Nix's download-attempts is 5). */
   retries?: number | undefined;
   /** Connections per origin (default 8: enough to hide 1 ms latency for 300-path closures). */
   connections?: number | undefined;
-  /** First backoff in ms, doubled per attempt (default 200). Tests make it small. */
+  /** First backoff in ms, doubled per attempt (default 250, Nix's baseRetryTimeMs). Tests make it small. */
   backoffMs?: number | undefined;
 }
 
 // A narinfo is at most 1 MiB (MAX_NARINFO_BYTES); small files over 4 MiB are refused unread.
 const MAX_SMALL_FILE = 4 * 1024 * 1024;
-
-/** A response whose status was read; `body` streams the rest. */
-interface Response {
-  statusCode: number;
-  headers: http.IncomingHttpHeaders;
-  body: http.IncomingMessage;
-}
-
-function retryable(status: number): boolean {
-  return status === 429 || status >= 500;
-}
 
 function describe(e: unknown): string {
   const err = e as { message?: string; code?: string };
@@ -50,27 +39,11 @@ function describe(e: unknown): string {
   return err.code && !msg.includes(err.code) ? `${msg} (${err.code})` : msg;
 }
 
-/** Reads and discards the rest of a body, so its connection goes back to the pool. */
-function dump(body: Readable): Promise<void> {
-  return new Promise((resolve) => {
-    if (body.readableEnded || body.destroyed) return resolve();
-    body.once('end', resolve).once('close', resolve).once('error', () => resolve());
-    body.resume();
-  });
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Redirects followed per request, as many as Nix's curl follows (CURLOPT_MAXREDIRS). */
-const MAX_REDIRECTS = 10;
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 /**
  * A narinfo's URL may be absolute (NARs kept on another server): Nix 2.8 fetches an `http(s)://`
  * URL as it is. Only for reading: keys written are always the cache's own.
  */
 const ABSOLUTE_RE = /^https?:\/\//;
-
-type Client = { agent: http.Agent; request: typeof http.request };
 
 /** A URL's `user:password`, decoded, or undefined when it names none. */
 function userinfo(u: URL): string | undefined {
@@ -93,8 +66,8 @@ export class HttpTransport implements CacheTransport {
   readonly #auth: string | undefined;
   readonly #basePath: string;
   readonly #agentOptions: http.AgentOptions;
-  /** One client per protocol: a redirect or an absolute NAR URL may lead from http to https. */
-  readonly #clients = new Map<string, Promise<Client>>();
+  /** One agent per protocol: a redirect or an absolute NAR URL may lead from http to https. */
+  readonly #agents = new Map<string, Promise<http.Agent>>();
   readonly #timeout: number;
   readonly #retries: number;
   readonly #backoff: number;
@@ -108,57 +81,20 @@ export class HttpTransport implements CacheTransport {
     this.#basePath = u.pathname.replace(/\/+$/, '');
     this.#timeout = (options.timeout ?? 30) * 1000;
     this.#retries = options.retries ?? 4;
-    this.#backoff = options.backoffMs ?? 200;
+    this.#backoff = options.backoffMs ?? 250;
     // Idle keep-alive connections are kept 30 s, as long as nginx's default keepalive_timeout
     // (75 s) and Nix's curl would keep them.
     this.#agentOptions = { keepAlive: true, maxSockets: options.connections ?? 8, timeout: 30_000, scheduling: 'lifo' };
   }
 
   /** The agent of `protocol`, created on first use: `https` (and TLS) is loaded only when used. */
-  #client(protocol: string): Promise<Client> {
-    let client = this.#clients.get(protocol);
-    if (!client) {
-      client = (async () => {
-        if (protocol === 'https:') {
-          const mod: typeof https = await import('node:https');
-          return { agent: new mod.Agent(this.#agentOptions), request: mod.request as typeof http.request };
-        }
-        return { agent: new http.Agent(this.#agentOptions), request: http.request };
-      })();
-      this.#clients.set(protocol, client);
+  #agent(protocol: string): Promise<http.Agent> {
+    let agent = this.#agents.get(protocol);
+    if (!agent) {
+      agent = protocol === 'https:' ? import('node:https').then((mod) => new mod.Agent(this.#agentOptions)) : Promise.resolve(new http.Agent(this.#agentOptions));
+      this.#agents.set(protocol, agent);
     }
-    return client;
-  }
-
-  /** One attempt: resolves once the status and headers are in; the timeout covers connecting, waiting and every gap in the body. */
-  async #once(method: string, url: URL, body: Buffer | Readable | undefined, headers: Record<string, string>): Promise<Response> {
-    const { agent, request } = await this.#client(url.protocol);
-    return new Promise<Response>((resolve, reject) => {
-      const req = request({
-        protocol: url.protocol,
-        hostname: url.hostname.replace(/^\[|\]$/g, ''),
-        auth: url.origin === this.#origin ? this.#auth : userinfo(url),
-        port: url.port,
-        path: `${url.pathname}${url.search}`,
-        method,
-        headers,
-        agent,
-      });
-      req.setTimeout(this.#timeout, () => req.destroy(Object.assign(new Error(`no answer for ${this.#timeout / 1000} s`), { code: 'ETIMEDOUT' })));
-      req.once('error', reject);
-      req.once('response', (res) => {
-        // Errors after the headers (a reset, the timeout) reach the body's reader.
-        req.removeListener('error', reject);
-        req.on('error', (e) => res.destroy(e));
-        resolve({ statusCode: res.statusCode ?? 0, headers: res.headers, body: res });
-      });
-      if (body === undefined) req.end();
-      else if (Buffer.isBuffer(body)) req.end(body);
-      else {
-        body.once('error', (e) => req.destroy(e));
-        body.pipe(req);
-      }
-    });
+    return agent;
   }
 
   #url(key: string): string {
@@ -181,49 +117,37 @@ export class HttpTransport implements CacheTransport {
    * One request with retries. Returns the response for 2xx, `undefined` for 404/403 (both mean
    * "not there" to Nix), and throws `HTTP_ERROR` for anything else once retries are spent.
    */
-  async #request(method: string, key: string, body?: () => Buffer | Readable, headers: Record<string, string> = {}): Promise<Response | undefined> {
-    let url = this.#target(method, key);
+  async #request(method: string, key: string, body?: () => Buffer | Readable, headers: Record<string, string> = {}): Promise<HttpResponse | undefined> {
     const action = method === 'PUT' ? 'upload' : 'fetch';
-    let last: string;
-    let redirects = 0;
-    let redirected = false;
-    for (let attempt = 0; ; attempt++) {
-      if (attempt > 0 && !redirected) await sleep(this.#backoff * 2 ** (attempt - 1) * (0.75 + Math.random() / 2));
-      redirected = false;
-      let res: Response;
-      try {
-        res = await this.#once(method, url, body?.(), headers);
-      } catch (e) {
-        last = describe(e);
-        if (attempt < this.#retries) continue;
-        break;
-      }
-      if (res.statusCode >= 200 && res.statusCode < 300) return res;
-      await dump(res.body);
-      if (res.statusCode === 404 || res.statusCode === 403) return undefined;
-      last = `HTTP ${res.statusCode}`;
-      // Followed as Nix's curl does (a CDN, a moved cache); an upload's body is not sent twice.
-      const location = res.headers.location;
-      if (REDIRECTS.has(res.statusCode) && location !== undefined && method !== 'PUT') {
-        const next = URL.canParse(location, url.href) ? new URL(location, url) : undefined;
-        if (next === undefined || (next.protocol !== 'http:' && next.protocol !== 'https:')) {
-          last += ` to '${location}', which is not an http(s) URL`;
-          break;
-        }
-        if (++redirects > MAX_REDIRECTS) {
-          last += ` after ${MAX_REDIRECTS} redirects`;
-          break;
-        }
-        url = next;
-        // A redirect is not a failed attempt.
-        redirected = true;
-        attempt--;
-        continue;
-      }
-      if (!retryable(res.statusCode) || attempt >= this.#retries) break;
-    }
     const attempts = this.#retries + 1;
-    throw new StrataError('HTTP_ERROR', `Cannot ${action} '${this.#url(key)}': ${last}${attempts > 1 ? ` (after up to ${attempts} attempts)` : ''}`, { value: this.#url(key) });
+    const fail = (why: string) =>
+      new StrataError('HTTP_ERROR', `Cannot ${action} '${this.#url(key)}': ${why}${attempts > 1 ? ` (after up to ${attempts} attempts)` : ''}`, { value: this.#url(key) });
+    let res: HttpResponse;
+    try {
+      res = await httpRequest(this.#target(method, key), {
+        method,
+        headers,
+        ...(body ? { body } : {}),
+        attempts,
+        baseDelayMs: this.#backoff,
+        // Followed as Nix's curl does (a CDN, a moved cache); an upload's body is not sent twice.
+        followRedirects: method !== 'PUT',
+        agent: (protocol) => this.#agent(protocol),
+        auth: (url) => (url.origin === this.#origin ? this.#auth : userinfo(url)),
+        timeoutMs: this.#timeout,
+      });
+    } catch (e) {
+      if (!(e instanceof HttpRequestError)) throw e;
+      const f = e.failure;
+      if (f.kind === 'network') throw fail(describe(f.error));
+      if (f.kind === 'too-many-redirects') throw fail(`HTTP ${f.status} after ${MAX_REDIRECTS} redirects`);
+      if (f.kind === 'bad-redirect') throw fail(`HTTP ${f.status} to '${f.location}', which is not an http(s) URL`);
+      throw fail('interrupted');
+    }
+    if (res.statusCode >= 200 && res.statusCode < 300) return res;
+    await dump(res.body);
+    if (res.statusCode === 404 || res.statusCode === 403) return undefined;
+    throw fail(`HTTP ${res.statusCode}`);
   }
 
   async getFile(key: string): Promise<Buffer | undefined> {
@@ -284,6 +208,6 @@ export class HttpTransport implements CacheTransport {
   }
 
   async close(): Promise<void> {
-    for (const client of this.#clients.values()) (await client).agent.destroy();
+    for (const agent of this.#agents.values()) (await agent).destroy();
   }
 }
