@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { GLOBAL_OPTIONS } from '../../src/cli/global.js';
+import { openStore } from '../../src/store/open.js';
 import { makePackageLower } from '../env/fixtures.js';
 import { ensureBuilt, ROOT, runStrata, runStrataListingModules } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
@@ -207,6 +208,21 @@ describe('the real bundle', () => {
     expect(stale.stderr).toMatch(/^environment cache is stale: replit.nix changed; rebuilding\n/);
     expect(probe.compiled()).toEqual(['dist/bundle/env-fresh.cjs', 'dist/bundle/env.cjs']);
   }, 60_000);
+
+  it('exits once the command is done, yet never before a slow reader has all of its output', async () => {
+    // main.ts ends the process itself when a command finishes; a pipe the reader empties late
+    // may still hold queued bytes then (path-info writes its answer in one go), and those must
+    // not be lost.
+    const store = await openStore(join(tempDir(), 's'));
+    for (let i = 0; i < 1200; i++) await store.addText(`text-${i}`, `${i}\n`, []);
+    await store.close();
+    const args = ['--store', store.uri, 'path-info', '--json', '--all'];
+    const whole = await runStrata(args);
+    expect(whole.stdout.length).toBeGreaterThan(2 * 65536); // more than a pipe holds (64 KiB)
+    const r = spawnSync('sh', ['-c', 'node "$@" | { sleep 0.5; cat; }', 'sh', join(ROOT, 'bin', 'strata'), ...args], { maxBuffer: 1 << 24 });
+    expect(r.stderr.toString()).toBe('');
+    expect(r.stdout.equals(whole.stdout)).toBe(true);
+  });
 
   it('bundles are ASCII (bin/strata reads them as latin1)', () => {
     for (const f of ['strata.cjs', ...readdirSync(join(ROOT, 'dist', 'bundle')).map((b) => `bundle/${b}`)]) {
