@@ -188,6 +188,26 @@ describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)',
     for await (const _ of s) break; // destroys the stream
     expect(s.destroyed).toBe(true);
   });
+  it('refuses a big file that shrinks while it is read, in a dump and in a hash', async () => {
+    // Chunks are read ahead at the offsets the size promised: reads past the new end give
+    // nothing, and the NAR must fail rather than frame fewer bytes than it announced.
+    const big = join(tmp, 'big');
+    const shrinking = () => writeFileSync(big, Buffer.alloc(16 * 1024 * 1024, 'x'));
+    shrinking();
+    const s = dumpPath(big);
+    let truncated = false;
+    const failed = new Promise<unknown>((resolve) => s.on('error', resolve));
+    s.on('data', () => {
+      if (!truncated) fs.truncateSync(big, 2 * 1024 * 1024 + 5);
+      truncated = true;
+    });
+    expect(await failed).toMatchObject({ code: 'FILE_CHANGED', value: big });
+    shrinking();
+    const hashing = hashPath(big);
+    fs.truncateSync(big, 1024 * 1024 + 5);
+    await expect(hashing).rejects.toMatchObject({ code: 'FILE_CHANGED' });
+  });
+
   it('a dump stream destroyed mid-file leaves no read behind: no unhandled EBADF, the file closed', async () => {
     // The read of the next chunk is in flight while one is pushed; closing the file under it
     // made that read fail with EBADF as an unhandled rejection, which kills a process (strata
