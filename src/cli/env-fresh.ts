@@ -52,7 +52,7 @@ export function plainEnvArgs(
 /** Prints the environment and returns true when the cache is fresh; false leaves it to the CLI. */
 export async function answerFromFreshCache(argv: readonly string[]): Promise<boolean> {
   const args = plainEnvArgs(argv);
-  if (!args || needsUserNamespace([...argv])) return false;
+  if (!args || needsUserNamespace([...argv], 'env')) return false;
   let env;
   try {
     env = await freshEnvironment(args.spec, storeOf(args.store));

@@ -29,11 +29,6 @@ const name = commandNameOf(process.argv, program);
 if (BUNDLED_COMMANDS && !(name !== undefined && BUNDLED_COMMANDS.includes(name))) {
   runFullCli(); // a per-command bundle, and not this command: nothing has happened yet
 } else {
-  // A non-root user on a layered store: run this command inside a user + mount namespace.
-  if (needsUserNamespace(process.argv)) {
-    const code = runInUserNamespace(process.argv);
-    if (code !== undefined) process.exit(code);
-  }
   run()
     .catch((e: unknown) => {
       if (e instanceof CommanderError) {
@@ -63,5 +58,14 @@ async function run(): Promise<void> {
   const load = name !== undefined && Object.hasOwn(COMMAND_MODULES, name) ? COMMAND_MODULES[name] : undefined;
   if (load) (await load()).register(program);
   else await registerAllCommands(program);
-  await program.parseAsync(argvForCommander(process.argv, program, name));
+  const argv = argvForCommander(process.argv, program, name);
+  // A non-root user on a layered store: this command runs inside a user + mount namespace.
+  if (needsUserNamespace(argv, name)) {
+    const code = runInUserNamespace(process.argv);
+    if (code !== undefined) {
+      process.exitCode = code;
+      return;
+    }
+  }
+  await program.parseAsync(argv);
 }

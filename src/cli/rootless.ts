@@ -11,18 +11,28 @@ import { storeOf } from './global.js';
 
 const LAYERED_COMMANDS = new Set(['init', 'mount', 'umount', 'remount', 'layers', 'fsck']);
 
-/** The store URI the command line names, as main.ts would resolve it. */
+/**
+ * The store URI the command line names, as main.ts would resolve it. Only strata's own options
+ * count: what follows a `--` (the command of `strata shell SPEC -- CMD…`, which main.ts puts
+ * there when the user did not) is not strata's.
+ */
 function storeFromArgv(argv: string[]): string {
-  const i = argv.findIndex((a) => a === '--store' || a.startsWith('--store='));
-  if (i >= 0) return argv[i]!.includes('=') ? argv[i]!.slice('--store='.length) : (argv[i + 1] ?? '');
+  const end = argv.indexOf('--');
+  const own = end < 0 ? argv : argv.slice(0, end);
+  const i = own.findIndex((a) => a === '--store' || a.startsWith('--store='));
+  if (i >= 0) return own[i]!.includes('=') ? own[i]!.slice('--store='.length) : (own[i + 1] ?? '');
   return storeOf(undefined);
 }
 
-/** Whether this invocation needs the namespace: a non-root user on a layered store. */
-export function needsUserNamespace(argv: string[]): boolean {
+/**
+ * Whether this invocation needs the namespace: a non-root user on a layered store, or running
+ * one of the commands that make or mount one. `argv` as commander will read it, `command` the
+ * command's name.
+ */
+export function needsUserNamespace(argv: string[], command: string | undefined): boolean {
   if (process.getuid?.() === 0 || process.env['STRATA_USERNS'] === '1') return false;
   const store = storeFromArgv(argv);
-  return store.startsWith('layered://') || store.startsWith('local-overlay://') || argv.some((a) => LAYERED_COMMANDS.has(a));
+  return store.startsWith('layered://') || store.startsWith('local-overlay://') || (command !== undefined && LAYERED_COMMANDS.has(command));
 }
 
 /** Re-runs this command inside a user + mount namespace; returns its exit code, or undefined if unavailable. */
