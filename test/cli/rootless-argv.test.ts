@@ -3,15 +3,16 @@
  * own options and its command's name count, not an operand that happens to read `mount` or the
  * `--store` of the command `strata shell` runs.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from 'vitest';
 
 import { needsUserNamespace } from '../../src/cli/rootless.js';
 
 const argv = (...args: string[]) => ['node', 'strata', ...args];
 
 describe('needsUserNamespace, for a user who is not root', () => {
+  let uid: MockInstance<() => number>;
   beforeEach(() => {
-    vi.spyOn(process, 'getuid').mockReturnValue(1000);
+    uid = vi.spyOn(process as { getuid: () => number }, 'getuid').mockReturnValue(1000);
     vi.stubEnv('STRATA_USERNS', '');
     vi.stubEnv('STRATA_STORE', '');
   });
@@ -38,7 +39,7 @@ describe('needsUserNamespace, for a user who is not root', () => {
   });
 
   it('is never needed for root', () => {
-    vi.mocked(process.getuid).mockReturnValue(0);
+    uid.mockReturnValue(0);
     expect(needsUserNamespace(argv('--store', 'layered:///srv/me', 'layers'), 'layers')).toBe(false);
   });
 });
