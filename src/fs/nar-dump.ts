@@ -1,5 +1,6 @@
 /**
- * `dumpPath`: the NAR serialisation of a file, directory or symlink, as a byte stream.
+ * `dumpPath`: the NAR serialisation of a file, directory or symlink, as a byte stream;
+ * `dumpPathBytes`: the same bytes in one buffer, for small paths.
  */
 import { Readable } from 'node:stream';
 
@@ -53,4 +54,16 @@ export function dumpPath(fsPath: string): Readable {
     },
   });
   return stream;
+}
+
+/**
+ * The NAR of `fsPath` (as {@link dumpPath} streams it) in one buffer, for small paths only: a
+ * copy of 1,000 small paths between local stores spent ~0.25 s of its 1.8 s in the stream
+ * stages of each path's NAR (`--cpu-prof`: the Readable's buffer list, reading it whole).
+ */
+export async function dumpPathBytes(fsPath: string): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  // Neither the writer's batches nor the walk's reads are reused: each part is the caller's.
+  await walkNar(fsPath, new NarWriter((chunk) => parts.push(chunk)), { reuseBuffers: false });
+  return Buffer.concat(parts);
 }

@@ -21,6 +21,7 @@ import { PUBLIC_KEY, writeKeys } from '../binary-cache/_cache.js';
 import { nixAsync } from '../serve/_serve.js';
 import { ensureBuilt, runStrata } from '../support/cli.js';
 import { haveNix } from '../support/nix.js';
+import { storeContract } from '../support/store-contract.js';
 import { tempDir } from '../support/tmp.js';
 import { startProxy } from './_proxy.js';
 import {
@@ -332,5 +333,14 @@ describe.skipIf(unavailable !== undefined)('s3:// binary caches on a real S3 ser
     } finally {
       await proxy.close();
     }
+  });
+
+  describe('the Store contract (test/support/store-contract.ts)', () => {
+    storeContract(async () => {
+      const bucket = await makeBucket(s3, 'contract');
+      process.env['XDG_CACHE_HOME'] = join(work, `xdg-contract-${bucket}`);
+      const store = await openStore(s3Uri(s3, bucket, PARAMS));
+      return { store, close: () => store.close() };
+    });
   });
 });

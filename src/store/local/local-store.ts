@@ -154,11 +154,22 @@ export class LocalStore implements LocalFsStore {
   }
 
   async narFromPath(path: StorePath): Promise<Readable> {
+    this.requireValid(path);
+    const { dumpPath } = await loadFs();
+    return dumpPath(this.realPath(path));
+  }
+
+  /** {@link narFromPath} in one buffer, for small paths (a copy to another store takes these whole). */
+  async narBytes(path: StorePath): Promise<Uint8Array> {
+    this.requireValid(path);
+    const { dumpPathBytes } = await loadFs();
+    return dumpPathBytes(this.realPath(path));
+  }
+
+  private requireValid(path: StorePath): void {
     if (!this.db.isValid(path)) {
       throw new StrataError('PATH_NOT_VALID', `Cannot read '${this.storeDir.print(path)}': it is not valid in '${this.uri}'`, { value: this.storeDir.print(path) });
     }
-    const { dumpPath } = await loadFs();
-    return dumpPath(this.realPath(path));
   }
 
   /** Protects `path` from a concurrent GC for the rest of this process's life. */
