@@ -9,7 +9,10 @@
  * this shared VM with a throw-away script writing 9 KiB files: at load 3 an fsync cost ~0.35 ms
  * and a `sync -f` ~11 ms (crossover ~30 objects); at load 10-15 an fsync ~10 ms and a `sync -f`
  * 75-100 ms (crossover ~10). Fsyncing the 5,000 files of a 1,000-path import one by one took
- * 37 s there, against 0.1-0.8 s for one `sync -f`.
+ * 37 s there, against 0.1-0.8 s for one `sync -f`. Those syncs were spawned `sync -f`; the
+ * addon's syncfs, without the fork, took 1-3.6 ms on a quiet machine where fsyncing 4 files took
+ * 3-3.3 ms and 24 files 9-10 ms. The limit was left where it was: a syncfs also waits for every
+ * other process's dirty data, which a busy machine has plenty of, and that was not re-measured.
  */
 import { closeSync, constants as C, fsyncSync, lstatSync, openSync, readdirSync } from 'node:fs';
 
