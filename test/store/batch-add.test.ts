@@ -265,10 +265,11 @@ describe('copyPaths into a local store, batched', () => {
       const items = await chain(work, 12);
       await src.addFromNars(asSources(items));
       const top = items.at(-1)!.info.path;
-      // A slow source: each NAR takes 30 ms to start, as over a network.
+      // A slow source: each NAR takes 30 ms to start, as over a network (streams only: no narBytes).
       let inFlight = 0;
       let most = 0;
       const slow: Store = Object.create(src, {
+        narBytes: { value: undefined },
         narFromPath: {
           value: async (p: StorePath) => {
             inFlight++;
@@ -323,10 +324,12 @@ describe('copyPaths into a local store, batched', () => {
       expect(kinds.sort()).toEqual(['big:stream', 'small:bytes']);
       expect(await dst.isValidPath(big.path)).toBe(true);
 
-      // A source that keeps sending after the NAR: stopped at the declared size, nothing valid.
+      // A source that keeps sending after the NAR (a stream: no narBytes): stopped at the
+      // declared size, nothing valid.
       const dst2 = await openLocal(join(work, 'dst2'));
       let sent = 0;
       const endless: Store = Object.create(src, {
+        narBytes: { value: undefined },
         narFromPath: {
           value: async (p: StorePath) => {
             const nar = Buffer.concat(await (await src.narFromPath(p)).toArray());
