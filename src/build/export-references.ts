@@ -7,6 +7,7 @@
 import { StrataError } from '../core/error.js';
 import type { Derivation } from '../core/derivation/index.js';
 import { type StorePath, sortStorePaths } from '../core/store-path.js';
+import { closureTotals } from '../store/closure.js';
 import type { LocalFsStore, PathInfo } from '../store/store.js';
 import type { BuildDirFile } from './environment.js';
 import { isJsonObject, JsonNumber, type JsonValue } from './structured-attrs.js';
@@ -101,7 +102,10 @@ export async function exportReferencesGraphJson(
       starts.push(dir.parse(s));
     }
     const infos: JsonValue[] = [];
-    for (const p of await graph.exported(starts)) {
+    const exported = await graph.exported(starts);
+    // The exported set is closed under references: every member's closure size in one pass.
+    const totals = closureTotals(exported.map((p) => graph.info(p)), (i) => [i.narSize]);
+    for (const p of exported) {
       const info = graph.info(p);
       const o: { [key: string]: JsonValue } = {
         path: dir.print(p),
@@ -110,9 +114,7 @@ export async function exportReferencesGraphJson(
         references: sortStorePaths(info.references).map((r) => dir.print(r)),
       };
       if (info.ca !== undefined) o['ca'] = info.ca;
-      let size = 0;
-      for (const q of (await graph.closure([p])).values()) size += graph.info(q).narSize;
-      o['closureSize'] = new JsonNumber(String(size));
+      o['closureSize'] = new JsonNumber(String(totals.get(p.baseName)![0]));
       infos.push(o);
     }
     result[key] = infos;

@@ -48,24 +48,20 @@ export function register(program: Command): void {
         const out: Record<string, unknown>[] = [];
         const shown: { info: PathInfo; closureSize: number | undefined }[] = [];
         let missing: string | undefined;
-        for (const p of targets) {
-          const info = await store.queryPathInfo(p);
+        const found: [StorePath, PathInfo | undefined][] = [];
+        for (const p of targets) found.push([p, await store.queryPathInfo(p)]);
+        // -S: one closure of every valid target, summed per member (closure.ts), not a walk per
+        // target. The NAR files' sizes too, for a binary cache's paths (Nix counts 0 where unknown).
+        const totals = opts.closureSize
+          ? (await import('../../store/closure.js')).closureTotals((await computeClosure!(store, found.flatMap(([p, i]) => (i ? [p] : [])))).values(), (i) => [i.narSize, (i as { fileSize?: number }).fileSize ?? 0])
+          : undefined;
+        for (const [p, info] of found) {
           if (!info) {
             out.push(invalidPathJson(dir, p));
             missing ??= dir.print(p);
             continue;
           }
-          let closureSize: number | undefined;
-          // The NAR files' sizes too, for a binary cache's paths (Nix counts 0 where unknown).
-          let closureDownloadSize: number | undefined;
-          if (opts.closureSize) {
-            closureSize = 0;
-            closureDownloadSize = 0;
-            for (const i of (await computeClosure!(store, [p])).values()) {
-              closureSize += i.narSize;
-              closureDownloadSize += (i as { fileSize?: number }).fileSize ?? 0;
-            }
-          }
+          const [closureSize, closureDownloadSize] = totals?.get(p.baseName) ?? [];
           out.push(pathInfoJson(dir, info, closureSize !== undefined ? { closureSize, closureDownloadSize } : {}));
           shown.push({ info, closureSize });
         }
