@@ -40,20 +40,20 @@ export function register(program: Command): void {
         const dir = store.storeDir;
         if (opts.all && args.length > 0) throw new UsageError("'--all' does not expect arguments");
         const paths = opts.all ? await store.queryAllValidPaths() : await installables(store, args.map((a) => parsePathArg(store, a)), opts.derivation === true);
-        // A set, as in Nix: a path named twice is shown once.
-        const targets = opts.recursive
-          ? [...(await computeClosure!(store, paths)).values()].map((i) => i.path)
-          : [...new Map(paths.map((p) => [p.baseName, p])).values()];
+        // A set, as in Nix: a path named twice is shown once. With -r, the closure's infos are
+        // what queryPathInfo gives (the Store contract), so no member is asked for again.
+        const closure = opts.recursive ? await computeClosure!(store, paths) : undefined;
+        const targets = closure ? [...closure.values()].map((i) => i.path) : [...new Map(paths.map((p) => [p.baseName, p])).values()];
         targets.sort(compareStorePaths);
         const out: Record<string, unknown>[] = [];
         const shown: { info: PathInfo; closureSize: number | undefined }[] = [];
         let missing: string | undefined;
         const found: [StorePath, PathInfo | undefined][] = [];
-        for (const p of targets) found.push([p, await store.queryPathInfo(p)]);
+        for (const p of targets) found.push([p, closure ? closure.get(p.baseName) : await store.queryPathInfo(p)]);
         // -S: one closure of every valid target, summed per member (closure.ts), not a walk per
         // target. The NAR files' sizes too, for a binary cache's paths (Nix counts 0 where unknown).
         const totals = opts.closureSize
-          ? (await import('../../store/closure.js')).closureTotals((await computeClosure!(store, found.flatMap(([p, i]) => (i ? [p] : [])))).values(), (i) => [i.narSize, (i as { fileSize?: number }).fileSize ?? 0])
+          ? (await import('../../store/closure.js')).closureTotals((closure ?? (await computeClosure!(store, found.flatMap(([p, i]) => (i ? [p] : []))))).values(), (i) => [i.narSize, (i as { fileSize?: number }).fileSize ?? 0])
           : undefined;
         for (const [p, info] of found) {
           if (!info) {
