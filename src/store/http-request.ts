@@ -85,8 +85,14 @@ export function dump(body: Readable): Promise<void> {
 /** Waits `ms`, or less when `signal` aborts (the caller then checks it). */
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((res) => {
-    const t = setTimeout(res, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(t), res()), { once: true });
+    // The listener goes when the wait ends: one signal may outlive many requests (a whole build).
+    const done = (): void => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      res();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
   });
 }
 
