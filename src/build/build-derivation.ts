@@ -67,7 +67,7 @@ export interface BuildOptions {
 
 /**
  * Runs a `builtin:` builder into `stagedDir`, its messages in the build log as Nix's are (an
- * error as `error: …`). Returns the error message when it failed; a partial output is removed.
+ * error as `error: …`). Returns the error message when it failed.
  */
 async function runBuiltinLogged(
   store: LocalFsStore,
@@ -94,7 +94,7 @@ async function runBuiltinLogged(
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     log(`error: ${message}`);
-    if (lexists(target)) removeTree(target);
+    // A partial output goes with the scratch dir it is in (the caller's finally).
     return message;
   }
 }
@@ -152,12 +152,16 @@ export async function buildDerivation(
     const fresh = [...req.outputs]
       .filter(([name]) => !req.alreadyValid.has(name))
       .map(([, p]) => p);
+    // Scratch next to the state dir: usually the store's file system, so outputs are renamed, not copied.
+    const newScratch = (): string => {
+      const buildsDir = join(store.stateDir, 'builds');
+      mkdirSync(buildsDir, { recursive: true });
+      return mkdtempSync(join(buildsDir, `${req.drvPath.hashPart}-`));
+    };
     const builtin = isBuiltinBuilder(req.drv.builder);
     if (builtin) {
       // Written by strata itself, so no namespace: a private dir, renamed into the store after the checks.
-      const buildsDir = join(store.stateDir, 'builds');
-      mkdirSync(buildsDir, { recursive: true });
-      scratch = mkdtempSync(join(buildsDir, `${req.drvPath.hashPart}-`));
+      scratch = newScratch();
       stagedDir = join(scratch, 'upper');
       mkdirSync(stagedDir);
       isolation = { kind: 'none' };
@@ -169,10 +173,7 @@ export async function buildDerivation(
       for (const p of fresh) inUpper.push(join(stagedDir, p.baseName));
       isolation = { kind: 'session', namespace: ns };
     } else if (options.isolation === 'namespace') {
-      // Scratch next to the state dir: usually the store's file system, so outputs are renamed, not copied.
-      const buildsDir = join(store.stateDir, 'builds');
-      mkdirSync(buildsDir, { recursive: true });
-      scratch = mkdtempSync(join(buildsDir, `${req.drvPath.hashPart}-`));
+      scratch = newScratch();
       for (const d of ['upper', 'work', 'tmp']) mkdirSync(join(scratch, d));
       stagedDir = join(scratch, 'upper');
       const whiteouts = [...req.outputs.values()]
@@ -219,7 +220,8 @@ export async function buildDerivation(
     let builtinError: string | undefined;
     try {
       if (builtin) builtinError = await runBuiltinLogged(store, req, stagedDir, log.fd, options.signal);
-      exit = builtin ? { code: builtinError === undefined ? 0 : 1, signal: null } : await runBuilder({
+      // A failed builtin is reported from builtinError below, before the exit code is looked at.
+      exit = builtin ? { code: 0, signal: null } : await runBuilder({
         builder: req.drv.builder,
         args: req.drv.args,
         env,

@@ -36,8 +36,7 @@ export class BuildDirs {
 
   /** Where the raw log of the build in `dir` goes while it runs (not in the build dir: the builder owns that). */
   rawLog(dir: string): string {
-    this.root ??= mkdtempSync(join(tmpdir(), 'strata-build-'));
-    return join(this.root, `${basename(dir)}.log`);
+    return join(this.privateDir(), `${basename(dir)}.log`);
   }
 
   /**
@@ -46,14 +45,19 @@ export class BuildDirs {
    * moved).
    */
   release(dir: string): string {
-    this.root ??= mkdtempSync(join(tmpdir(), 'strata-build-'));
-    const done = join(this.root, `.done-${this.finished++}`);
+    const done = join(this.privateDir(), `.done-${this.finished++}`);
     try {
       renameSync(dir, done);
       return done;
     } catch {
       return dir;
     }
+  }
+
+  /** The run's private dir, made on first use. */
+  private privateDir(): string {
+    this.root ??= mkdtempSync(join(tmpdir(), 'strata-build-'));
+    return this.root;
   }
 
   /** Removes the private dir and all in it (at the end of the run). */

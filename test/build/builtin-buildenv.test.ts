@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { realise } from '../../src/build/index.js';
-import { haveNix, nixInPrivateNix, runNix } from '../support/nix.js';
+import { haveNix, nixInPrivateNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
-import { openChroot, snapshot } from './helpers.js';
+import { instantiate, openChroot, snapshot } from './helpers.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -44,13 +44,11 @@ function envFile(derivations: string): string {
 describe.skipIf(!isRoot || !haveNix())('builtin:buildenv', () => {
   it('makes the profile real Nix 2.8 makes: priorities, shared dirs split, propagated packages, skipped entries', async () => {
     const file = envFile('"true" 5 1 a "true" 3 1 b "true" 5 1 c "false" 1 1 inactive');
-    const root = tempDir();
-    const inst = runNix('nix-instantiate', ['--store', root, file]);
-    expect(inst.code, inst.stderr).toBe(0);
+    const { root, drvs } = instantiate(file);
     const store = await openChroot(root);
     let ours;
     try {
-      const drv = store.storeDir.parse(inst.stdout.trim());
+      const drv = store.storeDir.parse(drvs[0]!);
       const [r] = await realise(store, [drv]);
       expect(r!.error).toBeUndefined();
       const out = (await store.queryDerivationOutputs(drv)).get('out')!;
@@ -80,12 +78,10 @@ describe.skipIf(!isRoot || !haveNix())('builtin:buildenv', () => {
 
   it('two packages of the same priority providing one file fail, as in Nix, and nothing becomes valid', async () => {
     const file = envFile('"true" 5 1 a "true" 5 1 b');
-    const root = tempDir();
-    const inst = runNix('nix-instantiate', ['--store', root, file]);
-    expect(inst.code, inst.stderr).toBe(0);
+    const { root, drvs } = instantiate(file);
     const store = await openChroot(root);
     try {
-      const drv = store.storeDir.parse(inst.stdout.trim());
+      const drv = store.storeDir.parse(drvs[0]!);
       const [r] = await realise(store, [drv]);
       const out = (await store.queryDerivationOutputs(drv)).get('out')!;
       expect(r!.error?.message).toMatch(

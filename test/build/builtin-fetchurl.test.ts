@@ -18,7 +18,7 @@ import { realise } from '../../src/build/index.js';
 import type { StorePath } from '../../src/core/store-path.js';
 import { haveNix, nixEnv, nixInPrivateNix, runNix } from '../support/nix.js';
 import { tempDir } from '../support/tmp.js';
-import { openChroot, snapshot } from './helpers.js';
+import { instantiate, openChroot, snapshot } from './helpers.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -105,14 +105,6 @@ describe.skipIf(!isRoot || !haveNix())('builtin:fetchurl', () => {
       .join('\n');
     writeFileSync(f, `{\n${body}\n}\n`);
     return f;
-  }
-
-  /** Instantiates `file` into a fresh chroot store and returns the root and the .drv paths. */
-  function instantiate(file: string): { root: string; drvs: string[] } {
-    const root = tempDir();
-    const r = runNix('nix-instantiate', ['--store', root, file]);
-    expect(r.code, r.stderr).toBe(0);
-    return { root, drvs: r.stdout.trim().split('\n') };
   }
 
   async function strataRows(root: string, drvs: string[]): Promise<Row[]> {

@@ -2,18 +2,30 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { expect } from 'vitest';
+
 import { realiseOrThrow } from '../../src/build/index.js';
 import { type Derivation } from '../../src/core/derivation/index.js';
 import type { StorePath } from '../../src/core/store-path.js';
 import { addDerivation } from '../../src/store/derivation-add.js';
 import { openStore } from '../../src/store/open.js';
 import { isLocalFsStore, type LocalFsStore } from '../../src/store/store.js';
+import { runNix } from '../support/nix.js';
+import { tempDir } from '../support/tmp.js';
 
 /** Opens (creating) a chroot store rooted at `root`: files in `root/nix/store`, logical `/nix/store`. */
 export async function openChroot(root: string): Promise<LocalFsStore> {
   const store = await openStore(root);
   if (!isLocalFsStore(store)) throw new Error('not a local store');
   return store;
+}
+
+/** Real `nix-instantiate` of `file` into a fresh chroot store: its root and the .drv paths printed. */
+export function instantiate(file: string): { root: string; drvs: string[] } {
+  const root = tempDir();
+  const r = runNix('nix-instantiate', ['--store', root, file]);
+  expect(r.code, r.stderr).toBe(0);
+  return { root, drvs: r.stdout.trim().split('\n') };
 }
 
 /** A `/bin/sh -c script` derivation, like the vectors' `mk`. */
