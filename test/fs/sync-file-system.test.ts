@@ -15,7 +15,7 @@ describe('syncFileSystem', () => {
     await expect(syncFileSystem(dir)).resolves.toBeUndefined();
   });
 
-  it('refuses what is not a directory before any syscall', async () => {
+  it('refuses what is not a directory (ENOTDIR), syncing nothing', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'f'), '');
     await expect(syncFileSystem(join(dir, 'f'))).rejects.toMatchObject({ code: 'ENOTDIR' });

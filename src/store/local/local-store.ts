@@ -242,7 +242,7 @@ export class LocalStore implements LocalFsStore {
       const early = new EarlyWriteback(this.config.realStoreDir);
       try {
         await this.stageNars(staging, staged, todo, options, early);
-        await this.publish(staged, early);
+        await this.publish(staged, { early });
       } finally {
         await this.discard(staged);
       }
@@ -308,7 +308,7 @@ export class LocalStore implements LocalFsStore {
         const list = this.uniqueWithReferences(batch);
         await this.addTempRoots(list.map((e) => e.info.path));
         await this.checkStagedDerivations(list);
-        await this.publish(list, early);
+        await this.publish(list, { early });
         await this.discard(batch);
         const paths = list.map((e) => e.info.path);
         batch = [];
@@ -369,10 +369,10 @@ export class LocalStore implements LocalFsStore {
 
   /**
    * Moves complete, verified objects into place under their locks, makes them durable (unless
-   * told not to: `early` false; else the batch's write-back, if it started one), and registers
-   * them in one transaction. Paths someone else made valid meanwhile are left to them.
+   * `durable` is false; `early` is the batch's write-back, if it has one), and registers them in
+   * one transaction. Paths someone else made valid meanwhile are left to them.
    */
-  private async publish(staged: Staged[], early?: EarlyWriteback | false): Promise<void> {
+  private async publish(staged: Staged[], { durable = true, early }: { durable?: boolean; early?: EarlyWriteback } = {}): Promise<void> {
     if (staged.length === 0) return;
     const { removeTree } = await loadFs();
     await this.withPathLocks(
@@ -389,7 +389,7 @@ export class LocalStore implements LocalFsStore {
             e.placed = true;
             dests.push(dest);
           }
-          if (early !== false) await makeDurable(this.config.realStoreDir, dests, fresh.reduce((n, e) => n + e.nodes, 0), early);
+          if (durable) await makeDurable(this.config.realStoreDir, dests, fresh.reduce((n, e) => n + e.nodes, 0), early);
           this.db.register(fresh.map((e) => ({ info: e.info, ...e.registration })));
         } catch (e) {
           // Still under the locks and not valid: nothing may stay under those names.
@@ -506,7 +506,7 @@ export class LocalStore implements LocalFsStore {
         // Not synced: a text is written by this process, not imported, and an fsync per text
         // (a .drv, a toFile) made adding 300 of them 2.5x slower on this VM (4.3 to 10-12 ms
         // each) and the 2,000-text GC test 4x slower. Real Nix 2.8 syncs no store object at all.
-        await this.publish([staged], false);
+        await this.publish([staged], { durable: false });
         return this.db.queryPathInfo(path)!;
       } finally {
         await this.discard([staged ?? { tmp }]);
