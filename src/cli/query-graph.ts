@@ -4,7 +4,7 @@
  * draw it, line by line. Lines go to `out` as they are made, so what was drawn before an invalid
  * path is shown before the error, as Nix shows it.
  */
-import { StrataError } from '../core/error.js';
+import { pathNotValid } from '../core/error.js';
 import { compareStorePaths, type StorePath } from '../core/store-path.js';
 import { topoSortInfos } from '../store/closure.js';
 import type { PathInfo, Store } from '../store/store.js';
@@ -17,11 +17,6 @@ function cachedInfos(store: Store): InfoOf {
     if (!infos.has(p.baseName)) infos.set(p.baseName, await store.queryPathInfo(p));
     return infos.get(p.baseName);
   };
-}
-
-function notValid(store: Store, p: StorePath): StrataError {
-  const shown = store.storeDir.print(p);
-  return new StrataError('PATH_NOT_VALID', `Path '${shown}' is not valid`, { value: shown });
 }
 
 /** Appends the tree of each root to `out`; a path is expanded once over all roots. */
@@ -37,7 +32,7 @@ export async function treeLines(store: Store, roots: StorePath[], out: string[])
     done.add(p.baseName);
     out.push(`${firstPad}${shown}`);
     const info = await infoOf(p);
-    if (!info) throw notValid(store, p);
+    if (!info) throw pathNotValid(store.storeDir.print(p));
     // References first: the tree stays flat, a path's inputs drawn before the paths using them.
     // Nix sorts a reference it cannot read as one without references.
     const refs = await Promise.all(info.references.map(async (r) => (await infoOf(r)) ?? { path: r, references: [] }));
@@ -68,7 +63,7 @@ export async function graphLines(store: Store, roots: StorePath[], out: string[]
     done.add(name);
     out.push(`${q(name)} [label = ${q(p.name)}, shape = box, style = filled, fillcolor = ${q('#ff0000')}];`);
     const info = await infoOf(p);
-    if (!info) throw notValid(store, p);
+    if (!info) throw pathNotValid(store.storeDir.print(p));
     for (const r of [...info.references].sort(compareStorePaths)) {
       if (r.baseName === name) continue;
       if (!done.has(r.baseName)) insertSorted(work, r);

@@ -44,3 +44,8 @@ function oneLine(s: string): string {
 export function isStrataError(e: unknown, code?: string): e is StrataError {
   return e instanceof StrataError && (code === undefined || e.code === code);
 }
+
+/** Nix's own "Path '…' is not valid" (the words `nix-store -q` and `nix path-info` fail with), for `shown`, a printed store path. */
+export function pathNotValid(shown: string): StrataError {
+  return new StrataError('PATH_NOT_VALID', `Path '${shown}' is not valid`, { value: shown });
+}

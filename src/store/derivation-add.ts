@@ -2,7 +2,7 @@
  * Writing and reading `.drv` files through any store: `strata derivation add` (JSON in, the
  * exact ATerm real Nix writes out) and reading a derivation back for `show` and builds.
  */
-import { StrataError } from '../core/error.js';
+import { pathNotValid, StrataError } from '../core/error.js';
 import { computeOutputPaths, type Derivation, derivationFromJson, parseDerivation, printDerivation } from '../core/derivation/index.js';
 import { drvReferences } from '../core/derivation/types.js';
 import type { StorePath } from '../core/store-path.js';
@@ -25,7 +25,7 @@ export async function readDerivation(store: Store, drvPath: StorePath): Promise<
  */
 export async function derivationOutputPaths(store: Store, drvPath: StorePath): Promise<StorePath[]> {
   const shown = store.storeDir.print(drvPath);
-  if (!(await store.isValidPath(drvPath))) throw new StrataError('PATH_NOT_VALID', `Path '${shown}' is not valid`, { value: shown });
+  if (!(await store.isValidPath(drvPath))) throw pathNotValid(shown);
   const out: StorePath[] = [];
   for (const [name, o] of (await readDerivation(store, drvPath)).outputs) {
     if (!o.path) throw new StrataError('DRV_OUTPUT_UNKNOWN', `Cannot name output '${name}' of '${shown}': its path is known only once it is built`, { value: shown });

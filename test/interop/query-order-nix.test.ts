@@ -87,11 +87,8 @@ describe('strata query against nix-store -q', () => {
 describe('strata path-info against nix path-info', () => {
   it('prints the same text and JSON: a set of paths, references first, sizes aligned', { timeout: 120_000 }, async () => {
     const work = tempDir();
-    const root = join(work, 'store');
-    writeFileSync(join(work, 'default.nix'), EXPR);
-    const build = runNix('nix-build', ['--store', root, '--option', 'sandbox', 'true', '--option', 'sandbox-paths', '/bin /lib /lib64 /usr', '--no-out-link', join(work, 'default.nix')]);
-    expect(build.code).toBe(0);
-    const [b, c, mOut] = build.stdout.trim().split('\n') as [string, string, string];
+    const { root, outs } = nixBuildExpr(work, EXPR);
+    const [b, c, mOut] = outs as [string, string, string];
     const a = runNix('nix-store', ['--store', root, '-q', '--references', b]).stdout.trim();
     const absent = '/nix/store/00000000000000000000000000000000-absent';
     const mDrv = runNix('nix-store', ['--store', root, '-q', '--deriver', mOut]).stdout.trim();

@@ -36,7 +36,7 @@ export function register(program: Command): void {
         const { pathInfoJson, invalidPathJson } = await import('../path-info-json.js');
         // The closure module only when -r or -S asks for it: one module less to read at start-up.
         const computeClosure = opts.recursive || opts.closureSize ? (await import('../../store/closure.js')).computeClosure : undefined;
-        const { StrataError } = await import('../../core/error.js');
+        const { pathNotValid } = await import('../../core/error.js');
         const dir = store.storeDir;
         if (opts.all && args.length > 0) throw new UsageError("'--all' does not expect arguments");
         const paths = opts.all ? await store.queryAllValidPaths() : await installables(store, args.map((a) => parsePathArg(store, a)), opts.derivation === true);
@@ -71,7 +71,7 @@ export function register(program: Command): void {
         }
         // As in Nix: JSON marks invalid paths `"valid": false` and succeeds; text output fails
         // and prints nothing.
-        if (missing !== undefined) throw new StrataError('PATH_NOT_VALID', `Path '${missing}' is not valid`, { value: missing });
+        if (missing !== undefined) throw pathNotValid(missing);
         // Text lists references before their referrers (Nix's topological order), paths padded
         // to one width when columns follow: sizes, then signatures.
         const { topoSortInfos } = await import('../../store/closure.js');
@@ -99,14 +99,14 @@ export function register(program: Command): void {
  * --derivation for its valid deriver.
  */
 async function installables(store: Store, paths: StorePath[], derivation: boolean): Promise<StorePath[]> {
-  const { StrataError } = await import('../../core/error.js');
+  const { pathNotValid, StrataError } = await import('../../core/error.js');
   const out: StorePath[] = [];
   for (const p of paths) {
     if (!p.isDerivation() && !derivation) {
       out.push(p);
     } else if (p.isDerivation() && derivation) {
       // Nix reads the derivation even to show it: it must be valid, with --json too.
-      if (!(await store.isValidPath(p))) throw new StrataError('PATH_NOT_VALID', `Path '${store.storeDir.print(p)}' is not valid`, { value: store.storeDir.print(p) });
+      if (!(await store.isValidPath(p))) throw pathNotValid(store.storeDir.print(p));
       out.push(p);
     } else if (derivation) {
       const [deriver] = (await store.queryValidDerivers(p)).sort(compareStorePaths);

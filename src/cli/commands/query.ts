@@ -34,7 +34,7 @@ export function register(program: Command): void {
       const { withStore, parsePathArg } = await import('../with-store.js');
       const { globalOptions } = await import('../global.js');
       await withStore(cmd, async (store) => {
-        const { StrataError } = await import('../../core/error.js');
+        const { pathNotValid } = await import('../../core/error.js');
         const dir = store.storeDir;
         const { derivationOutputPaths } = await import('../../store/derivation-add.js');
         const given = args.map((a) => parsePathArg(store, a));
@@ -46,7 +46,7 @@ export function register(program: Command): void {
         }
         const infoOf = async (p: (typeof paths)[number]) => {
           const info = await store.queryPathInfo(p);
-          if (!info) throw new StrataError('PATH_NOT_VALID', `Path '${dir.print(p)}' is not valid`, { value: dir.print(p) });
+          if (!info) throw pathNotValid(dir.print(p));
           return info;
         };
         // As nix-store -q: --deriver, --outputs, --hash and --size answer each argument in turn
