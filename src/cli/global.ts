@@ -46,3 +46,8 @@ export function storeUri(cmd: Command): string {
 export function trustedKeys(g: GlobalOptions): string[] {
   return (g.trustedPublicKeys ?? process.env['STRATA_TRUSTED_PUBLIC_KEYS'] ?? '').split(/\s+/).filter((k) => k.length > 0);
 }
+
+/** The substituters `--substituter` names (repeatable), then those of `$STRATA_SUBSTITUTERS`. */
+export function substitutersOf(option: string[] | undefined): string[] {
+  return [...(option ?? []), ...(process.env['STRATA_SUBSTITUTERS'] ?? '').split(/\s+/).filter((s) => s.length > 0)];
+}

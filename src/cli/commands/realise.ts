@@ -36,7 +36,7 @@ export function register(program: Command): void {
       if (cores !== undefined && (!Number.isInteger(cores) || cores < 0))
         throw new UsageError(`Invalid number of cores '${opts.cores}'`);
       const { withStore, parsePathArg } = await import('../with-store.js');
-      const { globalOptions, trustedKeys } = await import('../global.js');
+      const { globalOptions, substitutersOf, trustedKeys } = await import('../global.js');
       const { isLocalFsStore } = await import('../../store/store.js');
       const { StrataError } = await import('../../core/error.js');
       const { storeLayout } = await import('../../env/store-layout.js');
@@ -55,11 +55,7 @@ export function register(program: Command): void {
         const layout = await storeLayout(store.uri);
         const subs = substituterSet(
           store,
-          [
-            ...(opts.substituter ?? []),
-            ...(process.env['STRATA_SUBSTITUTERS'] ?? '').split(/\s+/).filter(Boolean),
-            ...layout.substituters,
-          ],
+          [...substitutersOf(opts.substituter), ...layout.substituters],
           { trustedPublicKeys: [...trustedKeys(g), ...layout.trustedPublicKeys], requireSigs: g.requireSigs },
           { onWarning: (m) => process.stderr.write(`warning: ${m}\n`) },
         );

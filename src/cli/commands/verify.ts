@@ -13,7 +13,7 @@ export function register(program: Command): void {
     .option('--substituter <uri>', 'a store to repair from (repeatable; also $STRATA_SUBSTITUTERS)', (v: string, acc: string[] = []) => [...acc, v])
     .action(async (opts: { checkContents?: boolean; repair?: boolean; substituter?: string[] }, cmd: Command) => {
       const { withStore } = await import('../with-store.js');
-      const { globalOptions } = await import('../global.js');
+      const { globalOptions, substitutersOf } = await import('../global.js');
       const { printJson } = await import('../output.js');
       const g = globalOptions(cmd);
       const options = { checkContents: opts.checkContents === true, repair: opts.repair === true };
@@ -24,7 +24,7 @@ export function register(program: Command): void {
         let errors: string[] = [];
         if (store instanceof LocalStore) {
           const { verifyStore } = await import('../../store/local/verify.js');
-          const substituters = [...(opts.substituter ?? []), ...(process.env['STRATA_SUBSTITUTERS'] ?? '').split(/\s+/).filter(Boolean)];
+          const substituters = substitutersOf(opts.substituter);
           const { repairFromSubstituters } = await import('../../store/repair.js');
           const r = await verifyStore(store, {
             ...options,
