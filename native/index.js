@@ -3,3 +3,8 @@
 const addon = require('./build/Release/strata_native.node');
 // Named one by one, so that ESM importers see the names (Node's CommonJS export lexer).
 exports.syncfs = addon.syncfs;
+exports.treeWriter = addon.treeWriter;
+exports.treeWriterPush = addon.treeWriterPush;
+exports.treeWriterDone = addon.treeWriterDone;
+exports.treeWriterIdle = addon.treeWriterIdle;
+exports.treeWriterClose = addon.treeWriterClose;

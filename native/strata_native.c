@@ -5,15 +5,15 @@
  * VM) and cannot overlap with the caller's own work.
  */
 #define _GNU_SOURCE
-#define NAPI_VERSION 8
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <node_api.h>
 #include <uv.h>
+
+#include "strata_native.h"
 
 typedef struct {
   napi_async_work work;
@@ -28,20 +28,24 @@ static void run_on_pool(napi_env env, void *data) {
   job->error = syncfs(job->fd) == 0 ? 0 : errno;
 }
 
-/* An Error as Node's fs makes them: message "ECODE: description, syncfs", with code and errno. */
-static napi_value errno_error(napi_env env, int error) {
+napi_value errno_error(napi_env env, int error, const char *syscall, const char *path) {
   const char *code = uv_err_name(-error);
-  char message[256];
-  snprintf(message, sizeof message, "%s: %s, syncfs", code, strerror(error));
-  napi_value code_value, message_value, errno_value, result;
+  char message[4352]; /* a path is at most 4096 bytes */
+  if (path) snprintf(message, sizeof message, "%s: %s, %s '%s'", code, strerror(error), syscall, path);
+  else snprintf(message, sizeof message, "%s: %s, %s", code, strerror(error), syscall);
+  napi_value code_value, message_value, errno_value, syscall_value, result;
   napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_value);
   napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &message_value);
   napi_create_int32(env, -error, &errno_value);
   napi_create_error(env, code_value, message_value, &result);
   napi_set_named_property(env, result, "errno", errno_value);
-  napi_value syscall_value;
-  napi_create_string_utf8(env, "syncfs", NAPI_AUTO_LENGTH, &syscall_value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
   napi_set_named_property(env, result, "syscall", syscall_value);
+  if (path) {
+    napi_value path_value;
+    napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &path_value);
+    napi_set_named_property(env, result, "path", path_value);
+  }
   return result;
 }
 
@@ -52,7 +56,7 @@ static void settle(napi_env env, napi_status status, void *data) {
     napi_get_undefined(env, &undefined);
     napi_resolve_deferred(env, job->deferred, undefined);
   } else {
-    napi_reject_deferred(env, job->deferred, errno_error(env, job->error ? job->error : ECANCELED));
+    napi_reject_deferred(env, job->deferred, errno_error(env, job->error ? job->error : ECANCELED, "syncfs", NULL));
   }
   napi_delete_async_work(env, job->work);
   free(job);
@@ -80,9 +84,18 @@ static napi_value syncfs_async(napi_env env, napi_callback_info info) {
   return promise;
 }
 
-NAPI_MODULE_INIT() {
+static void export_function(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value fn;
-  napi_create_function(env, "syncfs", NAPI_AUTO_LENGTH, syncfs_async, NULL, &fn);
-  napi_set_named_property(env, exports, "syncfs", fn);
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
+  napi_set_named_property(env, exports, name, fn);
+}
+
+NAPI_MODULE_INIT() {
+  export_function(env, exports, "syncfs", syncfs_async);
+  export_function(env, exports, "treeWriter", tree_writer_create);
+  export_function(env, exports, "treeWriterPush", tree_writer_push);
+  export_function(env, exports, "treeWriterDone", tree_writer_done);
+  export_function(env, exports, "treeWriterIdle", tree_writer_idle);
+  export_function(env, exports, "treeWriterClose", tree_writer_close);
   return exports;
 }

@@ -26,7 +26,13 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json
   JOBS=max npm ci --no-audit --no-fund
 fi
 # native/ is part of the checkout: rebuilt when its source changed since its last build.
-if [[ ! -e native/build/Release/strata_native.node || native/strata_native.c -nt native/build/Release/strata_native.node ]]; then
+native_stale() {
+  local built=native/build/Release/strata_native.node f
+  [[ -e $built ]] || return 0
+  for f in native/*.c native/*.h native/binding.gyp; do [[ $f -nt $built ]] && return 0; done
+  return 1
+}
+if native_stale; then
   echo "setup: building native/" >&2
   npm rebuild strata-native --no-audit --no-fund >/dev/null
 fi

@@ -17,6 +17,7 @@ import { StrataError } from '../core/error.js';
 import { Hash } from '../core/hash.js';
 import { type NarHandler, NarParser } from '../core/nar/parser.js';
 import { removeTree } from './remove-tree.js';
+import type { TreeWriter } from './tree-writer.js';
 
 /** Options for {@link restoreNar}. */
 export interface RestoreOptions {
@@ -38,6 +39,14 @@ export interface RestoreOptions {
    * means setting it twice, ~24 µs here); read per restore otherwise.
    */
   umask?: number;
+  /**
+   * Make the nodes through this writer, on the thread pool, instead of by calls on this thread;
+   * used when the restore is canonical into a private parent and the umask leaves the final modes
+   * whole (else ignored). The caller then owns the outcome: it settles the writer before using
+   * what was made, and on failure abandons the writer and removes the target itself (a failed
+   * restore does not, since the writer may still be making nodes there).
+   */
+  writer?: TreeWriter | undefined;
 }
 
 interface Dir {
@@ -78,6 +87,8 @@ export async function restoreNar(
   try {
     for await (const chunk of nar as AsyncIterable<Uint8Array>) {
       r.writeWhole(chunk);
+      const full = r.writer?.ready();
+      if (full) await full;
       // A streamed NAR may hold hundreds of thousands of nodes: let the event loop run between
       // chunks once YIELD_EVERY nodes were made (a 64 KiB chunk holds at most ~500 small ones).
       if (r.madeSinceYield >= YIELD_EVERY) {
@@ -119,6 +130,8 @@ export interface RestoreSink {
   /** The result, with the directory restored into (the caller's staging entry). */
   end(): RestoreResult & { target: string };
   fail(e: unknown): unknown;
+  /** A wait while its writer has too much queued ({@link RestoreOptions.writer}). */
+  ready(): Promise<void> | undefined;
 }
 
 export function startRestore(target: string, options: RestoreOptions = {}): RestoreSink {
@@ -130,6 +143,7 @@ export function startRestore(target: string, options: RestoreOptions = {}): Rest
     },
     end: () => ({ target, ...r.finish() }),
     fail: (e) => r.fail(e),
+    ready: () => r.writer?.ready(),
   };
 }
 
@@ -174,9 +188,12 @@ class Restore implements NarHandler {
   private synced = 0;
   private readonly dirs: Dir[] = [];
   private next: Buffer; // where the next node goes
+  /** The file being written: its descriptor, or its writer slot with {@link writer}. */
   private file: { fd: number; executable: boolean } | undefined;
   /** Objects made since the caller last let the event loop run. */
   madeSinceYield = 0;
+  /** Where nodes are made when not by calls on this thread ({@link RestoreOptions.writer}). */
+  readonly writer: TreeWriter | undefined;
 
   constructor(
     private readonly target: string,
@@ -188,6 +205,7 @@ class Restore implements NarHandler {
     // fchmod per file it saves. Nothing else runs on this thread until the restore is done.
     this.modesFinal = this.canonicalise && ((options.umask ?? process.umask()) & 0o555) === 0;
     this.fileModes = this.modesFinal ? [0o444, 0o555] : [0o666, 0o666];
+    this.writer = this.modesFinal && !this.checked ? options.writer : undefined;
     this.root = Buffer.from(target);
     this.next = this.root;
   }
@@ -213,11 +231,13 @@ class Restore implements NarHandler {
 
   finish(): RestoreResult {
     this.parser.end();
+    this.writer?.boundary();
     return { narHash: new Hash('sha256', this.hasher.digest()), narSize: this.narSize, nodes: this.synced };
   }
 
   /** Removes whatever was created and returns the error to throw. */
   fail(e: unknown): unknown {
+    if (this.writer) return e; // Its owner abandons it, then removes the target.
     if (this.file) {
       try {
         closeSync(this.file.fd);
@@ -254,7 +274,8 @@ class Restore implements NarHandler {
 
   regular(executable: boolean): void {
     this.verifyParent();
-    const fd = openSync(this.next, FILE_FLAGS, this.fileModes[executable ? 1 : 0]);
+    const mode = this.fileModes[executable ? 1 : 0];
+    const fd = this.writer ? this.writer.openFile(this.next, mode) : openSync(this.next, FILE_FLAGS, mode);
     this.nodes++;
     this.synced++;
     this.madeSinceYield++;
@@ -263,12 +284,14 @@ class Restore implements NarHandler {
 
   contents(b: Uint8Array, start: number, end: number): void {
     const { fd } = this.file!;
+    if (this.writer) return this.writer.write(fd, b, start, end);
     while (start < end) start += writeSync(fd, b, start, end - start);
   }
 
   regularEnd(): void {
     const { fd, executable } = this.file!;
     this.file = undefined;
+    if (this.writer) return this.writer.closeFile(fd);
     try {
       if (this.canonicalise) {
         if (!this.modesFinal) fchmodSync(fd, executable ? 0o555 : 0o444);
@@ -284,15 +307,18 @@ class Restore implements NarHandler {
 
   symlink(b: Uint8Array, start: number, end: number): void {
     this.verifyParent();
-    symlinkSync(Buffer.from(b.buffer, b.byteOffset + start, end - start), this.next);
+    const target = Buffer.from(b.buffer, b.byteOffset + start, end - start);
     this.nodes++;
     this.madeSinceYield++;
+    if (this.writer) return this.writer.symlink(this.next, target);
+    symlinkSync(target, this.next);
     if (this.canonicalise) lutimesSync(this.next, Date.now() / 1000, STORE_MTIME);
   }
 
   directory(): void {
     this.verifyParent();
-    mkdirSync(this.next, 0o777);
+    if (this.writer) this.writer.mkdir(this.next);
+    else mkdirSync(this.next, 0o777);
     this.nodes++;
     this.synced++;
     this.madeSinceYield++;
@@ -307,7 +333,9 @@ class Restore implements NarHandler {
 
   directoryEnd(): void {
     const dir = this.dirs.pop()!;
-    if (this.canonicalise && dir.stats === undefined) {
+    if (this.writer) {
+      this.writer.seal(dir.path);
+    } else if (this.canonicalise && dir.stats === undefined) {
       chmodSync(dir.path, 0o555);
       lutimesSync(dir.path, Date.now() / 1000, STORE_MTIME);
     } else if (this.canonicalise) {

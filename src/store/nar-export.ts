@@ -89,8 +89,10 @@ class Reader {
    * Passes the unread bytes to `sink`, chunk after chunk, until it takes fewer than it was given
    * or says it is done: the bytes it took are consumed, the rest stays for the next read.
    */
-  async feed(sink: { write(piece: Uint8Array): number; readonly done: boolean }): Promise<void> {
+  async feed(sink: Pick<NarSink<unknown>, 'write' | 'done' | 'ready'>): Promise<void> {
     for (;;) {
+      const full = sink.ready?.();
+      if (full) await full;
       if (!(await this.more())) invalid('unexpected end of input', this.offset);
       const rest = this.chunk.length - this.pos;
       const k = sink.write(this.pos === 0 ? this.chunk : this.chunk.subarray(this.pos));
@@ -132,6 +134,8 @@ export interface NarSink<T> {
   end(): T;
   /** Called instead of `end` when reading fails; returns the error to throw. */
   fail(e: unknown): unknown;
+  /** A wait before the next piece while the sink has too much in hand; undefined when it has not. */
+  ready?(): Promise<void> | undefined;
 }
 
 /** A NAR kept whole: in memory, or in a file past {@link SPILL_BYTES}, with its hash and size. */

@@ -39,6 +39,7 @@ const syncProbe = vi.hoisted(() => ({ fail: false, seen: undefined as (() => voi
 vi.mock('strata-native', async (importOriginal) => {
   const real = await importOriginal<typeof import('strata-native')>();
   return {
+    ...real,
     syncfs: (fd: number) => {
       syncProbe.seen?.();
       if (syncProbe.fail) return Promise.reject(Object.assign(new Error('EIO: i/o error, syncfs'), { code: 'EIO' }));

@@ -24,10 +24,10 @@ import type { StagingDir } from './staging.js';
  * path is added or read, not when the store opens: a query such as `strata path-info` never
  * needs them, and each module read costs Node 20 about a millisecond of start-up.
  */
-let fsModules: Promise<typeof import('../../fs/nar-dump.js') & typeof import('../../fs/hash-path.js') & typeof import('../../fs/nar-restore.js') & typeof import('../../fs/remove-tree.js') & typeof import('./staging.js')> | undefined;
+let fsModules: Promise<typeof import('../../fs/nar-dump.js') & typeof import('../../fs/hash-path.js') & typeof import('../../fs/nar-restore.js') & typeof import('../../fs/remove-tree.js') & typeof import('../../fs/tree-writer.js') & typeof import('./staging.js')> | undefined;
 /** Loaded once and kept: an `import()` per call would resolve the specifiers again every time. */
 function loadFs() {
-  fsModules ??= Promise.all([import('../../fs/nar-dump.js'), import('../../fs/hash-path.js'), import('../../fs/nar-restore.js'), import('../../fs/remove-tree.js'), import('./staging.js')]).then(([a, b, c, d, e]) => ({ ...a, ...b, ...c, ...d, ...e }));
+  fsModules ??= Promise.all([import('../../fs/nar-dump.js'), import('../../fs/hash-path.js'), import('../../fs/nar-restore.js'), import('../../fs/remove-tree.js'), import('../../fs/tree-writer.js'), import('./staging.js')]).then(([a, b, c, d, e, f]) => ({ ...a, ...b, ...c, ...d, ...e, ...f }));
   return fsModules;
 }
 
@@ -251,24 +251,36 @@ export class LocalStore implements LocalFsStore {
 
   /** Restores and verifies each NAR of `todo` into `staging`, recording it in `staged`. */
   private async stageNars(staging: StagingDir, staged: Staged[], todo: NarSource[], options: AddNarsOptions, early: EarlyWriteback): Promise<void> {
-    const { restoreNar, restoreNarSync } = await loadFs();
-    const restoreOptions = { ...CANONICAL, umask: process.umask() };
-    await forEachLimited(todo, options.concurrency ?? 1, async ({ info, nar }) => {
-      const entry: Staged = { info, tmp: staging.entry(), nodes: 0, registration: {} };
-      staged.push(entry);
-      const source = await nar();
-      const got = source instanceof Uint8Array ? restoreNarSync(source, entry.tmp, restoreOptions) : await restoreNar(source, entry.tmp, restoreOptions);
-      entry.nodes = got.nodes;
-      early.restored(got.nodes);
-      const full = this.storeDir.print(info.path);
-      if (!got.narHash.equals(info.narHash)) {
-        throw new StrataError('HASH_MISMATCH', `Cannot add '${full}': NAR hash mismatch, declared ${info.narHash.toString('nix32')}, got ${got.narHash.toString('nix32')}`, { value: full });
-      }
-      if (got.narSize !== info.narSize) {
-        throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got ${got.narSize}`, { value: full });
-      }
-      if (info.ca) await this.checkContentAddress(info, entry.tmp, got.narHash, source instanceof Uint8Array ? source : undefined);
-    });
+    const { restoreNar, restoreNarSync, TreeWriter } = await loadFs();
+    const concurrency = options.concurrency ?? 1;
+    // The nodes are made on the thread pool while the next NAR is parsed and hashed here.
+    const writer = concurrency <= TreeWriter.MAX_RESTORES ? await TreeWriter.open() : undefined;
+    const restoreOptions = { ...CANONICAL, umask: process.umask(), writer };
+    try {
+      await forEachLimited(todo, concurrency, async ({ info, nar }) => {
+        const entry: Staged = { info, tmp: staging.entry(), nodes: 0, registration: {} };
+        staged.push(entry);
+        const source = await nar();
+        const got = source instanceof Uint8Array ? restoreNarSync(source, entry.tmp, restoreOptions) : await restoreNar(source, entry.tmp, restoreOptions);
+        entry.nodes = got.nodes;
+        early.restored(got.nodes);
+        const full = this.storeDir.print(info.path);
+        if (!got.narHash.equals(info.narHash)) {
+          throw new StrataError('HASH_MISMATCH', `Cannot add '${full}': NAR hash mismatch, declared ${info.narHash.toString('nix32')}, got ${got.narHash.toString('nix32')}`, { value: full });
+        }
+        if (got.narSize !== info.narSize) {
+          throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got ${got.narSize}`, { value: full });
+        }
+        if (info.ca) {
+          await writer?.settle();
+          await this.checkContentAddress(info, entry.tmp, got.narHash, source instanceof Uint8Array ? source : undefined);
+        }
+      });
+      await writer?.settle();
+    } catch (e) {
+      await writer?.abandon(); // before the caller removes what was staged
+      throw e;
+    }
     await this.checkStagedDerivations(staged);
   }
 
@@ -299,12 +311,16 @@ export class LocalStore implements LocalFsStore {
   async addFromExport(source: AsyncIterable<Uint8Array>, onAdded: (paths: StorePath[]) => void = () => {}): Promise<StorePath[]> {
     this.requireWritable('import paths');
     const { BATCH_PATHS, exportedInfo, readExport } = await import('../nar-export.js');
-    const { startRestore } = await loadFs();
+    const { startRestore, TreeWriter } = await loadFs();
     const all: StorePath[] = [];
+    const writer = await TreeWriter.open();
     await this.withStaging(async (staging) => {
       let batch: Staged[] = [];
       let early = new EarlyWriteback(this.config.realStoreDir);
+      /** The staging entry of the NAR being read: a failed restore leaves its removal to us. */
+      let current: Pick<Staged, 'tmp'> | undefined;
       const flush = async (): Promise<void> => {
+        await writer?.settle();
         const list = this.uniqueWithReferences(batch);
         await this.addTempRoots(list.map((e) => e.info.path));
         await this.checkStagedDerivations(list);
@@ -317,17 +333,24 @@ export class LocalStore implements LocalFsStore {
         onAdded(paths);
       };
       try {
-        const options = { ...CANONICAL, umask: process.umask() };
-        const sinks = () => startRestore(staging.entry(), options);
+        const options = { ...CANONICAL, umask: process.umask(), writer };
+        const sinks = () => {
+          current = { tmp: staging.entry() };
+          return startRestore(current.tmp, options);
+        };
         for await (const e of readExport(source, this.storeDir, sinks)) {
           const { target: tmp, narHash, narSize, nodes } = e.nar;
           batch.push({ info: exportedInfo(e, narHash, narSize), tmp, nodes, registration: {} });
+          current = undefined;
           early.restored(nodes);
           if (batch.length >= BATCH_PATHS) await flush();
         }
         if (batch.length > 0) await flush();
+      } catch (e) {
+        await writer?.abandon(); // before what was staged is removed
+        throw e;
       } finally {
-        await this.discard(batch);
+        await this.discard(current ? [...batch, current] : batch);
       }
     });
     return all;

@@ -1,0 +1,364 @@
+/*
+ * A tree writer: creates the nodes of a file system tree on libuv's thread pool, from a queue of
+ * operation buffers that JavaScript fills (src/fs/tree-writer.ts encodes them). A NAR restore
+ * parses and hashes on the main thread while this thread makes the system calls: importing
+ * 1,000 store paths is ~27,000 of them (mkdir, open, write, futimens, close, chmod, utimensat),
+ * about half of the restore's time, and through Node's fs each also paid the binding's own cost.
+ *
+ * Buffers run in the order they were pushed, one at a time, by at most one pool thread per
+ * writer. The first failing call stops the writer: later buffers are dropped, open files closed,
+ * and every wait rejects with that call's errno error. Each pushed buffer is referenced until it
+ * is done, so it outlives a JavaScript caller that lets go of it.
+ *
+ * Operations (little-endian u32 fields, paths and targets followed by one NUL):
+ *   1 MKDIR   len path                 mkdir(path, 0777)
+ *   2 OPEN    slot mode len path       open(path, O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW, mode)
+ *   3 WRITE   slot n bytes             write all n bytes to the slot's file
+ *   4 CLOSE   slot                     futimens(atime now, mtime 1), close
+ *   5 SYMLINK len path tlen target     symlink(target, path), utimensat(no follow)
+ *   6 SEAL    len path                 chmod(path, 0555), utimensat(no follow): a finished directory
+ * The mtime is the Nix store's: 1 (1970-01-01T00:00:01Z).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "strata_native.h"
+
+enum { OP_MKDIR = 1, OP_OPEN = 2, OP_WRITE = 3, OP_CLOSE = 4, OP_SYMLINK = 5, OP_SEAL = 6 };
+/* Files open at once across the restores sharing a writer: one per restore (TreeWriter.MAX_RESTORES). */
+#define SLOTS 256
+
+typedef struct Chunk {
+  const uint8_t *data;
+  size_t length;
+  napi_ref ref; /* keeps the Buffer alive; deleted on the main thread once the chunk is done */
+  struct Chunk *next;
+} Chunk;
+
+typedef struct {
+  pthread_mutex_t lock;
+  Chunk *head, *tail;  /* pushed, not yet taken by the pool thread */
+  Chunk *finished;     /* done, their references still to delete on the main thread */
+  int running;         /* a pool job is draining the queue */
+  /* Main thread only: jobs queued whose completion has not run yet, and whether the JavaScript
+   * object was collected. The writer is freed when both say nobody can reach it any more. */
+  int jobs;
+  int orphaned;
+  uint64_t done;       /* bytes of pushed buffers finished (run or dropped) */
+  int error;           /* errno of the first failure, 0 while none */
+  const char *syscall; /* its call */
+  char *path;          /* its path (malloc'd) */
+  int fds[SLOTS];      /* touched by the pool thread only while running, by close() only when idle */
+  napi_deferred *waiters;
+  size_t nwaiters, capwaiters;
+} Writer;
+
+typedef struct {
+  napi_async_work work;
+  Writer *writer;
+} Job;
+
+static uint32_t u32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v; /* x86-64 and aarch64 Linux: little-endian, as the encoder writes */
+}
+
+static void fail(Writer *w, const char *syscall, const char *path, int error) {
+  w->error = error;
+  w->syscall = syscall;
+  w->path = path ? strdup(path) : NULL;
+}
+
+static const struct timespec STORE_TIMES[2] = {{0, UTIME_NOW}, {1, 0}};
+
+/* Runs one buffer of operations; on failure records it and returns -1. */
+static int run_chunk(Writer *w, const uint8_t *p, const uint8_t *end) {
+  while (p < end) {
+    uint32_t op = u32(p);
+    p += 4;
+    switch (op) {
+      case OP_MKDIR: {
+        uint32_t len = u32(p);
+        const char *path = (const char *)p + 4;
+        p += 4 + len + 1;
+        if (mkdir(path, 0777) != 0) return fail(w, "mkdir", path, errno), -1;
+        break;
+      }
+      case OP_OPEN: {
+        uint32_t slot = u32(p), mode = u32(p + 4), len = u32(p + 8);
+        const char *path = (const char *)p + 12;
+        p += 12 + len + 1;
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (fd < 0) return fail(w, "open", path, errno), -1;
+        w->fds[slot % SLOTS] = fd;
+        break;
+      }
+      case OP_WRITE: {
+        uint32_t slot = u32(p), n = u32(p + 4);
+        const uint8_t *bytes = p + 8;
+        p += 8 + n;
+        int fd = w->fds[slot % SLOTS];
+        while (n > 0) {
+          ssize_t k = write(fd, bytes, n);
+          if (k < 0 && errno == EINTR) continue;
+          if (k < 0) return fail(w, "write", NULL, errno), -1;
+          bytes += k;
+          n -= (uint32_t)k;
+        }
+        break;
+      }
+      case OP_CLOSE: {
+        uint32_t slot = u32(p);
+        p += 4;
+        int fd = w->fds[slot % SLOTS];
+        w->fds[slot % SLOTS] = -1;
+        int timed = futimens(fd, STORE_TIMES);
+        int error = errno;
+        if (close(fd) != 0 && timed == 0) return fail(w, "close", NULL, errno), -1;
+        if (timed != 0) return fail(w, "futime", NULL, error), -1;
+        break;
+      }
+      case OP_SYMLINK: {
+        uint32_t len = u32(p), tlen = u32(p + 4);
+        const char *path = (const char *)p + 8;
+        const char *target = path + len + 1;
+        p += 8 + len + 1 + tlen + 1;
+        if (symlink(target, path) != 0) return fail(w, "symlink", path, errno), -1;
+        if (utimensat(AT_FDCWD, path, STORE_TIMES, AT_SYMLINK_NOFOLLOW) != 0) return fail(w, "lutime", path, errno), -1;
+        break;
+      }
+      case OP_SEAL: {
+        uint32_t len = u32(p);
+        const char *path = (const char *)p + 4;
+        p += 4 + len + 1;
+        if (chmod(path, 0555) != 0) return fail(w, "chmod", path, errno), -1;
+        if (utimensat(AT_FDCWD, path, STORE_TIMES, AT_SYMLINK_NOFOLLOW) != 0) return fail(w, "lutime", path, errno), -1;
+        break;
+      }
+      default:
+        return fail(w, "treeWriter", NULL, EINVAL), -1;
+    }
+  }
+  return 0;
+}
+
+static void close_files(Writer *w) {
+  for (int i = 0; i < SLOTS; i++) {
+    if (w->fds[i] >= 0) close(w->fds[i]);
+    w->fds[i] = -1;
+  }
+}
+
+/* Pool thread: drains the queue, buffer by buffer, until it is empty. */
+static void drain(napi_env env, void *data) {
+  (void)env;
+  Writer *w = ((Job *)data)->writer;
+  pthread_mutex_lock(&w->lock);
+  while (w->head != NULL) {
+    Chunk *c = w->head;
+    w->head = c->next;
+    if (w->head == NULL) w->tail = NULL;
+    int stopped = w->error != 0;
+    pthread_mutex_unlock(&w->lock);
+    if (!stopped && run_chunk(w, c->data, c->data + c->length) != 0) close_files(w);
+    pthread_mutex_lock(&w->lock);
+    w->done += c->length;
+    c->next = w->finished;
+    w->finished = c;
+  }
+  w->running = 0;
+  pthread_mutex_unlock(&w->lock);
+}
+
+static void free_writer(Writer *w) {
+  close_files(w);
+  pthread_mutex_destroy(&w->lock);
+  free(w->path);
+  free(w->waiters);
+  free(w);
+}
+
+static int idle(Writer *w) {
+  return !w->running && w->head == NULL;
+}
+
+/* Main thread, after a drain: settles the waits if nothing is left to run. */
+static void drained(napi_env env, napi_status status, void *data) {
+  (void)status;
+  Job *job = data;
+  Writer *w = job->writer;
+  napi_delete_async_work(env, job->work);
+  free(job);
+  w->jobs--;
+  pthread_mutex_lock(&w->lock);
+  Chunk *finished = w->finished;
+  w->finished = NULL;
+  pthread_mutex_unlock(&w->lock);
+  while (finished != NULL) {
+    Chunk *next = finished->next;
+    napi_delete_reference(env, finished->ref);
+    free(finished);
+    finished = next;
+  }
+  if (w->orphaned) {
+    if (w->jobs == 0) free_writer(w);
+    return;
+  }
+  pthread_mutex_lock(&w->lock);
+  int now_idle = idle(w);
+  pthread_mutex_unlock(&w->lock);
+  if (!now_idle) return;
+  size_t n = w->nwaiters;
+  w->nwaiters = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (w->error == 0) {
+      napi_value undefined;
+      napi_get_undefined(env, &undefined);
+      napi_resolve_deferred(env, w->waiters[i], undefined);
+    } else {
+      napi_reject_deferred(env, w->waiters[i], errno_error(env, w->error, w->syscall, w->path));
+    }
+  }
+}
+
+static void finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  Writer *w = data;
+  w->orphaned = 1;
+  if (w->jobs == 0) free_writer(w);
+}
+
+static Writer *writer_arg(napi_env env, napi_callback_info info, napi_value *argv, size_t want) {
+  size_t argc = want;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *w = NULL;
+  if (argc < want || napi_get_value_external(env, argv[0], &w) != napi_ok || w == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "treeWriter: the first argument must be a tree writer");
+    return NULL;
+  }
+  return w;
+}
+
+/* treeWriter() → a new writer (an external). */
+napi_value tree_writer_create(napi_env env, napi_callback_info info) {
+  (void)info;
+  Writer *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    napi_throw_error(env, "ENOMEM", "treeWriter: out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&w->lock, NULL);
+  for (int i = 0; i < SLOTS; i++) w->fds[i] = -1;
+  napi_value result;
+  napi_create_external(env, w, finalize, NULL, &result);
+  return result;
+}
+
+/* treeWriterPush(writer, buffer): queues the buffer's operations. */
+napi_value tree_writer_push(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  Writer *w = writer_arg(env, info, argv, 2);
+  if (w == NULL) return NULL;
+  void *data;
+  size_t length;
+  if (napi_get_buffer_info(env, argv[1], &data, &length) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "treeWriterPush: the second argument must be a Buffer");
+    return NULL;
+  }
+  Chunk *c = malloc(sizeof *c);
+  Job *job = malloc(sizeof *job);
+  if (c == NULL || job == NULL) {
+    free(c);
+    free(job);
+    napi_throw_error(env, "ENOMEM", "treeWriterPush: out of memory");
+    return NULL;
+  }
+  *c = (Chunk){data, length, NULL, NULL};
+  napi_create_reference(env, argv[1], 1, &c->ref);
+  pthread_mutex_lock(&w->lock);
+  if (w->tail) w->tail->next = c;
+  else w->head = c;
+  w->tail = c;
+  int start = !w->running;
+  w->running = 1;
+  pthread_mutex_unlock(&w->lock);
+  if (!start) {
+    free(job);
+    return NULL;
+  }
+  napi_value name;
+  napi_create_string_utf8(env, "strata:treeWriter", NAPI_AUTO_LENGTH, &name);
+  job->writer = w;
+  w->jobs++;
+  napi_create_async_work(env, NULL, name, drain, drained, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return NULL;
+}
+
+/* treeWriterDone(writer) → bytes of pushed buffers finished so far. */
+napi_value tree_writer_done(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  Writer *w = writer_arg(env, info, argv, 1);
+  if (w == NULL) return NULL;
+  pthread_mutex_lock(&w->lock);
+  double done = (double)w->done;
+  pthread_mutex_unlock(&w->lock);
+  napi_create_double(env, done, &result);
+  return result;
+}
+
+/* treeWriterIdle(writer) → a Promise settled once every pushed buffer has run (or was dropped). */
+napi_value tree_writer_idle(napi_env env, napi_callback_info info) {
+  napi_value argv[1], promise;
+  Writer *w = writer_arg(env, info, argv, 1);
+  if (w == NULL) return NULL;
+  napi_deferred deferred;
+  napi_create_promise(env, &deferred, &promise);
+  pthread_mutex_lock(&w->lock);
+  int now_idle = idle(w);
+  pthread_mutex_unlock(&w->lock);
+  if (now_idle) {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    if (w->error == 0) napi_resolve_deferred(env, deferred, undefined);
+    else napi_reject_deferred(env, deferred, errno_error(env, w->error, w->syscall, w->path));
+    return promise;
+  }
+  if (w->nwaiters == w->capwaiters) {
+    size_t cap = w->capwaiters ? 2 * w->capwaiters : 4;
+    napi_deferred *grown = realloc(w->waiters, cap * sizeof *grown);
+    if (grown == NULL) {
+      napi_throw_error(env, "ENOMEM", "treeWriterIdle: out of memory");
+      return NULL;
+    }
+    w->waiters = grown;
+    w->capwaiters = cap;
+  }
+  w->waiters[w->nwaiters++] = deferred;
+  return promise;
+}
+
+/* treeWriterClose(writer): closes the files a stopped restore left open. Only when idle. */
+napi_value tree_writer_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  Writer *w = writer_arg(env, info, argv, 1);
+  if (w == NULL) return NULL;
+  pthread_mutex_lock(&w->lock);
+  int now_idle = idle(w);
+  pthread_mutex_unlock(&w->lock);
+  if (!now_idle) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "treeWriterClose: the writer is still running");
+    return NULL;
+  }
+  close_files(w);
+  return NULL;
+}

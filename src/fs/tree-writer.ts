@@ -1,0 +1,215 @@
+/**
+ * `TreeWriter`: creates a restore's file system nodes on libuv's thread pool, through the addon in
+ * native/ (native/tree_writer.c), while the main thread goes on parsing and hashing. A restore
+ * describes each node (mkdir, a file's open, writes and close, a symlink, a finished directory's
+ * seal) into a buffer of operations; full buffers are queued, and one pool thread runs them in
+ * order. Every node gets Nix store metadata: files the mode given, directories 0555, mtime 1.
+ *
+ * The calls are deferred: a failure surfaces at the next {@link TreeWriter.settle} (or
+ * {@link TreeWriter.ready}), as Node's fs would have thrown it. Whoever owns the writer settles it
+ * before reading, moving or removing what it made.
+ */
+import { StrataError } from '../core/error.js';
+
+type Native = typeof import('strata-native');
+type Handle = import('strata-native').TreeWriterHandle;
+
+const OP_MKDIR = 1;
+const OP_OPEN = 2;
+const OP_WRITE = 3;
+const OP_CLOSE = 4;
+const OP_SYMLINK = 5;
+const OP_SEAL = 6;
+
+/**
+ * Open files at once: the addon's slot table (SLOTS in tree_writer.c). Each restore holds at most
+ * one file open, so a writer serves up to this many restores at once ({@link TreeWriter.MAX_RESTORES}).
+ */
+const SLOTS = 256;
+/**
+ * Size of an operation buffer: 256 KiB holds the ~2,500 operations of ~100 small store paths, so
+ * the pool thread is handed work ~10 times per 1,000 paths, not per path.
+ */
+const BUFFER_SIZE = 256 * 1024;
+/** Bytes queued and not yet run above which {@link TreeWriter.ready} waits: memory stays flat. */
+const QUEUED_LIMIT = 16 * 1024 * 1024;
+/**
+ * Finished buffers kept for reuse: a new 256 KiB buffer is fresh memory whose first touch
+ * faults in each page (~11,000 faults for a 43 MiB import, ~50 ms of this thread's time).
+ */
+const SPARE_BUFFERS = 8;
+
+let native: Native | null | undefined;
+
+export class TreeWriter {
+  /** Restores that may share one writer at a time. */
+  static readonly MAX_RESTORES = SLOTS;
+
+  private buf: Buffer = Buffer.allocUnsafeSlow(BUFFER_SIZE);
+  private len = 0;
+  /** Buffers pushed and not known to be done, with the running total of bytes at each one's end. */
+  private readonly held: Array<{ buf: Buffer; end: number }> = [];
+  private pushed = 0;
+  private readonly spare: Buffer[] = [];
+  private readonly freeSlots: number[] = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
+
+  private constructor(
+    private readonly addon: Native,
+    private readonly handle: Handle,
+    private readonly queuedLimit: number,
+  ) {}
+
+  /**
+   * A writer, or undefined where the addon cannot be loaded (callers then make the calls
+   * themselves). `queuedLimit`: bytes queued above which {@link ready} waits (default 16 MiB).
+   */
+  static async open({ queuedLimit = QUEUED_LIMIT }: { queuedLimit?: number } = {}): Promise<TreeWriter | undefined> {
+    if (native === undefined) {
+      try {
+        native = await import('strata-native');
+      } catch {
+        native = null;
+      }
+    }
+    return native ? new TreeWriter(native, native.treeWriter(), queuedLimit) : undefined;
+  }
+
+  mkdir(path: Buffer): void {
+    const at = this.reserve(4 + 4 + path.length + 1);
+    this.u32(at, OP_MKDIR);
+    this.path(at + 4, path);
+  }
+
+  /** Opens a new file (exclusive, no symlink followed) with its final `mode`; returns its slot. */
+  openFile(path: Buffer, mode: number): number {
+    const slot = this.freeSlots.pop();
+    if (slot === undefined) throw new StrataError('WRITER_FULL', `Cannot open '${path.toString()}': a tree writer serves at most ${SLOTS} restores at once`, { value: path.toString() });
+    const at = this.reserve(4 + 12 + path.length + 1);
+    this.u32(at, OP_OPEN);
+    this.u32(at + 4, slot);
+    this.u32(at + 8, mode);
+    this.path(at + 12, path);
+    return slot;
+  }
+
+  /** Writes `bytes[start..end)` to the file in `slot` (copied: the caller may reuse `bytes`). */
+  write(slot: number, bytes: Uint8Array, start: number, end: number): void {
+    while (start < end) {
+      // Large contents go in pieces of at most one buffer, so an operation always fits.
+      const n = Math.min(end - start, BUFFER_SIZE - 12);
+      const at = this.reserve(12 + n);
+      this.u32(at, OP_WRITE);
+      this.u32(at + 4, slot);
+      this.u32(at + 8, n);
+      this.buf.set(bytes.subarray(start, start + n), at + 12);
+      start += n;
+    }
+  }
+
+  /** Gives the file in `slot` mtime 1 and closes it. */
+  closeFile(slot: number): void {
+    const at = this.reserve(8);
+    this.u32(at, OP_CLOSE);
+    this.u32(at + 4, slot);
+    this.freeSlots.push(slot);
+  }
+
+  symlink(path: Buffer, target: Uint8Array): void {
+    const at = this.reserve(12 + path.length + 1 + target.length + 1);
+    this.u32(at, OP_SYMLINK);
+    this.u32(at + 4, path.length);
+    this.u32(at + 8, target.length);
+    this.buf.set(path, at + 12);
+    this.buf[at + 12 + path.length] = 0;
+    this.buf.set(target, at + 13 + path.length);
+    this.buf[at + 13 + path.length + target.length] = 0;
+  }
+
+  /** A directory whose entries are all made: mode 0555, mtime 1. */
+  seal(path: Buffer): void {
+    const at = this.reserve(4 + 4 + path.length + 1);
+    this.u32(at, OP_SEAL);
+    this.path(at + 4, path);
+  }
+
+  /**
+   * A restore ended: hands what is buffered to the pool now if the pool has nothing left to do
+   * (else it goes with the next full buffer), so the pool thread is not idle while work waits.
+   */
+  boundary(): void {
+    if (this.len > 0 && this.queued() === 0) this.push();
+  }
+
+  /** A wait while too much is queued, else undefined (most calls: no promise made). */
+  ready(): Promise<void> | undefined {
+    return this.queued() > this.queuedLimit ? this.settle() : undefined;
+  }
+
+  /** Runs everything described so far; rejects with the first failing call's error. */
+  async settle(): Promise<void> {
+    if (this.len > 0) this.push();
+    if (this.held.length === 0) return;
+    try {
+      await this.addon.treeWriterIdle(this.handle);
+    } finally {
+      // Another restore sharing the writer may have pushed more meanwhile: forget only what is done.
+      this.queued();
+    }
+  }
+
+  /** After a failure: waits for the pool thread and closes files a stopped restore left open. */
+  async abandon(): Promise<void> {
+    this.len = 0;
+    await this.settle().catch(() => {});
+    this.addon.treeWriterClose(this.handle);
+    this.freeSlots.length = 0;
+    for (let i = SLOTS - 1; i >= 0; i--) this.freeSlots.push(i);
+  }
+
+  /** Bytes pushed and not yet run; forgets the buffers that are done. */
+  private queued(): number {
+    if (this.held.length === 0) return 0;
+    const done = this.addon.treeWriterDone(this.handle);
+    let i = 0;
+    for (; i < this.held.length && this.held[i]!.end <= done; i++) this.recycle(this.held[i]!.buf);
+    if (i > 0) this.held.splice(0, i);
+    return this.pushed - done;
+  }
+
+  private push(): void {
+    const buf = this.buf.subarray(0, this.len);
+    this.pushed += this.len;
+    this.held.push({ buf, end: this.pushed });
+    this.addon.treeWriterPush(this.handle, buf);
+    this.buf = this.spare.pop() ?? Buffer.allocUnsafeSlow(BUFFER_SIZE);
+    this.len = 0;
+  }
+
+  private recycle(used: Buffer): void {
+    // `held` keeps views of the pushed buffers; only whole standard-size ones are reused.
+    const whole = Buffer.from(used.buffer, used.byteOffset, used.buffer.byteLength - used.byteOffset);
+    if (whole.length === BUFFER_SIZE && this.spare.length < SPARE_BUFFERS) this.spare.push(whole);
+  }
+
+  /** Room for `n` more bytes of operations; returns where they go. */
+  private reserve(n: number): number {
+    if (this.len + n > this.buf.length) {
+      this.push();
+      if (n > this.buf.length) this.buf = Buffer.allocUnsafeSlow(n);
+    }
+    const at = this.len;
+    this.len += n;
+    return at;
+  }
+
+  private u32(at: number, v: number): void {
+    this.buf.writeUInt32LE(v, at);
+  }
+
+  /** A length-prefixed, NUL-terminated path at `at`. */
+  private path(at: number, path: Buffer): void {
+    this.u32(at, path.length);
+    path.copy(this.buf, at + 4);
+    this.buf[at + 4 + path.length] = 0;
+  }
+}
