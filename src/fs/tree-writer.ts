@@ -31,13 +31,18 @@ const SLOTS = 256;
  * the pool thread is handed work ~10 times per 1,000 paths, not per path.
  */
 const BUFFER_SIZE = 256 * 1024;
-/** Bytes queued and not yet run above which {@link TreeWriter.ready} waits: memory stays flat. */
-const QUEUED_LIMIT = 16 * 1024 * 1024;
 /**
- * Finished buffers kept for reuse: a new 256 KiB buffer is fresh memory whose first touch
- * faults in each page (~11,000 faults for a 43 MiB import, ~50 ms of this thread's time).
+ * Bytes queued and not yet run above which {@link TreeWriter.ready} waits, until half of them
+ * have run: memory stays flat, and the pool thread never runs dry while the producer waits.
  */
-const SPARE_BUFFERS = 8;
+const QUEUED_LIMIT = 4 * 1024 * 1024;
+/** How often a waiting producer looks again: ~10 operation buffers' worth of work. */
+const POLL_MS = 1;
+/**
+ * Finished buffers kept for reuse, as many as may be queued: a new 256 KiB buffer is fresh
+ * memory whose first touch faults in each of its pages.
+ */
+const SPARE_BUFFERS = QUEUED_LIMIT / BUFFER_SIZE;
 
 let native: Native | null | undefined;
 
@@ -142,7 +147,14 @@ export class TreeWriter {
 
   /** A wait while too much is queued, else undefined (most calls: no promise made). */
   ready(): Promise<void> | undefined {
-    return this.queued() > this.queuedLimit ? this.settle() : undefined;
+    return this.queued() > this.queuedLimit ? this.drainTo(this.queuedLimit / 2) : undefined;
+  }
+
+  private async drainTo(bytes: number): Promise<void> {
+    // No progress signal comes from the pool thread while it runs; a 1 ms look is cheap next to
+    // the megabytes of work a wait means. After a failure the rest is dropped (done at once),
+    // and the error surfaces at the next settle.
+    while (this.queued() > bytes) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
 
   /** Runs everything described so far; rejects with the first failing call's error. */
