@@ -6,5 +6,6 @@ exports.syncfs = addon.syncfs;
 exports.treeWriter = addon.treeWriter;
 exports.treeWriterPush = addon.treeWriterPush;
 exports.treeWriterDone = addon.treeWriterDone;
+exports.treeWriterFailed = addon.treeWriterFailed;
 exports.treeWriterIdle = addon.treeWriterIdle;
 exports.treeWriterClose = addon.treeWriterClose;

@@ -31,8 +31,8 @@ static void run_on_pool(napi_env env, void *data) {
 napi_value errno_error(napi_env env, int error, const char *syscall, const char *path) {
   const char *code = uv_err_name(-error);
   char message[4352]; /* a path is at most 4096 bytes */
-  if (path) snprintf(message, sizeof message, "%s: %s, %s '%s'", code, strerror(error), syscall, path);
-  else snprintf(message, sizeof message, "%s: %s, %s", code, strerror(error), syscall);
+  if (path) snprintf(message, sizeof message, "%s: %s, %s '%s'", code, uv_strerror(-error), syscall, path);
+  else snprintf(message, sizeof message, "%s: %s, %s", code, uv_strerror(-error), syscall);
   napi_value code_value, message_value, errno_value, syscall_value, result;
   napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_value);
   napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &message_value);
@@ -95,6 +95,7 @@ NAPI_MODULE_INIT() {
   export_function(env, exports, "treeWriter", tree_writer_create);
   export_function(env, exports, "treeWriterPush", tree_writer_push);
   export_function(env, exports, "treeWriterDone", tree_writer_done);
+  export_function(env, exports, "treeWriterFailed", tree_writer_failed);
   export_function(env, exports, "treeWriterIdle", tree_writer_idle);
   export_function(env, exports, "treeWriterClose", tree_writer_close);
   return exports;

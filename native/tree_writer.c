@@ -71,55 +71,84 @@ static uint32_t u32(const uint8_t *p) {
   return v; /* x86-64 and aarch64 Linux: little-endian, as the encoder writes */
 }
 
+/* Pool thread, lock not held: records the first failure. */
 static void fail(Writer *w, const char *syscall, const char *path, int error) {
+  char *copy = path ? strdup(path) : NULL;
+  pthread_mutex_lock(&w->lock);
   w->error = error;
   w->syscall = syscall;
-  w->path = path ? strdup(path) : NULL;
+  w->path = copy;
+  pthread_mutex_unlock(&w->lock);
 }
 
 static const struct timespec STORE_TIMES[2] = {{0, UTIME_NOW}, {1, 0}};
 
+/* A buffer that does not decode (never one from src/fs/tree-writer.ts): EINVAL, nothing run past it. */
+static int malformed(Writer *w) {
+  return fail(w, "treeWriter", NULL, EINVAL), -1;
+}
+
+/* A length-prefixed, NUL-terminated string of `len` bytes at p, wholly before end, with no NUL inside. */
+static int string_ok(const uint8_t *p, const uint8_t *end, uint32_t len) {
+  return (size_t)(end - p) > len && p[len] == 0 && memchr(p, 0, len) == NULL;
+}
+
+static int slot_ok(uint32_t slot) {
+  return slot < SLOTS;
+}
+
 /* Runs one buffer of operations; on failure records it and returns -1. */
 static int run_chunk(Writer *w, const uint8_t *p, const uint8_t *end) {
+#define NEED(n) \
+  if ((size_t)(end - p) < (size_t)(n)) return malformed(w)
   while (p < end) {
+    NEED(4);
     uint32_t op = u32(p);
     p += 4;
     switch (op) {
       case OP_MKDIR: {
+        NEED(4);
         uint32_t len = u32(p);
         const char *path = (const char *)p + 4;
-        p += 4 + len + 1;
+        if (!string_ok(p + 4, end, len)) return malformed(w);
+        p += 4 + (size_t)len + 1;
         if (mkdir(path, 0777) != 0) return fail(w, "mkdir", path, errno), -1;
         break;
       }
       case OP_OPEN: {
+        NEED(12);
         uint32_t slot = u32(p), mode = u32(p + 4), len = u32(p + 8);
         const char *path = (const char *)p + 12;
-        p += 12 + len + 1;
+        if (!slot_ok(slot) || w->fds[slot] >= 0 || !string_ok(p + 12, end, len)) return malformed(w);
+        p += 12 + (size_t)len + 1;
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
         if (fd < 0) return fail(w, "open", path, errno), -1;
-        w->fds[slot % SLOTS] = fd;
+        w->fds[slot] = fd;
         break;
       }
       case OP_WRITE: {
+        NEED(8);
         uint32_t slot = u32(p), n = u32(p + 4);
         const uint8_t *bytes = p + 8;
-        p += 8 + n;
-        int fd = w->fds[slot % SLOTS];
+        if (!slot_ok(slot) || w->fds[slot] < 0 || (size_t)(end - bytes) < n) return malformed(w);
+        p += 8 + (size_t)n;
+        int fd = w->fds[slot];
         while (n > 0) {
           ssize_t k = write(fd, bytes, n);
           if (k < 0 && errno == EINTR) continue;
-          if (k < 0) return fail(w, "write", NULL, errno), -1;
+          if (k <= 0) return fail(w, "write", NULL, k < 0 ? errno : EIO), -1;
           bytes += k;
           n -= (uint32_t)k;
         }
         break;
       }
       case OP_CLOSE: {
+        NEED(4);
         uint32_t slot = u32(p);
+        if (!slot_ok(slot) || w->fds[slot] < 0) return malformed(w);
         p += 4;
-        int fd = w->fds[slot % SLOTS];
-        w->fds[slot % SLOTS] = -1;
+        int fd = w->fds[slot];
+        w->fds[slot] = -1;
         int timed = futimens(fd, STORE_TIMES);
         int error = errno;
         if (close(fd) != 0 && timed == 0) return fail(w, "close", NULL, errno), -1;
@@ -127,27 +156,34 @@ static int run_chunk(Writer *w, const uint8_t *p, const uint8_t *end) {
         break;
       }
       case OP_SYMLINK: {
+        NEED(8);
         uint32_t len = u32(p), tlen = u32(p + 4);
         const char *path = (const char *)p + 8;
-        const char *target = path + len + 1;
-        p += 8 + len + 1 + tlen + 1;
+        if (!string_ok(p + 8, end, len)) return malformed(w);
+        const uint8_t *t = p + 8 + (size_t)len + 1;
+        if (!string_ok(t, end, tlen)) return malformed(w);
+        const char *target = (const char *)t;
+        p = t + (size_t)tlen + 1;
         if (symlink(target, path) != 0) return fail(w, "symlink", path, errno), -1;
         if (utimensat(AT_FDCWD, path, STORE_TIMES, AT_SYMLINK_NOFOLLOW) != 0) return fail(w, "lutime", path, errno), -1;
         break;
       }
       case OP_SEAL: {
+        NEED(4);
         uint32_t len = u32(p);
         const char *path = (const char *)p + 4;
-        p += 4 + len + 1;
+        if (!string_ok(p + 4, end, len)) return malformed(w);
+        p += 4 + (size_t)len + 1;
         if (chmod(path, 0555) != 0) return fail(w, "chmod", path, errno), -1;
         if (utimensat(AT_FDCWD, path, STORE_TIMES, AT_SYMLINK_NOFOLLOW) != 0) return fail(w, "lutime", path, errno), -1;
         break;
       }
       default:
-        return fail(w, "treeWriter", NULL, EINVAL), -1;
+        return malformed(w);
     }
   }
   return 0;
+#undef NEED
 }
 
 static void close_files(Writer *w) {
@@ -195,7 +231,7 @@ static void drained(napi_env env, napi_status status, void *data) {
   (void)status;
   Job *job = data;
   Writer *w = job->writer;
-  napi_delete_async_work(env, job->work);
+  if (job->work != NULL) napi_delete_async_work(env, job->work);
   free(job);
   w->jobs--;
   pthread_mutex_lock(&w->lock);
@@ -275,7 +311,7 @@ napi_value tree_writer_push(napi_env env, napi_callback_info info) {
     return NULL;
   }
   Chunk *c = malloc(sizeof *c);
-  Job *job = malloc(sizeof *job);
+  Job *job = calloc(1, sizeof *job);
   if (c == NULL || job == NULL) {
     free(c);
     free(job);
@@ -283,7 +319,12 @@ napi_value tree_writer_push(napi_env env, napi_callback_info info) {
     return NULL;
   }
   *c = (Chunk){data, length, NULL, NULL};
-  napi_create_reference(env, argv[1], 1, &c->ref);
+  if (napi_create_reference(env, argv[1], 1, &c->ref) != napi_ok) {
+    free(c);
+    free(job);
+    napi_throw_error(env, "ENOMEM", "treeWriterPush: cannot reference the buffer");
+    return NULL;
+  }
   pthread_mutex_lock(&w->lock);
   if (w->tail) w->tail->next = c;
   else w->head = c;
@@ -299,8 +340,12 @@ napi_value tree_writer_push(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "strata:treeWriter", NAPI_AUTO_LENGTH, &name);
   job->writer = w;
   w->jobs++;
-  napi_create_async_work(env, NULL, name, drain, drained, job, &job->work);
-  napi_queue_async_work(env, job->work);
+  if (napi_create_async_work(env, NULL, name, drain, drained, job, &job->work) == napi_ok &&
+      napi_queue_async_work(env, job->work) == napi_ok)
+    return NULL;
+  /* No pool job to be had: drain here, on the main thread, so the queue never stalls. */
+  drain(env, job);
+  drained(env, napi_ok, job);
   return NULL;
 }
 
@@ -313,6 +358,18 @@ napi_value tree_writer_done(napi_env env, napi_callback_info info) {
   double done = (double)w->done;
   pthread_mutex_unlock(&w->lock);
   napi_create_double(env, done, &result);
+  return result;
+}
+
+/* treeWriterFailed(writer) → whether a call has failed (its error comes with the next idle wait). */
+napi_value tree_writer_failed(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  Writer *w = writer_arg(env, info, argv, 1);
+  if (w == NULL) return NULL;
+  pthread_mutex_lock(&w->lock);
+  int failed = w->error != 0;
+  pthread_mutex_unlock(&w->lock);
+  napi_get_boolean(env, failed, &result);
   return result;
 }
 

@@ -66,7 +66,7 @@ export class TreeWriter {
 
   /**
    * A writer, or undefined where the addon cannot be loaded (callers then make the calls
-   * themselves). `queuedLimit`: bytes queued above which {@link ready} waits (default 16 MiB).
+   * themselves). `queuedLimit`: bytes queued above which {@link ready} waits (default 4 MiB).
    */
   static async open({ queuedLimit = QUEUED_LIMIT }: { queuedLimit?: number } = {}): Promise<TreeWriter | undefined> {
     if (native === undefined) {
@@ -145,8 +145,13 @@ export class TreeWriter {
     if (this.len > 0 && this.queued() === 0) this.push();
   }
 
-  /** A wait while too much is queued, else undefined (most calls: no promise made). */
+  /**
+   * A wait while too much is queued, else undefined (most calls: no promise made). Once a call
+   * has failed, a rejection with its error: the caller stops at its next item, not at the end
+   * of its batch.
+   */
   ready(): Promise<void> | undefined {
+    if (this.pushed > 0 && this.addon.treeWriterFailed(this.handle)) return this.settle();
     return this.queued() > this.queuedLimit ? this.drainTo(this.queuedLimit / 2) : undefined;
   }
 
@@ -160,7 +165,8 @@ export class TreeWriter {
   /** Runs everything described so far; rejects with the first failing call's error. */
   async settle(): Promise<void> {
     if (this.len > 0) this.push();
-    if (this.held.length === 0) return;
+    // Nothing ever pushed: nothing ran, nothing failed. Else ask: a failure is for good.
+    if (this.pushed === 0) return;
     try {
       await this.addon.treeWriterIdle(this.handle);
     } finally {

@@ -8,10 +8,12 @@ declare module 'strata-native' {
     readonly __treeWriter: unique symbol;
   }
   export function treeWriter(): TreeWriterHandle;
-  /** Queues a buffer of encoded operations; the caller keeps it alive until `treeWriterDone` passes it. */
+  /** Queues a buffer of encoded operations (kept alive by the addon); the caller must not change it until `treeWriterDone` passes it. */
   export function treeWriterPush(writer: TreeWriterHandle, ops: Buffer): void;
   /** Bytes of pushed buffers finished (run, or dropped after a failure). */
   export function treeWriterDone(writer: TreeWriterHandle): number;
+  /** Whether a call has failed (its error comes with `treeWriterIdle`). */
+  export function treeWriterFailed(writer: TreeWriterHandle): boolean;
   /** Settles once every pushed buffer is done; rejects with the first failing call's errno error. */
   export function treeWriterIdle(writer: TreeWriterHandle): Promise<void>;
   /** Closes files left open by a stopped restore; throws while buffers are still running. */

@@ -26,7 +26,7 @@ describe('the addon', () => {
   it('rejects a closed descriptor with an errno error, as node:fs does', async () => {
     const fd = openSync(tempDir(), 'r');
     closeSync(fd);
-    await expect(syncfs(fd)).rejects.toMatchObject({ code: 'EBADF', errno: -9, syscall: 'syncfs', message: 'EBADF: Bad file descriptor, syncfs' });
+    await expect(syncfs(fd)).rejects.toMatchObject({ code: 'EBADF', errno: -9, syscall: 'syncfs', message: 'EBADF: bad file descriptor, syncfs' });
   });
 
   it('throws on an argument that is no descriptor', () => {

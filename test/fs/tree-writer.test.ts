@@ -98,12 +98,38 @@ describe('TreeWriter', () => {
       (e: unknown) => e as NodeJS.ErrnoException,
     );
     expect(error).toMatchObject({ code: 'EEXIST', syscall: 'mkdir', path: join(tmp, 'taken') });
-    expect(error?.message).toBe(`EEXIST: File exists, mkdir '${join(tmp, 'taken')}'`);
+    expect(error?.message).toBe(`EEXIST: file already exists, mkdir '${join(tmp, 'taken')}'`); // Node's own words
     expect(() => lstatSync(join(tmp, 'after'))).toThrow(/ENOENT/);
-    // Stopped for good: later work is dropped and every settle rejects the same way.
+    // Stopped for good: every settle rejects the same way (with nothing new, and with more), ready()
+    // too, and later work is dropped.
+    await expect(w.settle()).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(w.ready()).rejects.toMatchObject({ code: 'EEXIST' });
     w.mkdir(Buffer.from(join(tmp, 'later')));
     await expect(w.settle()).rejects.toMatchObject({ code: 'EEXIST' });
     expect(() => lstatSync(join(tmp, 'later'))).toThrow(/ENOENT/);
+  });
+
+  it('refuses a buffer that does not decode (EINVAL), without reading past it', async () => {
+    const native = await import('strata-native');
+    const cases: Array<[string, Buffer]> = [
+      ['an unknown operation', Buffer.from([9, 0, 0, 0])],
+      ['a path longer than the buffer', Buffer.concat([Buffer.from([1, 0, 0, 0, 200, 0, 0, 0]), Buffer.from('/x\0')])],
+      ['a path with no NUL after it', Buffer.concat([Buffer.from([1, 0, 0, 0, 2, 0, 0, 0]), Buffer.from('/xy')])],
+      ['a write to a slot never opened', Buffer.from([3, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0x41])],
+      ['a slot out of range', Buffer.from([4, 0, 0, 0, 0, 1, 0, 0])],
+      ['an operation cut short', Buffer.from([1, 0])],
+    ];
+    for (const [what, ops] of cases) {
+      const w = native.treeWriter();
+      const after = join(tmp, `after-${cases.findIndex(([x]) => x === what)}`);
+      const mkdirAfter = Buffer.concat([Buffer.from([1, 0, 0, 0]), Buffer.alloc(4), Buffer.from(`${after}\0`)]);
+      mkdirAfter.writeUInt32LE(after.length, 4);
+      native.treeWriterPush(w, ops);
+      native.treeWriterPush(w, mkdirAfter);
+      await expect(native.treeWriterIdle(w), what).rejects.toMatchObject({ code: 'EINVAL', syscall: 'treeWriter' });
+      expect(native.treeWriterFailed(w)).toBe(true);
+      expect(() => lstatSync(after), what).toThrow(/ENOENT/);
+    }
   });
 
   it('abandon closes the files a failed restore left open', async () => {

@@ -262,6 +262,10 @@ export class LocalStore implements LocalFsStore {
         staged.push(entry);
         const source = await nar();
         const got = source instanceof Uint8Array ? restoreNarSync(source, entry.tmp, restoreOptions) : await restoreNar(source, entry.tmp, restoreOptions);
+        // A NAR given whole is encoded at once: wait here while the pool is behind (memory), and
+        // learn of a failure there before the next item is fetched.
+        const behind = writer?.ready();
+        if (behind) await behind;
         entry.nodes = got.nodes;
         early.restored(got.nodes);
         const full = this.storeDir.print(info.path);
