@@ -3,7 +3,7 @@
  * is read), `importExport` for stores that take whole NARs (large NARs spilled to a file), and
  * `strata import`, checked against real Nix 2.8's `nix-store --import` of the same stream.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -157,6 +157,38 @@ describe.runIf(haveNix())('importing nix-store --export streams', () => {
       expect(v.status).toBe(0);
       expect(v.stderr).not.toMatch(/error|modified/i);
     }
+  });
+
+  it('waits for a path lock another process holds, taking the locks in sorted order, and leaves no lock file', async () => {
+    const work = tempDir();
+    const { paths, stream } = await exported(work, 5);
+    const root = join(work, 'strata');
+    const store = await openLocal(root);
+    try {
+      // Locks are waited for in sorted order: one sorting after the held one is not waited for yet.
+      const locks = paths.map((p) => `${store.realPath(p)}.lock`).sort();
+      const held = locks[1]!;
+      const other = locks.at(-1)!;
+      // A real other process holds one path's lock (flock(1), as Nix would) for a second.
+      const spawnedAt = Date.now();
+      const holder = spawn('flock', [held, 'sleep', '1']);
+      let holderGone = false;
+      const exited = new Promise<void>((resolve) => holder.on('exit', () => resolve(void (holderGone = true))));
+      while (spawnSync('flock', ['-n', held, 'true']).status === 0) await new Promise((r) => setTimeout(r, 10));
+      const importing = store.addFromExport(pieces(stream, 4096));
+      // While it waits for the held one, it has not taken the last one (sorted order, as Nix).
+      await new Promise((r) => setTimeout(r, 300));
+      expect(holderGone).toBe(false);
+      expect(spawnSync('flock', ['-n', other, 'true']).status).toBe(0);
+      const got = await importing;
+      // The lock is free only once `sleep 1`, started after spawnedAt, has ended.
+      expect(Date.now() - spawnedAt).toBeGreaterThanOrEqual(1000);
+      await exited;
+      expect(got.map(String)).toEqual(paths.map(String));
+    } finally {
+      await store.close();
+    }
+    expect(readdirSync(join(root, 'nix/store')).filter((n) => n.endsWith('.lock'))).toEqual([]);
   });
 
   it('importExport (whole NARs, the largest spilled to a file) gives the same rows', async () => {
