@@ -2,9 +2,14 @@
  * The narinfo disk cache writes in batches: answers are kept in memory and written 256 rows per
  * transaction, after a second, or at close; this process sees them at once, others once written.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
+import type { BinaryCacheStore } from '../../src/store/binary-cache/binary-cache-store.js';
 import { NarInfoDiskCache } from '../../src/store/binary-cache/narinfo-disk-cache.js';
+import { openStore } from '../../src/store/open.js';
 import { tempDir } from '../support/tmp.js';
 
 const CACHE = 'http://cache.example';
@@ -51,6 +56,37 @@ describe('NarInfoDiskCache', () => {
     } finally {
       writer.close();
       reader.close();
+    }
+  });
+
+  it("asks for nix-cache-info while a new disk cache is made, and not at all once the disk cache holds it", async () => {
+    let asked = 0;
+    const server = createServer((req, res) => {
+      if (req.url === '/nix-cache-info') {
+        asked++;
+        res.writeHead(200, { 'content-type': 'text/x-nix-cache-info' }).end('StoreDir: /nix/store\nPriority: 7\n');
+      } else res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const saved = process.env['XDG_CACHE_HOME'];
+    process.env['XDG_CACHE_HOME'] = tempDir();
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      expect(NarInfoDiskCache.exists()).toBe(false);
+      for (const expected of [1, 1]) {
+        const cache = (await openStore(url)) as BinaryCacheStore;
+        try {
+          expect(cache.priority).toBe(7);
+          expect(asked).toBe(expected);
+        } finally {
+          await cache.close();
+        }
+      }
+      expect(NarInfoDiskCache.exists()).toBe(true);
+    } finally {
+      if (saved === undefined) delete process.env['XDG_CACHE_HOME'];
+      else process.env['XDG_CACHE_HOME'] = saved;
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 });

@@ -46,6 +46,8 @@ export interface BinaryCacheOptions {
   secretKey?: SecretKey | undefined;
   /** Remembers narinfo lookups across processes (HTTP caches). */
   diskCache?: NarInfoDiskCache | undefined;
+  /** `nix-cache-info` already asked for (while the disk cache was being made), used if it knows none. */
+  cacheInfoRequest?: Promise<Buffer | undefined> | undefined;
   /** Seconds a found / missing narinfo is remembered (30 days / 3600 s). */
   ttlPositive?: number | undefined;
   ttlNegative?: number | undefined;
@@ -200,7 +202,7 @@ export class BinaryCacheStore implements Store {
     const storeDir = options.storeDir ?? new StoreDir(DEFAULT_STORE_DIR);
     let text = options.diskCache?.cacheInfo(transport.uri);
     if (text === undefined) {
-      text = (await transport.getFile('nix-cache-info'))?.toString('utf8');
+      text = (await (options.cacheInfoRequest ?? transport.getFile('nix-cache-info')))?.toString('utf8');
       if (text !== undefined) options.diskCache?.rememberCacheInfo(transport.uri, text);
     }
     const info = text === undefined ? {} : parseCacheInfo(text, `${transport.uri}/nix-cache-info`);

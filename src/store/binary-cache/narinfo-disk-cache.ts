@@ -5,7 +5,7 @@
  * "not there" after 3600 s (Nix's `narinfo-cache-positive-ttl`/`-negative-ttl`), and
  * `nix-cache-info` after 7 days (Nix's `cacheInfoTtl`).
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -39,6 +39,7 @@ export function strataCacheDir(): string {
  * and a lock round) were ~20 ms of a 300-path substitution at load 5.
  */
 const WRITE_BATCH = 256;
+const FILE_NAME = 'binary-cache-v1.sqlite';
 const WRITE_DELAY_MS = 1000;
 
 /** One process's handle on the shared disk cache. Unusable disks degrade to no caching. */
@@ -56,13 +57,18 @@ export class NarInfoDiskCache {
     this.#put = db.prepare('INSERT OR REPLACE INTO NarInfos (cache, hashPart, narinfo, timestamp) VALUES (?, ?, ?, ?)');
   }
 
+  /** Whether the cache file is there yet (one made now remembers nothing). */
+  static exists(dir: string = strataCacheDir()): boolean {
+    return existsSync(join(dir, FILE_NAME));
+  }
+
   /** Opens (creating) the cache file; `undefined` when it cannot be used (read-only home…). */
   static async open(dir: string = strataCacheDir()): Promise<NarInfoDiskCache | undefined> {
     try {
       const { default: Database } = await import('better-sqlite3');
       mkdirSync(dir, { recursive: true });
       // 5 s busy timeout: several strata processes share the file, writes are single rows.
-      const db = new Database(join(dir, 'binary-cache-v1.sqlite'), { timeout: 5000 });
+      const db = new Database(join(dir, FILE_NAME), { timeout: 5000 });
       db.pragma('journal_mode = wal');
       db.pragma('synchronous = normal');
       db.exec(SCHEMA);

@@ -36,9 +36,13 @@ export async function openBinaryCache(uri: string, parsed: StoreUri, _options: O
  */
 export async function openRemoteCache(uri: string, transport: CacheTransport, options: BinaryCacheOptions): Promise<BinaryCacheStore> {
   const { NarInfoDiskCache } = await import('./narinfo-disk-cache.js');
+  // A disk cache made now knows no `nix-cache-info`: ask the cache while the file is made (~12 ms
+  // of SQLite here, the request's time on loopback), not after.
+  const cacheInfoRequest = NarInfoDiskCache.exists() ? undefined : transport.getFile('nix-cache-info');
+  cacheInfoRequest?.catch(() => {}); // awaited below; a failure is reported there
   const diskCache = await NarInfoDiskCache.open();
   try {
-    return await BinaryCacheStore.open(uri, transport, { ...options, diskCache });
+    return await BinaryCacheStore.open(uri, transport, { ...options, diskCache, cacheInfoRequest });
   } catch (e) {
     await transport.close();
     diskCache?.close();
