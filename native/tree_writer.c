@@ -222,8 +222,23 @@ static void free_writer(Writer *w) {
   free(w);
 }
 
+/* Whether nothing is queued or running (takes the lock). */
 static int idle(Writer *w) {
-  return !w->running && w->head == NULL;
+  pthread_mutex_lock(&w->lock);
+  int now_idle = !w->running && w->head == NULL;
+  pthread_mutex_unlock(&w->lock);
+  return now_idle;
+}
+
+/* Settles one wait with the writer's outcome (main thread, once idle). */
+static void settle_waiter(napi_env env, Writer *w, napi_deferred deferred) {
+  if (w->error != 0) {
+    napi_reject_deferred(env, deferred, errno_error(env, w->error, w->syscall, w->path));
+    return;
+  }
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  napi_resolve_deferred(env, deferred, undefined);
 }
 
 /* Main thread, after a drain: settles the waits if nothing is left to run. */
@@ -248,21 +263,10 @@ static void drained(napi_env env, napi_status status, void *data) {
     if (w->jobs == 0) free_writer(w);
     return;
   }
-  pthread_mutex_lock(&w->lock);
-  int now_idle = idle(w);
-  pthread_mutex_unlock(&w->lock);
-  if (!now_idle) return;
+  if (!idle(w)) return;
   size_t n = w->nwaiters;
   w->nwaiters = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (w->error == 0) {
-      napi_value undefined;
-      napi_get_undefined(env, &undefined);
-      napi_resolve_deferred(env, w->waiters[i], undefined);
-    } else {
-      napi_reject_deferred(env, w->waiters[i], errno_error(env, w->error, w->syscall, w->path));
-    }
-  }
+  for (size_t i = 0; i < n; i++) settle_waiter(env, w, w->waiters[i]);
 }
 
 static void finalize(napi_env env, void *data, void *hint) {
@@ -349,26 +353,34 @@ napi_value tree_writer_push(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* treeWriterDone(writer) → bytes of pushed buffers finished so far. */
-napi_value tree_writer_done(napi_env env, napi_callback_info info) {
-  napi_value argv[1], result;
+/* The writer's progress as the pool thread leaves it: bytes done, and whether a call failed. */
+static Writer *progress(napi_env env, napi_callback_info info, double *done, int *failed) {
+  napi_value argv[1];
   Writer *w = writer_arg(env, info, argv, 1);
   if (w == NULL) return NULL;
   pthread_mutex_lock(&w->lock);
-  double done = (double)w->done;
+  *done = (double)w->done;
+  *failed = w->error != 0;
   pthread_mutex_unlock(&w->lock);
+  return w;
+}
+
+/* treeWriterDone(writer) → bytes of pushed buffers finished so far. */
+napi_value tree_writer_done(napi_env env, napi_callback_info info) {
+  double done;
+  int failed;
+  napi_value result;
+  if (progress(env, info, &done, &failed) == NULL) return NULL;
   napi_create_double(env, done, &result);
   return result;
 }
 
 /* treeWriterFailed(writer) → whether a call has failed (its error comes with the next idle wait). */
 napi_value tree_writer_failed(napi_env env, napi_callback_info info) {
-  napi_value argv[1], result;
-  Writer *w = writer_arg(env, info, argv, 1);
-  if (w == NULL) return NULL;
-  pthread_mutex_lock(&w->lock);
-  int failed = w->error != 0;
-  pthread_mutex_unlock(&w->lock);
+  double done;
+  int failed;
+  napi_value result;
+  if (progress(env, info, &done, &failed) == NULL) return NULL;
   napi_get_boolean(env, failed, &result);
   return result;
 }
@@ -380,14 +392,8 @@ napi_value tree_writer_idle(napi_env env, napi_callback_info info) {
   if (w == NULL) return NULL;
   napi_deferred deferred;
   napi_create_promise(env, &deferred, &promise);
-  pthread_mutex_lock(&w->lock);
-  int now_idle = idle(w);
-  pthread_mutex_unlock(&w->lock);
-  if (now_idle) {
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    if (w->error == 0) napi_resolve_deferred(env, deferred, undefined);
-    else napi_reject_deferred(env, deferred, errno_error(env, w->error, w->syscall, w->path));
+  if (idle(w)) {
+    settle_waiter(env, w, deferred);
     return promise;
   }
   if (w->nwaiters == w->capwaiters) {
@@ -409,10 +415,7 @@ napi_value tree_writer_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   Writer *w = writer_arg(env, info, argv, 1);
   if (w == NULL) return NULL;
-  pthread_mutex_lock(&w->lock);
-  int now_idle = idle(w);
-  pthread_mutex_unlock(&w->lock);
-  if (!now_idle) {
+  if (!idle(w)) {
     napi_throw_error(env, "ERR_INVALID_STATE", "treeWriterClose: the writer is still running");
     return NULL;
   }

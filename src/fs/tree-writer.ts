@@ -46,6 +46,9 @@ const SPARE_BUFFERS = QUEUED_LIMIT / BUFFER_SIZE;
 
 let native: Native | null | undefined;
 
+/** Every slot free, the lowest handed out first. */
+const allSlots = (): number[] => Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
+
 export class TreeWriter {
   /** Restores that may share one writer at a time. */
   static readonly MAX_RESTORES = SLOTS;
@@ -56,7 +59,7 @@ export class TreeWriter {
   private readonly held: Array<{ buf: Buffer; end: number }> = [];
   private pushed = 0;
   private readonly spare: Buffer[] = [];
-  private readonly freeSlots: number[] = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
+  private freeSlots = allSlots();
 
   private constructor(
     private readonly addon: Native,
@@ -180,8 +183,7 @@ export class TreeWriter {
     this.len = 0;
     await this.settle().catch(() => {});
     this.addon.treeWriterClose(this.handle);
-    this.freeSlots.length = 0;
-    for (let i = SLOTS - 1; i >= 0; i--) this.freeSlots.push(i);
+    this.freeSlots = allSlots();
   }
 
   /** Bytes pushed and not yet run; forgets the buffers that are done. */
@@ -189,32 +191,28 @@ export class TreeWriter {
     if (this.held.length === 0) return 0;
     const done = this.addon.treeWriterDone(this.handle);
     let i = 0;
-    for (; i < this.held.length && this.held[i]!.end <= done; i++) this.recycle(this.held[i]!.buf);
+    for (; i < this.held.length && this.held[i]!.end <= done; i++) {
+      if (this.spare.length < SPARE_BUFFERS) this.spare.push(this.held[i]!.buf);
+    }
     if (i > 0) this.held.splice(0, i);
     return this.pushed - done;
   }
 
   private push(): void {
-    const buf = this.buf.subarray(0, this.len);
     this.pushed += this.len;
-    this.held.push({ buf, end: this.pushed });
-    this.addon.treeWriterPush(this.handle, buf);
+    // The whole buffer is held (and later reused); the addon runs its used part.
+    this.held.push({ buf: this.buf, end: this.pushed });
+    this.addon.treeWriterPush(this.handle, this.buf.subarray(0, this.len));
     this.buf = this.spare.pop() ?? Buffer.allocUnsafeSlow(BUFFER_SIZE);
     this.len = 0;
   }
 
-  private recycle(used: Buffer): void {
-    // `held` keeps views of the pushed buffers; only whole standard-size ones are reused.
-    const whole = Buffer.from(used.buffer, used.byteOffset, used.buffer.byteLength - used.byteOffset);
-    if (whole.length === BUFFER_SIZE && this.spare.length < SPARE_BUFFERS) this.spare.push(whole);
-  }
-
-  /** Room for `n` more bytes of operations; returns where they go. */
+  /**
+   * Room for `n` more bytes of operations; returns where they go. No operation is larger than a
+   * buffer: a path or target is at most 4 KiB, and {@link write} cuts contents to fit.
+   */
   private reserve(n: number): number {
-    if (this.len + n > this.buf.length) {
-      this.push();
-      if (n > this.buf.length) this.buf = Buffer.allocUnsafeSlow(n);
-    }
+    if (this.len + n > BUFFER_SIZE) this.push();
     const at = this.len;
     this.len += n;
     return at;

@@ -11,13 +11,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { isStrataError } from '../../src/core/error.js';
 import { Hash, type HashAlgo } from '../../src/core/hash.js';
-import { type NarEntry, str } from '../../src/core/nar/format.js';
+import { str } from '../../src/core/nar/format.js';
 import { encodeNar, NarWriter } from '../../src/core/nar/writer.js';
 import { hashFile, hashPath } from '../../src/fs/hash-path.js';
 import { CLAIMED, fileCalls, helperStats, PUBLISHED, ReadPool } from '../../src/fs/_nar-read-pool.js';
 import { dumpPath } from '../../src/fs/nar-dump.js';
 import { restoreNar, restoreNarSync } from '../../src/fs/nar-restore.js';
 import { loadVector } from '../support/vectors.js';
+import { inPieces, narTreeArb } from '../support/nar-arbitrary.js';
 import { buildTree } from '../support/tree.js';
 
 const nar = loadVector('nar.json');
@@ -348,21 +349,7 @@ describe('restoreNar on hostile archives: nothing outside the target, nothing le
   });
 });
 
-const nameArb = fc
-  .uint8Array({ minLength: 1, maxLength: 12 })
-  .filter((n) => !n.includes(0) && !n.includes(0x2f) && !(n.every((b) => b === 0x2e) && n.length <= 2));
-const treeArb: fc.Arbitrary<NarEntry> = fc.letrec<{ node: NarEntry }>((tie) => ({
-  node: fc.oneof(
-    { depthSize: 'small', withCrossShrink: true },
-    fc
-      .record({ executable: fc.boolean(), bytes: fc.uint8Array({ maxLength: 300 }) })
-      .map(({ executable, bytes }): NarEntry => ({ type: 'regular', executable, size: bytes.length, contents: [Buffer.from(bytes)] })),
-    fc.uint8Array({ minLength: 1, maxLength: 30 }).filter((t) => !t.includes(0)).map((t): NarEntry => ({ type: 'symlink', target: Buffer.from(t) })),
-    fc
-      .uniqueArray(fc.tuple(nameArb, tie('node')), { maxLength: 5, selector: ([n]) => Buffer.from(n).toString('hex') })
-      .map((entries): NarEntry => ({ type: 'directory', entries: entries.map(([n, e]) => [Buffer.from(n), e] as const) })),
-  ),
-})).node;
+const treeArb = narTreeArb(300);
 
 describe('property: NAR → restore → dump is the identity', () => {
   it('holds for random trees with raw-byte names', async () => {
@@ -370,9 +357,8 @@ describe('property: NAR → restore → dump is the identity', () => {
     await fc.assert(
       fc.asyncProperty(treeArb, fc.integer({ min: 1, max: 200 }), async (tree, step) => {
         const bytes = await collect(encodeNar(tree));
-        const pieces = Array.from({ length: Math.ceil(bytes.length / step) }, (_, k) => bytes.subarray(k * step, k * step + step));
         const out = join(tmp, `t${i++}`);
-        const r = await restoreNar(Readable.from(pieces), out, { canonicalise: i % 2 === 0 });
+        const r = await restoreNar(Readable.from(inPieces(bytes, step)), out, { canonicalise: i % 2 === 0 });
         expect(r.narHash.equals(Hash.of('sha256', bytes))).toBe(true);
         expect((await collect(dumpPath(out))).equals(bytes)).toBe(true);
         expect((await hashPath(out)).hash.equals(r.narHash)).toBe(true);

@@ -4,14 +4,13 @@
  * with calls on the main thread; failures surface at the next settle, as Node's fs errors, and
  * stop everything after them.
  */
-import { spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { buffer as collect } from 'node:stream/consumers';
 
 import fc from 'fast-check';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 
 import { Hash } from '../../src/core/hash.js';
 import type { NarEntry } from '../../src/core/nar/format.js';
@@ -19,21 +18,13 @@ import { encodeNar } from '../../src/core/nar/writer.js';
 import { dumpPath } from '../../src/fs/nar-dump.js';
 import { restoreNar, restoreNarSync } from '../../src/fs/nar-restore.js';
 import { TreeWriter } from '../../src/fs/tree-writer.js';
+import { inPieces, narFile as file, narTreeArb } from '../support/nar-arbitrary.js';
+import { tempDir } from '../support/tmp.js';
 
 let tmp: string;
 beforeEach(() => {
-  tmp = mkdtempSync(join(tmpdir(), 'strata-tree-writer-'));
+  tmp = tempDir('strata-tree-writer-');
 });
-afterEach(() => {
-  spawnSync('chmod', ['-R', 'u+w', tmp]);
-  rmSync(tmp, { recursive: true, force: true });
-});
-
-async function collect(src: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const out: Uint8Array[] = [];
-  for await (const c of src) out.push(Buffer.from(c));
-  return Buffer.concat(out);
-}
 
 async function writer(options?: { queuedLimit: number }): Promise<TreeWriter> {
   const w = await TreeWriter.open(options);
@@ -55,10 +46,6 @@ function snapshot(p: string | Buffer, rel = '.'): Array<[string, string]> {
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 
 const CANONICAL = { canonicalise: true, privateParent: true } as const;
-
-function file(contents: Buffer, executable = false): NarEntry {
-  return { type: 'regular', executable, size: contents.length, contents: [contents] };
-}
 
 describe('TreeWriter', () => {
   it('makes directories, files (a big one in pieces), and symlinks with store metadata, once settled', async () => {
@@ -191,8 +178,13 @@ describe('restores through a TreeWriter', () => {
   it('is not used where the restore must check its parent or the umask strips mode bits', async () => {
     const bytes = await collect(encodeNar(file(Buffer.from('x'))));
     const w = await writer();
+    // The writer would be racing the snapshot below: count what it is handed instead.
+    let opened = 0;
+    const openFile = w.openFile.bind(w);
+    w.openFile = (path, mode) => (opened++, openFile(path, mode));
     restoreNarSync(bytes, join(tmp, 'checked'), { canonicalise: true, writer: w });
     restoreNarSync(bytes, join(tmp, 'umask'), { ...CANONICAL, umask: 0o277, writer: w });
+    expect(opened).toBe(0);
     expect(snapshot(join(tmp, 'checked'))).toEqual([['.', '100444 1000 78']]); // made at once: no settle needed
     expect(snapshot(join(tmp, 'umask'))).toEqual([['.', '100444 1000 78']]);
   });
@@ -208,8 +200,7 @@ describe('restores through a TreeWriter', () => {
       if (p) waits++;
       return p;
     };
-    const pieces = Array.from({ length: Math.ceil(bytes.length / (1 << 20)) }, (_, k) => bytes.subarray(k << 20, (k + 1) << 20));
-    const r = await restoreNar(Readable.from(pieces), join(tmp, 'big'), { ...CANONICAL, writer: w });
+    const r = await restoreNar(Readable.from(inPieces(bytes, 1 << 20)), join(tmp, 'big'), { ...CANONICAL, writer: w });
     await w.settle();
     expect(waits).toBeGreaterThan(0);
     expect(r.narHash.equals(Hash.of('sha256', bytes))).toBe(true);
@@ -218,17 +209,7 @@ describe('restores through a TreeWriter', () => {
 });
 
 // Random trees restored with and without a writer, several restores sharing it (as a batch does).
-const nameArb = fc.uint8Array({ minLength: 1, maxLength: 12 }).filter((n) => !n.includes(0) && !n.includes(0x2f) && !(n.length <= 2 && n.every((c) => c === 0x2e)));
-const treeArb: fc.Arbitrary<NarEntry> = fc.letrec<{ node: NarEntry }>((tie) => ({
-  node: fc.oneof(
-    { depthSize: 'small', withCrossShrink: true },
-    fc.record({ executable: fc.boolean(), bytes: fc.uint8Array({ maxLength: 3000 }) }).map(({ executable, bytes }) => file(Buffer.from(bytes), executable)),
-    fc.uint8Array({ minLength: 1, maxLength: 30 }).filter((t) => !t.includes(0)).map((t): NarEntry => ({ type: 'symlink', target: Buffer.from(t) })),
-    fc
-      .uniqueArray(fc.tuple(nameArb, tie('node')), { maxLength: 5, selector: ([n]) => Buffer.from(n).toString('hex') })
-      .map((entries): NarEntry => ({ type: 'directory', entries: entries.map(([n, e]) => [Buffer.from(n), e] as const) })),
-  ),
-})).node;
+const treeArb = narTreeArb(3000);
 
 describe('property: a restore through a writer makes the tree a restore without one makes', () => {
   it('holds for batches of random trees fed in random pieces', async () => {
@@ -239,11 +220,10 @@ describe('property: a restore through a writer makes the tree a restore without 
         const made: Array<[string, string]> = [];
         for (const tree of trees) {
           const bytes = await collect(encodeNar(tree));
-          const pieces = Array.from({ length: Math.ceil(bytes.length / step) }, (_, k) => bytes.subarray(k * step, k * step + step));
           const a = join(tmp, `plain${i}`);
           const b = join(tmp, `writer${i++}`);
           restoreNarSync(bytes, a, CANONICAL);
-          await restoreNar(Readable.from(pieces), b, { ...CANONICAL, writer: w });
+          await restoreNar(Readable.from(inPieces(bytes, step)), b, { ...CANONICAL, writer: w });
           made.push([a, b]);
         }
         await w.settle();

@@ -34,15 +34,16 @@ export function register(program: Command): void {
       const json = globalOptions(cmd).json === true; // keys of nix path-info --json, plus "layer"
       await withStore(cmd, async (store) => {
         const { pathInfoJson, invalidPathJson } = await import('../path-info-json.js');
-        // The closure module only when -r or -S asks for it: one module less to read at start-up.
-        const computeClosure = opts.recursive || opts.closureSize ? (await import('../../store/closure.js')).computeClosure : undefined;
+        // The closure module when -r, -S or the text output's order needs it: plain --json reads
+        // one module less at start-up.
+        const closures = opts.recursive || opts.closureSize || !json ? await import('../../store/closure.js') : undefined;
         const { pathNotValid } = await import('../../core/error.js');
         const dir = store.storeDir;
         if (opts.all && args.length > 0) throw new UsageError("'--all' does not expect arguments");
         const paths = opts.all ? await store.queryAllValidPaths() : await installables(store, args.map((a) => parsePathArg(store, a)), opts.derivation === true);
         // A set, as in Nix: a path named twice is shown once. With -r, the closure's infos are
         // what queryPathInfo gives (the Store contract), so no member is asked for again.
-        const closure = opts.recursive ? await computeClosure!(store, paths) : undefined;
+        const closure = opts.recursive ? await closures!.computeClosure(store, paths) : undefined;
         const targets = closure ? [...closure.values()].map((i) => i.path) : [...new Map(paths.map((p) => [p.baseName, p])).values()];
         targets.sort(compareStorePaths);
         const out: Record<string, unknown>[] = [];
@@ -53,7 +54,7 @@ export function register(program: Command): void {
         // -S: one closure of every valid target, summed per member (closure.ts), not a walk per
         // target. The NAR files' sizes too, for a binary cache's paths (Nix counts 0 where unknown).
         const totals = opts.closureSize
-          ? (await import('../../store/closure.js')).closureTotals((closure ?? (await computeClosure!(store, found.flatMap(([p, i]) => (i ? [p] : []))))).values(), (i) => [i.narSize, (i as { fileSize?: number }).fileSize ?? 0])
+          ? closures!.closureTotals((closure ?? (await closures!.computeClosure(store, found.flatMap(([p, i]) => (i ? [p] : []))))).values(), (i) => [i.narSize, (i as { fileSize?: number }).fileSize ?? 0])
           : undefined;
         for (const [p, info] of found) {
           if (!info) {
@@ -74,10 +75,9 @@ export function register(program: Command): void {
         if (missing !== undefined) throw pathNotValid(missing);
         // Text lists references before their referrers (Nix's topological order), paths padded
         // to one width when columns follow: sizes, then signatures.
-        const { topoSortInfos } = await import('../../store/closure.js');
         const { formatNixSize } = await import('../output.js');
         const byName = new Map(shown.map((s) => [s.info.path.baseName, s]));
-        const ordered = topoSortInfos(shown.map((s) => s.info)).map((i) => byName.get(i.path.baseName)!);
+        const ordered = closures!.topoSortInfos(shown.map((s) => s.info)).map((i) => byName.get(i.path.baseName)!);
         const width = Math.max(0, ...ordered.map((s) => dir.print(s.info.path).length));
         const columns = opts.size || opts.closureSize || opts.sigs;
         const size = (n: number) => `\t${formatNixSize(n, opts.humanReadable === true)}`;
