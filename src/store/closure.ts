@@ -11,7 +11,7 @@ export async function computeClosure(store: Store, paths: StorePath[]): Promise<
   if (store.queryClosure) {
     const closure = new Map((await store.queryClosure(paths)).map((i) => [i.path.baseName, i]));
     const missing = paths.find((p) => !closure.has(p.baseName));
-    if (missing) throw notValid(store, missing);
+    if (missing) throw closureMemberNotValid(store, missing);
     return closure;
   }
   const seen = new Map<string, PathInfo>();
@@ -21,7 +21,7 @@ export async function computeClosure(store: Store, paths: StorePath[]): Promise<
     // Ask for one level at a time; backends with latency (HTTP) get many requests in flight.
     const infos = await Promise.all(frontier.map(async (p) => [p, await store.queryPathInfo(p)] as const));
     for (const [p, info] of infos) {
-      if (!info) throw notValid(store, p);
+      if (!info) throw closureMemberNotValid(store, p);
       if (seen.has(p.baseName)) continue;
       seen.set(p.baseName, info);
       for (const r of info.references) if (!seen.has(r.baseName)) next.push(r);
@@ -31,7 +31,8 @@ export async function computeClosure(store: Store, paths: StorePath[]): Promise<
   return seen;
 }
 
-function notValid(store: Store, p: StorePath): StrataError {
+/** The error for a closure member (or start path) `store` does not have. */
+export function closureMemberNotValid(store: Store, p: StorePath): StrataError {
   return new StrataError('PATH_NOT_VALID', `Cannot compute the closure of '${store.storeDir.print(p)}': it is not valid in '${store.uri}'`, { value: store.storeDir.print(p) });
 }
 

@@ -209,6 +209,12 @@ class NarWindows {
     return this.#at.has(info.path.baseName);
   }
 
+  /** Requests the first two windows now, before the first NAR is asked for. */
+  begin(): void {
+    this.#start(0);
+    this.#start(1);
+  }
+
   async get(info: PathInfo): Promise<Uint8Array> {
     const [w, k] = this.#at.get(info.path.baseName)!;
     this.#start(w);
@@ -280,6 +286,9 @@ export async function copyItems(to: Store, items: CopyItem[], options: CopyItems
   };
   if (to.addFromNars) {
     const windows = new NarWindows(ordered, sourceOf);
+    // The server reads the first NARs while the destination sets up (temp roots, staging dir,
+    // tree writer: ~20 ms of a 300-path substitution, spent waiting for the first NAR before).
+    windows.begin();
     const windowed = async (info: PathInfo): Promise<Uint8Array> => {
       const bytes = await windows.get(info).catch(blame(info));
       progress.bytesDone += bytes.length;

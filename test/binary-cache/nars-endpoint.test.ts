@@ -112,6 +112,25 @@ describe('strata serve: nars/', () => {
     }
   });
 
+  it('keeps the order of many small NARs (read several at once) around a large one (streamed)', async () => {
+    const work = tempDir();
+    const store = (await openStore(join(work, 'local'))) as LocalStore;
+    const server = new CacheServer(store, { compression: 'none' });
+    try {
+      const paths = [];
+      for (let i = 0; i < 40; i++) paths.push((await store.addText(`small-${i}`, `small ${i}\n`.repeat(i + 1), [])).path);
+      // Past the 64 KiB read whole, in the middle of the small ones.
+      paths.splice(20, 0, (await store.addText('large', Buffer.alloc(300 * 1024, 'L'), [])).path);
+      const infos = await Promise.all(paths.map(async (p) => (await store.queryPathInfo(p))!));
+      const res = await server.handle({ method: 'GET', url: `/nars/${infos.map((i) => `${i.path.hashPart}-${i.narHash.toNix32()}`).join(',')}` });
+      expect(res.status).toBe(200);
+      const expected = Buffer.concat(await Promise.all(paths.map(async (p) => Buffer.concat(await (await store.narFromPath(p)).toArray()))));
+      expect((await bytesOf(res.body)).equals(expected)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('cuts the answer when a NAR is not the size recorded (files changed behind the store)', async () => {
     const work = tempDir();
     const store = (await filledStore(work)) as LocalStore;
@@ -155,9 +174,38 @@ describe('strata serve: nars/', () => {
     }
   });
 
-  it('a HEAD of nars/ reads no NAR to the end: the NAR it opened is stopped when the answer is dropped', async () => {
+  it('a HEAD of nars/ reads no NAR; a GET dropped after its first piece stops reading', async () => {
     const work = tempDir();
     const store = await filledStore(work);
+    const opened: Readable[] = [];
+    let whole = 0;
+    const counted = storeView(store, {
+      narFromPath: async (p) => {
+        const s = await store.narFromPath(p);
+        opened.push(s);
+        return s;
+      },
+      narBytes: async (p) => (whole++, store.narBytes(p)),
+    });
+    const server = new CacheServer(counted, { compression: 'none' });
+    try {
+      const served = await servedNames(server);
+      const names = served.map((n) => n.name).join(',');
+      const head = await server.handle({ method: 'HEAD', url: `/nars/${names}` });
+      expect(head.status).toBe(200);
+      expect(head.body).toBeUndefined();
+      await new Promise((r) => setTimeout(r, 50));
+      expect([opened.length, whole]).toEqual([0, 0]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a GET of nars/ dropped mid-answer stops the NAR it is streaming', async () => {
+    const work = tempDir();
+    const store = (await openStore(join(work, 'local'))) as LocalStore;
+    const big = (await store.addText('big', Buffer.alloc(8 << 20, 'B'), [])).path;
+    const info = (await store.queryPathInfo(big))!;
     const opened: Readable[] = [];
     const counted = storeView(store, {
       narFromPath: async (p) => {
@@ -168,13 +216,13 @@ describe('strata serve: nars/', () => {
     });
     const server = new CacheServer(counted, { compression: 'none' });
     try {
-      const names = (await servedNames(server)).map((n) => n.name).join(',');
-      const head = await server.handle({ method: 'HEAD', url: `/nars/${names}` });
-      expect(head.status).toBe(200);
-      expect(head.body).toBeUndefined();
+      const get = await server.handle({ method: 'GET', url: `/nars/${big.hashPart}-${info.narHash.toNix32()}` });
+      const body = get.body as Readable;
+      await new Promise((r) => body.once('readable', r));
+      body.destroy();
       await new Promise((r) => setTimeout(r, 50));
       expect(opened).toHaveLength(1);
-      for (const s of opened) expect([s.destroyed, s.readableEnded]).toEqual([true, false]);
+      expect([opened[0]!.destroyed, opened[0]!.readableEnded]).toEqual([true, false]);
     } finally {
       await store.close();
     }

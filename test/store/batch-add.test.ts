@@ -363,14 +363,20 @@ describe('copyPaths into a local store, batched', () => {
     try {
       const text = await src.addText('t', 'hello\n', []);
       const bytes = Buffer.concat(await (await src.narFromPath(text.path)).toArray());
-      // Hashed from memory: the staged file is not needed (here it does not exist at all).
-      await checkContentAddress(
-        src.storeDir,
-        text,
-        join(work, 'no-such-file'),
-        text.narHash,
-        bytes,
-      );
+      // Hashed from memory: the staged file is not needed (here it does not exist at all), so
+      // the restore's pending nodes are not waited for either.
+      const beforeReading = vi.fn(async () => {});
+      await checkContentAddress(src.storeDir, text, join(work, 'no-such-file'), {
+        narSha256: text.narHash,
+        nar: bytes,
+        beforeReading,
+      });
+      expect(beforeReading).not.toHaveBeenCalled();
+      // Without the NAR the file is read back, and only after the wait (which makes it here).
+      const staged = join(work, 'staged');
+      await checkContentAddress(src.storeDir, text, staged, {
+        beforeReading: async () => writeFileSync(staged, 'hello\n'),
+      });
       const other = Buffer.concat(
         await (await src.narFromPath((await src.addText('t', 'hullo\n', [])).path)).toArray(),
       );

@@ -21,6 +21,16 @@ export function register(program: Command): void {
       if (!Number.isInteger(jobs) || jobs < 1 || jobs > 256) throw new UsageError(`--jobs must be an integer from 1 to 256, not '${opts.jobs}'`);
       const keys = trustedKeys(g);
       const from = await openStore(opts.from ?? storeUri(cmd), { trustedPublicKeys: keys, requireSigs: g.requireSigs });
+      // A recursive copy from a cache asks for the closure now: the request runs while the
+      // destination opens (~12 ms for a new local store) instead of after it. copyPaths waits
+      // for this same request.
+      if (opts.recursive && from.prefetchClosure) {
+        try {
+          from.prefetchClosure(args.map((a) => parsePathArg(from, a))).catch(() => {});
+        } catch {
+          // A bad path argument: reported below.
+        }
+      }
       let to;
       try {
         to = await openStore(opts.to ?? storeUri(cmd), { trustedPublicKeys: keys, requireSigs: g.requireSigs });

@@ -29,6 +29,7 @@ import {
 } from '../../core/narinfo.js';
 import { type SecretKey, signPathInfo } from '../../core/signature.js';
 import { DEFAULT_STORE_DIR, StoreDir, type StorePath } from '../../core/store-path.js';
+import { closureMemberNotValid } from '../closure.js';
 import { readAtMost } from '../read-at-most.js';
 import type { AddPathOptions, GcResult, OptimiseResult, PathInfo, Store, VerifyResult } from '../store.js';
 import { HashingStream } from './hashing-stream.js';
@@ -174,6 +175,8 @@ export class BinaryCacheStore implements Store {
   /** NAR files this process wrote. */
   readonly #narsWritten = new Set<string>();
   #cacheInfoWritten: boolean;
+  /** Closure requests in flight, by request key ({@link prefetchClosure}). */
+  readonly #closureFetches = new Map<string, Promise<boolean>>();
   /** NARs downloaded alongside a closure walk ({@link prefetchNars}). */
   #ahead: NarsAhead | undefined;
 
@@ -285,23 +288,68 @@ export class BinaryCacheStore implements Store {
   /**
    * Fetches the narinfos of the closures of `paths` in one request per 240 paths when the
    * server offers strata's closure endpoint; otherwise does nothing. Later lookups of those
-   * paths are then answered from memory.
+   * paths are then answered from memory. A request already in flight for the same paths is
+   * shared, so a caller may start one early (the copy command does, while the destination
+   * store opens) and the copy's own call waits for it.
    */
   async prefetchClosure(paths: StorePath[]): Promise<void> {
     if (!this.closureEndpoint) return;
     const todo = paths.filter((p) => !this.#narInfos.has(p.hashPart));
     for (let i = 0; i < todo.length; i += CLOSURE_BATCH) {
       const key = `closure/${todo.slice(i, i + CLOSURE_BATCH).map((p) => p.hashPart).join(',')}`;
-      const body = await this.transport.getFile(key).catch(() => undefined);
-      if (!body) return;
-      for (const text of body.toString('utf8').split('\n\n')) {
-        if (text === '') continue;
-        const part = text.endsWith('\n') ? text : `${text}\n`;
-        const hashPart = /^StorePath: [^\n]*\/([0-9a-z]{32})-/.exec(part)?.[1];
-        if (!hashPart) continue;
-        this.#narInfos.set(hashPart, this.#parse(part, hashPart));
+      let fetching = this.#closureFetches.get(key);
+      if (!fetching) {
+        fetching = this.#fetchClosure(key).finally(() => this.#closureFetches.delete(key));
+        this.#closureFetches.set(key, fetching);
       }
+      if (!(await fetching)) return;
     }
+  }
+
+  /** One closure request into the memo; false when the server did not answer it. */
+  async #fetchClosure(key: string): Promise<boolean> {
+    const body = await this.transport.getFile(key).catch(() => undefined);
+    if (!body) return false;
+    for (const text of body.toString('utf8').split('\n\n')) {
+      if (text === '') continue;
+      const part = text.endsWith('\n') ? text : `${text}\n`;
+      const hashPart = /^StorePath: [^\n]*\/([0-9a-z]{32})-/.exec(part)?.[1];
+      if (!hashPart) continue;
+      this.#narInfos.set(hashPart, this.#parse(part, hashPart));
+    }
+    return true;
+  }
+
+  /**
+   * The closure of `paths`, walked in memory through the narinfos already known (a closure
+   * request brings them all); the ones not known yet are fetched a level at a time, as the
+   * generic walk does. The generic walk's promise per member was ~15 ms of a 300-path chain.
+   */
+  async queryClosure(paths: StorePath[]): Promise<PathInfo[]> {
+    await this.prefetchClosure(paths);
+    const roots = new Set(paths.map((p) => p.baseName));
+    const seen = new Map<string, PathInfo>();
+    let frontier = paths;
+    while (frontier.length > 0) {
+      const unknown: StorePath[] = [];
+      const stack = [...frontier];
+      while (stack.length > 0) {
+        const p = stack.pop()!;
+        const base = p.baseName;
+        if (seen.has(base)) continue;
+        const known = this.#narInfos.get(p.hashPart);
+        // Unknown, or known under another name (queryNarInfo reports that mismatch).
+        if (known === undefined || (known !== null && known.path.baseName !== base)) unknown.push(p);
+        else if (known !== null) {
+          seen.set(base, known);
+          for (const r of known.references) if (!seen.has(r.baseName)) stack.push(r);
+        } else if (!roots.has(base)) throw closureMemberNotValid(this, p);
+      }
+      // Each lookup leaves its answer in the memo, so the next round walks on from there.
+      await Promise.all(unknown.map((p) => this.queryNarInfo(p)));
+      frontier = unknown;
+    }
+    return [...seen.values()];
   }
 
   async queryPathInfo(path: StorePath): Promise<PathInfo | undefined> {

@@ -345,10 +345,20 @@ export class LayeredStore implements LocalFsStore {
   }
 
   async narFromPath(path: StorePath): Promise<Readable> {
+    await this.#requireValid(path);
+    return this.upper.narFromPath(path);
+  }
+
+  /** {@link narFromPath} in one buffer, for small paths. */
+  async narBytes(path: StorePath): Promise<Uint8Array> {
+    await this.#requireValid(path);
+    return this.upper.narBytes(path);
+  }
+
+  async #requireValid(path: StorePath): Promise<void> {
     if (!(await this.isValidPath(path))) {
       throw new StrataError('PATH_NOT_VALID', `Cannot read '${this.storeDir.print(path)}': it is not valid in '${this.uri}'`, { value: this.storeDir.print(path) });
     }
-    return this.upper.narFromPath(path);
   }
 
   async addFromNar(info: PathInfo, nar: Readable): Promise<void> {

@@ -14,6 +14,7 @@ import { StoreDir, type StorePath } from '../../core/store-path.js';
 import { lexists } from '../../fs/exists.js';
 import type { AddNarsOptions, AddPathOptions, GcOptions, GcResult, LocalFsStore, NarSource, OptimiseResult, PathInfo, Registration, VerifyOptions, VerifyResult } from '../store.js';
 import type { LocalStoreConfig } from './config.js';
+import type { ContentCheckInputs } from './content-check.js';
 import { NixDatabase } from './database.js';
 import { EarlyWriteback, makeDurable } from './durable.js';
 import { acquirePathLocks, BigLock, PathLock, TempRoots } from './locks.js';
@@ -276,8 +277,10 @@ export class LocalStore implements LocalFsStore {
           throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got ${got.narSize}`, { value: full });
         }
         if (info.ca) {
-          await writer?.settle();
-          await this.checkContentAddress(info, entry.tmp, got.narHash, source instanceof Uint8Array ? source : undefined);
+          const beforeReading = async () => {
+            await writer?.settle();
+          };
+          await this.checkContentAddress(info, entry.tmp, { narSha256: got.narHash, nar: source instanceof Uint8Array ? source : undefined, beforeReading });
         }
       });
       await writer?.settle();
@@ -458,9 +461,9 @@ export class LocalStore implements LocalFsStore {
   }
 
   /** Checks that a declared content address matches the staged files and the path. */
-  private async checkContentAddress(info: PathInfo, staged: string, narSha256: Hash, nar?: Uint8Array): Promise<void> {
+  private async checkContentAddress(info: PathInfo, staged: string, inputs: ContentCheckInputs): Promise<void> {
     const { checkContentAddress } = await import('./content-check.js');
-    await checkContentAddress(this.storeDir, info, staged, narSha256, nar);
+    await checkContentAddress(this.storeDir, info, staged, inputs);
   }
 
   async addPath(fsPath: string, options: AddPathOptions = {}): Promise<PathInfo> {
