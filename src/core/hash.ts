@@ -88,6 +88,17 @@ export function nix32Decode(s: string, size: number): Uint8Array {
   return out;
 }
 
+/**
+ * True when `s` is the nix32 text of a `size`-byte digest exactly as {@link nix32Encode} writes
+ * it: the right length, the alphabet, and no bit set past the digest (the first character
+ * carries the top bits).
+ */
+export function isNix32Of(s: string, size: number): boolean {
+  const len = nix32Length(size);
+  if (s.length !== len || !isNix32(s)) return false;
+  return nix32Digit(s, 0) >> (5 - (len * 5 - size * 8)) === 0;
+}
+
 /** True when every character of `s` is in the nix32 alphabet. */
 export function isNix32(s: string): boolean {
   for (let k = 0; k < s.length; k++) if (nix32Digit(s, k) < 0) return false;
@@ -105,13 +116,17 @@ export function compressHash(bytes: Uint8Array, size: number): Uint8Array {
 export class Hash {
   readonly algo: HashAlgo;
   readonly bytes: Uint8Array;
+  /** The nix32 text, once known: parsed from it, or encoded once (a narinfo's NarHash is printed in requests and keys again and again). */
+  #nix32: string | undefined;
 
-  constructor(algo: HashAlgo, bytes: Uint8Array) {
+  /** `nix32`, when given, must be the nix32 text of `bytes` (as {@link decodeDigest} passes it). */
+  constructor(algo: HashAlgo, bytes: Uint8Array, nix32?: string) {
     if (bytes.length !== HASH_SIZES[algo]) {
       throw new StrataError('HASH_INVALID', `Cannot make a ${algo} hash of ${bytes.length} bytes`, { value: algo });
     }
     this.algo = algo;
     this.bytes = bytes;
+    this.#nix32 = nix32;
   }
 
   /**
@@ -128,7 +143,7 @@ export class Hash {
   }
 
   toNix32(): string {
-    return nix32Encode(this.bytes);
+    return (this.#nix32 ??= nix32Encode(this.bytes));
   }
 
   toBase64(): string {
@@ -171,7 +186,7 @@ const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 export function decodeDigest(s: string, algo: HashAlgo, original: string = s): Hash {
   const size = HASH_SIZES[algo];
   if (s.length === size * 2 && BASE16_RE.test(s)) return new Hash(algo, Buffer.from(s, 'hex'));
-  if (s.length === nix32Length(size)) return new Hash(algo, nix32Decode(s, size));
+  if (s.length === nix32Length(size)) return new Hash(algo, nix32Decode(s, size), s);
   if (s.length === Math.ceil(size / 3) * 4 && BASE64_RE.test(s)) {
     const bytes = Buffer.from(s, 'base64');
     if (bytes.length === size) return new Hash(algo, bytes);

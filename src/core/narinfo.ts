@@ -8,7 +8,7 @@
  * hide a broken or hostile cache (see its doc); those inputs fail with `NARINFO_INVALID`.
  */
 import { StrataError } from './error.js';
-import { type Hash, parseHash } from './hash.js';
+import { type Hash, HASH_SIZES, type HashAlgo, isNix32Of, parseHash } from './hash.js';
 import { DEFAULT_STORE_DIR, StoreDir, StorePath, sortStorePaths } from './store-path.js';
 import type { PathInfo } from '../store/store.js';
 
@@ -130,7 +130,9 @@ function canonicalCa(whence: string, value: string): string {
   const m = CA_RE.exec(value);
   if (m === null) throw invalid(whence, `CA '${quote(value)}' is not a content address`);
   const prefix = m[1]!;
-  const algo = prefix.slice(prefix.lastIndexOf(':') + 1);
+  const algo = prefix.slice(prefix.lastIndexOf(':') + 1) as HashAlgo;
+  // Already as Nix prints it (what Nix writes): kept as it is, not decoded and encoded again.
+  if (isNix32Of(m[2]!, HASH_SIZES[algo])) return value;
   try {
     return `${prefix}:${parseHash(`${algo}:${m[2]!}`).toNix32()}`;
   } catch (e) {
@@ -187,26 +189,31 @@ export function parseNarInfo(
   if (text.length > 0 && !text.endsWith('\n'))
     throw invalid(whence, 'its last line does not end in a newline');
 
+  // One test of the whole text; the line is looked for only to say which one.
+  if (CONTROL_RE.test(text)) {
+    const lines = text.split('\n');
+    const i = lines.findIndex((l) => CONTROL_RE.test(l));
+    throw invalid(
+      whence,
+      `line ${i + 1} contains a ${lines[i]!.includes('\r') ? 'carriage return' : 'control character'}`,
+    );
+  }
   const seen = new Set<string>();
   const fields = new Map<string, string>();
   const sigs = new Set<string>();
-  const lines = text.split('\n');
-  lines.pop(); // the empty string after the final '\n'
-  for (const [i, line] of lines.entries()) {
-    const where = `line ${i + 1}`;
-    if (CONTROL_RE.test(line)) {
-      throw invalid(
-        whence,
-        `${where} contains a ${line.includes('\r') ? 'carriage return' : 'control character'}`,
-      );
-    }
+  // Line by line without splitting (the text ends in '\n'): no array of lines, and no message
+  // made for a line unless it is wrong (a closure answer parses hundreds of narinfos).
+  for (let start = 0, lineNo = 1; start < text.length; lineNo++) {
+    const end = text.indexOf('\n', start);
+    const line = text.slice(start, end);
+    start = end + 1;
     const colon = line.indexOf(':');
     if (colon <= 0 || line[colon + 1] !== ' ')
-      throw invalid(whence, `${where} is not 'Key: value'`);
+      throw invalid(whence, `line ${lineNo} is not 'Key: value'`);
     const key = line.slice(0, colon);
     const value = line.slice(colon + 2);
     if (key !== 'References' && line.length > MAX_NARINFO_LINE_BYTES) {
-      throw invalid(whence, `${where} is longer than ${MAX_NARINFO_LINE_BYTES} bytes`);
+      throw invalid(whence, `line ${lineNo} is longer than ${MAX_NARINFO_LINE_BYTES} bytes`);
     }
     if (key === 'Sig') {
       if (!SIG_RE.test(value))
@@ -264,7 +271,9 @@ export function parseNarInfo(
     compression: fields.get('Compression') || 'bzip2',
   };
   const fileHash = fields.get('FileHash');
-  if (fileHash !== undefined) info.fileHash = parseSha256(whence, 'FileHash', fileHash);
+  // Uncompressed, the file is the NAR: the same text, decoded once.
+  if (fileHash !== undefined)
+    info.fileHash = fileHash === narHashText ? narHash : parseSha256(whence, 'FileHash', fileHash);
   const fileSize = fields.get('FileSize');
   if (fileSize !== undefined) info.fileSize = parseSize(whence, 'FileSize', fileSize);
   const deriver = fields.get('Deriver');

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
 import { isStrataError } from '../../src/core/error.js';
-import { compressHash, Hash, HASH_SIZES, type HashAlgo, nix32Decode, nix32Encode, parseHash } from '../../src/core/hash.js';
+import { compressHash, Hash, HASH_SIZES, type HashAlgo, isNix32Of, nix32Decode, nix32Encode, parseHash } from '../../src/core/hash.js';
 import { loadVector } from '../support/vectors.js';
 
 const base32 = loadVector('base32.json');
@@ -43,6 +43,36 @@ describe('nix32', () => {
     // 52 chars encode 260 bits; the first digit may only use 1 bit for 32 bytes.
     const s = 'z' + '0'.repeat(51);
     expect(() => nix32Decode(s, 32)).toThrow(/past the last byte/);
+  });
+
+  it('isNix32Of says yes exactly to what nix32Decode accepts, and to every encoding', () => {
+    const alphabet = '0123456789abcdfghijklmnpqrsvwxyz';
+    const lengths: Record<number, number> = { 16: 26, 20: 32, 32: 52, 64: 103 };
+    fc.assert(
+      fc.property(fc.constantFrom(16, 20, 32, 64), fc.array(fc.integer({ min: 0, max: 35 }), { minLength: 103, maxLength: 103 }), (n, digits) => {
+        // Digits 32-35 stand for characters outside the alphabet.
+        const s = digits.slice(0, lengths[n]).map((d) => alphabet[d] ?? 'eotu'[d - 32]).join('');
+        let decodes = true;
+        try {
+          nix32Decode(s, n);
+        } catch {
+          decodes = false;
+        }
+        expect(isNix32Of(s, n)).toBe(decodes);
+        expect(isNix32Of(s.slice(1), n)).toBe(false);
+      }),
+    );
+    fc.assert(
+      fc.property(fc.constantFrom(16, 20, 32, 64), fc.uint8Array({ minLength: 64, maxLength: 64 }), (n, raw) => {
+        expect(isNix32Of(nix32Encode(raw.slice(0, n)), n)).toBe(true);
+      }),
+    );
+  });
+
+  it('a parsed hash prints its nix32 as given, an unparsed one as encoded', () => {
+    const text = '0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73';
+    expect(parseHash(`sha256:${text}`).toNix32()).toBe(text);
+    expect(parseHash(`sha256:${parseHash(`sha256:${text}`).toBase16()}`).toNix32()).toBe(text);
   });
 
   it('rejects letters outside the alphabet', () => {

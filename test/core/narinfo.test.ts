@@ -262,6 +262,16 @@ describe('parseNarInfo follows Nix 2.8 on what it accepts', () => {
     }
   });
 
+  it('a CA hash in base16 is printed in nix32; one in nix32 is kept as it is', () => {
+    const digest = Hash.of('sha256', 'contents');
+    const withCa = (hash: string) => `${base}CA: fixed:r:sha256:${hash}\n`;
+    expect(parseNarInfo(withCa(digest.toBase16())).ca).toBe(`fixed:r:sha256:${digest.toNix32()}`);
+    expect(parseNarInfo(withCa(digest.toNix32())).ca).toBe(`fixed:r:sha256:${digest.toNix32()}`);
+    // An uncompressed NAR's FileHash is the NarHash: one Hash, equal to both texts.
+    const info = parseNarInfo(base.replace(/^FileHash: .*$/m, `FileHash: ${parseNarInfo(base).narHash.toString()}`));
+    expect(info.fileHash?.toString()).toBe(info.narHash.toString());
+  });
+
   it('a hand-written minimal narinfo (as substituted by real Nix) parses', () => {
     const info = parseNarInfo(base);
     const minimal = [
@@ -372,6 +382,8 @@ describe('parseNarInfo rejects malformed narinfos with NARINFO_INVALID', () => {
     ['a Sig that is not base64', set('Sig', 'key:not base64!')],
     ['a CA that is not a content address', `${base}CA: something\n`],
     ['a CA with a bad hash', `${base}CA: fixed:r:sha256:abc\n`],
+    ['a CA whose nix32 hash sets a bit past the last byte', `${base}CA: fixed:r:sha256:z${'0'.repeat(51)}\n`],
+    ['a CA whose nix32 hash has a letter outside the alphabet', `${base}CA: text:sha256:e${'0'.repeat(51)}\n`],
     ['CRLF line ends', base.replace(/\n/g, '\r\n')],
     ['a CR inside a value', set('URL', 'nar/x.nar\rZ')],
     ['a NUL byte', `${base}System: x86_64-linux\u0000\n`],

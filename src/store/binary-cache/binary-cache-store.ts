@@ -310,12 +310,15 @@ export class BinaryCacheStore implements Store {
   async #fetchClosure(key: string): Promise<boolean> {
     const body = await this.transport.getFile(key).catch(() => undefined);
     if (!body) return false;
-    for (const text of body.toString('utf8').split('\n\n')) {
-      if (text === '') continue;
-      const part = text.endsWith('\n') ? text : `${text}\n`;
+    // Narinfos separated by empty lines, each cut with its final '\n' (a slice, not a copy).
+    const text = body.toString('utf8');
+    for (let start = 0; start < text.length; ) {
+      const gap = text.indexOf('\n\n', start);
+      const end = gap < 0 ? text.length : gap + 1;
+      const part = text.endsWith('\n', end) ? text.slice(start, end) : `${text.slice(start, end)}\n`;
+      start = end + 1;
       const hashPart = /^StorePath: [^\n]*\/([0-9a-z]{32})-/.exec(part)?.[1];
-      if (!hashPart) continue;
-      this.#narInfos.set(hashPart, this.#parse(part, hashPart));
+      if (hashPart) this.#narInfos.set(hashPart, this.#parse(part, hashPart));
     }
     return true;
   }

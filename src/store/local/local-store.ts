@@ -43,6 +43,12 @@ interface Staged {
   placed?: boolean;
 }
 
+/** Whether {@link LocalStore.publish} makes the objects durable, and their batch's early write-back. */
+interface PublishOptions {
+  durable?: boolean;
+  early?: EarlyWriteback;
+}
+
 /** How objects are restored: with store metadata, into the staging dir (0700, ours alone). */
 const CANONICAL = { canonicalise: true, privateParent: true };
 
@@ -224,9 +230,9 @@ export class LocalStore implements LocalFsStore {
   /**
    * Adds many paths, as Nix's import and substitution do, with each registration guarantee of
    * {@link addFromNar}: temp roots first (one write for the batch), references valid or in the
-   * batch, each NAR restored into the staging dir with canonical metadata and checked against
-   * its declared hash, size and content address, then under the paths' locks (validity checked
-   * again, leftovers deleted) moved into place, made durable once, and registered in one
+   * batch, the paths' locks (validity checked again), each NAR restored into the staging dir
+   * with canonical metadata and checked against its declared hash, size and content address,
+   * then (leftovers deleted) moved into place, made durable once, and registered in one
    * transaction. A crash at any point leaves each path either invalid or complete: nothing is
    * under a store path name before its restore is complete and verified.
    */
@@ -238,16 +244,28 @@ export class LocalStore implements LocalFsStore {
     const valid = new Set(this.db.queryValid(list.map((i) => i.info.path)).map((p) => p.baseName));
     const todo = list.filter((i) => !valid.has(i.info.path.baseName));
     if (todo.length === 0) return;
-    await this.withStaging(async (staging) => {
-      const staged: Staged[] = [];
-      const early = new EarlyWriteback(this.config.realStoreDir);
-      try {
-        await this.stageNars(staging, staged, todo, options, early);
-        await this.publish(staged, { early });
-      } finally {
-        await this.discard(staged);
-      }
-    });
+    // Locked before their NARs are read, as Nix's substitution locks before it downloads: the
+    // lock files are made while the first NARs are on their way, not after the last one is
+    // restored (300 lock files were ~30-40 ms of a 300-path substitution, all on its critical path).
+    await this.withPathLocks(
+      todo.map((i) => i.info.path),
+      async () => {
+        // Made valid by another process while we waited for its lock: left as it is.
+        const validNow = new Set(this.db.queryValid(todo.map((i) => i.info.path)).map((p) => p.baseName));
+        const fresh = todo.filter((i) => !validNow.has(i.info.path.baseName));
+        if (fresh.length === 0) return;
+        await this.withStaging(async (staging) => {
+          const staged: Staged[] = [];
+          const early = new EarlyWriteback(this.config.realStoreDir);
+          try {
+            await this.stageNars(staging, staged, fresh, options, early);
+            await this.publishLocked(staged, { early });
+          } finally {
+            await this.discard(staged);
+          }
+        });
+      },
+    );
   }
 
   /** Restores and verifies each NAR of `todo` into `staging`, recording it in `staged`. */
@@ -402,32 +420,35 @@ export class LocalStore implements LocalFsStore {
    * `durable` is false; `early` is the batch's write-back, if it has one), and registers them in
    * one transaction. Paths someone else made valid meanwhile are left to them.
    */
-  private async publish(staged: Staged[], { durable = true, early }: { durable?: boolean; early?: EarlyWriteback } = {}): Promise<void> {
+  private async publish(staged: Staged[], options: PublishOptions = {}): Promise<void> {
     if (staged.length === 0) return;
-    const { removeTree } = await loadFs();
     await this.withPathLocks(
       staged.map((e) => e.info.path),
-      async () => {
-        const valid = new Set(this.db.queryValid(staged.map((e) => e.info.path)).map((p) => p.baseName));
-        const fresh = staged.filter((e) => !valid.has(e.info.path.baseName));
-        if (fresh.length === 0) return;
-        const dests: string[] = [];
-        try {
-          for (const e of fresh) {
-            const dest = this.realPath(e.info.path);
-            moveIntoPlace(e.tmp, dest, removeTree);
-            e.placed = true;
-            dests.push(dest);
-          }
-          if (durable) await makeDurable(this.config.realStoreDir, dests, fresh.reduce((n, e) => n + e.nodes, 0), early);
-          this.db.register(fresh.map((e) => ({ info: e.info, ...e.registration })));
-        } catch (e) {
-          // Still under the locks and not valid: nothing may stay under those names.
-          for (const d of dests) if (lexists(d)) removeTree(d);
-          throw e;
-        }
-      },
+      () => this.publishLocked(staged, options),
     );
+  }
+
+  /** {@link publish} with the paths' locks already held by the caller. */
+  private async publishLocked(staged: Staged[], { durable = true, early }: PublishOptions = {}): Promise<void> {
+    const valid = new Set(this.db.queryValid(staged.map((e) => e.info.path)).map((p) => p.baseName));
+    const fresh = staged.filter((e) => !valid.has(e.info.path.baseName));
+    if (fresh.length === 0) return;
+    const { removeTree } = await loadFs();
+    const dests: string[] = [];
+    try {
+      for (const e of fresh) {
+        const dest = this.realPath(e.info.path);
+        moveIntoPlace(e.tmp, dest, removeTree);
+        e.placed = true;
+        dests.push(dest);
+      }
+      if (durable) await makeDurable(this.config.realStoreDir, dests, fresh.reduce((n, e) => n + e.nodes, 0), early);
+      this.db.register(fresh.map((e) => ({ info: e.info, ...e.registration })));
+    } catch (e) {
+      // Still under the locks and not valid: nothing may stay under those names.
+      for (const d of dests) if (lexists(d)) removeTree(d);
+      throw e;
+    }
   }
 
   /** `items` without repeated paths, once every reference is valid or among them (one query). */
