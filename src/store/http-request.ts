@@ -13,7 +13,8 @@ import { StrataError } from '../core/error.js';
 
 /** Redirects followed per attempt, as many as Nix's curl follows (CURLOPT_MAXREDIRS). */
 export const MAX_REDIRECTS = 10;
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** The statuses a redirect is followed for. */
+export const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 
 /** A response whose status was read; `body` streams the rest. */
 export interface HttpResponse {
@@ -35,6 +36,11 @@ export interface HttpRequestOptions {
   attempts: number;
   /** The first wait between attempts, in ms (Nix's baseRetryTimeMs is 250). */
   baseDelayMs: number;
+  /**
+   * Attempts the caller made already its own way: the first attempt here waits the backoff
+   * that would follow the last of those, and the backoff goes on growing from there.
+   */
+  firstDelayAttempt?: number;
   /** Redirects are followed unless false (an upload's body is not sent twice). */
   followRedirects?: boolean;
   /** The agent for `protocol` (`http:` or `https:`); Node's global one when absent. */
@@ -80,6 +86,11 @@ export function dump(body: Readable): Promise<void> {
     body.once('end', resolve).once('close', resolve).once('error', () => resolve());
     body.resume();
   });
+}
+
+/** Nix's wait after failed attempt `n` (from 1): base × 2^(n-1+U(0, 0.5)) ms. */
+function backoff(baseMs: number, n: number): number {
+  return Math.round(baseMs * 2 ** (n - 1 + Math.random() * 0.5));
 }
 
 /** Waits `ms`, or less when `signal` aborts (the caller then checks it). */
@@ -143,7 +154,7 @@ async function attempt(url: URL, o: HttpRequestOptions): Promise<HttpResponse> {
   for (let redirects = 0; ; redirects++) {
     const res = await send(current, o);
     const location = res.headers.location;
-    if (o.followRedirects === false || !REDIRECTS.has(res.statusCode) || location === undefined) return res;
+    if (o.followRedirects === false || !REDIRECT_STATUSES.has(res.statusCode) || location === undefined) return res;
     await dump(res.body);
     const next = URL.canParse(location, current.href) ? new URL(location, current) : undefined;
     if (next === undefined || (next.protocol !== 'http:' && next.protocol !== 'https:'))
@@ -162,6 +173,8 @@ async function attempt(url: URL, o: HttpRequestOptions): Promise<HttpResponse> {
  */
 export async function httpRequest(url: URL, o: HttpRequestOptions): Promise<HttpResponse> {
   const aborted = () => new HttpRequestError(url.href, { kind: 'aborted' });
+  const before = o.firstDelayAttempt ?? 0;
+  if (before > 0) await sleep(backoff(o.baseDelayMs, before), o.signal);
   for (let n = 1; ; n++) {
     if (o.signal?.aborted) throw aborted();
     let cause: RetryCause;
@@ -176,8 +189,7 @@ export async function httpRequest(url: URL, o: HttpRequestOptions): Promise<Http
       if (n >= o.attempts) throw new HttpRequestError(url.href, { kind: 'network', error: e });
       cause = { error: e };
     }
-    // Nix's backoff: base × 2^(n-1+U(0, 0.5)).
-    const ms = Math.round(o.baseDelayMs * 2 ** (n - 1 + Math.random() * 0.5));
+    const ms = backoff(o.baseDelayMs, before + n);
     o.onRetry?.(cause, ms);
     await sleep(ms, o.signal);
   }

@@ -474,17 +474,23 @@ export class BinaryCacheStore implements Store {
     if (!this.#fileIsNar(ni)) return Buffer.concat(await (await this.narFromNarInfo(ni)).toArray());
     const full = this.storeDir.print(ni.path);
     const url = ni.url.replace(/^\.\//, '');
-    const stream = await this.transport.getStream(url).catch((e: unknown) => {
+    // A hostile cache cannot make us hold more than declared.
+    const file = await this.#fileAtMost(url, ni.narSize).catch((e: unknown) => {
       throw this.#badUrl(e, ni, full);
     });
-    if (!stream) throw this.#narMissing(full, url);
-    // A hostile cache cannot make us hold more than declared.
-    const file = await readAtMost(stream, ni.narSize);
-    if (!file) throw this.#mismatch(full, 'File')('size', `more than ${ni.narSize} bytes`);
+    if (file === undefined) throw this.#narMissing(full, url);
+    if (file === null) throw this.#mismatch(full, 'File')('size', `more than ${ni.narSize} bytes`);
     if (file.length !== ni.narSize) throw this.#mismatch(full, 'File')('size', String(file.length));
     const hash = Hash.of('sha256', file);
     if (!hash.equals(ni.fileHash!)) throw this.#mismatch(full, 'File')('hash', hash.toNix32());
     return file;
+  }
+
+  /** A file of at most `limit` bytes read whole: `undefined` when missing, `null` when larger. */
+  async #fileAtMost(key: string, limit: number): Promise<Buffer | null | undefined> {
+    if (this.transport.getSmall) return this.transport.getSmall(key, limit);
+    const stream = await this.transport.getStream(key);
+    return stream && ((await readAtMost(stream, limit)) ?? null);
   }
 
   /**

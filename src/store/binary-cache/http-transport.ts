@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 
 import { StrataError } from '../../core/error.js';
-import { dump, httpRequest, HttpRequestError, type HttpResponse, MAX_REDIRECTS } from '../http-request.js';
+import { HttpGetPool } from '../http-get-pool.js';
+import { dump, httpRequest, HttpRequestError, type HttpResponse, MAX_REDIRECTS, REDIRECT_STATUSES, transientStatus } from '../http-request.js';
 import { readAtMost } from '../read-at-most.js';
 import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
 
@@ -71,6 +72,8 @@ export class HttpTransport implements CacheTransport {
   readonly #timeout: number;
   readonly #retries: number;
   readonly #backoff: number;
+  /** GETs of small files the plain way (src/store/http-get-pool.ts), when the cache is plain http. */
+  readonly #lean: HttpGetPool | undefined;
 
   constructor(url: string, options: HttpTransportOptions = {}) {
     const u = new URL(url);
@@ -85,6 +88,10 @@ export class HttpTransport implements CacheTransport {
     // Idle keep-alive connections are kept 30 s, as long as nginx's default keepalive_timeout
     // (75 s) and Nix's curl would keep them.
     this.#agentOptions = { keepAlive: true, maxSockets: options.connections ?? 8, timeout: 30_000, scheduling: 'lifo' };
+    // Small files of a plain-http cache without credentials: narinfos, walked one per level.
+    if (u.protocol === 'http:' && this.#auth === undefined) {
+      this.#lean = new HttpGetPool(u.hostname.replace(/^\[|\]$/g, ''), Number(u.port || 80), u.host, { maxSockets: options.connections ?? 8, timeoutMs: this.#timeout });
+    }
   }
 
   /** The agent of `protocol`, created on first use: `https` (and TLS) is loaded only when used. */
@@ -117,18 +124,17 @@ export class HttpTransport implements CacheTransport {
    * One request with retries. Returns the response for 2xx, `undefined` for 404/403 (both mean
    * "not there" to Nix), and throws `HTTP_ERROR` for anything else once retries are spent.
    */
-  async #request(method: string, key: string, body?: () => Buffer | Readable, headers: Record<string, string> = {}): Promise<HttpResponse | undefined> {
-    const action = method === 'PUT' ? 'upload' : 'fetch';
-    const attempts = this.#retries + 1;
-    const fail = (why: string) =>
-      new StrataError('HTTP_ERROR', `Cannot ${action} '${this.#url(key)}': ${why}${attempts > 1 ? ` (after up to ${attempts} attempts)` : ''}`, { value: this.#url(key) });
+  async #request(method: string, key: string, body?: () => Buffer | Readable, headers: Record<string, string> = {}, spent = 0): Promise<HttpResponse | undefined> {
+    const fail = (why: string) => this.#failure(method, key, why);
     let res: HttpResponse;
     try {
       res = await httpRequest(this.#target(method, key), {
         method,
         headers,
         ...(body ? { body } : {}),
-        attempts,
+        attempts: this.#retries + 1 - spent,
+        // An attempt already made (the lean client's) is waited after, as between any two.
+        ...(spent > 0 ? { firstDelayAttempt: spent } : {}),
         baseDelayMs: this.#backoff,
         // Followed as Nix's curl does (a CDN, a moved cache); an upload's body is not sent twice.
         followRedirects: method !== 'PUT',
@@ -150,23 +156,43 @@ export class HttpTransport implements CacheTransport {
     throw fail(`HTTP ${res.statusCode}`);
   }
 
+  #failure(method: string, key: string, why: string): StrataError {
+    const attempts = this.#retries + 1;
+    return new StrataError('HTTP_ERROR', `Cannot ${method === 'PUT' ? 'upload' : 'fetch'} '${this.#url(key)}': ${why}${attempts > 1 ? ` (after up to ${attempts} attempts)` : ''}`, { value: this.#url(key) });
+  }
+
   async getFile(key: string): Promise<Buffer | undefined> {
-    const res = await this.#request('GET', key);
-    if (!res) return undefined;
-    const tooBig = () => new StrataError('HTTP_ERROR', `Cannot fetch '${this.#url(key)}': it is larger than ${MAX_SMALL_FILE} bytes`, { value: this.#url(key) });
-    if (Number(res.headers['content-length'] ?? 0) > MAX_SMALL_FILE) {
-      res.body.destroy();
-      throw tooBig();
+    const file = await this.getSmall(key, MAX_SMALL_FILE);
+    if (file === null) throw new StrataError('HTTP_ERROR', `Cannot fetch '${this.#url(key)}': it is larger than ${MAX_SMALL_FILE} bytes`, { value: this.#url(key) });
+    return file;
+  }
+
+  async getSmall(key: string, limit: number): Promise<Buffer | null | undefined> {
+    // The plain case on the lean client; anything else (a redirect, an error status, a network
+    // error) is asked again the full way, which retries, follows and words it.
+    const lean = this.#lean && CACHE_KEY_RE.test(key) ? await this.#lean.get(`${this.#basePath}/${key}`, limit) : undefined;
+    // The lean answer counts as an attempt: a status Nix does not retry is final, a transient
+    // one is tried again after the backoff. A network error or a redirect starts over.
+    let spent = 0;
+    if (lean) {
+      if (lean.status >= 200 && lean.status < 300) return lean.body ?? null;
+      if (lean.status === 404 || lean.status === 403) return undefined;
+      const retried = transientStatus(lean.status) && this.#retries > 0;
+      if (!retried && !REDIRECT_STATUSES.has(lean.status)) throw this.#failure('GET', key, `HTTP ${lean.status}`);
+      if (retried) spent = 1;
     }
-    let file: Buffer | undefined;
+    const res = await this.#request('GET', key, undefined, {}, spent);
+    if (!res) return undefined;
+    if (Number(res.headers['content-length'] ?? 0) > limit) {
+      res.body.destroy();
+      return null;
+    }
     try {
-      file = await readAtMost(res.body, MAX_SMALL_FILE);
+      return (await readAtMost(res.body, limit)) ?? null;
     } catch (e) {
       if (e instanceof StrataError) throw e;
       throw new StrataError('HTTP_ERROR', `Cannot fetch '${this.#url(key)}': ${describe(e)}`, { value: this.#url(key), cause: e });
     }
-    if (!file) throw tooBig();
-    return file;
   }
 
   async getStream(key: string): Promise<Readable | undefined> {
@@ -208,6 +234,7 @@ export class HttpTransport implements CacheTransport {
   }
 
   async close(): Promise<void> {
+    this.#lean?.close();
     for (const agent of this.#agents.values()) (await agent).destroy();
   }
 }

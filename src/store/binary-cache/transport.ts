@@ -11,6 +11,12 @@ export interface CacheTransport {
   readonly uri: string;
   /** A small file's bytes (narinfo, nix-cache-info), or `undefined` when it does not exist. */
   getFile(key: string): Promise<Buffer | undefined>;
+  /**
+   * Optional (HTTP): a file read whole, `undefined` when it does not exist, `null` when it is
+   * larger than `limit` bytes (not read past them). Small NARs come this way where it is
+   * cheaper than a stream.
+   */
+  getSmall?(key: string, limit: number): Promise<Buffer | null | undefined>;
   /** A file as a stream (NARs), or `undefined` when it does not exist. */
   getStream(key: string): Promise<Readable | undefined>;
   /** Whether a file exists (HTTP: a HEAD request). */
