@@ -9,3 +9,4 @@ exports.treeWriterDone = addon.treeWriterDone;
 exports.treeWriterFailed = addon.treeWriterFailed;
 exports.treeWriterIdle = addon.treeWriterIdle;
 exports.treeWriterClose = addon.treeWriterClose;
+exports.treeWriterTakeLocks = addon.treeWriterTakeLocks;

@@ -98,5 +98,6 @@ NAPI_MODULE_INIT() {
   export_function(env, exports, "treeWriterFailed", tree_writer_failed);
   export_function(env, exports, "treeWriterIdle", tree_writer_idle);
   export_function(env, exports, "treeWriterClose", tree_writer_close);
+  export_function(env, exports, "treeWriterTakeLocks", tree_writer_take_locks);
   return exports;
 }

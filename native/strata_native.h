@@ -13,4 +13,5 @@ napi_value tree_writer_done(napi_env env, napi_callback_info info);
 napi_value tree_writer_failed(napi_env env, napi_callback_info info);
 napi_value tree_writer_idle(napi_env env, napi_callback_info info);
 napi_value tree_writer_close(napi_env env, napi_callback_info info);
+napi_value tree_writer_take_locks(napi_env env, napi_callback_info info);
 #endif

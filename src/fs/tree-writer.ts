@@ -20,6 +20,7 @@ const OP_WRITE = 3;
 const OP_CLOSE = 4;
 const OP_SYMLINK = 5;
 const OP_SEAL = 6;
+const OP_LOCK = 7;
 
 /**
  * Open files at once: the addon's slot table (SLOTS in tree_writer.c). Each restore holds at most
@@ -60,6 +61,8 @@ export class TreeWriter {
   private pushed = 0;
   private readonly spare: Buffer[] = [];
   private freeSlots = allSlots();
+  /** LOCK operations queued since the last {@link takeLocks}. */
+  private locksQueued = 0;
 
   private constructor(
     private readonly addon: Native,
@@ -138,6 +141,34 @@ export class TreeWriter {
     const at = this.reserve(4 + 4 + path.length + 1);
     this.u32(at, OP_SEAL);
     this.path(at + 4, path);
+  }
+
+  /**
+   * Takes Nix's lock file `path` without waiting, on the pool thread (native/tree_writer.c
+   * LOCK): the caller queues a batch's locks in sorted order, and the first one not taken
+   * leaves the rest untaken, for the caller to wait for in the same order. See {@link takeLocks}.
+   */
+  lockFile(path: Buffer): void {
+    const at = this.reserve(4 + 8 + path.length + 1);
+    this.u32(at, OP_LOCK);
+    this.u32(at + 4, this.locksQueued++);
+    this.path(at + 8, path);
+  }
+
+  /**
+   * Once settled: the descriptors of the locks queued since the last call, in their order, -1
+   * for each one not taken; the caller now holds them (and releases them as Nix does).
+   */
+  takeLocks(): number[] {
+    const fds = this.pushed > 0 ? this.addon.treeWriterTakeLocks(this.handle) : [];
+    const out = Array.from({ length: this.locksQueued }, (_, i) => fds[i] ?? -1);
+    this.locksQueued = 0;
+    return out;
+  }
+
+  /** Hands what is buffered to the pool now. */
+  flush(): void {
+    if (this.len > 0) this.push();
   }
 
   /**

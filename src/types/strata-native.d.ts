@@ -18,4 +18,6 @@ declare module 'strata-native' {
   export function treeWriterIdle(writer: TreeWriterHandle): Promise<void>;
   /** Closes files left open by a stopped restore; throws while buffers are still running. */
   export function treeWriterClose(writer: TreeWriterHandle): void;
+  /** The lock descriptors LOCK operations took, by index (-1: not taken), now the caller's; throws while buffers are still running. */
+  export function treeWriterTakeLocks(writer: TreeWriterHandle): number[];
 }

@@ -4,7 +4,8 @@
  * with calls on the main thread; failures surface at the next settle, as Node's fs errors, and
  * stop everything after them.
  */
-import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer as collect } from 'node:stream/consumers';
@@ -18,6 +19,7 @@ import { encodeNar } from '../../src/core/nar/writer.js';
 import { dumpPath } from '../../src/fs/nar-dump.js';
 import { restoreNar, restoreNarSync } from '../../src/fs/nar-restore.js';
 import { TreeWriter } from '../../src/fs/tree-writer.js';
+import { releaseTaken } from '../../src/store/local/locks.js';
 import { inPieces, narFile as file, narTreeArb } from '../support/nar-arbitrary.js';
 import { tempDir } from '../support/tmp.js';
 
@@ -116,6 +118,39 @@ describe('TreeWriter', () => {
       await expect(native.treeWriterIdle(w), what).rejects.toMatchObject({ code: 'EINVAL', syscall: 'treeWriter' });
       expect(native.treeWriterFailed(w)).toBe(true);
       expect(() => lstatSync(after), what).toThrow(/ENOENT/);
+    }
+  });
+
+  it('takes lock files in order without waiting, and stops at the first one held or stale', async () => {
+    const names = ['a', 'b', 'c', 'd', 'e'].map((n) => join(tmp, `${n}.lock`));
+    writeFileSync(names[3]!, 'd'); // released by an earlier holder: stale
+    const w = await writer();
+    const before = openFds();
+    for (const n of names) w.lockFile(Buffer.from(n));
+    w.flush();
+    await w.settle();
+    const fds = w.takeLocks();
+    expect(fds.map((fd) => fd >= 0)).toEqual([true, true, true, false, false]);
+    expect(openFds()).toBe(before + 3);
+    // Held: another process cannot take them.
+    for (const n of names.slice(0, 3)) expect(spawnSync('flock', ['-n', n, 'true']).status).toBe(1);
+    releaseTaken(names, fds);
+    expect(openFds()).toBe(before);
+    expect(names.slice(0, 3).some((n) => existsSync(n))).toBe(false);
+    // A lock another process holds stops the taking there, though the next ones are free.
+    const held = spawn('flock', [names[1]!, 'sleep', '5'], { stdio: 'ignore' });
+    const exited = new Promise((resolve) => held.on('exit', resolve));
+    try {
+      while (spawnSync('flock', ['-n', names[1]!, 'true']).status === 0) await new Promise((r) => setTimeout(r, 10));
+      for (const n of [names[0]!, names[1]!, names[2]!]) w.lockFile(Buffer.from(n));
+      await w.settle();
+      const again = w.takeLocks();
+      expect(again.map((fd) => fd >= 0)).toEqual([true, false, false]);
+      releaseTaken(names, again);
+      expect(w.takeLocks()).toEqual([]);
+    } finally {
+      held.kill();
+      await exited;
     }
   });
 

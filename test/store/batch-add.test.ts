@@ -3,6 +3,7 @@
  * transaction per batch, references in any order inside a batch, all or nothing, NARs opened
  * only for paths still to add, fetched in parallel along a chain, durable before registration.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
@@ -103,6 +104,51 @@ afterEach(() => {
 });
 
 describe('LocalStore.addFromNars', () => {
+  it('takes the locks it can ahead, waits for one another process holds (in sorted order), and leaves no lock file', async () => {
+    const work = tempDir();
+    const store = await openLocal(join(work, 's'));
+    try {
+      const items = await chain(work, 5);
+      const locks = items.map((i) => `${store.realPath(i.info.path)}.lock`).sort();
+      const [first, held, last] = [locks[0]!, locks[2]!, locks.at(-1)!];
+      // A real other process holds one path's lock (flock(1), as Nix would) for a second.
+      const spawnedAt = Date.now();
+      const holder = spawn('flock', [held, 'sleep', '1'], { stdio: 'ignore' });
+      const exited = new Promise((resolve) => holder.on('exit', resolve));
+      while (spawnSync('flock', ['-n', held, 'true']).status === 0) await new Promise((r) => setTimeout(r, 10));
+      const adding = store.addFromNars(asSources(items), { concurrency: 2 });
+      await new Promise((r) => setTimeout(r, 300));
+      // Taken ahead: the one sorting before the held one; not yet: the one after it.
+      expect(spawnSync('flock', ['-n', first, 'true']).status).toBe(1);
+      expect(spawnSync('flock', ['-n', last, 'true']).status).toBe(0);
+      await adding;
+      expect(Date.now() - spawnedAt).toBeGreaterThanOrEqual(1000);
+      await exited;
+      for (const { info } of items) expect(await store.isValidPath(info.path)).toBe(true);
+      expect(readdirSync(store.realStoreDir).filter((n) => n.endsWith('.lock'))).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('releases the locks it took ahead when the batch fails', async () => {
+    const work = tempDir();
+    const store = await openLocal(join(work, 's'));
+    try {
+      const items = await chain(work, 3);
+      const bad = { ...items[2]!, info: { ...items[2]!.info, narHash: Hash.of('sha256', 'not the NAR') } };
+      const e = await store.addFromNars(asSources([items[0]!, items[1]!, bad])).catch((x: unknown) => x);
+      expect((e as { code?: string }).code).toBe('HASH_MISMATCH');
+      for (const i of items) {
+        const lock = `${store.realPath(i.info.path)}.lock`;
+        expect(existsSync(lock), lock).toBe(false);
+      }
+      expect(await store.queryAllValidPaths()).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('registers a batch given referrers first in one transaction, and real Nix accepts the store', async () => {
     const work = tempDir();
     const root = join(work, 's');

@@ -515,7 +515,11 @@ export class BinaryCacheStore implements Store {
     infos.forEach((ni, i) => {
       const kind = servedCompression(ni);
       if (kind === undefined || (kind === 'none' && !this.#fileIsNar(ni))) out[i] = this.narBytes(paths[i]!);
-      else batched.set(kind, [...(batched.get(kind) ?? []), i]);
+      else {
+        const list = batched.get(kind);
+        if (list) list.push(i);
+        else batched.set(kind, [i]);
+      }
     });
     for (const [kind, list] of batched) {
       for (let start = 0; start < list.length; start += NARS_BATCH) {

@@ -30,6 +30,11 @@ export class PathLock {
     }
   }
 
+  /** A lock taken elsewhere (a tree writer's LOCK operation): `fd`, locked and not stale. */
+  static adopt(lockPath: string, fd: number): PathLock {
+    return new PathLock(lockPath, fd);
+  }
+
   /** Non-blocking variant; undefined when another process holds it. */
   static tryAcquire(lockPath: string): PathLock | undefined {
     const fd = openLockFile(lockPath);
@@ -67,16 +72,36 @@ function isStale(fd: number): boolean {
   return readSync(fd, ONE, 0, 1, 0) > 0;
 }
 
-/** Takes several path locks in sorted order (as Nix does) so two processes cannot deadlock. */
-export async function acquirePathLocks(lockPaths: string[]): Promise<PathLock[]> {
+/** The order several locks are taken in (as Nix does): sorted, each once, so two processes cannot deadlock. */
+export function lockOrder(lockPaths: string[]): string[] {
+  return [...new Set(lockPaths)].sort();
+}
+
+/**
+ * Takes several path locks in {@link lockOrder}. `taken`, aligned with that order, holds the
+ * descriptors of locks taken already (a tree writer's LOCK operations: a prefix of the order),
+ * -1 for the others.
+ */
+export async function acquirePathLocks(lockPaths: string[], taken: readonly number[] = []): Promise<PathLock[]> {
+  const order = lockOrder(lockPaths);
   const held: PathLock[] = [];
+  let i = 0;
   try {
-    for (const p of [...new Set(lockPaths)].sort()) held.push(await PathLock.acquire(p));
+    for (; i < order.length; i++) {
+      const fd = taken[i] ?? -1;
+      held.push(fd >= 0 ? PathLock.adopt(order[i]!, fd) : await PathLock.acquire(order[i]!));
+    }
     return held;
   } catch (e) {
     for (const l of held) l.release();
+    releaseTaken(order.slice(i), taken.slice(i));
     throw e;
   }
+}
+
+/** Releases locks taken as {@link acquirePathLocks}'s `taken` describes them, without using them. */
+export function releaseTaken(order: string[], taken: readonly number[]): void {
+  for (const [i, fd] of taken.entries()) if (fd >= 0) PathLock.adopt(order[i]!, fd).release();
 }
 
 /** This process's temp-roots file; paths added here survive a concurrent GC. */
