@@ -56,15 +56,18 @@ export function register(program: Command): void {
           concurrency: jobs,
           trustedPublicKeys: keys,
           requireSigs: g.requireSigs,
-          onProgress: (p) => {
-            if (!bar) return;
-            const mib = (n: number) => (n / 1048576).toFixed(1);
-            const payload = { paths: `${p.pathsDone}/${p.pathsTotal}`, mib: mib(p.bytesDone), totalMib: mib(p.bytesTotal), rate: mib(p.bytesDone / Math.max(0.001, (Date.now() - started) / 1000)) };
-            if (!barStarted) {
-              bar.start(Math.max(1, p.bytesTotal), p.bytesDone, payload);
-              barStarted = true;
-            } else bar.update(p.bytesDone, payload);
-          },
+          // Only with a bar to draw: a report per NAR chunk and per path is an object each.
+          onProgress: showBar
+            ? (p) => {
+                if (!bar) return;
+                const mib = (n: number) => (n / 1048576).toFixed(1);
+                const payload = { paths: `${p.pathsDone}/${p.pathsTotal}`, mib: mib(p.bytesDone), totalMib: mib(p.bytesTotal), rate: mib(p.bytesDone / Math.max(0.001, (Date.now() - started) / 1000)) };
+                if (!barStarted) {
+                  bar.start(Math.max(1, p.bytesTotal), p.bytesDone, payload);
+                  barStarted = true;
+                } else bar.update(p.bytesDone, payload);
+              }
+            : undefined,
         });
         bar?.stop();
         bar = undefined;

@@ -33,6 +33,9 @@ function loadFs() {
   return fsModules;
 }
 
+/** Loaded once, when the first content address is checked (a path of a batch asks each time). */
+let contentCheck: Promise<typeof import('./content-check.js')> | undefined;
+
 /** An object restored into the staging dir, verified, waiting to be moved into place and registered. */
 interface Staged {
   info: PathInfo;
@@ -492,7 +495,7 @@ export class LocalStore implements LocalFsStore {
 
   /** Checks that a declared content address matches the staged files and the path. */
   private async checkContentAddress(info: PathInfo, staged: string, inputs: ContentCheckInputs): Promise<void> {
-    const { checkContentAddress } = await import('./content-check.js');
+    const { checkContentAddress } = await (contentCheck ??= import('./content-check.js'));
     await checkContentAddress(this.storeDir, info, staged, inputs);
   }
 
