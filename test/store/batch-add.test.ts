@@ -24,7 +24,7 @@ import { StorePath } from '../../src/core/store-path.js';
 import { dumpPath } from '../../src/fs/nar-dump.js';
 import { copyPaths } from '../../src/store/copy.js';
 import { checkContentAddress } from '../../src/store/local/content-check.js';
-import { FSYNC_LIMIT } from '../../src/store/local/durable.js';
+import { EarlyWriteback, FSYNC_LIMIT } from '../../src/store/local/durable.js';
 import type { LocalStore } from '../../src/store/local/local-store.js';
 import { openStore } from '../../src/store/open.js';
 import type { NarSource, PathInfo, Store } from '../../src/store/store.js';
@@ -262,6 +262,28 @@ describe('LocalStore.addFromNars', () => {
       expect(await store.queryAllValidPaths()).toEqual([]);
     } finally {
       await store.close();
+    }
+  });
+
+  it('starts write-back early only once a batch has restored 1,024 objects, one syncfs at a time', async () => {
+    const work = tempDir();
+    let syncs = 0;
+    syncProbe.seen = () => syncs++;
+    try {
+      const early = new EarlyWriteback(work);
+      early.restored(600);
+      early.restored(423);
+      await early.settled();
+      expect(syncs).toBe(0);
+      early.restored(1);
+      early.restored(500); // one is in flight: no second
+      await early.settled();
+      expect(syncs).toBe(1);
+      early.restored(1);
+      await early.settled();
+      expect(syncs).toBe(2);
+    } finally {
+      syncProbe.seen = undefined;
     }
   });
 
