@@ -72,7 +72,8 @@ export function childPath(dir: Buffer, name: Buffer): Buffer {
 export interface Walk {
   writer: NarWriter;
   options: WalkOptions;
-  small: Buffer;
+  /** Made on first use, and only when buffers are reused (hashing): a dump reads into fresh ones. */
+  small: Buffer | undefined;
   sinceYield: number;
 }
 
@@ -140,7 +141,7 @@ async function listedFile(w: Walk, path: Buffer): Promise<boolean> {
     exec = (st.mode & 0o100) !== 0;
     if (st.size <= SMALL_FILE) {
       // A retained chunk (dumpPath) needs its own buffer; a hashed one can share.
-      const buf = w.options.reuseBuffers ? w.small : Buffer.allocUnsafe(st.size);
+      const buf = w.options.reuseBuffers ? (w.small ??= Buffer.allocUnsafe(SMALL_FILE)) : Buffer.allocUnsafe(st.size);
       readWhole(fd, path, buf, st.size);
       w.writer.regular(exec, st.size);
       if (st.size > 0) w.writer.contents(buf.length === st.size ? buf : buf.subarray(0, st.size));
@@ -181,7 +182,7 @@ async function node(w: Walk, path: Buffer, stats: Stats): Promise<void> {
     else if (stats.size > 0) {
       const fd = openSync(path);
       try {
-        const buf = options.reuseBuffers ? w.small : Buffer.allocUnsafe(stats.size);
+        const buf = options.reuseBuffers ? (w.small ??= Buffer.allocUnsafe(SMALL_FILE)) : Buffer.allocUnsafe(stats.size);
         readWhole(fd, path, buf, stats.size);
         writer.contents(buf.length === stats.size ? buf : buf.subarray(0, stats.size));
       } finally {
@@ -234,7 +235,7 @@ async function pause(w: Walk): Promise<void> {
 }
 
 export function newWalk(writer: NarWriter, options: WalkOptions): Walk {
-  return { writer, options, small: Buffer.allocUnsafe(SMALL_FILE), sinceYield: 0 };
+  return { writer, options, small: undefined, sinceYield: 0 };
 }
 
 /** Writes the node at `path` (typed by lstat, a top-level symlink not followed), serially. */

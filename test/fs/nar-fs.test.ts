@@ -15,7 +15,7 @@ import { str } from '../../src/core/nar/format.js';
 import { encodeNar, NarWriter } from '../../src/core/nar/writer.js';
 import { hashFile, hashPath } from '../../src/fs/hash-path.js';
 import { CLAIMED, fileCalls, helperStats, PUBLISHED, ReadPool } from '../../src/fs/_nar-read-pool.js';
-import { dumpPath } from '../../src/fs/nar-dump.js';
+import { dumpPath, dumpPathBytes } from '../../src/fs/nar-dump.js';
 import { restoreNar, restoreNarSync } from '../../src/fs/nar-restore.js';
 import { loadVector } from '../support/vectors.js';
 import { inPieces, narTreeArb } from '../support/nar-arbitrary.js';
@@ -87,6 +87,13 @@ describe('dumpPath / hashPath / hashFile on every nar.json tree (real Nix 2.8)',
         expect(narSize).toBe(c.nar_size);
       }
       if (c.flat_hashes_hex) for (const algo of ALGOS) expect((await hashFile(p, algo)).toBase16()).toBe(c.flat_hashes_hex[algo]);
+      // In one buffer: with the size right (one batch of exactly the NAR), wrong, or not given.
+      for (const hint of [c.nar_size, undefined, 1, c.nar_size - 8, c.nar_size + 8]) {
+        const bytes = await dumpPathBytes(p, hint);
+        expect(bytes.toString('base64'), String(hint)).toBe(c.nar_b64);
+        // Not a view of a 64 KiB batch (a small NAR may sit in Node's 8 KiB buffer pool).
+        if (hint === c.nar_size) expect(bytes.buffer.byteLength, 'no larger buffer behind it').toBeLessThanOrEqual(Math.max(c.nar_size, 8192));
+      }
     });
     it(`${c.name}: restore, then dump gives the same NAR; canonicalise sets store metadata`, async () => {
       const bytes = Buffer.from(c.nar_b64, 'base64');

@@ -58,7 +58,8 @@ export class NarWriter {
   readonly #out: (chunk: Uint8Array) => void;
   readonly #batchSize: number;
   readonly #reuseBatch: boolean;
-  #batch: Buffer;
+  /** Allocated when the first byte after a flush arrives: a finished archive leaves none behind. */
+  #batch: Buffer | undefined;
   #used = 0;
   #stack: DirFrame[] = [];
   #expectNode = true;
@@ -75,7 +76,6 @@ export class NarWriter {
     this.#out = out;
     this.#batchSize = options.batchSize ?? DEFAULT_BATCH;
     this.#reuseBatch = options.reuseBatch ?? false;
-    this.#batch = Buffer.allocUnsafe(this.#batchSize);
     this.#put(MAGIC);
   }
 
@@ -213,8 +213,8 @@ export class NarWriter {
   /** Hands batched bytes to `out` now. */
   flush(): void {
     if (this.#used === 0) return;
-    const chunk = this.#batch.subarray(0, this.#used);
-    if (!this.#reuseBatch) this.#batch = Buffer.allocUnsafe(this.#batchSize);
+    const chunk = this.#batch!.subarray(0, this.#used);
+    if (!this.#reuseBatch) this.#batch = undefined;
     this.#used = 0;
     this.#out(chunk);
   }
@@ -245,7 +245,7 @@ export class NarWriter {
     let from = 0;
     while (from < bytes.length) {
       const n = Math.min(bytes.length - from, this.#batchSize - this.#used);
-      this.#batch.set(bytes.subarray(from, from + n), this.#used);
+      (this.#batch ??= Buffer.allocUnsafe(this.#batchSize)).set(bytes.subarray(from, from + n), this.#used);
       this.#used += n;
       from += n;
       if (this.#used === this.#batchSize) this.flush();

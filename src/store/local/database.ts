@@ -187,6 +187,12 @@ export class NixDatabase {
     return this.stmts.queryId.get(this.storeDir.print(path)) !== undefined;
   }
 
+  /** The recorded NAR size of a valid path (0 when a row has none), undefined when it is not valid; one query. */
+  narSizeOf(path: StorePath): number | undefined {
+    const size = this.stmts.queryNarSize.get(this.storeDir.print(path)) as number | null | undefined;
+    return size === undefined ? undefined : (size ?? 0);
+  }
+
   /** The valid subset of `paths`, answered with one join instead of one query each. */
   queryValid(paths: StorePath[]): StorePath[] {
     if (paths.length === 0) return [];
@@ -358,6 +364,7 @@ function prepare(db: Database.Database) {
   return {
     queryPathInfo: db.prepare('SELECT id, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths WHERE path = ?'),
     queryId: db.prepare('SELECT id FROM ValidPaths WHERE path = ?'),
+    queryNarSize: db.prepare('SELECT narSize FROM ValidPaths WHERE path = ?').pluck(),
     queryPathInfoMany: db.prepare('SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))'),
     queryReferencesMany: db.prepare('SELECT r.referrer, v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id WHERE r.referrer IN (SELECT value FROM json_each(?))'),
     queryReferences: db.prepare('SELECT path FROM Refs JOIN ValidPaths ON reference = id WHERE referrer = ?'),

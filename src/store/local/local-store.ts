@@ -172,9 +172,10 @@ export class LocalStore implements LocalFsStore {
 
   /** {@link narFromPath} in one buffer, for small paths (a copy to another store takes these whole). */
   async narBytes(path: StorePath): Promise<Uint8Array> {
-    this.requireValid(path);
+    const narSize = this.db.narSizeOf(path);
+    if (narSize === undefined) this.requireValid(path);
     const { dumpPathBytes } = await loadFs();
-    return dumpPathBytes(this.realPath(path));
+    return dumpPathBytes(this.realPath(path), narSize);
   }
 
   private requireValid(path: StorePath): void {
