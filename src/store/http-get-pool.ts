@@ -7,10 +7,11 @@
  * small file from nginx on loopback: 117-122 ms against 30-34 ms).
  *
  * Only the plain case is handled: HTTP/1.1 (or 1.0), a response framed by Content-Length or
- * chunked encoding, or ended by the server closing. Anything else — a network error, a timeout,
- * a malformed or informational (1xx) response, a connection that closes before answering — gives
- * `undefined`, and the caller makes the request again through its full client, which retries,
- * follows redirects and words the errors.
+ * chunked encoding, or ended by the server closing. Anything else — a network error, a malformed
+ * or informational (1xx) response, a connection that closes before answering — gives `undefined`,
+ * and the caller makes the request again through its full client, which retries, follows
+ * redirects and words the errors. A stall past the timeout is told apart ({@link TIMED_OUT}): the
+ * caller counts it as an attempt.
  */
 import { connect, type Socket } from 'node:net';
 
@@ -19,6 +20,9 @@ export interface SmallResponse {
   status: number;
   body: Buffer | undefined;
 }
+
+/** What {@link HttpGetPool.get} gives when the server said nothing within the timeout. */
+export const TIMED_OUT = 'timed out';
 
 export interface HttpGetPoolOptions {
   /** Sockets open at once (default 8, as the transport's agent). */
@@ -45,6 +49,8 @@ interface Conn {
   fresh: boolean;
   /** Bytes arrived for the request in progress. */
   answered: boolean;
+  /** The timeout ended it. */
+  timedOut: boolean;
   /** The request in progress: fed what arrives, told when the socket ends. */
   onData?: () => void;
   onEnd?: () => void;
@@ -70,8 +76,11 @@ export class HttpGetPool {
     this.#timeoutMs = options.timeoutMs;
   }
 
-  /** GETs `path` (an absolute path with its query, already encoded); see the module comment for `undefined`. */
-  async get(path: string, limit: number): Promise<SmallResponse | undefined> {
+  /**
+   * GETs `path` (an absolute path with its query, already encoded); see the module comment for
+   * `undefined`. {@link TIMED_OUT} when the server stalled past the timeout: that was an attempt.
+   */
+  async get(path: string, limit: number): Promise<SmallResponse | typeof TIMED_OUT | undefined> {
     const request = `GET ${path} HTTP/1.1\r\nHost: ${this.#hostHeader}\r\nAccept: */*\r\n\r\n`;
     // A kept-alive socket the server has closed meanwhile fails before answering: once more on a new one.
     for (let fresh = false; ; fresh = true) {
@@ -81,6 +90,7 @@ export class HttpGetPool {
       try {
         const res = await this.#exchange(conn, request, limit);
         reusable = res?.reusable === true;
+        if (!res && conn.timedOut) return TIMED_OUT;
         if (res || conn.fresh || conn.answered || fresh) return res && { status: res.status, body: res.body };
       } finally {
         this.#give(conn, reusable);
@@ -103,6 +113,7 @@ export class HttpGetPool {
       if (idle) {
         idle.fresh = false;
         idle.answered = false;
+        idle.timedOut = false;
         idle.socket.setTimeout(this.#timeoutMs);
         return idle;
       }
@@ -116,8 +127,11 @@ export class HttpGetPool {
 
   #connect(): Conn {
     const socket = connect({ host: this.#host, port: this.#port, noDelay: true });
-    const conn: Conn = { socket, pending: EMPTY, fresh: true, answered: false };
-    socket.setTimeout(this.#timeoutMs, () => socket.destroy());
+    const conn: Conn = { socket, pending: EMPTY, fresh: true, answered: false, timedOut: false };
+    socket.setTimeout(this.#timeoutMs, () => {
+      conn.timedOut = true;
+      socket.destroy();
+    });
     socket.on('data', (chunk: Buffer) => {
       conn.answered = true;
       conn.pending = conn.pending.length === 0 ? chunk : Buffer.concat([conn.pending, chunk]);

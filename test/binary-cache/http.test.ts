@@ -134,6 +134,25 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
     }
   });
 
+  it('a stall counts as one attempt: with one retry, the second request is the last', async () => {
+    let requests = 0;
+    const held: Array<import('node:http').ServerResponse> = [];
+    const srv = createServer((_req, res) => {
+      if (++requests === 1) held.push(res); // the first is never answered
+      else res.writeHead(200, { 'content-length': '2' }).end('ok');
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const t = new HttpTransport(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`, { retries: 1, timeout: 1, backoffMs: 5 });
+    try {
+      expect((await t.getFile('nix-cache-info'))?.toString()).toBe('ok');
+      expect(requests).toBe(2);
+    } finally {
+      await t.close();
+      for (const r of held) r.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+
   it('gives up on a server that stalls before its headers or inside a body, after the timeout', async () => {
     const held: Array<import('node:http').ServerResponse> = [];
     const srv = createServer((req, res) => {
@@ -149,6 +168,8 @@ describe('http:// caches (strata client against strata serve, loopback)', () => 
       const e1 = await t.getFile(`${'0'.repeat(32)}.narinfo`).catch((x: unknown) => x);
       expect(isStrataError(e1, 'HTTP_ERROR')).toBe(true);
       expect((e1 as Error).message).toMatch(/^Cannot fetch 'http:\/\/127\.0\.0\.1:\d+\/0{32}\.narinfo': .*1 s.*ETIMEDOUT/);
+      // One attempt (retries: 0), however it was made.
+      expect(held.filter((r) => r.req.url?.endsWith('.narinfo'))).toHaveLength(1);
       const e2 = await t.getFile('nix-cache-info').catch((x: unknown) => x);
       expect(isStrataError(e2, 'HTTP_ERROR')).toBe(true);
       expect(Date.now() - started).toBeLessThan(10_000);

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { HttpGetPool } from '../../src/store/http-get-pool.js';
+import { HttpGetPool, type SmallResponse, TIMED_OUT } from '../../src/store/http-get-pool.js';
 
 const servers: Array<HttpServer | Server> = [];
 const pools: HttpGetPool[] = [];
@@ -35,6 +35,13 @@ async function listening<S extends HttpServer | Server>(server: S): Promise<{ se
       return p;
     },
   };
+}
+
+/** A GET that must not time out. */
+async function get(pool: HttpGetPool, path: string, limit: number): Promise<SmallResponse | undefined> {
+  const r = await pool.get(path, limit);
+  if (r === TIMED_OUT) throw new Error(`${path} timed out`);
+  return r;
 }
 
 /** A raw server answering every request (read up to its empty line) with `answer`. */
@@ -69,11 +76,11 @@ describe('HttpGetPool', () => {
     server.on('connection', () => connections++);
     const p = pool();
     for (let i = 0; i < 20; i++) {
-      const fixed = await p.get('/fixed', 100);
+      const fixed = await get(p, '/fixed', 100);
       expect([fixed?.status, fixed?.body?.toString()]).toEqual([200, 'fixed']);
-      const chunked = await p.get('/chunked', 100);
+      const chunked = await get(p, '/chunked', 100);
       expect([chunked?.status, chunked?.body?.toString()]).toEqual([200, 'chunked']);
-      expect((await p.get('/missing', 100))?.status).toBe(404);
+      expect((await get(p, '/missing', 100))?.status).toBe(404);
     }
     expect(connections).toBe(1);
   });
@@ -89,9 +96,9 @@ describe('HttpGetPool', () => {
     let connections = 0;
     server.on('connection', () => connections++);
     const p = pool();
-    expect((await p.get('/a', 100))?.body?.toString()).toBe('abcde');
-    expect((await p.get('/b', 100))?.body?.toString()).toBe('ok');
-    expect((await p.get('/c', 100))?.body?.toString()).toBe('until the end');
+    expect((await get(p, '/a', 100))?.body?.toString()).toBe('abcde');
+    expect((await get(p, '/b', 100))?.body?.toString()).toBe('ok');
+    expect((await get(p, '/c', 100))?.body?.toString()).toBe('until the end');
     // The chunked answer's socket was kept; the two that said close were not.
     expect(connections).toBe(2);
   });
@@ -108,14 +115,14 @@ describe('HttpGetPool', () => {
       }),
     );
     const p = pool();
-    expect(await p.get('/long', 1000)).toEqual({ status: 200, body: undefined });
-    expect(await p.get('/chunks', 5000)).toEqual({ status: 200, body: undefined });
-    expect((await p.get('/chunks', 10_000))?.body?.length).toBe(10_000);
+    expect(await get(p, '/long', 1000)).toEqual({ status: 200, body: undefined });
+    expect(await get(p, '/chunks', 5000)).toEqual({ status: 200, body: undefined });
+    expect((await get(p, '/chunks', 10_000))?.body?.length).toBe(10_000);
   });
 
   it('gives undefined for what it does not handle: refused, cut, garbage, informational, silent', async () => {
     const { pool: refusedPool } = await listening(createNetServer((s) => s.destroy()));
-    expect(await refusedPool().get('/x', 100)).toBeUndefined();
+    expect(await get(refusedPool(), '/x', 100)).toBeUndefined();
     const { pool } = await listening(
       rawServer((s, n) => {
         if (n === 0) s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort', () => s.destroy());
@@ -126,9 +133,9 @@ describe('HttpGetPool', () => {
       }),
     );
     const p = pool(300);
-    for (let i = 0; i < 4; i++) expect(await p.get('/x', 100), `answer ${i}`).toBeUndefined();
+    for (let i = 0; i < 4; i++) expect(await get(p, '/x', 100), `answer ${i}`).toBeUndefined();
     const started = Date.now();
-    expect(await p.get('/silent', 100)).toBeUndefined();
+    expect(await p.get('/silent', 100), 'a stall is told apart: it counts as an attempt').toBe(TIMED_OUT);
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
   });
 
@@ -136,9 +143,9 @@ describe('HttpGetPool', () => {
     const { server, pool } = await listening(createServer((_req, res) => res.writeHead(200, { 'content-length': '2' }).end('ok')));
     server.keepAliveTimeout = 20;
     const p = pool();
-    expect((await p.get('/a', 100))?.body?.toString()).toBe('ok');
+    expect((await get(p, '/a', 100))?.body?.toString()).toBe('ok');
     await new Promise((r) => setTimeout(r, 150));
-    expect((await p.get('/b', 100))?.body?.toString()).toBe('ok');
+    expect((await get(p, '/b', 100))?.body?.toString()).toBe('ok');
     // Closed just as the next request went out: that request is made again on a new socket.
     const { pool: rawPool } = await listening(
       rawServer((s, n) => {
@@ -147,8 +154,8 @@ describe('HttpGetPool', () => {
       }),
     );
     const q = rawPool();
-    expect((await q.get('/a', 100))?.body?.toString()).toBe('ok');
-    expect((await q.get('/b', 100))?.body?.toString()).toBe('ok');
+    expect((await get(q, '/a', 100))?.body?.toString()).toBe('ok');
+    expect((await get(q, '/b', 100))?.body?.toString()).toBe('ok');
   });
 
   it('keeps at most maxSockets open; requests beyond wait their turn; close() ends the rest', async () => {
@@ -160,10 +167,10 @@ describe('HttpGetPool', () => {
       s.on('close', () => open--);
     });
     const p = pool(5000, 2);
-    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => p.get(`/${i}`, 100)));
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => get(p, `/${i}`, 100)));
     expect(answers.map((a) => a?.body?.toString())).toEqual(['/0', '/1', '/2', '/3', '/4', '/5']);
     expect(most).toBe(2);
     p.close();
-    expect(await p.get('/after', 100)).toBeUndefined();
+    expect(await get(p, '/after', 100)).toBeUndefined();
   });
 });

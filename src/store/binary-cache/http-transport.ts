@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 
 import { StrataError } from '../../core/error.js';
-import { HttpGetPool } from '../http-get-pool.js';
+import { HttpGetPool, TIMED_OUT } from '../http-get-pool.js';
 import { dump, httpRequest, HttpRequestError, type HttpResponse, MAX_REDIRECTS, REDIRECT_STATUSES, transientStatus } from '../http-request.js';
 import { readAtMost } from '../read-at-most.js';
 import { CACHE_KEY_RE, type CacheTransport } from './transport.js';
@@ -174,7 +174,10 @@ export class HttpTransport implements CacheTransport {
     // The lean answer counts as an attempt: a status Nix does not retry is final, a transient
     // one is tried again after the backoff. A network error or a redirect starts over.
     let spent = 0;
-    if (lean) {
+    if (lean === TIMED_OUT) {
+      if (this.#retries === 0) throw this.#failure('GET', key, `no answer for ${this.#timeout / 1000} s (ETIMEDOUT)`);
+      spent = 1;
+    } else if (lean) {
       if (lean.status >= 200 && lean.status < 300) return lean.body ?? null;
       if (lean.status === 404 || lean.status === 403) return undefined;
       const retried = transientStatus(lean.status) && this.#retries > 0;
