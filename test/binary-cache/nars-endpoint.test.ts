@@ -20,6 +20,7 @@ import { parseRoute } from '../../src/serve/route.js';
 import { copyPaths } from '../../src/store/copy.js';
 import type { LocalStore } from '../../src/store/local/local-store.js';
 import { openStore } from '../../src/store/open.js';
+import type { PathInfo } from '../../src/store/store.js';
 import { substitutePaths } from '../../src/store/substitute.js';
 import { storeView } from '../support/store-view.js';
 import { tempDir } from '../support/tmp.js';
@@ -278,6 +279,26 @@ describe('strata copy from strata serve over nars/', () => {
       }
     });
   }
+
+  it('a longer closure: a first request of 8 NARs (restoring starts sooner), then the rest in one', async () => {
+    const work = tempDir();
+    const src = (await openStore(join(work, 'src'))) as LocalStore;
+    let top: PathInfo | undefined;
+    for (let i = 0; i < 20; i++) top = await src.addText(`link-${i}`, `link ${i} ${top ? dir.print(top.path) : ''}\n`.repeat(50), top ? [top.path] : []);
+    const server = new CacheServer(src, { compression: 'none' });
+    const l = await listen(server, { host: '127.0.0.1', port: 0 });
+    try {
+      await withCopyStores(work, l.url, async (cache, local) => {
+        const r = await copyPaths(cache, local, [top!.path], { recursive: true, requireSigs: false });
+        expect(r.copied).toHaveLength(20);
+        for (const p of r.copied) expect((await local.queryPathInfo(p))?.narHash.equals((await src.queryPathInfo(p))!.narHash)).toBe(true);
+        expect(server.metrics.render()).toContain('strata_serve_requests_total{route="nars",status="200"} 2\n');
+      });
+    } finally {
+      await l.close();
+      await src.close();
+    }
+  });
 
   const cases: Array<{ name: string; tamper: (res: ServeResponse, body: Buffer, http: ServerResponse) => boolean; code?: string; message?: RegExp; compression?: 'zstd' }> = [
     {
