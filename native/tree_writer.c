@@ -136,14 +136,10 @@ static void take_lock(Writer *w, uint32_t index, const char *path) {
   w->locks_stopped = 1;
 }
 
-/* Closes the lock descriptors not handed over, and forgets them. */
-static void drop_locks(Writer *w) {
-  for (uint32_t i = 0; i < w->nlocks; i++) {
+/* A collected writer: closes the lock descriptors never handed over. */
+static void close_locks(Writer *w) {
+  for (uint32_t i = 0; i < w->nlocks; i++)
     if (w->locks[i] >= 0) close(w->locks[i]);
-    w->locks[i] = -1;
-  }
-  w->nlocks = 0;
-  w->locks_stopped = 0;
 }
 
 /* Runs one buffer of operations; on failure records it and returns -1. */
@@ -274,7 +270,7 @@ static void drain(napi_env env, void *data) {
 
 static void free_writer(Writer *w) {
   close_files(w);
-  drop_locks(w);
+  close_locks(w);
   free(w->locks);
   pthread_mutex_destroy(&w->lock);
   free(w->path);

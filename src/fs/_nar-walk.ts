@@ -77,6 +77,11 @@ export interface Walk {
   sinceYield: number;
 }
 
+/** The walk's reusable small-file buffer, made on first use. */
+function smallBuffer(w: Walk): Buffer {
+  return (w.small ??= Buffer.allocUnsafe(SMALL_FILE));
+}
+
 /** Reads `size` bytes of an open file from offset 0 into `buf`, synchronously. */
 function readWhole(fd: number, path: Buffer, buf: Buffer, size: number): void {
   let got = 0;
@@ -141,7 +146,7 @@ async function listedFile(w: Walk, path: Buffer): Promise<boolean> {
     exec = (st.mode & 0o100) !== 0;
     if (st.size <= SMALL_FILE) {
       // A retained chunk (dumpPath) needs its own buffer; a hashed one can share.
-      const buf = w.options.reuseBuffers ? (w.small ??= Buffer.allocUnsafe(SMALL_FILE)) : Buffer.allocUnsafe(st.size);
+      const buf = w.options.reuseBuffers ? smallBuffer(w) : Buffer.allocUnsafe(st.size);
       readWhole(fd, path, buf, st.size);
       w.writer.regular(exec, st.size);
       if (st.size > 0) w.writer.contents(buf.length === st.size ? buf : buf.subarray(0, st.size));
@@ -182,7 +187,7 @@ async function node(w: Walk, path: Buffer, stats: Stats): Promise<void> {
     else if (stats.size > 0) {
       const fd = openSync(path);
       try {
-        const buf = options.reuseBuffers ? (w.small ??= Buffer.allocUnsafe(SMALL_FILE)) : Buffer.allocUnsafe(stats.size);
+        const buf = options.reuseBuffers ? smallBuffer(w) : Buffer.allocUnsafe(stats.size);
         readWhole(fd, path, buf, stats.size);
         writer.contents(buf.length === stats.size ? buf : buf.subarray(0, stats.size));
       } finally {

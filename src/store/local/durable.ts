@@ -31,8 +31,8 @@ const EARLY_MIN_NODES = 1024;
 
 /**
  * Write-back started while a batch is still being restored: once the batch has restored
- * {@link EARLY_MIN_NODES} objects, one syncfs is kept in flight on the thread pool, so that the kernel writes
- * while the restore goes on and the final syncfs finds little left. Measured with a throw-away C
+ * {@link EARLY_MIN_NODES} objects, one syncfs is kept in flight on the thread pool, so that the
+ * kernel writes while the restore goes on and the final syncfs finds little left. Measured with a throw-away C
  * program writing 5,000 files (43 MiB, an import's shape) on this VM: 211-246 ms with one syncfs
  * at the end (106-126 ms of it the syncfs), 170-188 ms with syncfs looping alongside (the final
  * one 1-24 ms). A failed early syncfs is left to the final one to report.

@@ -308,9 +308,7 @@ export class LocalStore implements LocalFsStore {
           throw new StrataError('SIZE_MISMATCH', `Cannot add '${full}': NAR size mismatch, declared ${info.narSize}, got ${got.narSize}`, { value: full });
         }
         if (info.ca) {
-          const beforeReading = async () => {
-            await writer?.settle();
-          };
+          const beforeReading = writer && (() => writer.settle());
           await this.checkContentAddress(info, entry.tmp, { narSha256: got.narHash, nar: source instanceof Uint8Array ? source : undefined, beforeReading });
         }
       });
